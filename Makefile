@@ -1,0 +1,40 @@
+# gearsx developer commands. `make demo` and `make test` bootstrap everything they need:
+# a virtual environment in .venv, the CPU build of torch, then the project with its dev tools.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.gearsx-installed
+DEMO_OUT ?= gearsx_demo_output
+
+.PHONY: install demo test lint docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install only when the dependency list changes (idempotent).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet --group dev -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/gearsx demo --out $(DEMO_OUT)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
+
+test: install
+	$(MAKE) lint
+	MPLBACKEND=agg $(BIN)/python -m pytest
+	$(MAKE) docs
+
+docs: install
+	rm -rf docs/_build docs/api/generated
+	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+clean:
+	rm -rf docs/_build docs/api/generated $(DEMO_OUT) .pytest_cache

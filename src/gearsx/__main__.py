@@ -1,0 +1,25 @@
+"""Command-line entry point: ``gearsx demo`` or ``python -m gearsx demo``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the gearsx command-line interface."""
+    parser = argparse.ArgumentParser(prog="gearsx", description="gearsx command-line interface")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the main job on the embedded simulated data set")
+    demo.add_argument("--out", default="gearsx_demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    demo.add_argument("--cells-per-slide", type=int, default=20_000, help="cells per simulated section")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        run_demo(args.out, random_state=args.seed, n_cells_per_slide=args.cells_per_slide)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""All AnnData key names used by gearsx, in one place (cf. scanpy's ``_keys.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Key"]
+
+
+@dataclass(frozen=True)
+class _Keys:
+    spatial: str = "spatial"
+    spatial_gt: str = "spatial_gt"
+    slide: str = "slide"
+    cell_type: str = "cell_type"
+    domain: str = "domain"
+    embedding: str = "X_gears"
+    reconstruction: str = "X_gears_spatial"
+    result: str = "gears"
+    centered_layer: str = "gears_centered"
+    counts_layer: str = "counts"
+    pseudo_spots: str = "pseudo_spots"
+    spot_cell_counts: str = "spot_cell_counts"
+    n_cells: str = "n_cells"
+    simulation: str = "gears_simulation"
+
+    def distances(self, key: str) -> str:
+        """``obsp`` key of the distances written under ``key_added``."""
+        return f"{key}_distances"
+
+    def connectivities(self, key: str) -> str:
+        """``obsp`` key of the connectivities written under ``key_added``."""
+        return f"{key}_connectivities"
+
+
+Key = _Keys()

@@ -1,0 +1,4 @@
+from ._random import as_rng
+from ._validation import check_coords, check_positive_int
+
+__all__ = ["as_rng", "check_coords", "check_positive_int"]

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["check_coords", "check_positive_int"]
+
+
+def check_coords(x, *, name: str = "X", min_points: int = 1, n_dims: int | None = None) -> np.ndarray:
+    """Validate a coordinate array and return it as a float64 ``(n, d)`` array.
+
+    Raises a :class:`ValueError` naming ``name`` when the array is not 2-D, has too
+    few rows, the wrong number of columns, or holds NaN/inf.
+    """
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        msg = f"`{name}` must be a 2-D array of shape (n_points, n_dims); got an array with shape {arr.shape}."
+        raise ValueError(msg)
+    if not np.issubdtype(arr.dtype, np.number):
+        msg = f"`{name}` must be numeric; got dtype {arr.dtype}."
+        raise ValueError(msg)
+    arr = arr.astype(np.float64, copy=False)
+    if n_dims is not None and arr.shape[1] != n_dims:
+        msg = f"`{name}` must have {n_dims} columns; got shape {arr.shape}."
+        raise ValueError(msg)
+    if arr.shape[0] < min_points:
+        msg = f"`{name}` has {arr.shape[0]} points; at least {min_points} are needed here."
+        raise ValueError(msg)
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        msg = f"`{name}` contains NaN or inf in {bad} of {arr.shape[0]} rows; remove or impute those points first."
+        raise ValueError(msg)
+    return arr
+
+
+def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as ``int`` or raise a :class:`ValueError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        msg = f"`{name}` must be an integer >= {minimum}; got {value!r}."
+        raise ValueError(msg)
+    return int(value)

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["gauge_fix", "procrustes"]
+
+
+def gauge_fix(x: np.ndarray) -> np.ndarray:
+    """Centre a point cloud and scale it to unit root-mean-square norm.
+
+    This removes the translation and global-scale gauge of an intrinsic geometry
+    (METHOD §4). Rotation and reflection are left alone; see :func:`procrustes`.
+
+    Parameters
+    ----------
+    x
+        Coordinates, shape ``(n, d)``.
+
+    Returns
+    -------
+    The gauge-fixed coordinates, ``(n, d)`` float64. A cloud of coincident points
+    (zero spread) is returned centred, without scaling.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import gauge_fix
+    >>> y = gauge_fix(np.array([[0.0, 0.0], [2.0, 0.0]]))
+    >>> float(np.sqrt((y**2).sum(1).mean()))
+    1.0
+    """
+    x = np.asarray(x, dtype=np.float64)
+    xc = x - x.mean(axis=0, keepdims=True)
+    rms = np.sqrt((xc**2).sum(axis=1).mean())
+    return xc / rms if rms > 0 else xc
+
+
+def procrustes(source: np.ndarray, target: np.ndarray, *, reflection: bool = True) -> np.ndarray:
+    """Orthogonal matrix ``R`` minimising ``||source @ R - target||_F``.
+
+    Solves the orthogonal Procrustes problem by SVD of ``source.T @ target``
+    (the same solution as :func:`scipy.linalg.orthogonal_procrustes`, which
+    always allows reflections). With ``reflection=False`` the solution is
+    restricted to proper rotations (``det R = +1``) by flipping the sign of the
+    last singular direction, as in the Kabsch algorithm.
+
+    Parameters
+    ----------
+    source, target
+        Corresponding point sets, shape ``(n, d)``; centre them first if
+        translations should be removed.
+    reflection
+        Allow improper rotations (reflections).
+
+    Returns
+    -------
+    ``R`` with shape ``(d, d)``.
+    """
+    source = np.asarray(source, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if source.shape != target.shape:
+        msg = f"`source` and `target` must have the same shape; got {source.shape} and {target.shape}."
+        raise ValueError(msg)
+    u, _, vt = np.linalg.svd(source.T @ target)
+    if not reflection and np.linalg.det(u @ vt) < 0:
+        u[:, -1] *= -1
+    return u @ vt

@@ -1,0 +1,188 @@
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+from scipy.linalg import orthogonal_procrustes
+from sklearn.manifold import trustworthiness as sk_trustworthiness
+
+import gearsx as gx
+from gearsx.geometry import gauge_fix, procrustes
+
+KEYS = ["spearman", "pearson", "stress1", "edge_auc", "bap", "shell_f1", "trust20", "cont20", "swd", "w1_knn"]
+PERFECT = {
+    "spearman": 1.0,
+    "pearson": 1.0,
+    "stress1": 0.0,
+    "edge_auc": 1.0,
+    "bap": 1.0,
+    "shell_f1": 1.0,
+    "trust20": 1.0,
+    "cont20": 1.0,
+    "swd": 0.0,
+    "w1_knn": 0.0,
+}
+
+
+def _tissue_like(rng, n=600):
+    # Clustered, anisotropic cloud: less symmetric than a uniform square.
+    centres = rng.uniform(0, 10, (6, 2))
+    x = centres[rng.integers(0, 6, n)] + rng.normal(0, 1.0, (n, 2))
+    return x * np.array([1.0, 0.6])
+
+
+def _random_similarity(rng, x):
+    theta = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    reflect = np.diag([1.0, -1.0])
+    return 3.7 * x @ rot @ reflect + rng.normal(0, 50, 2)
+
+
+def test_perfect_on_identity(rng):
+    x = _tissue_like(rng)
+    scores = gx.metrics.evaluate_geometry(x, x)
+    assert list(scores) == KEYS
+    for key, value in PERFECT.items():
+        assert scores[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_invariant_to_similarity_transforms(rng):
+    x = _tissue_like(rng)
+    pred = x + rng.normal(0, 0.3, x.shape)
+    base = gx.metrics.evaluate_geometry(pred, x)
+    moved_pred = gx.metrics.evaluate_geometry(_random_similarity(rng, pred), x)
+    moved_gt = gx.metrics.evaluate_geometry(pred, _random_similarity(rng, x))
+    for key in KEYS:
+        assert moved_pred[key] == pytest.approx(base[key], rel=1e-6, abs=1e-9), key
+        assert moved_gt[key] == pytest.approx(base[key], rel=1e-6, abs=1e-9), key
+    # A noisy prediction is good but not perfect: the metrics can tell.
+    assert 0.8 < base["spearman"] < 0.999
+    assert base["stress1"] > 0.01
+
+
+def test_near_chance_for_random_permutation(rng):
+    x = _tissue_like(rng, n=1500)
+    scores = gx.metrics.evaluate_geometry(rng.permutation(x), x)
+    assert abs(scores["spearman"]) < 0.05
+    assert abs(scores["pearson"]) < 0.05
+    assert scores["edge_auc"] == pytest.approx(0.5, abs=0.03)
+    assert scores["bap"] == pytest.approx(0.5, abs=0.03)
+    assert scores["trust20"] == pytest.approx(0.5, abs=0.03)
+    assert scores["cont20"] == pytest.approx(0.5, abs=0.03)
+    assert scores["stress1"] > 0.3
+
+
+def test_monotone_in_noise(rng):
+    x = _tissue_like(rng)
+    worse = [gx.metrics.evaluate_geometry(x + rng.normal(0, s, x.shape), x) for s in (0.1, 0.5, 2.0)]
+    for key in ("spearman", "edge_auc", "trust20", "cont20", "shell_f1"):
+        assert worse[0][key] > worse[1][key] > worse[2][key], key
+    assert worse[0]["stress1"] < worse[1]["stress1"] < worse[2]["stress1"]
+
+
+@pytest.mark.parametrize("k", [5, 20])
+def test_trustworthiness_matches_sklearn(rng, k):
+    x = _tissue_like(rng, n=400)
+    pred = x + rng.normal(0, 0.8, x.shape)
+    assert gx.metrics.trustworthiness(pred, x, k=k) == pytest.approx(sk_trustworthiness(x, pred, n_neighbors=k))
+    assert gx.metrics.continuity(pred, x, k=k) == pytest.approx(sk_trustworthiness(pred, x, n_neighbors=k))
+
+
+def test_three_dimensional_ground_truth(rng):
+    x3 = np.column_stack([_tissue_like(rng), rng.normal(0, 0.1, 600)])
+    scores = gx.metrics.evaluate_geometry(x3[:, :2], x3)
+    assert scores["spearman"] > 0.99
+    assert scores["swd"] < 0.05
+    assert gx.metrics.trustworthiness(x3[:, :2], x3) == pytest.approx(sk_trustworthiness(x3, x3[:, :2], n_neighbors=20))
+
+
+def test_sampled_pairs_estimate_exact_values(rng):
+    x = _tissue_like(rng, n=1800)
+    pred = x + rng.normal(0, 0.5, x.shape)
+    exact = gx.metrics.evaluate_geometry(pred, x)
+    sampled = gx.metrics.evaluate_geometry(pred, x, n_pairs=200_000, random_state=3)
+    for key in ("spearman", "pearson", "stress1", "edge_auc", "bap", "shell_f1"):
+        assert sampled[key] == pytest.approx(exact[key], abs=0.01), key
+    # the sampled path really differs from the exact one (it is a sample)
+    assert sampled["spearman"] != exact["spearman"]
+
+
+def test_large_input_uses_sampling_and_is_reproducible(rng):
+    x = rng.uniform(0, 100, (30_000, 2))
+    pred = x + rng.normal(0, 1.0, x.shape)
+    a = gx.metrics.evaluate_geometry(pred, x, random_state=1)
+    b = gx.metrics.evaluate_geometry(pred, x, random_state=1)
+    assert a == b
+    assert a["spearman"] > 0.99
+    assert 0.9 < a["trust20"] < 1.0
+
+
+def test_edge_scores_and_shell_f1_standalone(rng):
+    x = _tissue_like(rng)
+    assert gx.metrics.edge_scores(x, x) == {"edge_auc": 1.0, "bap": 1.0}
+    assert gx.metrics.shell_f1(x, x, shells=(0.5, 1.0, 3.0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shells"):
+        gx.metrics.shell_f1(x, x, shells=(2.0, 1.0))
+
+
+def test_single_metric_functions_agree_with_evaluate(rng):
+    x = _tissue_like(rng)
+    pred = x + rng.normal(0, 0.5, x.shape)
+    full = gx.metrics.evaluate_geometry(pred, x)
+    assert gx.metrics.distance_correlation(pred, x) == pytest.approx(full["spearman"])
+    assert gx.metrics.distance_correlation(pred, x, method="pearson") == pytest.approx(full["pearson"])
+    assert gx.metrics.stress1(pred, x) == pytest.approx(full["stress1"])
+    assert gx.metrics.sliced_wasserstein(pred, x) == pytest.approx(full["swd"])
+    assert gx.metrics.knn_distance_w1(pred, x) == pytest.approx(full["w1_knn"])
+    with pytest.raises(ValueError, match="method"):
+        gx.metrics.distance_correlation(pred, x, method="kendall")
+
+
+@pytest.mark.parametrize(
+    ("pred", "gt", "match"),
+    [
+        (np.zeros((50, 2)), np.zeros((40, 2)), "same cells"),
+        (np.full((50, 2), np.nan), np.zeros((50, 2)), "NaN or inf"),
+        (np.zeros(50), np.zeros((50, 2)), "2-D array"),
+        (np.zeros((10, 2)), np.zeros((10, 2)), "at least k \\+ 1"),
+    ],
+)
+def test_bad_input_raises(pred, gt, match):
+    with pytest.raises(ValueError, match=match):
+        gx.metrics.evaluate_geometry(pred, gt)
+
+
+def test_too_few_points_for_trustworthiness(rng):
+    x = rng.normal(size=(30, 2))
+    with pytest.raises(ValueError, match="k < n/2"):
+        gx.metrics.trustworthiness(x, x, k=20)
+
+
+def test_evaluate_adata(rng):
+    x = _tissue_like(rng, n=300)
+    adata = AnnData(np.zeros((300, 3), dtype=np.float32))
+    adata.obsm["spatial_gt"] = x
+    adata.obsm["pred"] = x * 2
+    df = gx.metrics.evaluate_adata(adata, "pred", "spatial_gt")
+    assert isinstance(df, pd.DataFrame)
+    assert df.shape == (1, len(KEYS) + 1)
+    assert df.loc["pred", "spearman"] == pytest.approx(1.0)
+    with pytest.raises(KeyError, match="pred_key"):
+        gx.metrics.evaluate_adata(adata, "missing", "spatial_gt")
+
+
+def test_gauge_fix_and_procrustes(rng):
+    x = rng.normal(size=(100, 2)) * 5 + 3
+    y = gauge_fix(x)
+    np.testing.assert_allclose(y.mean(0), 0, atol=1e-12)
+    assert np.sqrt((y**2).sum(1).mean()) == pytest.approx(1.0)
+    target = rng.normal(size=(100, 3))
+    source = target @ np.linalg.qr(rng.normal(size=(3, 3)))[0] + 0.01 * rng.normal(size=(100, 3))
+    r = procrustes(source, target)
+    np.testing.assert_allclose(r, orthogonal_procrustes(source, target)[0], atol=1e-10)
+    # Without reflections the solution is a proper rotation, even when a reflection would fit better.
+    mirrored = target * np.array([1.0, 1.0, -1.0])
+    r_rot = procrustes(mirrored, target, reflection=False)
+    assert np.linalg.det(r_rot) == pytest.approx(1.0)
+    assert np.linalg.det(procrustes(mirrored, target)) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="same shape"):
+        procrustes(source, target[:10])

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+from importlib.metadata import version
+
+import gearsx as gx
+
+
+def test_version_from_metadata():
+    assert gx.__version__ == version("gearsx")
+
+
+def test_namespaces_present():
+    for name in ("pp", "tl", "pl", "model", "module", "geometry", "datasets", "metrics"):
+        assert hasattr(gx, name), name
+
+
+def test_import_is_fast_and_light():
+    code = (
+        "import sys, time; t = time.perf_counter(); import gearsx; dt = time.perf_counter() - t; "
+        "heavy = [m for m in ('torch', 'scanpy', 'sklearn', 'anndata', 'matplotlib') if m in sys.modules]; "
+        "print(dt); print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert float(out[0]) < 3.0
+    assert out[1] == "", f"heavy modules imported by `import gearsx`: {out[1]}"
+
+
+def test_settings_repr_and_verbosity():
+    old = gx.settings.verbosity
+    try:
+        gx.settings.verbosity = "INFO"
+        assert gx.settings.verbosity == 20
+        assert "progress_bar" in repr(gx.settings)
+    finally:
+        gx.settings.verbosity = old
