@@ -25,7 +25,9 @@ STATUS = (
 )
 
 
-def run_demo(out_dir: str | Path = "gearsx_demo_output", *, random_state: int = 0, n_cells_per_slide: int = 20_000) -> Path:
+def run_demo(
+    out_dir: str | Path = "gearsx_demo_output", *, random_state: int = 0, n_cells_per_slide: int = 20_000
+) -> Path:
     """Simulate the embedded data set, score baselines, and write a table and figures to ``out_dir``.
 
     Parameters
@@ -104,8 +106,10 @@ def run_demo(out_dir: str | Path = "gearsx_demo_output", *, random_state: int = 
 
 
 def _markdown(table) -> str:
-    """A pipe table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
+    """Render a pipe table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
     header = [table.index.name or "", *map(str, table.columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(table.index, table.to_numpy(), strict=True)]
+    lines += [
+        "| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(table.index, table.to_numpy(), strict=True)
+    ]
     return "\n".join(lines)

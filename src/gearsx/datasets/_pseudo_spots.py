@@ -156,10 +156,13 @@ def pseudo_spots(
     if label_key is not None:
         labels = pd.Categorical(adata_cells.obs[label_key])
         onehot = sp.csr_matrix(
-            (np.ones(len(assigned)), (assigned, labels.codes[assigned])), shape=(adata_cells.n_obs, len(labels.categories))
+            (np.ones(len(assigned)), (assigned, labels.codes[assigned])),
+            shape=(adata_cells.n_obs, len(labels.categories)),
         )
         counts = np.asarray((agg @ onehot).todense(), dtype=np.int64)
-        out.obsm[Key.spot_cell_counts] = pd.DataFrame(counts, index=out.obs_names, columns=labels.categories.astype(str))
+        out.obsm[Key.spot_cell_counts] = pd.DataFrame(
+            counts, index=out.obs_names, columns=labels.categories.astype(str)
+        )
         out.obs[label_key] = pd.Categorical.from_codes(counts.argmax(1), categories=labels.categories)
     out.uns[Key.pseudo_spots] = {
         "params": {

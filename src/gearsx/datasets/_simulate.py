@@ -351,7 +351,9 @@ def simulate_tissue(
         slides.append(slide)
 
     adata_st = ad.concat(slides, merge="same")
-    adata_st.obs[Key.slide] = pd.Categorical(adata_st.obs[Key.slide], categories=[f"slide_{s}" for s in range(n_slides)])
+    adata_st.obs[Key.slide] = pd.Categorical(
+        adata_st.obs[Key.slide], categories=[f"slide_{s}" for s in range(n_slides)]
+    )
     adata_st.obs = adata_st.obs[[Key.slide, Key.n_cells, Key.domain, Key.cell_type]]
 
     seed_sc, seed_cells = seeds[-1].spawn(2)

@@ -236,7 +236,7 @@ class _Evaluation:
 
 
 def _knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """k nearest neighbours of every point, excluding the point itself (robust to duplicates)."""
+    """K nearest neighbours of every point, excluding the point itself (robust to duplicates)."""
     dist, idx = tree.query(x, k=k + 1)
     is_self = idx == np.arange(len(x))[:, None]
     no_self = ~is_self.any(axis=1)
@@ -259,7 +259,9 @@ _PARAMS_DOC = """
 """
 
 
-def distance_correlation(X_pred, X_gt, *, method: str = "spearman", n_pairs: int | None = None, random_state=0) -> float:
+def distance_correlation(
+    X_pred, X_gt, *, method: str = "spearman", n_pairs: int | None = None, random_state=0
+) -> float:
     """Correlation between predicted and ground-truth pairwise distances.
 
     Parameters
@@ -316,9 +318,7 @@ def edge_scores(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random
     return _Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state).edge_scores()
 
 
-def shell_f1(
-    X_pred, X_gt, *, k: int = 20, shells=DEFAULT_SHELLS, n_pairs: int | None = None, random_state=0
-) -> float:
+def shell_f1(X_pred, X_gt, *, k: int = 20, shells=DEFAULT_SHELLS, n_pairs: int | None = None, random_state=0) -> float:
     """Macro F1 of classifying pairs into distance shells.
 
     Shells are intervals of distance in units of ``R20`` (see :func:`edge_scores`);
@@ -332,17 +332,20 @@ def shell_f1(
 
 
 def trustworthiness(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
-    """Trustworthiness@k :cite:p:`Venna2001`: are the predicted neighbours true neighbours?
+    """Trustworthiness@k: how many predicted neighbours are true neighbours.
 
-    Identical to :func:`sklearn.manifold.trustworthiness` ``(X_gt, X_pred, n_neighbors=k)``
-    up to ties, but it never builds an ``N x N`` matrix: ranks are counted in blocks of
-    rows, and above 5,000 cells a fixed-seed sample of 5,000 query cells is used.
+    Measures intrusions :cite:p:`Venna2001`. Identical to
+    :func:`sklearn.manifold.trustworthiness` ``(X_gt, X_pred, n_neighbors=k)`` up to
+    ties, but it never builds an ``N x N`` matrix: the rank of each intruder is a
+    KD-tree ball count, and above 5,000 cells a fixed-seed sample of 5,000 query cells
+    is used. Written here rather than calling scikit-learn because scikit-learn's
+    version is quadratic in memory.
     """
     return _Evaluation(X_pred, X_gt, k=k, random_state=random_state).trust(swap=False)
 
 
 def continuity(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
-    """Continuity@k: are the true neighbours kept as neighbours in the prediction?
+    """Continuity@k: how many true neighbours stay neighbours in the prediction.
 
     Trustworthiness with the roles of the two spaces exchanged, i.e.
     :func:`sklearn.manifold.trustworthiness` ``(X_pred, X_gt, n_neighbors=k)``.
@@ -350,9 +353,7 @@ def continuity(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
     return _Evaluation(X_pred, X_gt, k=k, random_state=random_state).trust(swap=True)
 
 
-def sliced_wasserstein(
-    X_pred, X_gt, *, n_projections: int = 256, max_points: int = 50_000, random_state=0
-) -> float:
+def sliced_wasserstein(X_pred, X_gt, *, n_projections: int = 256, max_points: int = 50_000, random_state=0) -> float:
     """Sliced 1-Wasserstein distance between gauge-fixed, Procrustes-aligned point clouds.
 
     Both clouds are centred and scaled to unit RMS norm, the prediction is aligned to
@@ -378,9 +379,7 @@ def knn_distance_w1(X_pred, X_gt, *, k: int = 20) -> float:
     return _Evaluation(X_pred, X_gt, k=k).knn_distance_w1()
 
 
-def evaluate_geometry(
-    X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0
-) -> dict[str, float]:
+def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0) -> dict[str, float]:
     """All reconstruction metrics of the GEARS paper (Table 1) in one call.
 
     Shared work (KD-trees, the pair sample, neighbour lists) is done once.
@@ -476,6 +475,10 @@ def evaluate_adata(
             msg = f"`{arg}`={key!r} is not in `adata.obsm`; available keys: {sorted(adata.obsm.keys())}."
             raise KeyError(msg)
     scores = evaluate_geometry(
-        np.asarray(adata.obsm[pred_key]), np.asarray(adata.obsm[gt_key]), k=k, n_pairs=n_pairs, random_state=random_state
+        np.asarray(adata.obsm[pred_key]),
+        np.asarray(adata.obsm[gt_key]),
+        k=k,
+        n_pairs=n_pairs,
+        random_state=random_state,
     )
     return pd.DataFrame({**scores, "n_cells": adata.n_obs}, index=pd.Index([pred_key], name="prediction"))

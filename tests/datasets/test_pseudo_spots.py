@@ -1,0 +1,82 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import gearsx as gx
+from tests.conftest import shared_file
+
+
+def _check_conservation(cells, spots):
+    cell_spot = spots.uns["pseudo_spots"]["cell_spot"]
+    assert cell_spot.shape == (cells.n_obs,)
+    inside = cell_spot >= 0
+    # Every assigned cell is counted once: spot sums equal the sums of their cells.
+    x = cells.X.toarray() if sp.issparse(cells.X) else np.asarray(cells.X)
+    y = spots.X.toarray() if sp.issparse(spots.X) else np.asarray(spots.X)
+    expected = np.zeros_like(y, dtype=np.float64)
+    np.add.at(expected, cell_spot[inside], x[inside])
+    np.testing.assert_allclose(y, expected, rtol=1e-5)
+    np.testing.assert_allclose(y.sum(), x[inside].sum(), rtol=1e-5)
+    np.testing.assert_array_equal(np.bincount(cell_spot[inside], minlength=spots.n_obs), spots.obs["n_cells"])
+    return inside
+
+
+def test_conservation_on_simulated_cells(small_tissue):
+    _, cells = small_tissue
+    cells = cells.copy()
+    cells.obsm["spatial"] = cells.obsm["spatial_gt"]
+    spots = gx.datasets.pseudo_spots(cells, spot_diameter=88.0, center_to_center=160.0, label_key="cell_type")
+    inside = _check_conservation(cells, spots)
+    # Assigned cells lie within the spot radius of their spot centre.
+    centre = spots.obsm["spatial"][spots.uns["pseudo_spots"]["cell_spot"][inside]]
+    assert np.linalg.norm(cells.obsm["spatial"][inside] - centre, axis=1).max() <= 44.0 + 1e-9
+    np.testing.assert_array_equal(spots.obsm["spot_cell_counts"].to_numpy().sum(1), spots.obs["n_cells"])
+    assert spots.obs["cell_type"].dtype == "category"
+
+
+def test_conservation_on_real_osmfish():
+    cells = ad.read_h5ad(shared_file("osmfish_mouse_sscortex", "osmfish_mouse_sscortex.h5ad"))
+    # Coordinates are image pixels; the QC columns give the pixel size, so we can lay 55 µm spots 100 µm apart.
+    um_per_px = float(np.sqrt(np.median(cells.obs["size_um2"] / cells.obs["size_pix"])))
+    spots = gx.datasets.pseudo_spots(
+        cells,
+        spot_diameter=55.0 / um_per_px,
+        center_to_center=100.0 / um_per_px,
+        label_key="ClusterName",
+        min_cells=2,
+    )
+    inside = _check_conservation(cells, spots)
+    assert spots.n_obs > 100
+    assert (spots.obs["n_cells"] >= 2).all()
+    assert 0.1 < inside.mean() < 0.6  # Visium spots cover a minority of the tissue area
+    print(f"osmFISH: {cells.n_obs} cells -> {spots.n_obs} pseudo-spots, {inside.mean():.1%} of cells inside spots")
+
+
+def test_dense_input_and_overlapping_spots():
+    rng = np.random.default_rng(0)
+    cells = ad.AnnData(rng.poisson(1.0, (500, 5)).astype(np.float32))
+    cells.obsm["spatial"] = rng.uniform(0, 100, (500, 2))
+    # Spots larger than their spacing: every cell goes to its nearest spot only.
+    spots = gx.datasets.pseudo_spots(cells, spot_diameter=30.0, center_to_center=10.0, layout="square")
+    assert isinstance(spots.X, np.ndarray)
+    inside = _check_conservation(cells, spots)
+    assert inside.all()
+
+
+def test_bad_input():
+    cells = ad.AnnData(np.ones((20, 3), dtype=np.float32))
+    with pytest.raises(KeyError, match="spatial"):
+        gx.datasets.pseudo_spots(cells, spot_diameter=1.0, center_to_center=2.0)
+    cells.obsm["spatial"] = np.full((20, 2), np.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        gx.datasets.pseudo_spots(cells, spot_diameter=1.0, center_to_center=2.0)
+    cells.obsm["spatial"] = np.random.default_rng(0).uniform(0, 10, (20, 2))
+    with pytest.raises(ValueError, match="layout"):
+        gx.datasets.pseudo_spots(cells, spot_diameter=1.0, center_to_center=2.0, layout="triangle")
+    with pytest.raises(ValueError, match="spot_diameter"):
+        gx.datasets.pseudo_spots(cells, spot_diameter=-1.0, center_to_center=2.0)
+    with pytest.raises(ValueError, match="No spot holds"):
+        gx.datasets.pseudo_spots(cells, spot_diameter=1e-6, center_to_center=2.0, min_cells=5)
+    with pytest.raises(KeyError, match="label_key"):
+        gx.datasets.pseudo_spots(cells, spot_diameter=1.0, center_to_center=2.0, label_key="type")
