@@ -1,8 +1,29 @@
 """Numerics of intrinsic geometry: gauge fixing, alignment, targets, losses and stitching.
 
-Array-level only (numpy / torch); nothing here reads or writes AnnData.
+Array-level only (numpy / torch); nothing here reads or writes AnnData. torch is
+imported inside the loss functions, so importing this module stays light.
 """
 
 from ._gauge import gauge_fix, procrustes
+from ._losses import TargetBatch, collate_targets, geo_loss, gram_loss, log_stress_loss, rw_kl_loss
+from ._stitch import StitchResult, random_walk_patches, stitch_patches
+from ._targets import GeometryTargets, adaptive_params, build_targets, farthest_point_sampling, knn_indices
 
-__all__ = ["gauge_fix", "procrustes"]
+__all__ = [
+    "GeometryTargets",
+    "TargetBatch",
+    "adaptive_params",
+    "build_targets",
+    "collate_targets",
+    "farthest_point_sampling",
+    "gauge_fix",
+    "geo_loss",
+    "gram_loss",
+    "knn_indices",
+    "log_stress_loss",
+    "procrustes",
+    "rw_kl_loss",
+    "StitchResult",
+    "random_walk_patches",
+    "stitch_patches",
+]

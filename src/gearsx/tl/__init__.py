@@ -1,3 +1,5 @@
-"""Populated by the issues that implement this namespace (see CHANGELOG.md)."""
+"""Tools: thin AnnData wrappers that run gearsx computations and write results to the usual slots."""
 
-__all__: list[str] = []
+from ._stitch import stitch
+
+__all__ = ["stitch"]

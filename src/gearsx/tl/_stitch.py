@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gearsx._keys import Key
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["stitch"]
+
+logger = logging.getLogger(__name__)
+
+
+def stitch(
+    adata: AnnData,
+    patches: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    key_added: str = Key.result,
+    random_state: int = 0,
+    copy: bool = False,
+    **kwargs,
+) -> AnnData | None:
+    """Stitch overlapping patch geometries into a global layout and write it to ``adata``.
+
+    A thin wrapper of :func:`gearsx.geometry.stitch_patches` (see there for the
+    algorithm and the keyword arguments).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix whose observations the patches index (positions in ``obs``).
+    patches
+        Sequence of ``(indices, coords)`` pairs: integer positions of a patch's cells and
+        their predicted 2-D coordinates in that patch's own pose and scale.
+    key_added
+        Prefix of the written keys (an existing entry under these keys is replaced, with a log message).
+    random_state
+        Seed of the stitching.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+    **kwargs
+        Passed to :func:`gearsx.geometry.stitch_patches`.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes
+
+    ``obsm[f'X_{key_added}_spatial']``
+        Global 2-D layout (centred, unit RMS).
+    ``obsp[f'{key_added}_distances']``
+        Sparse stitched distances (CSR), in the units of the layout.
+    ``obsp[f'{key_added}_connectivities']``
+        Confidence weights of the stitched edges (CSR).
+    ``uns[key_added]``
+        ``params`` and ``diagnostics`` (patch reliability, overlap disagreement, solver
+        stress, edge residual quantiles, components).
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad, gearsx as gx
+    >>> xy = np.random.default_rng(0).uniform(size=(300, 2))
+    >>> adata = ad.AnnData(np.zeros((300, 1), dtype=np.float32))
+    >>> halves = [np.flatnonzero(xy[:, 0] < 0.6), np.flatnonzero(xy[:, 0] > 0.4)]
+    >>> gx.tl.stitch(adata, [(i, 3 * xy[i]) for i in halves])
+    >>> adata.obsm["X_gears_spatial"].shape
+    (300, 2)
+    """
+    import gearsx
+    from gearsx.geometry import stitch_patches
+
+    patches = list(patches)
+    if not patches or any(len(p) != 2 for p in patches):
+        msg = "`patches` must be a non-empty sequence of (indices, coords) pairs."
+        raise ValueError(msg)
+    adata = adata.copy() if copy else adata
+    res = stitch_patches(
+        [p[0] for p in patches], [p[1] for p in patches], adata.n_obs, random_state=random_state, **kwargs
+    )
+    obsm_key = f"X_{key_added}_spatial"
+    dist_key, conn_key = Key.distances(key_added), Key.connectivities(key_added)
+    for slot, key in ((adata.obsm, obsm_key), (adata.obsp, dist_key), (adata.obsp, conn_key), (adata.uns, key_added)):
+        if key in slot:
+            logger.info("replacing existing %r", key)
+    adata.obsm[obsm_key] = res.X
+    adata.obsp[dist_key] = res.distances
+    adata.obsp[conn_key] = res.weights
+    diag = dict(res.diagnostics)
+    adata.uns[key_added] = {
+        "params": {"random_state": random_state, "n_patches": len(patches), "version": gearsx.__version__, **kwargs},
+        "diagnostics": diag,
+        "distances_key": dist_key,
+        "connectivities_key": conn_key,
+    }
+    return adata if copy else None

@@ -1,0 +1,105 @@
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.neighbors import kneighbors_graph
+
+import gearsx as gx
+from gearsx.geometry import random_walk_patches, stitch_patches
+from tests.conftest import shared_file
+
+
+def _perturbed_patches(xy, patches, rng, *, noise=0.05, corrupted=()):
+    """Random pose, reflection and scale per patch, ~5% distance noise, and some scrambled patches."""
+    r = np.median(np.sort(np.linalg.norm(xy[:200, None] - xy[None], axis=-1), axis=1)[:, 1])
+    out = []
+    for p, ix in enumerate(patches):
+        y = xy[ix] + rng.normal(0, noise * r, (len(ix), 2))
+        if p in corrupted:
+            y = rng.permutation(y)
+        th = rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        if rng.random() < 0.5:
+            rot = rot @ np.diag([1.0, -1.0])
+        out.append(rng.uniform(0.1, 10.0) * y @ rot + rng.normal(0, 100, 2))
+    return out
+
+
+def test_random_walk_patches_cover_and_overlap(rng):
+    xy = rng.uniform(size=(2000, 2))
+    graph = kneighbors_graph(xy, 10)
+    patches = random_walk_patches(graph, 200, coverage=2, random_state=0)
+    counts = np.bincount(np.concatenate(patches), minlength=2000)
+    assert counts.min() >= 2
+    assert all(len(p) == 200 and len(np.unique(p)) == 200 for p in patches)
+    # patches are compact: their spatial extent is far below the tissue's
+    assert np.median([np.ptp(xy[p], axis=0).max() for p in patches]) < 0.6
+    again = random_walk_patches(graph, 200, coverage=2, random_state=0)
+    assert all(np.array_equal(a, b) for a, b in zip(patches, again, strict=True))
+
+
+def test_stitch_recovers_real_layout_and_downweights_corrupted_patches():
+    cells = ad.read_h5ad(shared_file("osmfish_mouse_sscortex", "osmfish_mouse_sscortex.h5ad"))
+    xy = cells.obsm["spatial"].astype(np.float64)
+    rng = np.random.default_rng(0)
+    patches = random_walk_patches(kneighbors_graph(xy, 10), 384, coverage=3, random_state=0)
+    corrupted = set(rng.choice(len(patches), 4, replace=False).tolist())
+    coords = _perturbed_patches(xy, patches, rng, corrupted=corrupted)
+    res = stitch_patches(patches, coords, len(xy), random_state=0)
+    scores = gx.metrics.evaluate_geometry(res.X, xy)
+    rel = res.diagnostics["patch_reliability"]
+    clean = np.delete(rel, sorted(corrupted))
+    print(
+        f"osmFISH stitch: {len(patches)} patches, Spearman {scores['spearman']:.4f}, "
+        f"corrupted reliability {rel[sorted(corrupted)]}, clean median {np.median(clean):.3f}"
+    )
+    assert scores["spearman"] >= 0.95
+    assert rel[sorted(corrupted)].max() < 0.1 * np.median(clean)
+    assert res.distances.shape == (len(xy), len(xy))
+    assert sp.isspmatrix_csr(res.distances)
+    assert (res.distances != res.distances.T).nnz == 0
+    assert res.diagnostics["n_components"] == 1
+    # the stitched distances describe the layout: edges' residuals are small
+    assert res.diagnostics["edge_residual_quantiles"]["q50"] < 0.1
+
+
+def test_stitch_is_invariant_to_patch_poses_and_reproducible(rng):
+    xy = rng.uniform(size=(800, 2))
+    patches = random_walk_patches(kneighbors_graph(xy, 10), 150, coverage=3, random_state=1)
+    a = stitch_patches(patches, [xy[p] for p in patches], 800, random_state=0)
+    b = stitch_patches(patches, _perturbed_patches(xy, patches, rng, noise=0.0), 800, random_state=0)
+    assert gx.metrics.distance_correlation(a.X, xy) > 0.99
+    assert gx.metrics.distance_correlation(b.X, a.X) > 0.999
+    c = stitch_patches(patches, [xy[p] for p in patches], 800, random_state=0)
+    np.testing.assert_array_equal(a.X, c.X)
+
+
+def test_disconnected_patches_are_reported_not_collapsed(rng):
+    left = rng.uniform(size=(100, 2))
+    right = rng.uniform(size=(100, 2)) + [5.0, 0.0]
+    xy = np.vstack([left, right])
+    patches = [np.arange(100), np.arange(100, 200)]
+    with pytest.warns(UserWarning, match="2 connected components"):
+        res = stitch_patches(patches, [xy[p] for p in patches], 200)
+    assert res.diagnostics["n_components"] == 2
+    comp = res.diagnostics["components"]
+    assert len(np.unique(comp[:100])) == 1
+    assert comp[0] != comp[150]
+    # each component keeps its own geometry
+    assert gx.metrics.distance_correlation(res.X[:100], left) > 0.99
+
+
+def test_bad_input(rng):
+    xy = rng.uniform(size=(50, 2))
+    with pytest.raises(ValueError, match="in no patch"):
+        stitch_patches([np.arange(40)], [xy[:40]], 50)
+    with pytest.raises(ValueError, match="indices for"):
+        stitch_patches([np.arange(50)], [xy[:40]], 50)
+    with pytest.raises(ValueError, match="outside"):
+        stitch_patches([np.arange(50) + 1], [xy], 50)
+    with pytest.raises(ValueError, match="repeats"):
+        stitch_patches([np.r_[np.arange(49), 0]], [xy], 50)
+    with pytest.raises(ValueError, match="NaN"):
+        stitch_patches([np.arange(50)], [np.full((50, 2), np.nan)], 50)
+    with pytest.raises(ValueError, match="equal length"):
+        stitch_patches([np.arange(50)], [], 50)
