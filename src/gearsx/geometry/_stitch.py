@@ -194,7 +194,9 @@ def _landmark_isomap(dist: sp.csr_matrix, n_landmarks: int, rng: np.random.Gener
 
 
 def _initial_layout(sub: sp.csr_matrix, ci, cj, cd, n_landmarks: int, rng: np.random.Generator) -> np.ndarray:
-    """Landmark Isomap on the largest component of the trusted (core) edges; other cells start at
+    """Initialise a component's layout.
+
+    Landmark Isomap on the largest component of the trusted (core) edges; other cells start at
     the mean position of their already-placed neighbours (reattached cells never shortcut geodesics).
     """
     m = sub.shape[0]
