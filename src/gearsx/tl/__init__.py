@@ -1,5 +1,6 @@
 """Tools: thin AnnData wrappers that run gearsx computations and write results to the usual slots."""
 
+from ._embed_patches import embed_patches
 from ._stitch import stitch
 
-__all__ = ["stitch"]
+__all__ = ["embed_patches", "stitch"]

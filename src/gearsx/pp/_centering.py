@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from gearsx._keys import Key
+
+from ._checks import check_finite_matrix, check_obs_key, get_matrix
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["mean_center_per_slide"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest dense output (bytes) written without ``allow_large=True``.
+MAX_DENSE_BYTES = 8 * 1024**3
+_ROW_BLOCK = 8192
+
+
+def mean_center_per_slide(
+    adata: AnnData,
+    *,
+    slide_key: str,
+    layer: str | None = None,
+    key_added: str = Key.centered_layer,
+    allow_large: bool = False,
+    copy: bool = False,
+) -> AnnData | None:
+    """Per-slide, per-gene mean centring: ``x - mean_slide + mean_all`` (METHOD §1).
+
+    The single most effective batch correction in the GEARS research notes: it removes
+    each slide's gene-wise offset (on log-normalised data, a per-slide capture
+    efficiency is exactly such an offset) while leaving within-slide spatial structure
+    untouched (Moran's I within a slide is invariant to it). Adding back the global
+    mean keeps values on the original scale.
+
+    Parameters
+    ----------
+    adata
+        Log-normalised data with the slide of each observation in ``obs[slide_key]``.
+    slide_key
+        ``obs`` column with the slide.
+    layer
+        Layer to centre instead of ``X``.
+    key_added
+        Layer that receives the centred matrix (dense float32: centring destroys sparsity).
+    allow_large
+        The output is dense; above 8 GB it raises unless this is ``True``. Sparse input is
+        densified only block by block of rows, never as a whole.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or the modified copy when ``copy=True``. Writes ``layers[key_added]`` and
+    ``uns[key_added]`` (``params``, ``slides``, ``n_obs_per_slide``). With a single slide
+    the layer equals the input (a float32 copy) and the log says so.
+
+    Examples
+    --------
+    >>> import scanpy as sc, gearsx as gx
+    >>> st, _ = gx.datasets.simulate_tissue(n_cells_per_slide=3000, random_state=0)
+    >>> sc.pp.normalize_total(st)
+    >>> sc.pp.log1p(st)
+    >>> gx.pp.mean_center_per_slide(st, slide_key="slide")
+    >>> gx.metrics.slide_separability(st, slide_key="slide", layer="gears_centered")["balanced_accuracy"] < 0.6
+    True
+    """
+    import gearsx
+
+    check_obs_key(adata, slide_key, "slide_key")
+    x = get_matrix(adata, layer)
+    check_finite_matrix(x, f"layers[{layer!r}]" if layer else "X")
+    n, g = x.shape
+    nbytes = n * g * 4
+    if nbytes > MAX_DENSE_BYTES and not allow_large:
+        msg = (
+            f"The centred layer is dense: {n} x {g} float32 = {nbytes / 1024**3:.1f} GB. Subset to highly variable "
+            "genes first (gx.pp.prepare), or pass allow_large=True."
+        )
+        raise MemoryError(msg)
+    adata = adata.copy() if copy else adata
+    slides = adata.obs[slide_key].astype("category")
+    if slides.isna().any():
+        msg = f"`adata.obs[{slide_key!r}]` has missing values; every observation needs a slide."
+        raise ValueError(msg)
+    codes = slides.cat.codes.to_numpy()
+    n_slides = len(slides.cat.categories)
+    counts = np.bincount(codes, minlength=n_slides)
+    # Slide means as (indicator^T X) / counts: sparse-friendly, no densification of X.
+    indicator = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_slides, n))
+    sums = indicator @ x
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+    sums = sums.astype(np.float64)
+    means = sums / np.maximum(counts, 1)[:, None]
+    overall = sums.sum(0) / n
+    shift = (overall[None, :] - means).astype(np.float32)  # added to each row of its slide
+    if n_slides == 1:
+        logger.info("mean_center_per_slide: a single slide in obs[%r]; centring is the identity.", slide_key)
+    out = np.empty((n, g), dtype=np.float32)
+    for s in range(0, n, _ROW_BLOCK):
+        block = x[s : s + _ROW_BLOCK]
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        out[s : s + _ROW_BLOCK] = block + shift[codes[s : s + _ROW_BLOCK]]
+    if key_added in adata.layers:
+        logger.info("replacing existing layer %r", key_added)
+    adata.layers[key_added] = out
+    adata.uns[key_added] = {
+        "params": {"slide_key": slide_key, "layer": layer or "", "version": gearsx.__version__},
+        "slides": np.asarray(slides.cat.categories.astype(str)),
+        "n_obs_per_slide": counts.astype(np.int64),
+    }
+    return adata if copy else None

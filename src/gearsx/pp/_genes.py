@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gearsx._keys import Key
+
+from ._checks import check_finite_matrix, check_obs_key
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["highly_variable_genes", "prepare", "shared_genes"]
+
+logger = logging.getLogger(__name__)
+
+#: Fewer shared genes than this is an error in :func:`shared_genes` (override with ``min_shared``).
+MIN_SHARED_GENES = 10
+
+
+def shared_genes(*adatas: AnnData, min_shared: int = MIN_SHARED_GENES) -> list[AnnData]:
+    """Restrict every data set to the genes they all share.
+
+    Parameters
+    ----------
+    *adatas
+        Two or more data sets (e.g. ST slides and an SC data set).
+    min_shared
+        Minimum number of shared genes; fewer raises.
+
+    Returns
+    -------
+    New :class:`~anndata.AnnData` objects (copies, inputs untouched), in the input
+    order, all with the shared genes in the order of the first data set.
+
+    Examples
+    --------
+    >>> import gearsx as gx
+    >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=2000, random_state=0)
+    >>> st2, sc2 = gx.pp.shared_genes(st, sc[:, :100])
+    >>> st2.n_vars
+    100
+    """
+    if len(adatas) < 2:
+        msg = f"`shared_genes` needs at least two data sets; got {len(adatas)}."
+        raise ValueError(msg)
+    for i, a in enumerate(adatas):
+        if not a.var_names.is_unique:
+            msg = f"Data set {i} has duplicated var_names; run `adata.var_names_make_unique()` first."
+            raise ValueError(msg)
+    common = adatas[0].var_names
+    for a in adatas[1:]:
+        common = common[common.isin(a.var_names)]
+    if len(common) < min_shared:
+        sizes = ", ".join(f"data set {i}: {a.n_vars} genes" for i, a in enumerate(adatas))
+        msg = (
+            f"Only {len(common)} genes are shared ({sizes}); at least {min_shared} are needed. "
+            "Check that all data sets use the same gene identifiers (symbols vs Ensembl IDs, case)."
+        )
+        raise ValueError(msg)
+    logger.info("%d genes shared by %d data sets", len(common), len(adatas))
+    return [a[:, common].copy() for a in adatas]
+
+
+def highly_variable_genes(
+    adata: AnnData,
+    *,
+    batch_key: str | None = None,
+    n_top_genes: int = 2000,
+    flavor: str = "seurat",
+    layer: str | None = None,
+    **kwargs,
+) -> None:
+    """Batch-aware highly variable genes: a thin wrapper of :func:`scanpy.pp.highly_variable_genes`.
+
+    Genes are ranked within each batch (slide or data set) and combined as scanpy does
+    with ``batch_key``. ``n_top_genes`` is capped at the number of genes.
+
+    Parameters
+    ----------
+    adata
+        Log-normalised data.
+    batch_key
+        ``obs`` column with the batch (slide, data set).
+    n_top_genes
+        Number of genes to select.
+    flavor
+        Scanpy's flavour (``'seurat'`` expects log data).
+    layer
+        Layer to use instead of ``X``.
+    **kwargs
+        Passed to :func:`scanpy.pp.highly_variable_genes`.
+
+    Returns
+    -------
+    ``None``; writes ``var['highly_variable']`` and scanpy's companion columns.
+    """
+    import scanpy as sc
+
+    if batch_key is not None:
+        check_obs_key(adata, batch_key, "batch_key")
+    sc.pp.highly_variable_genes(
+        adata,
+        n_top_genes=min(n_top_genes, adata.n_vars),
+        batch_key=batch_key,
+        flavor=flavor,
+        layer=layer,
+        **kwargs,
+    )
+
+
+def _looks_logged(adata: AnnData) -> bool:
+    if "log1p" in adata.uns:
+        return True
+    x = adata.X
+    data = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x).ravel()
+    sample = data[:200_000]
+    if sample.size == 0:
+        return False
+    non_integer = not np.allclose(sample, np.round(sample))
+    return non_integer and float(sample.max()) < 20.0
+
+
+def _normalize_log(adata: AnnData, name: str) -> str:
+    import scanpy as sc
+
+    if _looks_logged(adata):
+        logger.warning(
+            "%s looks log-transformed already (uns['log1p'] present or non-integer values below 20); "
+            "skipping normalize_total + log1p.",
+            name,
+        )
+        return "input already log-normalised"
+    adata.layers[Key.counts_layer] = adata.X.copy()
+    sc.pp.normalize_total(adata)
+    sc.pp.log1p(adata)
+    return "normalize_total + log1p"
+
+
+def prepare(
+    adata_st: AnnData,
+    adata_sc: AnnData,
+    *,
+    slide_key: str,
+    n_top_genes: int = 2000,
+    layer: str | None = None,
+    subset: bool = True,
+    min_shared: int = MIN_SHARED_GENES,
+) -> tuple[AnnData, AnnData]:
+    """Prepare ST slides and an SC data set for gearsx (METHOD §1).
+
+    1. Restrict both to their shared genes (:func:`shared_genes`).
+    2. Library-size normalisation + ``log1p`` with scanpy, unless the data already look
+       log-transformed (then a warning says so and nothing is logged twice). Raw values
+       are kept in ``layers['counts']``.
+    3. Highly variable genes on the concatenation with the slide (ST) or ``'sc'`` as
+       batch key (:func:`highly_variable_genes`), optionally keeping only them.
+
+    Parameters
+    ----------
+    adata_st
+        Spatial slides, with the slide of each observation in ``obs[slide_key]``.
+    adata_sc
+        Dissociated single cells.
+    slide_key
+        ``obs`` column of ``adata_st`` with the slide.
+    n_top_genes
+        Number of highly variable genes.
+    layer
+        Use this layer of both inputs instead of ``X`` (it becomes ``X`` of the outputs).
+    subset
+        Keep only the highly variable genes.
+    min_shared
+        Minimum number of shared genes.
+
+    Returns
+    -------
+    ``(st, sc)``: new AnnData objects (inputs untouched) with log-normalised ``X``,
+    ``layers['counts']``, ``var['highly_variable']`` and the parameters in
+    ``uns['gears_prepare']``.
+
+    Examples
+    --------
+    >>> import gearsx as gx
+    >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=2000, random_state=0)
+    >>> st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=100)
+    >>> st.n_vars, sc.n_vars
+    (100, 100)
+    """
+    import anndata as ad
+
+    import gearsx
+
+    check_obs_key(adata_st, slide_key, "slide_key")
+    if layer is not None:
+        for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
+            if layer not in a.layers:
+                msg = f"`layer`={layer!r} is not in `{name}.layers`; available: {sorted(a.layers.keys())}."
+                raise KeyError(msg)
+    st, sc = shared_genes(adata_st, adata_sc, min_shared=min_shared)
+    if layer is not None:
+        st.X, sc.X = st.layers[layer].copy(), sc.layers[layer].copy()
+    check_finite_matrix(st.X, "adata_st")
+    check_finite_matrix(sc.X, "adata_sc")
+    how_st, how_sc = _normalize_log(st, "adata_st"), _normalize_log(sc, "adata_sc")
+    batch = np.concatenate([st.obs[slide_key].astype(str).to_numpy(), np.full(sc.n_obs, "sc", dtype=object)])
+    both = ad.AnnData(X=ad.concat([st, sc], join="inner").X, var=st.var[[]].copy())
+    both.obs["gears_batch"] = batch
+    highly_variable_genes(both, batch_key="gears_batch", n_top_genes=n_top_genes)
+    hv_cols = [c for c in both.var.columns if c.startswith(("highly_variable", "means", "dispersions"))]
+    params = {
+        "slide_key": slide_key,
+        "n_top_genes": int(n_top_genes),
+        "layer": layer or "",
+        "subset": subset,
+        "n_shared_genes": int(st.n_vars),
+        "normalisation_st": how_st,
+        "normalisation_sc": how_sc,
+        "version": gearsx.__version__,
+    }
+    out = []
+    for a in (st, sc):
+        for c in hv_cols:
+            a.var[c] = both.var[c].to_numpy()
+        if subset:
+            a = a[:, a.var["highly_variable"].to_numpy()].copy()
+        a.uns["gears_prepare"] = dict(params)
+        out.append(a)
+    return out[0], out[1]

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from gearsx._keys import Key
+from gearsx._utils import check_coords, check_positive_int
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["extract_patches"]
+
+logger = logging.getLogger(__name__)
+_RESOLUTIONS = ("hires", "lowres", "fullres")
+
+
+def _resolve_library(adata: AnnData, library_id: str | None) -> str:
+    libs = list(adata.uns.get(Key.spatial, {}).keys())
+    if not libs:
+        msg = "`adata.uns['spatial']` is missing or empty; pass `image=` with resolution='fullres', or load the slide with scanpy/squidpy."
+        raise KeyError(msg)
+    if library_id is None:
+        if len(libs) > 1:
+            msg = f"`adata.uns['spatial']` holds several libraries {libs}; choose one with `library_id=`."
+            raise ValueError(msg)
+        return libs[0]
+    if library_id not in libs:
+        msg = f"`library_id`={library_id!r} is not in `adata.uns['spatial']`; available ids: {libs}."
+        raise KeyError(msg)
+    return library_id
+
+
+def extract_patches(
+    adata: AnnData,
+    *,
+    library_id: str | None = None,
+    size: int = 224,
+    resolution: Literal["hires", "lowres", "fullres"] = "hires",
+    image: np.ndarray | None = None,
+    spatial_key: str = Key.spatial,
+    path: str | Path | None = None,
+    pad_value: float = 0,
+    key_added: str = "gears_patches",
+) -> np.memmap:
+    """Cut a square image tile centred on every spot (METHOD §1, histology patches).
+
+    ``obsm[spatial_key]`` holds full-resolution (x, y) = (column, row) pixel
+    coordinates. A tile is cut from the image of the chosen ``resolution`` around
+    ``round(coords * scalef)``, where ``scalef`` is that resolution's scale factor
+    (``tissue_hires_scalef`` / ``tissue_lowres_scalef``; 1 for ``'fullres'``). The
+    spot's pixel lands at index ``size // 2`` of the tile in both directions. Tiles that
+    reach past the image border are padded with ``pad_value``, never shifted.
+
+    Tiles are written to a ``.npy`` file opened as a memory map, so ``N`` full tiles
+    need not fit in memory.
+
+    Parameters
+    ----------
+    adata
+        Spatial data (e.g. Visium read by :func:`scanpy.read_visium`).
+    library_id
+        Key in ``uns['spatial']``; required when there are several.
+    size
+        Tile edge, in pixels of the chosen image.
+    resolution
+        ``'hires'`` or ``'lowres'`` (image and scale factor from ``uns['spatial']``) or
+        ``'fullres'`` (pass the full-resolution image as ``image``).
+    image
+        Image array ``(rows, cols[, channels])`` to cut instead of the stored one (its
+        resolution is still ``resolution``).
+    spatial_key
+        ``obsm`` key of the full-resolution spot coordinates.
+    path
+        Where to write the tiles (``.npy``); default: a new temporary folder.
+    pad_value
+        Value of padded pixels.
+    key_added
+        ``uns`` key recording the file, its shape and the parameters.
+
+    Returns
+    -------
+    A read-only :class:`numpy.memmap` of shape ``(n_obs, size, size, channels)`` in obs
+    order (supports ``patches[i]`` and slicing). ``uns[key_added]`` records ``path``,
+    ``shape``, ``scalef`` and the parameters.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad, gearsx as gx
+    >>> adata = ad.AnnData(np.zeros((2, 1), dtype=np.float32))
+    >>> adata.obsm["spatial"] = np.array([[100.0, 50.0], [10.0, 10.0]])
+    >>> img = np.zeros((100, 200, 3), dtype=np.uint8)
+    >>> tiles = gx.pp.extract_patches(adata, image=img, resolution="fullres", size=32)
+    >>> tiles.shape
+    (2, 32, 32, 3)
+    """
+    import gearsx
+
+    if resolution not in _RESOLUTIONS:
+        msg = f"`resolution` must be one of {_RESOLUTIONS}; got {resolution!r}."
+        raise ValueError(msg)
+    size = check_positive_int(size, name="size")
+    if spatial_key not in adata.obsm:
+        msg = f"`adata.obsm[{spatial_key!r}]` is missing; patches need full-resolution spot coordinates."
+        raise KeyError(msg)
+    coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]", n_dims=2)
+    lib = ""
+    if resolution == "fullres":
+        if image is None:
+            msg = "resolution='fullres' needs the full-resolution image as `image=` (Space Ranger does not store it in uns)."
+            raise ValueError(msg)
+        scalef = 1.0
+    else:
+        lib = _resolve_library(adata, library_id)
+        entry = adata.uns[Key.spatial][lib]
+        factors = entry.get("scalefactors", {})
+        factor_key = f"tissue_{resolution}_scalef"
+        if factor_key not in factors:
+            msg = (
+                f"Scale factor {factor_key!r} is missing in uns['spatial'][{lib!r}]['scalefactors'] "
+                f"(available: {sorted(factors)}); it is needed to map full-resolution coordinates to the {resolution} image."
+            )
+            raise KeyError(msg)
+        scalef = float(factors[factor_key])
+        if image is None:
+            images = entry.get("images", {})
+            if resolution not in images:
+                msg = f"No {resolution!r} image in uns['spatial'][{lib!r}]['images'] (available: {sorted(images)})."
+                raise KeyError(msg)
+            image = images[resolution]
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        msg = f"`image` must have shape (rows, cols) or (rows, cols, channels); got {image.shape}."
+        raise ValueError(msg)
+    rows, cols, channels = image.shape
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="gearsx_patches_")) / f"{key_added}.npy"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=image.dtype, shape=(len(coords), size, size, channels))
+    centre = np.rint(coords * scalef).astype(np.int64)  # (x, y) = (col, row)
+    top = centre[:, 1] - size // 2
+    left = centre[:, 0] - size // 2
+    outside = 0
+    for i in range(len(coords)):
+        r0, c0 = top[i], left[i]
+        rs, re = max(r0, 0), min(r0 + size, rows)
+        cs, ce = max(c0, 0), min(c0 + size, cols)
+        tile = out[i]
+        if rs >= re or cs >= ce:
+            tile[...] = pad_value
+            outside += 1
+            continue
+        if rs > r0 or cs > c0 or re < r0 + size or ce < c0 + size:
+            tile[...] = pad_value
+        tile[rs - r0 : re - r0, cs - c0 : ce - c0] = image[rs:re, cs:ce]
+    out.flush()
+    if outside:
+        logger.warning("%d of %d spots lie outside the image; their tiles are all padding.", outside, len(coords))
+    adata.uns[key_added] = {
+        "path": str(path),
+        "shape": np.asarray(out.shape, dtype=np.int64),
+        "scalef": scalef,
+        "params": {
+            "library_id": lib,
+            "size": size,
+            "resolution": resolution,
+            "spatial_key": spatial_key,
+            "version": gearsx.__version__,
+        },
+    }
+    del out
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gearsx._settings import settings
+from gearsx._utils import check_positive_int, resolve_device
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+    from anndata import AnnData
+
+__all__ = ["embed_patches"]
+
+logger = logging.getLogger(__name__)
+
+
+class _TileDataset:
+    """Map-style dataset over an array-like of tiles ``(n, h, w, c)`` -> float tensors ``(c, h, w)``."""
+
+    def __init__(self, tiles, transform) -> None:
+        self.tiles, self.transform = tiles, transform
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __getitem__(self, i):
+        import torch
+
+        tile = np.asarray(self.tiles[i])
+        t = torch.from_numpy(np.ascontiguousarray(tile.transpose(2, 0, 1))).float()
+        if tile.dtype == np.uint8:
+            t = t / 255.0
+        return self.transform(t) if self.transform is not None else t
+
+
+def embed_patches(
+    adata: AnnData,
+    encoder: torch.nn.Module,
+    *,
+    patches=None,
+    patches_key: str = "gears_patches",
+    batch_size: int = 64,
+    device: str = "auto",
+    transform: Callable | None = None,
+    cache: str | Path | None = None,
+    key_added: str = "X_image",
+    progress: bool | None = None,
+) -> None:
+    """Embed histology tiles with any torch image model and write ``obsm[key_added]``.
+
+    Tiles come from :func:`gearsx.pp.extract_patches` (``uns[patches_key]['path']``) or
+    from ``patches``. Each tile becomes a float tensor ``(channels, size, size)``
+    (``uint8`` scaled to ``[0, 1]``), ``transform`` is applied (e.g. the model's
+    normalisation), and batches run through ``encoder`` in evaluation mode under
+    :func:`torch.inference_mode` with a progress bar. Outputs are flattened per tile.
+
+    Embeddings are stored raw (not normalised): normalise them after loading, as the
+    research notes recommend, so a cache never bakes in one normalisation.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with one tile per observation.
+    encoder
+        A :class:`torch.nn.Module` mapping ``(B, C, H, W)`` to ``(B, ...)``.
+    patches
+        Array-like of tiles ``(n_obs, size, size, channels)``; default: the file recorded
+        by :func:`gearsx.pp.extract_patches`.
+    patches_key
+        ``uns`` key written by :func:`gearsx.pp.extract_patches`.
+    batch_size
+        Tiles per batch.
+    device
+        ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'mps'``.
+    transform
+        Callable applied to each tile tensor.
+    cache
+        ``.npy`` file of raw embeddings: reused when it exists with ``n_obs`` rows, written otherwise.
+    key_added
+        ``obsm`` key of the embeddings.
+    progress
+        Show a progress bar (default :attr:`gearsx.settings.progress_bar`).
+
+    Returns
+    -------
+    ``None``; writes ``obsm[key_added]`` (float32 ``(n_obs, dim)``) and ``uns[key_added]`` (parameters).
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad, torch, gearsx as gx
+    >>> adata = ad.AnnData(np.zeros((4, 1), dtype=np.float32))
+    >>> tiles = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    >>> gx.tl.embed_patches(adata, torch.nn.Flatten(), patches=tiles, progress=False)
+    >>> adata.obsm["X_image"].shape
+    (4, 768)
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    import gearsx
+
+    batch_size = check_positive_int(batch_size, name="batch_size")
+    if patches is None:
+        if patches_key not in adata.uns or "path" not in adata.uns[patches_key]:
+            msg = f"No tiles: `adata.uns[{patches_key!r}]` is missing. Run gx.pp.extract_patches first or pass `patches=`."
+            raise KeyError(msg)
+        patches = np.load(adata.uns[patches_key]["path"], mmap_mode="r")
+    if len(patches) != adata.n_obs:
+        msg = f"`patches` holds {len(patches)} tiles for {adata.n_obs} observations; they must match."
+        raise ValueError(msg)
+    if np.ndim(patches) != 4:
+        msg = f"`patches` must have shape (n_obs, size, size, channels); got {np.shape(patches)}."
+        raise ValueError(msg)
+    cache = Path(cache) if cache is not None else None
+    if cache is not None and cache.exists():
+        emb = np.load(cache)
+        if emb.shape[0] == adata.n_obs:
+            logger.info("loaded cached embeddings from %s", cache)
+            adata.obsm[key_added] = emb.astype(np.float32, copy=False)
+            adata.uns[key_added] = {"params": {"cache": str(cache), "from_cache": True}}
+            return
+        logger.warning("cache %s has %d rows, not %d; recomputing", cache, emb.shape[0], adata.n_obs)
+    dev = resolve_device(device)
+    encoder = encoder.to(dev).eval()
+    loader = DataLoader(_TileDataset(patches, transform), batch_size=batch_size, shuffle=False)
+    show = settings.progress_bar if progress is None else progress
+    chunks = []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc="embedding tiles", disable=not show, unit="batch"):
+            chunks.append(encoder(batch.to(dev)).reshape(len(batch), -1).float().cpu().numpy())
+    emb = np.concatenate(chunks)
+    if not np.isfinite(emb).all():
+        msg = "The encoder produced NaN or inf embeddings; check its input normalisation (`transform`)."
+        raise ValueError(msg)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, emb)
+    adata.obsm[key_added] = emb
+    adata.uns[key_added] = {
+        "params": {
+            "encoder": type(encoder).__name__,
+            "batch_size": batch_size,
+            "device": str(dev),
+            "cache": str(cache) if cache else "",
+            "from_cache": False,
+            "version": gearsx.__version__,
+        }
+    }

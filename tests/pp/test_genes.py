@@ -1,0 +1,74 @@
+import anndata as ad
+import numpy as np
+import pytest
+
+import gearsx as gx
+
+
+def test_shared_genes_restricts_and_keeps_inputs(small_tissue):
+    st, cells = small_tissue
+    sub = cells[:, ::-1][:, :50].copy()  # other order, subset
+    a, b = gx.pp.shared_genes(st, sub)
+    assert a.n_vars == b.n_vars == 50
+    assert list(a.var_names) == list(b.var_names)
+    assert list(a.var_names) == [g for g in st.var_names if g in set(sub.var_names)]
+    assert st.n_vars == 120  # input untouched
+
+
+def test_no_shared_genes_error_lists_counts():
+    a = ad.AnnData(np.ones((3, 4), dtype=np.float32))
+    b = ad.AnnData(np.ones((3, 5), dtype=np.float32))
+    b.var_names = [f"g{i}" for i in range(5)]
+    with pytest.raises(ValueError, match=r"Only 0 genes are shared \(data set 0: 4 genes, data set 1: 5 genes\)"):
+        gx.pp.shared_genes(a, b)
+
+
+def test_prepare(small_tissue):
+    st, cells = small_tissue
+    st_p, sc_p = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60)
+    assert st_p.n_vars == sc_p.n_vars == 60
+    assert list(st_p.var_names) == list(sc_p.var_names)
+    assert st_p.var["highly_variable"].all()
+    np.testing.assert_allclose(
+        np.expm1(st_p.X[:5].toarray()).sum(1), np.expm1(st_p.X[:5].toarray()).sum(1).mean(), rtol=0.5
+    )
+    assert "counts" in st_p.layers
+    assert st_p.uns["gears_prepare"]["normalisation_st"] == "normalize_total + log1p"
+    assert "log1p" not in st.uns  # inputs untouched
+    # spatially variable gene kinds dominate the selection over housekeeping genes
+    kinds = st_p.var["gene_kind"].value_counts()
+    assert kinds["housekeeping"] < kinds[["type_marker", "domain_marker", "gradient"]].sum()
+
+
+def test_prepare_detects_logged_input(small_tissue, caplog):
+    st, cells = small_tissue
+    st_p, sc_p = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60, subset=False)
+    with caplog.at_level("WARNING"):
+        again, _ = gx.pp.prepare(st_p, sc_p, slide_key="slide", n_top_genes=60)
+    assert "looks log-transformed" in caplog.text
+    assert again.uns["gears_prepare"]["normalisation_st"] == "input already log-normalised"
+
+
+def test_prepare_bad_input(small_tissue):
+    st, cells = small_tissue
+    with pytest.raises(KeyError, match="slide_key"):
+        gx.pp.prepare(st, cells, slide_key="sample")
+    bad = cells.copy()
+    bad.X = bad.X.toarray()
+    bad.X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        gx.pp.prepare(st, bad, slide_key="slide")
+
+
+def test_highly_variable_genes_wrapper(small_tissue):
+    st, _ = small_tissue
+    a = st.copy()
+    gx.pp.prepare  # noqa: B018 - imported namespace
+    import scanpy as sc
+
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    gx.pp.highly_variable_genes(a, batch_key="slide", n_top_genes=500)  # capped at n_vars
+    assert a.var["highly_variable"].sum() == a.n_vars
+    with pytest.raises(KeyError, match="batch_key"):
+        gx.pp.highly_variable_genes(a, batch_key="nope")

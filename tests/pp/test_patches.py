@@ -1,0 +1,115 @@
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import gearsx as gx
+from tests.conftest import shared_file
+
+FULL = (3000, 4000)  # rows, cols of the full-resolution image
+SCALES = {"fullres": 1.0, "hires": 0.2, "lowres": 0.05}
+
+
+def _visium_like(rng):
+    inner = rng.uniform([50, 50], [FULL[1] - 50, FULL[0] - 50], (40, 2))
+    border = np.array([[0.0, 0.0], [FULL[1] - 1, FULL[0] - 1], [3.0, FULL[0] / 2], [FULL[1] / 2, 1.0]])
+    adata = ad.AnnData(np.zeros((44, 1), dtype=np.float32))
+    adata.obsm["spatial"] = np.vstack([inner, border])  # (x, y) = (col, row), full resolution
+    adata.uns["spatial"] = {
+        "lib": {
+            "images": {},
+            "scalefactors": {"tissue_hires_scalef": SCALES["hires"], "tissue_lowres_scalef": SCALES["lowres"]},
+        }
+    }
+    return adata
+
+
+def _marker_image(adata, scale):
+    shape = (int(np.ceil(FULL[0] * scale)), int(np.ceil(FULL[1] * scale)))
+    img = np.zeros((*shape, 1), dtype=np.float32)
+    pix = np.rint(adata.obsm["spatial"] * scale).astype(int)
+    for i, (c, r) in enumerate(pix):
+        img[min(r, shape[0] - 1), min(c, shape[1] - 1), 0] = i + 1  # spot i's marker carries its id
+    return img
+
+
+@pytest.mark.parametrize("resolution", ["fullres", "hires", "lowres"])
+@pytest.mark.parametrize("size", [16, 15])
+def test_tiles_are_centred_on_spots(rng, tmp_path, resolution, size):
+    adata = _visium_like(rng)
+    img = _marker_image(adata, SCALES[resolution])
+    if resolution != "fullres":
+        adata.uns["spatial"]["lib"]["images"][resolution] = img
+        tiles = gx.pp.extract_patches(adata, resolution=resolution, size=size, path=tmp_path / "t.npy", pad_value=-1)
+    else:
+        tiles = gx.pp.extract_patches(adata, resolution="fullres", image=img, size=size, pad_value=-1)
+    assert tiles.shape == (44, size, size, 1)
+    for i in range(44):
+        pos = np.argwhere(tiles[i, :, :, 0] == i + 1)
+        assert len(pos) == 1, f"spot {i}: marker missing from its tile"
+        assert np.abs(pos[0] - size // 2).max() <= 1, f"spot {i}: marker at {pos[0]}, centre {size // 2}"
+    # border tiles are padded, not shifted
+    assert (tiles[40] == -1).any()
+    assert adata.uns["gears_patches"]["scalef"] == SCALES[resolution]
+
+
+def test_dlpfc_lowres_tiles_lie_on_tissue():
+    adata = ad.read_h5ad(shared_file("dlpfc_visium_libd", "dlpfc_151673.h5ad"))
+    tiles = gx.pp.extract_patches(adata, resolution="lowres", size=6)
+    img = adata.uns["spatial"]["151673"]["images"]["lowres"].astype(float)
+    background = np.median(np.concatenate([img[:20, :20].reshape(-1, 3), img[-20:, -20:].reshape(-1, 3)]).mean(1))
+    on_spot = np.asarray(tiles, dtype=float).mean(axis=(1, 2, 3))
+    # H&E tissue is darker than the empty glass around it.
+    assert np.median(on_spot) < background - 20
+    assert (on_spot < background - 5).mean() > 0.95
+    # the classic bug (hires factor on the lowres image) would land off the image: all padding
+    adata.uns["spatial"]["151673"]["scalefactors"]["tissue_lowres_scalef"] = 0.150015
+    wrong = np.asarray(gx.pp.extract_patches(adata, resolution="lowres", size=6, pad_value=255), dtype=float)
+    assert (wrong.mean(axis=(1, 2, 3)) == 255).mean() > 0.9
+
+
+def test_bad_input(rng):
+    adata = _visium_like(rng)
+    with pytest.raises(KeyError, match="No 'hires' image"):
+        gx.pp.extract_patches(adata, resolution="hires")
+    with pytest.raises(KeyError, match="available ids: \\['lib'\\]"):
+        gx.pp.extract_patches(adata, library_id="other")
+    del adata.uns["spatial"]["lib"]["scalefactors"]["tissue_lowres_scalef"]
+    with pytest.raises(KeyError, match="tissue_lowres_scalef"):
+        gx.pp.extract_patches(adata, resolution="lowres")
+    with pytest.raises(ValueError, match="fullres"):
+        gx.pp.extract_patches(adata, resolution="fullres")
+    with pytest.raises(ValueError, match="resolution"):
+        gx.pp.extract_patches(adata, resolution="medium")
+    adata.uns["spatial"]["lib2"] = {}
+    with pytest.raises(ValueError, match="several libraries"):
+        gx.pp.extract_patches(adata, resolution="hires")
+    del adata.obsm["spatial"]
+    with pytest.raises(KeyError, match="spatial"):
+        gx.pp.extract_patches(adata, resolution="fullres", image=np.zeros((5, 5)))
+
+
+def test_embed_patches_and_cache(rng, tmp_path):
+    adata = _visium_like(rng)
+    img = rng.integers(0, 255, (*FULL, 3), dtype=np.uint8)[::10, ::10]
+    adata.uns["spatial"]["lib"]["images"]["lowres"] = img
+    adata.uns["spatial"]["lib"]["scalefactors"]["tissue_lowres_scalef"] = 0.1
+    tiles = gx.pp.extract_patches(adata, resolution="lowres", size=8)
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    cache = tmp_path / "emb.npy"
+    gx.tl.embed_patches(adata, enc, batch_size=7, cache=cache, device="cpu", progress=False)
+    emb = adata.obsm["X_image"]
+    assert emb.shape == (44, 4)
+    with torch.inference_mode():
+        ref = enc(torch.as_tensor(np.asarray(tiles)).permute(0, 3, 1, 2).float() / 255).numpy()
+    np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-6)
+    assert cache.exists()
+    # the cache is reused (raw, un-normalised embeddings)
+    other = adata.copy()
+    gx.tl.embed_patches(other, torch.nn.Identity(), cache=cache, progress=False)
+    np.testing.assert_array_equal(other.obsm["X_image"], emb)
+    assert other.uns["X_image"]["params"]["from_cache"]
+    with pytest.raises(KeyError, match="extract_patches"):
+        gx.tl.embed_patches(ad.AnnData(np.zeros((3, 1), dtype=np.float32)), enc)
+    with pytest.raises(ValueError, match="44 observations"):
+        gx.tl.embed_patches(adata, enc, patches=np.zeros((3, 8, 8, 3), dtype=np.uint8))
