@@ -12,8 +12,19 @@ functions that need them, so ``import gearsx`` stays fast.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, geometry, metrics, model, module, pl, pp, tl
+from . import datasets, geometry, metrics, model, pl, pp, tl
 from ._settings import settings
+
+
+def __getattr__(name: str):
+    # `gearsx.module` holds torch modules; import it (and torch) only when first used.
+    if name == "module":
+        import importlib
+
+        return importlib.import_module(".module", __name__)
+    msg = f"module 'gearsx' has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 try:
     __version__ = version("gearsx")

@@ -53,11 +53,11 @@ class _Tissue:
         u, v = uv[:, 0], uv[:, 1]
         (f1, p1), (f2, p2) = self.wave
         h = v + 0.06 * np.sin(2 * np.pi * (f1 * u + p1)) + 0.04 * np.sin(2 * np.pi * (f2 * u + p2))
-        h = h + 0.1 * (z - 0.5) * (u - 0.5)  # layers tilt slowly from section to section
+        h = h + 0.04 * (z - 0.5) * (u - 0.5)  # layers tilt slowly from section to section
         dom = np.searchsorted(self.layer_cuts, h)
         for b, (c, drift, r) in enumerate(zip(self.blob_centres, self.blob_drift, self.blob_radii, strict=True)):
             centre = c + drift * (z - 0.5)
-            radius = r * (1.0 + 0.25 * np.sin(np.pi * z))
+            radius = r * (1.0 + 0.1 * np.sin(np.pi * z))
             dom[((uv - centre) ** 2).sum(1) < radius**2] = self.n_layers + b
         return dom
 
@@ -79,7 +79,7 @@ def _make_tissue(rng: np.random.Generator, n_genes: int, n_types: int, n_layers:
     dmarkers = np.flatnonzero(kinds == 1)
     domain_effect[rng.integers(0, n_domains, len(dmarkers)), dmarkers] = rng.uniform(0.8, 2.0, len(dmarkers))
     # Smooth random fields: a few low-frequency plane waves over (u, v), drifting slowly with depth z.
-    freqs = np.vstack([rng.normal(0.0, 1.2, (2, _N_FOURIER)), rng.normal(0.0, 0.2, (1, _N_FOURIER))])
+    freqs = np.vstack([rng.normal(0.0, 1.2, (2, _N_FOURIER)), rng.normal(0.0, 0.1, (1, _N_FOURIER))])
     loadings = np.zeros((_N_FOURIER, n_genes))
     grad = np.flatnonzero(kinds == 2)
     loadings[:, grad] = rng.normal(0.0, 1.0, (_N_FOURIER, len(grad))) / np.sqrt(_N_FOURIER)
@@ -88,7 +88,7 @@ def _make_tissue(rng: np.random.Generator, n_genes: int, n_types: int, n_layers:
         layer_cuts=cuts,
         wave=np.column_stack([rng.uniform(0.5, 2.0, 2), rng.uniform(0, 1, 2)]),
         blob_centres=rng.uniform(0.2, 0.8, (n_blobs, 2)),
-        blob_drift=rng.normal(0.0, 0.1, (n_blobs, 2)),
+        blob_drift=rng.normal(0.0, 0.04, (n_blobs, 2)),
         blob_radii=rng.uniform(0.07, 0.13, n_blobs),
         type_probs=rng.dirichlet(np.full(n_types, 0.4), size=n_domains),
         base=rng.normal(0.0, 1.0, n_genes),

@@ -12,9 +12,15 @@ from ._geometry import (
     stress1,
     trustworthiness,
 )
+from ._integration import coral_distance, domain_classifier_accuracy, knn_mixing, knn_overlap, mmd_rbf
 from ._separability import slide_separability
 
 __all__ = [
+    "coral_distance",
+    "domain_classifier_accuracy",
+    "knn_mixing",
+    "knn_overlap",
+    "mmd_rbf",
     "continuity",
     "distance_correlation",
     "edge_scores",

@@ -1,3 +1,5 @@
-"""Populated by the issues that implement this namespace (see CHANGELOG.md)."""
+"""User-facing model classes (scvi-tools style: registry, training, save/load)."""
 
-__all__: list[str] = []
+from ._encoder import SharedEncoder
+
+__all__ = ["SharedEncoder"]

@@ -1,3 +1,17 @@
-"""Populated by the issues that implement this namespace (see CHANGELOG.md)."""
+"""Pure torch modules (tensors in, tensors out; no AnnData)."""
 
-__all__: list[str] = []
+from ._blocks import MLP, GradientReversal
+from ._encoder import EncoderLossOutput, LinearAdapter, SharedEncoderModule
+from ._losses import coral_loss, info_nce, mmd_rbf, vicreg
+
+__all__ = [
+    "MLP",
+    "EncoderLossOutput",
+    "GradientReversal",
+    "LinearAdapter",
+    "SharedEncoderModule",
+    "coral_loss",
+    "info_nce",
+    "mmd_rbf",
+    "vicreg",
+]

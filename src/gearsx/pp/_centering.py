@@ -25,7 +25,7 @@ _ROW_BLOCK = 8192
 def mean_center_per_slide(
     adata: AnnData,
     *,
-    slide_key: str,
+    slide_key: str | None,
     layer: str | None = None,
     key_added: str = Key.centered_layer,
     allow_large: bool = False,
@@ -44,7 +44,8 @@ def mean_center_per_slide(
     adata
         Log-normalised data with the slide of each observation in ``obs[slide_key]``.
     slide_key
-        ``obs`` column with the slide.
+        ``obs`` column with the slide; ``None`` means one slide (or an SC data set): the
+        layer is then a float32 copy of the input, so every data set can offer the same layer.
     layer
         Layer to centre instead of ``X``.
     key_added
@@ -73,7 +74,8 @@ def mean_center_per_slide(
     """
     import gearsx
 
-    check_obs_key(adata, slide_key, "slide_key")
+    if slide_key is not None:
+        check_obs_key(adata, slide_key, "slide_key")
     x = get_matrix(adata, layer)
     check_finite_matrix(x, f"layers[{layer!r}]" if layer else "X")
     n, g = x.shape
@@ -85,7 +87,13 @@ def mean_center_per_slide(
         )
         raise MemoryError(msg)
     adata = adata.copy() if copy else adata
-    slides = adata.obs[slide_key].astype("category")
+    import pandas as pd
+
+    slides = (
+        adata.obs[slide_key].astype("category")
+        if slide_key is not None
+        else pd.Series(pd.Categorical(["all"] * adata.n_obs), index=adata.obs_names)
+    )
     if slides.isna().any():
         msg = f"`adata.obs[{slide_key!r}]` has missing values; every observation needs a slide."
         raise ValueError(msg)
@@ -111,7 +119,7 @@ def mean_center_per_slide(
         logger.info("replacing existing layer %r", key_added)
     adata.layers[key_added] = out
     adata.uns[key_added] = {
-        "params": {"slide_key": slide_key, "layer": layer or "", "version": gearsx.__version__},
+        "params": {"slide_key": slide_key or "", "layer": layer or "", "version": gearsx.__version__},
         "slides": np.asarray(slides.cat.categories.astype(str)),
         "n_obs_per_slide": counts.astype(np.int64),
     }

@@ -1,6 +1,7 @@
 """Tools: thin AnnData wrappers that run gearsx computations and write results to the usual slots."""
 
 from ._embed_patches import embed_patches
+from ._encoder import fit_adapter, fit_encoder
 from ._stitch import stitch
 
-__all__ = ["embed_patches", "stitch"]
+__all__ = ["embed_patches", "fit_adapter", "fit_encoder", "stitch"]

@@ -1,0 +1,113 @@
+"""Diagnostics of embeddings: spatial locality and mixing of batches or domains (METHOD §2-3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gearsx._utils import as_rng, check_coords, check_positive_int
+
+__all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
+
+
+def _knn(x: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(return_distance=False)[:, 1:]
+
+
+def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
+    """Mean fraction of each cell's ``k`` physical neighbours that are also its ``k`` embedding neighbours.
+
+    Neighbours are searched within each group (slide) when ``groups`` is given. 1 means
+    the embedding's neighbourhoods are the physical ones; about ``k / n`` is chance.
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> xy = np.random.default_rng(0).uniform(size=(200, 2))
+    >>> gx.metrics.knn_overlap(xy, xy, k=10)
+    1.0
+    """
+    z = check_coords(embedding, name="embedding")
+    xy = check_coords(coords, name="coords")
+    k = check_positive_int(k, name="k")
+    if len(z) != len(xy):
+        msg = f"`embedding` and `coords` must have the same rows; got {len(z)} and {len(xy)}."
+        raise ValueError(msg)
+    labels = np.zeros(len(z), dtype=int) if groups is None else np.asarray(groups)
+    total, count = 0.0, 0
+    for g in np.unique(labels):
+        idx = np.flatnonzero(labels == g)
+        if len(idx) <= k:
+            msg = f"Group {g!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
+            raise ValueError(msg)
+        a, b = _knn(z[idx], k), _knn(xy[idx], k)
+        hits = (a[:, :, None] == b[:, None, :]).any(-1).sum(1)
+        total += hits.sum() / k
+        count += len(idx)
+    return float(total / count)
+
+
+def domain_classifier_accuracy(a, b, *, n_splits: int = 5, random_state: int = 0) -> float:
+    """Balanced accuracy of a cross-validated logistic regression telling rows of ``a`` from rows of ``b``.
+
+    0.5 means the two sets are linearly indistinguishable.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    x = np.vstack([a, b])
+    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=random_state))
+    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    return float(cross_val_score(clf, x, y, cv=cv, scoring="balanced_accuracy").mean())
+
+
+def coral_distance(a, b) -> float:
+    """CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` between the covariances of two sets."""
+    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    d = a.shape[1]
+    return float(((np.cov(a, rowvar=False) - np.cov(b, rowvar=False)) ** 2).sum() / (4 * d * d))
+
+
+def mmd_rbf(a, b, *, max_points: int = 2000, random_state: int = 0) -> float:
+    """Biased squared MMD with a Gaussian kernel (median-heuristic bandwidth) on at most ``max_points`` rows each."""
+    from scipy.spatial.distance import cdist
+
+    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    rng = as_rng(random_state)
+    a = a[rng.choice(len(a), min(len(a), max_points), replace=False)]
+    b = b[rng.choice(len(b), min(len(b), max_points), replace=False)]
+    xy = np.vstack([a, b])
+    d2 = cdist(xy, xy, "sqeuclidean")
+    k = np.exp(-d2 / np.median(d2[d2 > 0]))
+    n = len(a)
+    return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+
+
+def knn_mixing(a, b, *, k: int = 30, max_points: int = 5000, random_state: int = 0) -> dict[str, float]:
+    """Mixing of two sets in their joint kNN graph: label entropy and iLISI.
+
+    Both sets are subsampled to the same size (at most ``max_points``) so that perfect
+    mixing has an expected neighbour share of one half. For each point, the share ``p``
+    of its ``k`` neighbours from set ``b`` gives the entropy ``H(p)`` in bits (1 = perfectly
+    mixed) and the inverse Simpson index ``1 / (p^2 + (1-p)^2)`` (the iLISI of two
+    batches, computed on a plain kNN graph rather than LISI's perplexity-weighted one;
+    1 = separated, 2 = mixed).
+
+    Returns
+    -------
+    ``{'mixing_entropy': ..., 'ilisi': ...}`` (means over points).
+    """
+    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    rng = as_rng(random_state)
+    m = min(len(a), len(b), max_points)
+    x = np.vstack([a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]])
+    label = np.r_[np.zeros(m), np.ones(m)]
+    p = label[_knn(x, k)].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.nan_to_num(p * np.log2(p)) - np.nan_to_num((1 - p) * np.log2(1 - p))
+    return {"mixing_entropy": float(h.mean()), "ilisi": float((1.0 / (p**2 + (1 - p) ** 2)).mean())}

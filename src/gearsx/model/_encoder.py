@@ -1,0 +1,382 @@
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from gearsx._keys import Key
+from gearsx._utils import check_positive_int
+
+from ._base import GearsModelBase, _check_var_names
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["SharedEncoder"]
+
+logger = logging.getLogger(__name__)
+
+_X, _SLIDE, _SPATIAL = "X", "slide", "spatial"
+
+
+def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
+    if layer is not None and layer not in adata.layers:
+        msg = (
+            f"`layer`={layer!r} is not in `adata.layers` (available: {sorted(adata.layers.keys())}). "
+            "For gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)."
+        )
+        raise KeyError(msg)
+    x = adata.layers[layer] if layer is not None else adata.X
+    x = x.toarray() if sp.issparse(x) else np.asarray(x)
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        msg = f"`{'layers[' + repr(layer) + ']' if layer else 'X'}` holds NaN or inf; clean the data first."
+        raise ValueError(msg)
+    return x
+
+
+def _spatial_neighbours(coords: np.ndarray, slides: np.ndarray, k: int, slide_names) -> np.ndarray:
+    """``k`` physical nearest neighbours of every observation within its own slide (global indices)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    out = np.empty((len(coords), k), dtype=np.int64)
+    for s in np.unique(slides):
+        idx = np.flatnonzero(slides == s)
+        if len(idx) <= k:
+            msg = (
+                f"Slide {slide_names[s]!r} has {len(idx)} observations; the spatial neighbour search needs more than "
+                f"k_spatial={k}. Lower `k_spatial` or drop the slide."
+            )
+            raise ValueError(msg)
+        if len(idx) > 50_000:
+            from pynndescent import NNDescent
+
+            nn = NNDescent(coords[idx], n_neighbors=k + 1, random_state=0).neighbor_graph[0]
+        else:
+            nn = NearestNeighbors(n_neighbors=k + 1).fit(coords[idx]).kneighbors(return_distance=False)
+            nn = np.column_stack([np.arange(len(idx)), nn])
+        # drop self (first column after the prepend / NNDescent's own first hit)
+        out[idx] = idx[nn[:, 1 : k + 1]]
+    return out
+
+
+class _SlideBatches:
+    """Batches of row indices drawn from one slide at a time, in a seeded random order.
+
+    Keeping each batch within one slide matters: InfoNCE positives always come from the
+    anchor's own slide, so with mixed batches the negatives of other slides would reward
+    encoding slide identity. Each item is a whole batch: rows, one random physical
+    neighbour per row as its positive, and the slide codes (vectorised, no per-row Python).
+    """
+
+    def __init__(self, x: np.ndarray, neighbours: np.ndarray, slides: np.ndarray, batch_size: int, seed: int) -> None:
+        self.x, self.nbr, self.slides, self.batch_size = x, neighbours, slides, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.groups = [np.flatnonzero(slides == s) for s in np.unique(slides)]
+
+    def _batches(self) -> list[np.ndarray]:
+        out = []
+        for idx in self.groups:
+            perm = self.rng.permutation(idx)
+            n_full = max(1, len(perm) // self.batch_size)  # drop the ragged tail (re-drawn next epoch)
+            out += [perm[i * self.batch_size : (i + 1) * self.batch_size] for i in range(n_full)]
+        return [out[i] for i in self.rng.permutation(len(out))]
+
+    def __len__(self) -> int:
+        return sum(max(1, len(g) // self.batch_size) for g in self.groups)
+
+    def __iter__(self):
+        import torch
+
+        for b in self._batches():
+            pos = self.nbr[b, self.rng.integers(self.nbr.shape[1], size=len(b))]
+            yield {
+                "x": torch.from_numpy(self.x[b]),
+                "x_pos": torch.from_numpy(self.x[pos]),
+                "slide": torch.from_numpy(self.slides[b]),
+            }
+
+
+def _make_plan(module, lr: float, weight_decay: float, loss_kwargs: dict):
+    import lightning.pytorch as lp
+    import torch
+
+    class _EncoderPlan(lp.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def training_step(self, batch, batch_idx):
+            out = self.module.loss(batch["x"], batch["x_pos"], batch["slide"], **loss_kwargs)
+            self.log_dict(
+                {f"train_{k}": v for k, v in out.as_dict().items()},
+                on_step=False,
+                on_epoch=True,
+                batch_size=len(batch["x"]),
+            )
+            return out.total
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+
+    return _EncoderPlan()
+
+
+class SharedEncoder(GearsModelBase):
+    """Shared expression encoder of GEARS (METHOD §2), in the style of scvi-tools models.
+
+    An MLP (default ``G -> 512 -> 256 -> 128``, LayerNorm + GELU) trained on the
+    mean-centred expression of the ST slides with VICReg on two augmented views and a
+    spatial InfoNCE whose positives are each spot's physical nearest neighbours in its
+    own slide (coordinates only pick pairs; they are never an input). An adversarial
+    slide discriminator is available but off by default.
+
+    Parameters
+    ----------
+    adata
+        ST data registered with :meth:`setup_anndata`.
+    n_hidden
+        Hidden widths.
+    n_latent
+        Embedding width.
+    adversarial
+        Train a gradient-reversal slide discriminator as well.
+
+    Examples
+    --------
+    >>> import gearsx as gx
+    >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=3000, random_state=0)
+    >>> st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=100)
+    >>> gx.pp.mean_center_per_slide(st, slide_key="slide")
+    >>> gx.model.SharedEncoder.setup_anndata(st, layer="gears_centered", slide_key="slide")
+    >>> model = gx.model.SharedEncoder(st, n_latent=16)
+    >>> model.train(max_epochs=2, enable_progress_bar=False)
+    >>> model.get_latent_representation().shape[1]
+    16
+    """
+
+    def __init__(
+        self, adata: AnnData, *, n_hidden: tuple[int, ...] = (512, 256), n_latent: int = 128, adversarial: bool = False
+    ) -> None:
+        from gearsx.module import SharedEncoderModule
+
+        super().__init__(adata)
+        n_slides = len(self._slide_names())
+        self._module_kwargs: dict[str, Any] = {
+            "n_hidden": [int(h) for h in n_hidden],
+            "n_latent": check_positive_int(n_latent, name="n_latent"),
+            "adversarial": bool(adversarial),
+        }
+        self.module = SharedEncoderModule(
+            adata.n_vars, tuple(n_hidden), n_latent, n_slides=n_slides, adversarial=adversarial
+        )
+        self.adapter_ = None
+        self.adapter_info_: dict[str, Any] = {}
+
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        *,
+        layer: str | None = Key.centered_layer,
+        slide_key: str | None = None,
+        spatial_key: str = Key.spatial,
+    ) -> None:
+        """Register ``adata`` (expression layer, slide labels, coordinates) for :class:`SharedEncoder`.
+
+        Parameters
+        ----------
+        adata
+            ST data.
+        layer
+            Expression layer (default the mean-centred ``'gears_centered'``); ``None`` uses ``X``.
+        slide_key
+            ``obs`` column with the slide; ``None`` means a single slide.
+        spatial_key
+            ``obsm`` key of the coordinates (used to pick InfoNCE positives only).
+        """
+        from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
+
+        if slide_key is not None and slide_key not in adata.obs:
+            msg = f"`slide_key`={slide_key!r} is not a column of `adata.obs`; columns: {list(adata.obs.columns)}."
+            raise KeyError(msg)
+        if spatial_key not in adata.obsm:
+            msg = f"`adata.obsm[{spatial_key!r}]` is missing; the encoder needs spot coordinates to pick spatial positives."
+            raise KeyError(msg)
+        _dense_layer(adata, layer)  # validates the layer and NaN before anything is registered
+        coords = np.asarray(adata.obsm[spatial_key])
+        if not np.isfinite(coords).all():
+            msg = f"`adata.obsm[{spatial_key!r}]` holds NaN or inf coordinates."
+            raise ValueError(msg)
+        fields = [
+            LayerField(_X, layer, is_count_data=False),
+            CategoricalObsField(_SLIDE, slide_key),
+            ObsmField(_SPATIAL, spatial_key),
+        ]
+        cls._register(adata, fields, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
+
+    def _slide_names(self) -> list[str]:
+        mapping = self.adata_manager.get_state_registry(_SLIDE).categorical_mapping
+        return [str(c) for c in mapping]
+
+    def _slide_codes(self) -> np.ndarray:
+        return np.asarray(self.adata_manager.get_from_registry(_SLIDE)).ravel().astype(np.int64)
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        k_spatial: int = 8,
+        temperature: float = 0.1,
+        w_nce: float = 5.0,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        random_state: int = 0,
+        early_stopping: bool = False,
+        enable_progress_bar: bool = True,
+    ) -> None:
+        """Train the encoder.
+
+        Parameters
+        ----------
+        max_epochs
+            Number of epochs; ``None`` aims at about 1,500 optimisation steps (between 20 and 400 epochs).
+        batch_size
+            Spots per batch; every batch comes from a single slide, and each spot brings one
+            physical neighbour as its positive.
+        lr, weight_decay
+            AdamW settings.
+        k_spatial
+            Physical neighbours per spot from which positives are drawn.
+        temperature
+            InfoNCE temperature.
+        w_nce
+            Weight of the InfoNCE term (VICReg weights are 25, 25, 1). The default 5 keeps
+            embedding neighbours spatially local (overlap@20 0.45 -> 0.60 on the simulator
+            compared with 1).
+        accelerator, devices
+            ``'auto'`` uses CUDA when available.
+        random_state
+            Seed of initialisation, shuffling, positives and augmentations.
+        early_stopping
+            Not supported yet (there is no validation loss); ``True`` raises.
+        enable_progress_bar
+            One progress bar, updated per epoch.
+        """
+        import torch
+
+        if early_stopping:
+            msg = "early_stopping is not supported by SharedEncoder yet (it has no validation objective)."
+            raise NotImplementedError(msg)
+        batch_size = check_positive_int(batch_size, name="batch_size", minimum=2)
+        k_spatial = check_positive_int(k_spatial, name="k_spatial")
+        x = _dense_layer(self.adata, self.setup_args["layer"])
+        slides = self._slide_codes()
+        coords = np.asarray(self.adata_manager.get_from_registry(_SPATIAL), dtype=np.float64)
+        neighbours = _spatial_neighbours(coords, slides, k_spatial, self._slide_names())
+        n = len(x)
+        steps = max(1, n // batch_size)
+        if max_epochs is None:
+            max_epochs = int(np.clip(round(1500 / steps), 20, 400))
+        max_epochs = check_positive_int(max_epochs, name="max_epochs")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state)
+            if not self.is_trained_:
+                for m in self.module.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+            loader = _SlideBatches(x, neighbours, slides, min(batch_size, n), random_state)
+            plan = _make_plan(self.module, lr, weight_decay, {"temperature": temperature, "w_nce": w_nce})
+            self._fit_lightning(
+                plan,
+                loader,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                enable_progress_bar=enable_progress_bar,
+            )
+        self.train_params_ = {
+            "max_epochs": max_epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "k_spatial": k_spatial,
+            "temperature": temperature,
+            "w_nce": w_nce,
+            "random_state": random_state,
+        }
+
+    def get_latent_representation(
+        self,
+        adata: AnnData | None = None,
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        layer: str | None | bool = True,
+        adapt: bool = False,
+    ) -> np.ndarray:
+        """Embeddings of ``adata`` (default: the training data) as a numpy array.
+
+        Parameters
+        ----------
+        adata
+            Any AnnData with the model's genes in the same order (ST or SC).
+        indices
+            Subset of observations.
+        batch_size
+            Rows per forward pass (default 4096).
+        layer
+            Expression layer; ``True`` (default) uses the registered one.
+        adapt
+            Apply the SC adapter fitted by :func:`gearsx.tl.fit_adapter`.
+
+        Returns
+        -------
+        ``(n_obs, n_latent)`` float32 array. ``adata`` is not modified.
+        """
+        import torch
+
+        self._check_if_trained()
+        adata = self.adata if adata is None else adata
+        _check_var_names(adata, self.adata.var_names)
+        layer = self.setup_args["layer"] if layer is True else layer
+        x = _dense_layer(adata, layer)
+        if indices is not None:
+            x = x[np.asarray(indices)]
+        bs = batch_size or 4096
+        dev = self.device
+        self.module.eval()
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(x), bs):
+                z = self.module(torch.as_tensor(x[s : s + bs], device=dev))
+                if adapt:
+                    if self.adapter_ is None:
+                        msg = "No adapter fitted; run gx.tl.fit_adapter(adata_sc, model) first."
+                        raise RuntimeError(msg)
+                    z = self.adapter_.to(dev)(z)
+                out.append(z.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self._module_kwargs["n_latent"]), dtype=np.float32)
+
+    # adapter persistence -------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"slides": self._slide_names(), "train_params": getattr(self, "train_params_", {})}
+        if self.adapter_ is not None:
+            extra["tensors"] = {f"adapter.{k}": v.detach().cpu() for k, v in self.adapter_.state_dict().items()}
+            extra["adapter"] = self.adapter_info_
+        return extra
+
+    def _load_extra_state(self, meta: dict, state: dict) -> None:
+        from gearsx.module import LinearAdapter
+
+        self.train_params_ = meta.get("train_params", {})
+        if "adapter" in meta:
+            self.adapter_ = LinearAdapter(self._module_kwargs["n_latent"])
+            self.adapter_.load_state_dict(
+                {k[len("adapter.") :]: v for k, v in state.items() if k.startswith("adapter.")}
+            )
+            self.adapter_info_ = meta["adapter"]
