@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ class _EpochProgress:
     """Lightning callback factory: one tqdm bar per ``train`` call, updated per epoch, loss in the postfix."""
 
     @staticmethod
-    def make(max_epochs: int, enabled: bool, history: list[dict[str, float]]):
+    def make(max_epochs: int, history: list[dict[str, float]], *, enabled: bool):
         from lightning.pytorch.callbacks import Callback
         from tqdm.auto import tqdm
 
@@ -123,23 +124,26 @@ class GearsModelBase:
 
         device = resolve_device(accelerator)
         history: list[dict[str, float]] = []
-        bar = _EpochProgress.make(max_epochs, enable_progress_bar and settings.progress_bar, history)
+        bar = _EpochProgress.make(max_epochs, history, enabled=enable_progress_bar and settings.progress_bar)
         levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
         for name in _QUIET_LOGGERS:  # silence Lightning's banners and tips
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            trainer = lp.Trainer(
-                max_epochs=max_epochs,
-                accelerator="gpu" if device.type == "cuda" else device.type,
-                devices=devices if devices != "auto" else 1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                callbacks=[bar],
-                deterministic="warn" if device.type == "cuda" else True,
-            )
-            trainer.fit(plan, train_dataloaders=loader)
+            with warnings.catch_warnings():
+                # Lightning 2.6 warns about a torch pytree API on every fit; nothing for users to act on.
+                warnings.filterwarnings("ignore", message=".*treespec.*")
+                trainer = lp.Trainer(
+                    max_epochs=max_epochs,
+                    accelerator="gpu" if device.type == "cuda" else device.type,
+                    devices=devices if devices != "auto" else 1,
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                    callbacks=[bar],
+                    deterministic="warn" if device.type == "cuda" else True,
+                )
+                trainer.fit(plan, train_dataloaders=loader)
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)

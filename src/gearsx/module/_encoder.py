@@ -73,7 +73,7 @@ class SharedEncoderModule(nn.Module):
         return self.encoder(x)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """A random view: gene dropout, additive Gaussian noise, per-cell scale jitter."""
+        """Draw a random view: gene dropout, additive Gaussian noise, per-cell scale jitter."""
         keep = (torch.rand_like(x) >= self.dropout_rate).to(x.dtype)
         scale = 1.0 + self.scale_jitter * (2 * torch.rand(len(x), 1, device=x.device, dtype=x.dtype) - 1)
         return x * keep * scale + self.noise_std * torch.randn_like(x)

@@ -143,7 +143,7 @@ def prepare(
     adata_st: AnnData,
     adata_sc: AnnData,
     *,
-    slide_key: str,
+    slide_key: str | None,
     n_top_genes: int = 2000,
     layer: str | None = None,
     subset: bool = True,
@@ -165,7 +165,7 @@ def prepare(
     adata_sc
         Dissociated single cells.
     slide_key
-        ``obs`` column of ``adata_st`` with the slide.
+        ``obs`` column of ``adata_st`` with the slide; ``None`` for a single slide.
     n_top_genes
         Number of highly variable genes.
     layer
@@ -193,7 +193,8 @@ def prepare(
 
     import gearsx
 
-    check_obs_key(adata_st, slide_key, "slide_key")
+    if slide_key is not None:
+        check_obs_key(adata_st, slide_key, "slide_key")
     if layer is not None:
         for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
             if layer not in a.layers:
@@ -205,13 +206,14 @@ def prepare(
     check_finite_matrix(st.X, "adata_st")
     check_finite_matrix(sc.X, "adata_sc")
     how_st, how_sc = _normalize_log(st, "adata_st"), _normalize_log(sc, "adata_sc")
-    batch = np.concatenate([st.obs[slide_key].astype(str).to_numpy(), np.full(sc.n_obs, "sc", dtype=object)])
+    st_batch = st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(st.n_obs, "st")
+    batch = np.concatenate([st_batch, np.full(sc.n_obs, "sc", dtype=object)])
     both = ad.AnnData(X=ad.concat([st, sc], join="inner").X, var=st.var[[]].copy())
     both.obs["gears_batch"] = batch
     highly_variable_genes(both, batch_key="gears_batch", n_top_genes=n_top_genes)
     hv_cols = [c for c in both.var.columns if c.startswith(("highly_variable", "means", "dispersions"))]
     params = {
-        "slide_key": slide_key,
+        "slide_key": slide_key or "",
         "n_top_genes": int(n_top_genes),
         "layer": layer or "",
         "subset": subset,

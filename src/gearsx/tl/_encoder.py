@@ -116,7 +116,7 @@ def fit_encoder(
     return model
 
 
-def _sqrtm(c: np.ndarray, inverse: bool = False) -> np.ndarray:
+def _sqrtm(c: np.ndarray, *, inverse: bool = False) -> np.ndarray:
     vals, vecs = np.linalg.eigh(c)
     vals = np.clip(vals, max(vals.max(), 1e-12) * 1e-6, None)
     power = -0.5 if inverse else 0.5
@@ -237,7 +237,7 @@ def fit_adapter(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         history.append(total)
     with torch.no_grad():
         z_adapted = adapter(zs).numpy()

@@ -1,0 +1,158 @@
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import gearsx as gx
+from tests.model.make_saved_model import tiny_adata
+
+FIXTURE = Path(__file__).parent / "saved_model" / "v1"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The simulator (3 slides + SC, batch effects), prepared and centred, with a trained encoder and adapter."""
+    st, sc = gx.datasets.simulate_tissue(random_state=0)
+    st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key="slide")
+    gx.pp.mean_center_per_slide(sc, slide_key=None)
+    model = gx.tl.fit_encoder(st, slide_key="slide", enable_progress_bar=False)
+    gx.tl.fit_adapter(sc, model)
+    return st, sc, model
+
+
+def test_encoder_and_adapter_meet_targets_on_simulator(trained):
+    st, sc, model = trained
+    enc = st.uns["gears_encoder"]
+    ada = sc.uns["gears_adapter"]
+    # plain PCA of the centred expression as the baseline for spatial locality
+    from sklearn.decomposition import PCA
+
+    slides = st.obs["slide"].to_numpy()
+    pca = PCA(50, random_state=0).fit_transform(st.layers["gears_centered"])
+    base = gx.metrics.knn_overlap(pca, st.obsm["spatial"], k=20, groups=slides)
+    print(
+        f"encoder: overlap@20 {enc['knn_overlap20']:.3f} (PCA {base:.3f}), slide probe "
+        f"{enc['slide_probe']['balanced_accuracy']:.3f} (chance {enc['slide_probe']['chance']:.3f}), norm ratio "
+        f"{enc['norm_ratio']:.3f}; adapter domain accuracy {ada['before']['domain_accuracy']:.3f} -> "
+        f"{ada['after']['domain_accuracy']:.3f}, iLISI {ada['before']['ilisi']:.2f} -> {ada['after']['ilisi']:.2f}"
+    )
+    assert enc["knn_overlap20"] >= 0.5
+    assert enc["knn_overlap20"] > base
+    assert abs(enc["slide_probe"]["balanced_accuracy"] - enc["slide_probe"]["chance"]) <= 0.15
+    assert enc["norm_ratio"] < 1.2
+    assert ada["before"]["domain_accuracy"] > 0.9
+    assert ada["after"]["domain_accuracy"] <= 0.65
+    assert ada["after"]["mmd"] < ada["before"]["mmd"]
+    assert ada["after"]["ilisi"] > ada["before"]["ilisi"]
+    assert st.obsm["X_gears"].shape == (st.n_obs, 128)
+    assert sc.obsm["X_gears"].shape == (sc.n_obs, 128)
+    # the ST embeddings are untouched by the adapter; the SC ones are the adapted encoder output
+    np.testing.assert_allclose(model.get_latent_representation(), st.obsm["X_gears"], atol=1e-5)
+    np.testing.assert_allclose(model.get_latent_representation(sc, adapt=True), sc.obsm["X_gears"], atol=1e-4)
+    assert len(model.history_) == model.train_params_["max_epochs"]
+    assert "trained" in repr(model)
+
+
+def test_uns_is_h5ad_writable(trained, tmp_path):
+    st, sc, _ = trained
+    st.write_h5ad(tmp_path / "st.h5ad")
+    sc.write_h5ad(tmp_path / "sc.h5ad")
+    back = ad.read_h5ad(tmp_path / "sc.h5ad")
+    assert back.uns["gears_adapter"]["after"]["domain_accuracy"] == sc.uns["gears_adapter"]["after"]["domain_accuracy"]
+
+
+def test_save_load_roundtrip_with_adapter(trained, tmp_path):
+    st, sc, model = trained
+    model.save(tmp_path / "m")
+    state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
+    assert any(k.startswith("adapter.") for k in state)
+    loaded = gx.model.SharedEncoder.load(tmp_path / "m", st.copy(), accelerator="cpu")
+    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
+    np.testing.assert_allclose(loaded.get_latent_representation(sc, adapt=True), sc.obsm["X_gears"], atol=1e-4)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        model.save(tmp_path / "m")
+
+
+def _tiny(slide_key="slide"):
+    adata = tiny_adata()
+    gx.model.SharedEncoder.setup_anndata(adata, slide_key=slide_key)
+    return adata
+
+
+def test_same_seed_same_embedding():
+    a, b = _tiny(), _tiny()
+    za = gx.model.SharedEncoder(a, n_hidden=(8,), n_latent=4)
+    zb = gx.model.SharedEncoder(b, n_hidden=(8,), n_latent=4)
+    for m in (za, zb):
+        m.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=5, enable_progress_bar=False)
+    np.testing.assert_array_equal(za.get_latent_representation(), zb.get_latent_representation())
+    zc = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
+    zc.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=6, enable_progress_bar=False)
+    assert not np.allclose(za.get_latent_representation(), zc.get_latent_representation())
+
+
+def test_committed_fixture_loads_with_same_latent():
+    adata = tiny_adata()
+    model = gx.model.SharedEncoder.load(FIXTURE, adata, accelerator="cpu")
+    np.testing.assert_allclose(model.get_latent_representation(), np.load(FIXTURE / "expected_latent.npy"), atol=1e-5)
+    assert model.is_trained_
+
+
+def test_load_with_other_genes_raises():
+    adata = tiny_adata()
+    with pytest.raises(ValueError, match="genes of `adata`"):
+        gx.model.SharedEncoder.load(FIXTURE, adata[:, ::-1].copy())
+    with pytest.raises(ValueError, match="genes of `adata`"):
+        gx.model.SharedEncoder.load(FIXTURE, adata[:, :5].copy())
+
+
+def test_single_slide_is_valid():
+    adata = _tiny(slide_key=None)
+    model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
+    model.train(max_epochs=2, batch_size=16, k_spatial=3, enable_progress_bar=False)
+    assert model.get_latent_representation().shape == (60, 4)
+
+
+def test_untrained_model_raises():
+    model = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
+    with pytest.raises(RuntimeError, match="not trained"):
+        model.get_latent_representation()
+
+
+def test_bad_input():
+    adata = tiny_adata()
+    with pytest.raises(KeyError, match="slide_key"):
+        gx.model.SharedEncoder.setup_anndata(adata, slide_key="sample")
+    with pytest.raises(KeyError, match="layer"):
+        gx.model.SharedEncoder.setup_anndata(adata, layer="missing", slide_key="slide")
+    nan = adata.copy()
+    nan.layers["gears_centered"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        gx.model.SharedEncoder.setup_anndata(nan, slide_key="slide")
+    nospatial = adata.copy()
+    del nospatial.obsm["spatial"]
+    with pytest.raises(KeyError, match="spatial"):
+        gx.model.SharedEncoder.setup_anndata(nospatial, slide_key="slide")
+    with pytest.raises(ValueError, match="not set up"):
+        gx.model.SharedEncoder(tiny_adata())
+    model = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
+    with pytest.raises(ValueError, match="k_spatial"):
+        model.train(max_epochs=1, k_spatial=40, enable_progress_bar=False)
+
+
+def test_adapter_bad_input():
+    adata = _tiny()
+    model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
+    model.train(max_epochs=1, batch_size=16, k_spatial=3, enable_progress_bar=False)
+    other_genes = tiny_adata()[:, :6].copy()
+    with pytest.raises(ValueError, match="genes of `adata`"):
+        gx.tl.fit_adapter(other_genes, model)
+    no_layer = tiny_adata()
+    del no_layer.layers["gears_centered"]
+    with pytest.raises(KeyError, match="mean_center_per_slide"):
+        gx.tl.fit_adapter(no_layer, model)
+    with pytest.raises(NotImplementedError, match="linear"):
+        gx.tl.fit_adapter(tiny_adata(), model, mode="mlp")
