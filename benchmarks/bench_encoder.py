@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 import scanpy as sc
 from sklearn.decomposition import PCA
 
