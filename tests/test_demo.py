@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 
 from gearsx.__main__ import main
@@ -15,3 +17,6 @@ def test_demo_writes_outputs_and_is_honest(tmp_path, capsys):
     assert abs(random_row["spearman"]) < 0.1
     assert (out / "layouts.png").stat().st_size > 10_000
     assert "baseline" in (out / "metrics.md").read_text()
+    report = json.loads((out / "encoder.json").read_text())
+    assert 0.0 < report["encoder"]["knn_overlap20"] <= 1.0
+    assert report["adapter_after"]["domain_accuracy"] < report["adapter_before"]["domain_accuracy"]
