@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_positive_int, doc_params
 from gearsx.geometry import gauge_fix, procrustes
 
 from ._pairs import PairSample, pair_distances, sample_pairs
@@ -251,14 +251,14 @@ def _pad_to_same_dim(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pad(a), pad(b)
 
 
-_PARAMS_DOC = """
-    X_pred
+_DOC_COORDS = """\
+X_pred
         Predicted coordinates, shape ``(n_cells, d)``.
     X_gt
-        Ground-truth coordinates of the same cells in the same order, shape ``(n_cells, d_gt)``.
-"""
+        Ground-truth coordinates of the same cells in the same order, shape ``(n_cells, d_gt)``."""
 
 
+@doc_params(coords=_DOC_COORDS)
 def distance_correlation(
     X_pred, X_gt, *, method: str = "spearman", n_pairs: int | None = None, random_state=0
 ) -> float:
@@ -266,10 +266,7 @@ def distance_correlation(
 
     Parameters
     ----------
-    X_pred
-        Predicted coordinates, shape ``(n_cells, d)``.
-    X_gt
-        Ground-truth coordinates of the same cells in the same order.
+    {coords}
     method
         ``'spearman'`` (rank) or ``'pearson'`` (linear).
     n_pairs
@@ -379,6 +376,7 @@ def knn_distance_w1(X_pred, X_gt, *, k: int = 20) -> float:
     return _Evaluation(X_pred, X_gt, k=k).knn_distance_w1()
 
 
+@doc_params(coords=_DOC_COORDS)
 def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0) -> dict[str, float]:
     """All reconstruction metrics of the GEARS paper (Table 1) in one call.
 
@@ -386,10 +384,7 @@ def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, 
 
     Parameters
     ----------
-    X_pred
-        Predicted coordinates, shape ``(n_cells, d)``.
-    X_gt
-        Ground-truth coordinates of the same cells in the same order.
+    {coords}
     k
         Neighbourhood size for ``R20``, trustworthiness, continuity and the kNN-distance W1.
     n_pairs

@@ -6,6 +6,8 @@ import numpy as np
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
+from ._probe import linear_probe
+
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
 
 
@@ -51,19 +53,12 @@ def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
 def domain_classifier_accuracy(a, b, *, n_splits: int = 5, random_state: int = 0) -> float:
     """Balanced accuracy of a cross-validated logistic regression telling rows of ``a`` from rows of ``b``.
 
-    0.5 means the two sets are linearly indistinguishable.
+    0.5 means the two sets are linearly indistinguishable. Features are centred and
+    scaled by one global factor (see the note in :func:`slide_separability`).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     a, b = check_coords(a, name="a"), check_coords(b, name="b")
-    x = np.vstack([a, b])
     y = np.r_[np.zeros(len(a)), np.ones(len(b))]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=random_state))
-    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
-    return float(cross_val_score(clf, x, y, cv=cv, scoring="balanced_accuracy").mean())
+    return linear_probe(np.vstack([a, b]), y, n_splits=n_splits, random_state=random_state)
 
 
 def coral_distance(a, b) -> float:

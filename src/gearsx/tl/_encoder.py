@@ -153,6 +153,7 @@ def fit_adapter(
     w_coral: float = 1.0,
     w_mmd: float = 1.0,
     w_identity: float = 0.1,
+    support_tol: float = 1e-3,
     random_state: int = 0,
     key_added: str = Key.embedding,
 ) -> None:
@@ -163,6 +164,9 @@ def fit_adapter(
     ``W0 = C_ST^{1/2} C_SC^{-1/2}``, ``b0 = mu_ST - W0 mu_SC`` (Ledoit-Wolf shrunk
     covariances, so ill-conditioned ones are safe) and is fine-tuned with CORAL + RBF-MMD
     (median-heuristic bandwidth) + an identity regulariser ``||W - W0||^2 + ||b - b0||^2``.
+    Outputs are kept on the support of the ST embeddings (``support_tol``): directions
+    in which ST embeddings are constant carry no information, and a small SC offset
+    there would separate the data sets without any loss noticing.
 
     Parameters
     ----------
@@ -179,6 +183,9 @@ def fit_adapter(
         Fine-tuning schedule (Adam); ``max_epochs=0`` keeps the closed-form map.
     w_coral, w_mmd, w_identity
         Loss weights.
+    support_tol
+        Directions in which the ST embeddings vary less than this fraction of the largest
+        variance are outside their support; adapted SC embeddings take the ST mean there.
     random_state
         Seed.
     key_added
@@ -218,6 +225,17 @@ def fit_adapter(
         adapter.bias.copy_(torch.as_tensor(b0, dtype=torch.float32))
     w0_t, b0_t = adapter.weight.detach().clone(), adapter.bias.detach().clone()
     zs, zt = torch.as_tensor(z_sc), torch.as_tensor(z_st)
+    # Keep adapted SC embeddings on the support of the ST embeddings: directions in which the ST
+    # embeddings are (nearly) constant get the ST value. Without this, fine-tuning can move SC cells a
+    # little along such a direction, which no alignment loss notices but which separates SC from ST.
+    vals, vecs = np.linalg.eigh(np.cov(z_st, rowvar=False))
+    support = vecs[:, vals > support_tol * vals.max()]
+    proj = torch.as_tensor(support @ support.T, dtype=torch.float32)
+    mu_t = torch.as_tensor(mu_st, dtype=torch.float32)
+
+    def on_support(z: torch.Tensor) -> torch.Tensor:
+        return (z - mu_t) @ proj + mu_t
+
     gen = torch.Generator().manual_seed(random_state)
     opt = torch.optim.Adam(adapter.parameters(), lr=lr)
     history = []
@@ -225,7 +243,7 @@ def fit_adapter(
         perm = torch.randperm(len(zs), generator=gen)
         total = 0.0
         for s in range(0, len(zs), batch_size):
-            a = adapter(zs[perm[s : s + batch_size]])
+            a = on_support(adapter(zs[perm[s : s + batch_size]]))
             if len(a) < 8:
                 continue
             b = zt[torch.randint(len(zt), (len(a),), generator=gen)]
@@ -240,6 +258,9 @@ def fit_adapter(
             total += loss.item()
         history.append(total)
     with torch.no_grad():
+        # Fold the support projection into the affine map, so the adapter stays one W z + b.
+        adapter.weight.copy_(proj @ adapter.weight)
+        adapter.bias.copy_((adapter.bias - mu_t) @ proj + mu_t)
         z_adapted = adapter(zs).numpy()
     before = _alignment_report(z_sc, z_st, random_state)
     after = _alignment_report(z_adapted, z_st, random_state)
@@ -254,6 +275,8 @@ def fit_adapter(
         "w_coral": w_coral,
         "w_mmd": w_mmd,
         "w_identity": w_identity,
+        "support_tol": support_tol,
+        "support_dim": int(support.shape[1]),
         "random_state": random_state,
         "key_added": key_added,
         "version": gearsx.__version__,
