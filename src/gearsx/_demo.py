@@ -69,7 +69,7 @@ def run_demo(
     pp.mean_center_per_slide(adata_sc, slide_key=None)
     encoder = tl.fit_encoder(adata_st, slide_key=Key.slide, random_state=random_state)
     tl.fit_adapter(adata_sc, encoder, random_state=random_state)
-    enc, ada = adata_st.uns["gears_encoder"], adata_sc.uns["gears_adapter"]
+    enc, ada = adata_st.uns[Key.encoder], adata_sc.uns[Key.adapter]
     report = {
         "encoder": {k: v for k, v in enc.items() if k != "params"},
         "adapter_before": ada["before"],

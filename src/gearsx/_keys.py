@@ -23,6 +23,11 @@ class _Keys:
     spot_cell_counts: str = "spot_cell_counts"
     n_cells: str = "n_cells"
     simulation: str = "gears_simulation"
+    prepare: str = "gears_prepare"
+    encoder: str = "gears_encoder"
+    adapter: str = "gears_adapter"
+    patches: str = "gears_patches"
+    image: str = "X_image"
 
     def distances(self, key: str) -> str:
         """``obsp`` key of the distances written under ``key_added``."""

@@ -502,7 +502,11 @@ def stitch_patches(
     dist = dist * s
     resid = np.abs(np.log(np.maximum(d_x, 1e-12) / np.maximum(dist, 1e-12)))
     stress = float(np.sqrt(((d_x - dist) ** 2 * conf).sum() / max((dist**2 * conf).sum(), 1e-300)))
-    sym = lambda v: (lambda m: (m + m.T).tocsr())(sp.coo_matrix((v, (ei, ej)), shape=(n_obs, n_obs)))
+
+    def sym(values: np.ndarray) -> sp.csr_matrix:
+        m = sp.coo_matrix((values, (ei, ej)), shape=(n_obs, n_obs))
+        return (m + m.T).tocsr()
+
     diagnostics = {
         "patch_reliability": reliability,
         "patch_disagreement": np.nan_to_num(patch_dis, nan=-1.0),

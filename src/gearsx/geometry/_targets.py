@@ -70,6 +70,19 @@ def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state=0) -> np
     return chosen
 
 
+def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of the ``k`` nearest neighbours of every point, the point itself excluded.
+
+    Robust to duplicated points: when a duplicate takes the point's own slot, the
+    farthest of the ``k + 1`` hits is dropped instead.
+    """
+    dist, idx = tree.query(x, k=k + 1)
+    is_self = idx == np.arange(len(x))[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    return dist[keep].reshape(len(x), k), idx[keep].reshape(len(x), k)
+
+
 def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = None) -> np.ndarray:
     """``k`` nearest neighbours of every point (self excluded), shape ``(n, k)``.
 
@@ -85,10 +98,7 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
     if k >= n:
         msg = f"`k`={k} must be smaller than the number of points ({n})."
         raise ValueError(msg)
-    _, idx = cKDTree(x).query(x, k=k + 1)
-    is_self = idx == np.arange(n)[:, None]
-    is_self[~is_self.any(1), -1] = True
-    local = idx[~is_self].reshape(n, k)
+    local = knn_without_self(cKDTree(x), x, k)[1]
     if knn_global is None:
         return local
     g = np.asarray(knn_global)

@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._utils import as_rng, check_coords, check_positive_int, doc_params
 from gearsx.geometry import gauge_fix, procrustes
+from gearsx.geometry._targets import knn_without_self
 
 from ._pairs import PairSample, pair_distances, sample_pairs
 
@@ -86,11 +87,11 @@ class _Evaluation:
 
     @cached_property
     def knn_gt(self) -> tuple[np.ndarray, np.ndarray]:
-        return _knn_without_self(self.tree_gt, self.x_gt, self.k)
+        return knn_without_self(self.tree_gt, self.x_gt, self.k)
 
     @cached_property
     def knn_pred(self) -> tuple[np.ndarray, np.ndarray]:
-        return _knn_without_self(self.tree_pred, self.x_pred, self.k)
+        return knn_without_self(self.tree_pred, self.x_pred, self.k)
 
     @cached_property
     def pairs(self) -> PairSample:
@@ -233,16 +234,6 @@ class _Evaluation:
             return knn_dist[:, -1] / rms if rms > 0 else knn_dist[:, -1]
 
         return float(wasserstein_distance(radius(self.x_pred, self.knn_pred[0]), radius(self.x_gt, self.knn_gt[0])))
-
-
-def _knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """K nearest neighbours of every point, excluding the point itself (robust to duplicates)."""
-    dist, idx = tree.query(x, k=k + 1)
-    is_self = idx == np.arange(len(x))[:, None]
-    no_self = ~is_self.any(axis=1)
-    is_self[no_self, -1] = True  # a duplicate took self's place: drop the farthest instead
-    keep = ~is_self
-    return dist[keep].reshape(len(x), k), idx[keep].reshape(len(x), k)
 
 
 def _pad_to_same_dim(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,28 +31,25 @@ FORMAT_VERSION = 1
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 
 
-class _EpochProgress:
-    """Lightning callback factory: one tqdm bar per ``train`` call, updated per epoch, loss in the postfix."""
+def _epoch_progress(max_epochs: int, history: list[dict[str, float]], *, enabled: bool):
+    """Lightning callback: one tqdm bar per ``train`` call, updated per epoch, loss in the postfix; fills ``history``."""
+    from lightning.pytorch.callbacks import Callback
+    from tqdm.auto import tqdm
 
-    @staticmethod
-    def make(max_epochs: int, history: list[dict[str, float]], *, enabled: bool):
-        from lightning.pytorch.callbacks import Callback
-        from tqdm.auto import tqdm
+    class _EpochProgress(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.bar = tqdm(total=max_epochs, desc="training", unit="epoch", disable=not enabled)
 
-        class _Cb(Callback):
-            def on_train_start(self, trainer, pl_module):
-                self.bar = tqdm(total=max_epochs, desc="training", unit="epoch", disable=not enabled)
+        def on_train_epoch_end(self, trainer, pl_module):
+            row = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            history.append(row)
+            self.bar.set_postfix(loss=f"{row.get('train_total', float('nan')):.4f}")
+            self.bar.update(1)
 
-            def on_train_epoch_end(self, trainer, pl_module):
-                row = {k: float(v) for k, v in trainer.callback_metrics.items()}
-                history.append(row)
-                self.bar.set_postfix(loss=f"{row.get('train_total', float('nan')):.4f}")
-                self.bar.update(1)
+        def on_train_end(self, trainer, pl_module):
+            self.bar.close()
 
-            def on_train_end(self, trainer, pl_module):
-                self.bar.close()
-
-        return _Cb()
+    return _EpochProgress()
 
 
 class GearsModelBase:
@@ -124,7 +121,7 @@ class GearsModelBase:
 
         device = resolve_device(accelerator)
         history: list[dict[str, float]] = []
-        bar = _EpochProgress.make(max_epochs, history, enabled=enable_progress_bar and settings.progress_bar)
+        bar = _epoch_progress(max_epochs, history, enabled=enable_progress_bar and settings.progress_bar)
         levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
         for name in _QUIET_LOGGERS:  # silence Lightning's banners and tips
             logging.getLogger(name).setLevel(logging.WARNING)

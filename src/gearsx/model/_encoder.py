@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
+from gearsx.pp._checks import check_finite_matrix, get_matrix
 
 from ._base import GearsModelBase, _check_var_names
 
@@ -28,13 +29,10 @@ def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
             "For gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)."
         )
         raise KeyError(msg)
-    x = adata.layers[layer] if layer is not None else adata.X
+    x = get_matrix(adata, layer)
+    check_finite_matrix(x, f"layers[{layer!r}]" if layer else "X")
     x = x.toarray() if sp.issparse(x) else np.asarray(x)
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        msg = f"`{'layers[' + repr(layer) + ']' if layer else 'X'}` holds NaN or inf; clean the data first."
-        raise ValueError(msg)
-    return x
+    return x.astype(np.float32, copy=False)
 
 
 def _spatial_neighbours(coords: np.ndarray, slides: np.ndarray, k: int, slide_names) -> np.ndarray:

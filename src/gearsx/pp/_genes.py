@@ -228,6 +228,6 @@ def prepare(
             a.var[c] = both.var[c].to_numpy()
         if subset:
             a = a[:, a.var["highly_variable"].to_numpy()].copy()
-        a.uns["gears_prepare"] = dict(params)
+        a.uns[Key.prepare] = dict(params)
         out.append(a)
     return out[0], out[1]

@@ -45,7 +45,7 @@ def extract_patches(
     spatial_key: str = Key.spatial,
     path: str | Path | None = None,
     pad_value: float = 0,
-    key_added: str = "gears_patches",
+    key_added: str = Key.patches,
 ) -> np.memmap:
     """Cut a square image tile centred on every spot (METHOD §1, histology patches).
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int, resolve_device
 
@@ -44,12 +45,12 @@ def embed_patches(
     encoder: torch.nn.Module,
     *,
     patches=None,
-    patches_key: str = "gears_patches",
+    patches_key: str = Key.patches,
     batch_size: int = 64,
     device: str = "auto",
     transform: Callable | None = None,
     cache: str | Path | None = None,
-    key_added: str = "X_image",
+    key_added: str = Key.image,
     progress: bool | None = None,
 ) -> None:
     """Embed histology tiles with any torch image model and write ``obsm[key_added]``.

@@ -98,7 +98,7 @@ def fit_encoder(
     if len(names) > 1:
         probe = slide_separability(adata_st, slide_key=slide_key, use_rep=key_added, random_state=random_state)
         diag["slide_probe"] = {"balanced_accuracy": probe["balanced_accuracy"], "chance": probe["chance"]}
-    adata_st.uns["gears_encoder"] = {
+    adata_st.uns[Key.encoder] = {
         "params": {
             "slide_key": slide_key or "",
             "spatial_key": spatial_key,
@@ -281,7 +281,7 @@ def fit_adapter(
         "key_added": key_added,
         "version": gearsx.__version__,
     }
-    adata_sc.uns["gears_adapter"] = {"params": params, "before": before, "after": after}
+    adata_sc.uns[Key.adapter] = {"params": params, "before": before, "after": after}
     encoder.adapter_ = adapter
     encoder.adapter_info_ = {"params": params, "after": after}
     logger.info("adapter: domain accuracy %.3f -> %.3f", before["domain_accuracy"], after["domain_accuracy"])
