@@ -27,3 +27,31 @@ def small_tissue():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained_encoder():
+    """The simulator (3 slides + SC, batch effects), prepared and centred, with a trained encoder and adapter.
+
+    Session-scoped: the encoder tests and the geometry-model tests share one training run (~70 s).
+    """
+    import gearsx as gx
+
+    st, sc = gx.datasets.simulate_tissue(random_state=0)
+    st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key="slide")
+    gx.pp.mean_center_per_slide(sc, slide_key=None)
+    model = gx.tl.fit_encoder(st, slide_key="slide", enable_progress_bar=False)
+    gx.tl.fit_adapter(sc, model)
+    return st, sc, model
+
+
+@pytest.fixture(scope="session")
+def trained_gears(trained_encoder):
+    """A GEARS model trained briefly (64 steps) on two simulator slides; the third is held out for validation."""
+    import gearsx as gx
+
+    st = trained_encoder[0].copy()
+    geo = gx.model.GEARS(st, slide_key="slide")
+    geo.train(max_epochs=4, n_batches=16, random_state=0, enable_progress_bar=False)
+    return st, geo

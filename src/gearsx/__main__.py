@@ -13,11 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="gearsx_demo_output", help="output folder (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     demo.add_argument("--cells-per-slide", type=int, default=20_000, help="cells per simulated section")
+    demo.add_argument("--gears-epochs", type=int, default=12, help="geometry-model epochs (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._demo import run_demo
 
-        run_demo(args.out, random_state=args.seed, n_cells_per_slide=args.cells_per_slide)
+        run_demo(
+            args.out, random_state=args.seed, n_cells_per_slide=args.cells_per_slide, gears_epochs=args.gears_epochs
+        )
     return 0
 
 

@@ -36,6 +36,10 @@ def test_random_walk_patches_cover_and_overlap(rng):
     assert np.median([np.ptp(xy[p], axis=0).max() for p in patches]) < 0.6
     again = random_walk_patches(graph, 200, coverage=2, random_state=0)
     assert all(np.array_equal(a, b) for a, b in zip(patches, again, strict=True))
+    pruned = random_walk_patches(graph, 200, coverage=2, prune=True, random_state=0)
+    assert np.bincount(np.concatenate(pruned), minlength=2000).min() >= 2  # still covered
+    assert len(pruned) < len(patches)  # redundant patches dropped
+    assert all(any(np.array_equal(p, q) for q in patches) for p in pruned)  # a subset of the full cover
 
 
 def test_stitch_recovers_real_layout_and_downweights_corrupted_patches():

@@ -5,7 +5,9 @@ imported inside the loss functions, so importing this module stays light.
 """
 
 from ._gauge import gauge_fix, procrustes
+from ._graph import locality_graph
 from ._losses import TargetBatch, collate_targets, geo_loss, gram_loss, log_stress_loss, rw_kl_loss
+from ._minisets import MinisetSampler
 from ._stitch import StitchResult, random_walk_patches, stitch_patches
 from ._targets import GeometryTargets, adaptive_params, build_targets, farthest_point_sampling, knn_indices
 
@@ -20,7 +22,9 @@ __all__ = [
     "geo_loss",
     "gram_loss",
     "knn_indices",
+    "locality_graph",
     "log_stress_loss",
+    "MinisetSampler",
     "procrustes",
     "rw_kl_loss",
     "StitchResult",

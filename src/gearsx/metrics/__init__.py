@@ -1,5 +1,6 @@
 """Evaluation metrics (pure functions on arrays or AnnData) — METHOD §7."""
 
+from ._distortion import distortion_matrix, morton_order
 from ._geometry import (
     continuity,
     distance_correlation,
@@ -23,6 +24,8 @@ __all__ = [
     "mmd_rbf",
     "continuity",
     "distance_correlation",
+    "distortion_matrix",
+    "morton_order",
     "edge_scores",
     "evaluate_adata",
     "evaluate_geometry",

@@ -1,5 +1,6 @@
 """User-facing model classes (scvi-tools style: registry, training, save/load)."""
 
 from ._encoder import SharedEncoder
+from ._gears import GEARS
 
-__all__ = ["SharedEncoder"]
+__all__ = ["GEARS", "SharedEncoder"]

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 #: Version of the on-disk model format; bump it (with a converter or a clear error) on any change.
 FORMAT_VERSION = 1
+_SHOWN_VAL = ("val_spearman", "val_recall15")
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 
 
@@ -43,7 +44,9 @@ def _epoch_progress(max_epochs: int, history: list[dict[str, float]], *, enabled
         def on_train_epoch_end(self, trainer, pl_module):
             row = {k: float(v) for k, v in trainer.callback_metrics.items()}
             history.append(row)
-            self.bar.set_postfix(loss=f"{row.get('train_total', float('nan')):.4f}")
+            post = {"loss": f"{row.get('train_total', float('nan')):.4f}"}
+            post |= {k[4:]: f"{v:.3f}" for k, v in row.items() if k in _SHOWN_VAL}
+            self.bar.set_postfix(post)
             self.bar.update(1)
 
         def on_train_end(self, trainer, pl_module):
@@ -114,7 +117,17 @@ class GearsModelBase:
             msg = f"This {type(self).__name__} is not trained yet; call `.train()` first."
             raise RuntimeError(msg)
 
-    def _fit_lightning(self, plan, loader, *, max_epochs: int, accelerator: str, devices, enable_progress_bar: bool):
+    def _fit_lightning(
+        self,
+        plan,
+        loader,
+        *,
+        max_epochs: int,
+        accelerator: str,
+        devices,
+        enable_progress_bar: bool,
+        val_loader=None,
+    ):
         import lightning.pytorch as lp
 
         from gearsx._utils import resolve_device
@@ -129,6 +142,7 @@ class GearsModelBase:
             with warnings.catch_warnings():
                 # Lightning 2.6 warns about a torch pytree API on every fit; nothing for users to act on.
                 warnings.filterwarnings("ignore", message=".*treespec.*")
+                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # validation=None is allowed
                 trainer = lp.Trainer(
                     max_epochs=max_epochs,
                     accelerator="gpu" if device.type == "cuda" else device.type,
@@ -139,8 +153,9 @@ class GearsModelBase:
                     enable_model_summary=False,
                     callbacks=[bar],
                     deterministic="warn" if device.type == "cuda" else True,
+                    num_sanity_val_steps=0,
                 )
-                trainer.fit(plan, train_dataloaders=loader)
+                trainer.fit(plan, train_dataloaders=loader, val_dataloaders=val_loader)
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)

@@ -1,3 +1,5 @@
-"""Populated by the issues that implement this namespace (see CHANGELOG.md)."""
+"""Plotting (matplotlib; scanpy-style signatures with ``ax``, ``show`` and ``save``)."""
 
-__all__: list[str] = []
+from ._reconstruction import distortion_heatmap, reconstruction, stitching_diagnostics
+
+__all__ = ["distortion_heatmap", "reconstruction", "stitching_diagnostics"]

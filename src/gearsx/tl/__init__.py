@@ -2,6 +2,7 @@
 
 from ._embed_patches import embed_patches
 from ._encoder import fit_adapter, fit_encoder
+from ._reconstruct import reconstruct
 from ._stitch import stitch
 
-__all__ = ["embed_patches", "fit_adapter", "fit_encoder", "stitch"]
+__all__ = ["embed_patches", "fit_adapter", "fit_encoder", "reconstruct", "stitch"]

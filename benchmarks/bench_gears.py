@@ -1,0 +1,120 @@
+"""Geometry-model ablation (issue #6): generator only vs generator + refiner vs ``targets='rw_stress'``.
+
+Run: ``.venv/bin/python benchmarks/bench_gears.py [--epochs 8]`` (reads ../shared/data; skips missing sets).
+
+Protocol, per data set: train the encoder and GEARS on *spots* of one part of the tissue,
+then predict the geometry of minisets (128-384 cells, locality-weighted) of *held-out
+cells* from their expression only (encoder + SC adapter), and score each miniset against
+the true cell positions with recall@15 (neighbourhood) and the Spearman correlation of
+pairwise distances. Baseline: the first two principal components of the cells'
+embeddings. Printed as a markdown table (mean over 24 minisets) with training times.
+
+* simulator: ST spots of three sections (one held out for validation); the SC cells
+  are a fourth section.
+* osmFISH (one section): pseudo-spots of the left 60% of the tissue (along its long
+  axis); held-out cells are the right 40%.
+* MERFISH (two adjacent slices): pseudo-spots of slice bregma 0.26; held-out cells are
+  slice bregma 0.21.
+
+Pseudo-spots are denser than Visium (diameter 30 µm, centre-to-centre 40 µm) because
+the sections are small: with Visium's 100 µm pitch a section has ~300 spots, too few
+for 128-384-spot minisets.
+"""
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+from sklearn.decomposition import PCA
+
+import gearsx as gx
+
+warnings.filterwarnings("ignore")
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def lognorm(a):
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    return a
+
+
+def score_sets(pred_sets, coords, sets):
+    rec = [gx.metrics.knn_overlap(p, coords[s], k=15) for p, s in zip(pred_sets, sets, strict=True)]
+    rho = [gx.metrics.distance_correlation(p, coords[s]) for p, s in zip(pred_sets, sets, strict=True)]
+    return float(np.mean(rec)), float(np.mean(rho))
+
+
+def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
+    """``st``: spots (log-normalised), ``cells``: held-out cells (log-normalised) with true positions in ``gt_key``."""
+    st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key=slide_key)
+    gx.pp.mean_center_per_slide(cells, slide_key=None)
+    t = time.perf_counter()
+    enc = gx.tl.fit_encoder(st, slide_key=slide_key, enable_progress_bar=False)
+    gx.tl.fit_adapter(cells, enc)
+    t_enc = time.perf_counter() - t
+    xy = np.asarray(cells.obsm[gt_key], dtype=float)
+    sampler = gx.geometry.MinisetSampler(xy, n_min=128, n_max=384)
+    rng = np.random.default_rng(0)
+    sets = [sampler.sample(rng) for _ in range(24)]
+    emb = cells.obsm["X_gears"]
+    pca = [PCA(2, random_state=0).fit_transform(emb[s]) for s in sets]
+    rows.append((name, "PCA of embeddings", *score_sets(pca, xy, sets), float("nan")))
+    for targets in ("gram", "rw_stress"):
+        geo = gx.model.GEARS(st, slide_key=slide_key, targets=targets)
+        t = time.perf_counter()
+        geo.train(max_epochs=epochs, random_state=0, enable_progress_bar=False)
+        dt = time.perf_counter() - t
+        refined, base = geo.predict_geometry(cells, indices=sets, return_base=True)
+        label = "Gram targets" if targets == "gram" else "rw_stress targets"
+        rows.append((name, f"{label}: generator only", *score_sets(base, xy, sets), dt))
+        rows.append((name, f"{label}: generator + refiner", *score_sets(refined, xy, sets), dt))
+    print(f"{name}: {st.n_obs} spots, {cells.n_obs} held-out cells, encoder+adapter {t_enc:.0f}s", flush=True)
+
+
+def split_band(xy, frac=0.6):
+    c = xy - xy.mean(0)
+    proj = c @ np.linalg.svd(c, full_matrices=False)[2][0]
+    return proj <= np.quantile(proj, frac)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args()
+    rows = []
+    st, cells = gx.datasets.simulate_tissue(random_state=0)
+    run("simulator", st, cells, slide_key="slide", gt_key="spatial_gt", epochs=args.epochs, rows=rows)
+
+    f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
+    if f.exists():
+        a = ad.read_h5ad(f)
+        um_per_px = float(np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"])))
+        a.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float) * um_per_px
+        a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+        train = split_band(a.obsm["spatial"])
+        spots = gx.datasets.pseudo_spots(a[train].copy(), spot_diameter=30, center_to_center=40, min_cells=1)
+        held = a[~train].copy()
+        run("osmFISH", lognorm(spots), lognorm(held), slide_key=None, gt_key="spatial", epochs=args.epochs, rows=rows)
+    f = DATA / "merfish_mouse_hypothalamus" / "merfish_mouse_hypothalamus.h5ad"
+    if f.exists():
+        a = ad.read_h5ad(f)
+        spots = gx.datasets.pseudo_spots(
+            a[a.obs["slice"] == "bregma_0.26"].copy(), spot_diameter=30, center_to_center=40, min_cells=1
+        )
+        held = a[a.obs["slice"] == "bregma_0.21"].copy()
+        run("MERFISH", lognorm(spots), lognorm(held), slide_key=None, gt_key="spatial", epochs=args.epochs, rows=rows)
+
+    print(f"\n| data | method | recall@15 | Spearman | GEARS train (s, {args.epochs} epochs x 32 batches) |")
+    print("|---|---|---|---|---|")
+    for name, method, rec, rho, dt in rows:
+        print(f"| {name} | {method} | {rec:.3f} | {rho:.3f} | {'' if np.isnan(dt) else f'{dt:.0f}'} |")
+
+
+if __name__ == "__main__":
+    main()

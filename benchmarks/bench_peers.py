@@ -1,0 +1,228 @@
+"""gearsx vs Tangram vs novoSpaRc under the GEARS paper's pseudo-spot protocol (issue #7).
+
+Run: ``pip install --group bench -e .`` once, then
+``.venv/bin/python benchmarks/bench_peers.py [--max-cells 5000] [--sets osmfish merfish ...]``.
+Writes ``benchmarks/results/peers.md``.
+
+Protocol, per single-cell-resolution data set in ../shared/data:
+
+1. Split the tissue into a training part and a held-out part: by section where there are
+   several (MERFISH: slice bregma 0.26 trains, 0.21 is held out), else the 60% / 40% halves of
+   the tissue along its long axis (osmFISH, seqFISH, Xenium subset, a 20-voxel z-slab of
+   STARmap 3D), so the query cells are never the cells the spots were made of.
+2. Pseudo-Visium spots of the training part (``gx.datasets.pseudo_spots``, hexagonal, diameter
+   0.55 x pitch; the pitch is chosen so the part yields about 1,000 spots, or one spot per three
+   cells for small data, since the sections are smaller than a Visium capture area).
+3. Reconstruct the held-out cells (at most ``--max-cells``, a seeded subsample, identical for all
+   methods) from expression only:
+
+   * gearsx: encoder on the spots, SC adapter on the cells, GEARS with default settings, then
+     ``gx.tl.reconstruct``;
+   * Tangram (``tangram-sc``, cell mode, 1,000 epochs): a cell's position is the
+     mapping-weighted mean of the spot coordinates;
+   * novoSpaRc (``novosparc``, spot locations as target space, spot expression as the atlas,
+     ``alpha_linear=0.5``): the transport-weighted mean of the spot coordinates.
+
+4. Score with ``gx.metrics.evaluate_geometry`` against the true positions; wall time and peak
+   resident memory above the start of each method (sampled every 0.2 s).
+"""
+
+import argparse
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scanpy as sc
+
+import gearsx as gx
+
+warnings.filterwarnings("ignore")
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+OUT = Path(__file__).resolve().parent / "results" / "peers.md"
+METRICS = ("spearman", "stress1", "edge_auc", "trust20", "cont20")
+
+
+class PeakRSS:
+    """Peak resident memory of this process above its level at entry (GB), sampled in a thread."""
+
+    def __enter__(self):
+        self.base = self.peak = self._rss()
+        self.stop = False
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> float:
+        with Path("/proc/self/status").open() as f:
+            for line in f:
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1]) / 1024**2
+        return 0.0
+
+    def _watch(self):
+        while not self.stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join()
+        self.gb = self.peak - self.base
+
+
+def lognorm(a):
+    a = a.copy()
+    sc.pp.normalize_total(a)
+    sc.pp.log1p(a)
+    return a
+
+
+def band_split(xy, frac=0.6):
+    c = xy - xy.mean(0)
+    proj = c @ np.linalg.svd(c, full_matrices=False)[2][0]
+    return proj <= np.quantile(proj, frac)
+
+
+def make_spots(cells, target=1000):
+    xy = cells.obsm["spatial"]
+    n_target = int(min(target, len(cells) / 3))
+    area = float(np.prod(np.ptp(xy, axis=0)))
+    pitch = np.sqrt(area / n_target)
+    for _ in range(20):
+        spots = gx.datasets.pseudo_spots(cells, spot_diameter=0.55 * pitch, center_to_center=pitch, min_cells=1)
+        if spots.n_obs >= 0.8 * n_target:
+            return spots
+        pitch *= 0.85
+    return spots
+
+
+def run_gearsx(spots, query):
+    st, cells = gx.pp.prepare(spots, query, slide_key=None, n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key=None)
+    gx.pp.mean_center_per_slide(cells, slide_key=None)
+    enc = gx.tl.fit_encoder(st, enable_progress_bar=False)
+    gx.tl.fit_adapter(cells, enc)
+    n_max = min(384, int(0.8 * st.n_obs))
+    geo = gx.model.GEARS(st)
+    geo.train(n_min=min(128, n_max), n_max=n_max, enable_progress_bar=False)
+    gx.tl.reconstruct(cells, geo, n_patch=min(384, cells.n_obs // 4), progress=False)
+    return cells.obsm["X_gears_spatial"]
+
+
+def run_tangram(spots, query):
+    import tangram as tg
+
+    sp, q = lognorm(spots), lognorm(query)
+    tg.pp_adatas(q, sp, genes=None)
+    amap = tg.map_cells_to_space(q, sp, mode="cells", device="cpu", num_epochs=1000, random_state=0, verbose=False)
+    w = np.asarray(amap.X)
+    return (w / w.sum(1, keepdims=True)) @ sp.obsm["spatial"]
+
+
+def run_novosparc(spots, query):
+    import novosparc
+
+    genes = spots.var_names.intersection(query.var_names)
+    sp, q = lognorm(spots[:, genes]), lognorm(query[:, genes])
+    q.X = q.X.toarray() if hasattr(q.X, "toarray") else np.asarray(q.X)
+    atlas = sp.X.toarray() if hasattr(sp.X, "toarray") else np.asarray(sp.X)
+    locs = np.asarray(sp.obsm["spatial"], dtype=float)
+    tissue = novosparc.cm.Tissue(dataset=q, locations=locs, atlas_matrix=atlas, markers_to_use=np.arange(len(genes)))
+    tissue.setup_reconstruction(num_neighbors_s=5, num_neighbors_t=5, verbose=False)
+    tissue.reconstruct(alpha_linear=0.5, epsilon=5e-3, verbose=False)
+    w = np.asarray(tissue.gw)
+    return (w / w.sum(1, keepdims=True)) @ locs
+
+
+def load(name):
+    """(training cells, held-out cells) with counts in X and positions in obsm['spatial'], or None."""
+    if name == "osmfish":
+        f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
+        if not f.exists():
+            return None
+        a = ad.read_h5ad(f)
+        a.obsm["spatial"] = np.asarray(a.obsm["spatial"], float) * float(
+            np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"]))
+        )
+    elif name == "merfish":
+        f = DATA / "merfish_mouse_hypothalamus" / "merfish_mouse_hypothalamus.h5ad"
+        if not f.exists():
+            return None
+        a = ad.read_h5ad(f)
+        return a[a.obs["slice"] == "bregma_0.26"].copy(), a[a.obs["slice"] == "bregma_0.21"].copy()
+    elif name == "seqfish":
+        f = DATA / "seqfish_mouse_visualcortex" / "seqfish_visualcortex_zhu2018.h5ad"
+        if not f.exists():
+            return None
+        a = ad.read_h5ad(f)
+    elif name == "xenium":
+        f = DATA / "xenium_mouse_brain_subset" / "xenium_mouse_brain_subset.h5ad"
+        if not f.exists():
+            return None
+        a = ad.read_h5ad(f)
+    elif name == "starmap":
+        f = DATA / "starmap3d_mouse_visualcortex" / "starmap3d_mouse_visualcortex.h5ad"
+        if not f.exists():
+            return None
+        a = ad.read_h5ad(f)
+        z = a.obsm["spatial"][:, 2]
+        a = a[(z >= 40) & (z < 60)].copy()
+        a.obsm["spatial"] = np.asarray(a.obsm["spatial"][:, :2], float)
+    else:
+        raise ValueError(name)
+    a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+    train = band_split(a.obsm["spatial"])
+    return a[train].copy(), a[~train].copy()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-cells", type=int, default=5000)
+    parser.add_argument("--sets", nargs="+", default=["osmfish", "merfish", "seqfish", "xenium", "starmap"])
+    parser.add_argument("--methods", nargs="+", default=["gearsx", "tangram", "novosparc"])
+    args = parser.parse_args()
+    gx.settings.progress_bar = False
+    runners = {"gearsx": run_gearsx, "tangram": run_tangram, "novosparc": run_novosparc}
+    lines = [
+        "| data | cells (held out) | spots | method | " + " | ".join(METRICS) + " | time (s) | peak mem (GB) |",
+        "|---|---|---|---|" + "---|" * (len(METRICS) + 2),
+    ]
+    for name in args.sets:
+        parts = load(name)
+        if parts is None:
+            print(f"{name}: data not found under {DATA}, skipped", flush=True)
+            continue
+        train, held = parts
+        spots = make_spots(train)
+        if held.n_obs > args.max_cells:
+            held = held[np.sort(np.random.default_rng(0).choice(held.n_obs, args.max_cells, replace=False))].copy()
+        truth = np.asarray(held.obsm["spatial"], float)
+        for method in args.methods:
+            query = held.copy()
+            del query.obsm["spatial"]  # expression only
+            t = time.perf_counter()
+            try:
+                with PeakRSS() as mem:
+                    xy = runners[method](spots.copy(), query)
+            except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
+                print(f"{name} {method}: failed: {err!r}", flush=True)
+                continue
+            dt = time.perf_counter() - t
+            m = gx.metrics.evaluate_geometry(xy, truth)
+            row = f"| {name} | {held.n_obs} | {spots.n_obs} | {method} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS)
+            lines.append(row + f" | {dt:.0f} | {mem.gb:.2f} |")
+            print(lines[-1], flush=True)
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(
+        "# gearsx vs Tangram vs novoSpaRc (benchmarks/bench_peers.py, 2-core CPU machine)\n\n"
+        "Stress-1: lower is better; all other metrics: higher is better.\n\n" + "\n".join(lines) + "\n"
+    )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

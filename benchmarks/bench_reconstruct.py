@@ -1,0 +1,62 @@
+"""Speed and memory of ``gx.tl.reconstruct`` with a trained model (issue #7 targets).
+
+Run: ``.venv/bin/python benchmarks/bench_reconstruct.py [--cells 10000 100000] [--epochs 12]``.
+
+Trains the encoder, adapter and GEARS once on the default simulator slides, then reconstructs
+single-cell sections of the requested sizes (simulated with ``n_sc_cells``) and prints, per
+size: wall time of the reconstruction (graph, patches, prediction, stitching), the number of
+patches, the peak resident memory of the process, and the metrics against the true positions.
+Targets: 10,000 cells in under 60 s and 100,000 in under 10 minutes on 2 CPU cores, under 4 GB.
+"""
+
+import argparse
+import resource
+import time
+import warnings
+
+import scanpy as sc
+
+import gearsx as gx
+
+warnings.filterwarnings("ignore")
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--epochs", type=int, default=12)
+    args = parser.parse_args()
+    gx.settings.progress_bar = False
+    st, some_cells = gx.datasets.simulate_tissue(n_sc_cells=10, random_state=0)
+    st, _ = gx.pp.prepare(st, some_cells, slide_key="slide", n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key="slide")
+    enc = gx.tl.fit_encoder(st, slide_key="slide", enable_progress_bar=False)
+    geo = gx.model.GEARS(st, slide_key="slide")
+    t = time.perf_counter()
+    geo.train(max_epochs=args.epochs, enable_progress_bar=False)
+    print(f"GEARS training: {time.perf_counter() - t:.0f} s ({args.epochs} epochs x 32 batches)", flush=True)
+    for n in args.cells:
+        _, cells = gx.datasets.simulate_tissue(n_sc_cells=n, random_state=0)
+        cells = cells[:, st.var_names].copy()
+        sc.pp.normalize_total(cells)
+        sc.pp.log1p(cells)
+        gx.pp.mean_center_per_slide(cells, slide_key=None)
+        gx.tl.fit_adapter(cells, enc)
+        t = time.perf_counter()
+        gx.tl.reconstruct(cells, geo, progress=False)
+        dt = time.perf_counter() - t
+        m = gx.metrics.evaluate_adata(cells, "X_gears_spatial", "spatial_gt").iloc[0]
+        rec = cells.uns["gears"]["reconstruct"]
+        print(
+            f"{n:>7} cells: reconstruct {dt:6.1f} s, {rec['n_patches']} patches, peak RSS {peak_gb():.2f} GB | "
+            f"Spearman {m['spearman']:.3f} Stress-1 {m['stress1']:.3f} edge AUC {m['edge_auc']:.3f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from gearsx._keys import Key
+from gearsx._utils import check_positive_int
+
+from ._base import GearsModelBase
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["GEARS"]
+
+logger = logging.getLogger(__name__)
+
+_EMB, _SLIDE, _SPATIAL = "embedding", "slide", "spatial"
+_TARGETS = ("gram", "rw_stress")
+_VALIDATION = ("auto", "slide", "region", None)
+#: Noise caps of the refiner curriculum (units of s_d), one per stage of the refiner phase.
+_SIGMA_CAPS = (0.5, 1.0, 2.0, 3.0)
+
+
+def _set_metrics(pred: list[np.ndarray], true: list[np.ndarray]) -> dict[str, float]:
+    """Mean recall@15 and Spearman of distances over sets (numpy, via :mod:`gearsx.metrics`)."""
+    from gearsx.metrics import distance_correlation, knn_overlap
+
+    rec = [knn_overlap(p, t, k=min(15, len(t) - 1)) for p, t in zip(pred, true, strict=True)]
+    rho = [distance_correlation(p, t) for p, t in zip(pred, true, strict=True)]
+    return {"recall15": float(np.mean(rec)), "spearman": float(np.mean(rho))}
+
+
+def _make_plan(module, *, kind, lr, weight_decay, total_steps, refine_start, loss_weights, refine_steps, sigma_start):
+    import lightning.pytorch as lp
+    import torch
+
+    from gearsx.geometry import geo_loss
+    from gearsx.module import principal_coords
+
+    class _GearsPlan(lp.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.module = module
+
+        def _progress(self) -> float:
+            return self.global_step / max(total_steps, 1)
+
+        def training_step(self, batch, batch_idx):
+            p = self._progress()
+            refiner_on = p >= refine_start
+            stage = int(np.clip((p - refine_start) / max(1 - refine_start, 1e-9) * len(_SIGMA_CAPS), 0, 3))
+            out = self.module.loss(
+                batch["h"],
+                batch["targets"],
+                batch["factor"],
+                pairs=batch["pairs"],
+                kind=kind,
+                refiner_on=refiner_on,
+                sigma_cap=_SIGMA_CAPS[stage],
+                weights=loss_weights,
+            )
+            n_sets = batch["h"].shape[0]
+            self.log_dict({f"train_{k}": v for k, v in out.as_dict().items()}, on_epoch=True, batch_size=n_sets)
+            self.log("sigma_data", float(self.module.sigma_data), on_epoch=True, batch_size=n_sets)
+            return out.total
+
+        def validation_step(self, batch, batch_idx):
+            t = batch["targets"]
+            gen = torch.Generator().manual_seed(batch_idx)
+            v, vb = self.module(batch["h"], t.mask, refine_steps=refine_steps, sigma_start=sigma_start, generator=gen)
+            n = t.mask.sum(1).tolist()
+            true = [t.coords[i, : n[i]].cpu().numpy() for i in range(len(n))]
+            for name, out in (("", v), ("base_", vb)):
+                xy = principal_coords(out, t.mask)
+                pred = [xy[i, : n[i]].cpu().double().numpy() for i in range(len(n))]
+                logs = {f"val_{name}{k}": val for k, val in _set_metrics(pred, true).items()}
+                logs[f"val_{name}L_geo"] = float(geo_loss(xy, t))
+                self.log_dict(logs, on_epoch=True, batch_size=len(n))
+
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
+            warm = max(1, total_steps // 20)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt,
+                lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / total_steps, 1)))),
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return _GearsPlan()
+
+
+class GEARS(GearsModelBase):
+    """GEARS geometry model (METHOD §5): a set generator with a residual EDM refiner.
+
+    Learns, from ST slides, to map the embeddings of a *miniset* of spots (a local
+    set of 128-384 spots) to their intrinsic geometry: coordinates up to rotation,
+    reflection, translation and scale. It never sees coordinates as input, so the
+    same network places dissociated SC cells once their embeddings live in the ST
+    embedding space (:func:`gearsx.tl.fit_adapter`).
+
+    The network is permutation-equivariant (Set Transformer ISAB blocks): a context
+    encoder, a generator that proposes ``V_base`` (``n x d``, ``d = 32`` by default,
+    over-complete), and an EDM-preconditioned denoiser of the residual between the
+    target Gram factor and ``V_base``. Inference is the generator proposal plus a
+    short deterministic refinement from moderate noise (``s_d`` by default; open-loop
+    sampling from high noise collapses the scale, see METHOD §5). 2-D coordinates are
+    the first two principal axes of the ``d``-dimensional output.
+
+    Parameters
+    ----------
+    adata
+        ST data with embeddings in ``obsm`` (see :meth:`setup_anndata`). If it is not
+        registered yet, or any of the keys below is given, :meth:`setup_anndata` is
+        called with them.
+    embedding_key, slide_key, spatial_key
+        Passed to :meth:`setup_anndata`.
+    targets
+        ``'gram'`` (the paper's: Procrustes regression to the Gram factor, Gram and
+        log-scale losses) or ``'rw_stress'`` (the generator is trained with
+        ``L_geo = L_RW + 0.1 L_stress``).
+    n_out
+        Dimension ``d`` of the predicted geometry.
+    dim, n_heads, n_inducing
+        Token width, attention heads, ISAB inducing points.
+    n_context_blocks, n_generator_blocks, n_refiner_blocks
+        ISAB blocks of each part.
+
+    Examples
+    --------
+    >>> import gearsx as gx
+    >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=3000, random_state=0)
+    >>> st.obsm["X_gears"] = gx.pp.mean_center_per_slide(st, slide_key="slide", copy=True).layers["gears_centered"]
+    >>> geo = gx.model.GEARS(st, slide_key="slide", n_out=8, dim=32)
+    >>> geo.train(max_epochs=1, n_batches=2, n_min=64, n_max=96, enable_progress_bar=False)
+    >>> xy = geo.predict_geometry(indices=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    >>> xy.shape
+    (10, 2)
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        embedding_key: str | None = None,
+        slide_key: str | None = None,
+        spatial_key: str | None = None,
+        targets: Literal["gram", "rw_stress"] = "gram",
+        n_out: int = 32,
+        dim: int = 128,
+        n_heads: int = 4,
+        n_inducing: int = 32,
+        n_context_blocks: int = 2,
+        n_generator_blocks: int = 2,
+        n_refiner_blocks: int = 2,
+    ) -> None:
+        from gearsx.module import GearsModule
+
+        if targets not in _TARGETS:
+            msg = f"`targets` must be one of {_TARGETS}; got {targets!r}."
+            raise ValueError(msg)
+        registered = adata.uns.get("_scvi_manager_uuid") in type(self).__dict__.get("_managers", {})
+        if not registered or any(k is not None for k in (embedding_key, slide_key, spatial_key)):
+            type(self).setup_anndata(
+                adata,
+                embedding_key=embedding_key or Key.embedding,
+                slide_key=slide_key,
+                spatial_key=spatial_key or Key.spatial,
+            )
+        super().__init__(adata)
+        if dim % n_heads:
+            msg = f"`dim`={dim} must be divisible by `n_heads`={n_heads}."
+            raise ValueError(msg)
+        self._module_kwargs: dict[str, Any] = {
+            "targets": targets,
+            "n_out": check_positive_int(n_out, name="n_out", minimum=2),
+            "dim": check_positive_int(dim, name="dim"),
+            "n_heads": check_positive_int(n_heads, name="n_heads"),
+            "n_inducing": check_positive_int(n_inducing, name="n_inducing"),
+            "n_context_blocks": check_positive_int(n_context_blocks, name="n_context_blocks"),
+            "n_generator_blocks": check_positive_int(n_generator_blocks, name="n_generator_blocks"),
+            "n_refiner_blocks": check_positive_int(n_refiner_blocks, name="n_refiner_blocks"),
+        }
+        kw = {k: v for k, v in self._module_kwargs.items() if k != "targets"}
+        self.module = GearsModule(self._embedding().shape[1], **kw)
+        self.train_params_: dict[str, Any] = {}
+
+    # --- registry -------------------------------------------------------------------------------
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        *,
+        embedding_key: str = Key.embedding,
+        slide_key: str | None = None,
+        spatial_key: str = Key.spatial,
+    ) -> None:
+        """Register ``adata`` (embeddings, slide labels, coordinates) for :class:`GEARS`.
+
+        Parameters
+        ----------
+        adata
+            ST data.
+        embedding_key
+            ``obsm`` key of the spot embeddings (written by :func:`gearsx.tl.fit_encoder`).
+        slide_key
+            ``obs`` column with the slide; ``None`` means a single slide. Minisets never mix slides.
+        spatial_key
+            ``obsm`` key of the spot coordinates (training targets only; never an input).
+        """
+        from scvi.data.fields import CategoricalObsField, ObsmField
+
+        if embedding_key not in adata.obsm:
+            msg = (
+                f"`adata.obsm[{embedding_key!r}]` is missing; compute the embeddings first with "
+                "`gx.tl.fit_encoder(adata, ...)` or pass `embedding_key=`."
+            )
+            raise KeyError(msg)
+        if slide_key is not None and slide_key not in adata.obs:
+            msg = f"`slide_key`={slide_key!r} is not a column of `adata.obs`; columns: {list(adata.obs.columns)}."
+            raise KeyError(msg)
+        if spatial_key not in adata.obsm:
+            msg = f"`adata.obsm[{spatial_key!r}]` is missing; GEARS learns geometry from the spot coordinates."
+            raise KeyError(msg)
+        emb = np.asarray(adata.obsm[embedding_key])
+        if emb.ndim != 2 or not np.isfinite(emb).all():
+            msg = f"`adata.obsm[{embedding_key!r}]` must be a finite 2-D array; got shape {emb.shape} with NaN/inf."
+            raise ValueError(msg)
+        xy = np.asarray(adata.obsm[spatial_key])
+        if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
+            msg = f"`adata.obsm[{spatial_key!r}]` must be finite 2-D coordinates (n_obs, 2); got shape {xy.shape}."
+            raise ValueError(msg)
+        fields = [
+            ObsmField(_EMB, embedding_key),
+            CategoricalObsField(_SLIDE, slide_key),
+            ObsmField(_SPATIAL, spatial_key),
+        ]
+        cls._register(
+            adata, fields, {"embedding_key": embedding_key, "slide_key": slide_key, "spatial_key": spatial_key}
+        )
+
+    def _embedding(self, adata: AnnData | None = None) -> np.ndarray:
+        if adata is None:
+            return np.asarray(self.adata_manager.get_from_registry(_EMB), dtype=np.float32)
+        key = self.setup_args["embedding_key"]
+        if key not in adata.obsm:
+            msg = (
+                f"`adata.obsm[{key!r}]` is missing. For SC data run `gx.tl.fit_adapter(adata, encoder)` "
+                "(it writes the adapted embeddings there)."
+            )
+            raise KeyError(msg)
+        return np.asarray(adata.obsm[key], dtype=np.float32)
+
+    def _slide_names(self) -> list[str]:
+        return [str(c) for c in self.adata_manager.get_state_registry(_SLIDE).categorical_mapping]
+
+    # --- training -------------------------------------------------------------------------------
+    def _split(self, validation, validation_slide, slides: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, str]:
+        """Boolean validation mask and a description of the split."""
+        names = self._slide_names()
+        if validation not in _VALIDATION:
+            msg = f"`validation` must be one of {_VALIDATION}; got {validation!r}."
+            raise ValueError(msg)
+        if validation is None:
+            return np.zeros(len(slides), dtype=bool), "none"
+        if validation == "auto":
+            validation = "slide" if len(names) > 1 else "region"
+        if validation == "slide":
+            if len(names) < 2:
+                msg = (
+                    "validation='slide' holds out a whole slide, but the data have a single slide "
+                    f"(slide_key={self.setup_args['slide_key']!r}). Use validation='region' or None."
+                )
+                raise ValueError(msg)
+            name = names[-1] if validation_slide is None else str(validation_slide)
+            if name not in names:
+                msg = f"`validation_slide`={validation_slide!r} is not a slide; slides: {names}."
+                raise ValueError(msg)
+            return slides == names.index(name), f"slide {name}"
+        # region: the last 20% of each slide along its first principal axis (a contiguous band)
+        mask = np.zeros(len(slides), dtype=bool)
+        for s in np.unique(slides):
+            idx = np.flatnonzero(slides == s)
+            xy = coords[idx] - coords[idx].mean(0)
+            axis = np.linalg.svd(xy, full_matrices=False)[2][0]
+            proj = xy @ axis
+            mask[idx[proj >= np.quantile(proj, 0.8)]] = True
+        return mask, "region (20% band of each slide)"
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 4,
+        n_batches: int = 32,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-4,
+        n_min: int = 128,
+        n_max: int = 384,
+        overlap: float = 0.5,
+        refine_start: float = 0.3,
+        validation: Literal["auto", "slide", "region"] | None = "auto",
+        validation_slide: str | None = None,
+        loss_weights: dict[str, float] | None = None,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        random_state: int = 0,
+        enable_progress_bar: bool = True,
+    ) -> None:
+        """Train on minisets of the ST slides (METHOD §4-§5).
+
+        An epoch is ``n_batches`` batches of ``batch_size`` pairs of overlapping
+        minisets, freshly drawn (seeded by ``random_state`` and the epoch). The
+        generator trains alone for the first ``refine_start`` fraction of the steps,
+        then the refiner joins with a curriculum that raises the noise cap from 0.5 to
+        3 ``s_d`` in four stages. After each epoch, held-out minisets are predicted and
+        ``val_L_geo``, ``val_recall15`` and ``val_spearman`` (and the generator-only
+        ``val_base_*``) are recorded in :attr:`history_`.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs; ``None`` aims at about 600 optimisation steps.
+        batch_size
+            Miniset pairs per batch.
+        n_batches
+            Batches per epoch.
+        lr, weight_decay
+            AdamW settings (linear warm-up over 5% of the steps, then cosine decay to 0.1 ``lr``).
+        n_min, n_max
+            Miniset sizes (uniform on ``[n_min, n_max]``).
+        overlap
+            Fraction of a miniset shared with its partner (at least 32 spots).
+        refine_start
+            Fraction of the steps before the refiner starts training.
+        validation
+            ``'slide'``: hold out a whole slide (``validation_slide``, default the last);
+            ``'region'``: hold out a 20% band of each slide; ``'auto'``: ``'slide'`` when
+            there are several slides, else ``'region'``; ``None``: no validation.
+            Held-out spots are never used for training.
+        validation_slide
+            Name of the held-out slide for ``validation='slide'``.
+        loss_weights
+            Overrides of the loss weights of :meth:`gearsx.module.GearsModule.loss`.
+        accelerator, devices
+            ``'auto'`` uses CUDA when available.
+        random_state
+            Seed of initialisation, miniset draws and noise.
+        enable_progress_bar
+            One progress bar, updated per epoch.
+        """
+        import torch
+
+        from gearsx.module import MinisetBatches
+
+        batch_size = check_positive_int(batch_size, name="batch_size")
+        n_batches = check_positive_int(n_batches, name="n_batches")
+        if not 0.0 <= refine_start < 1.0:
+            msg = f"`refine_start` must be in [0, 1); got {refine_start}."
+            raise ValueError(msg)
+        if max_epochs is None:
+            max_epochs = max(1, round(600 / n_batches))
+        max_epochs = check_positive_int(max_epochs, name="max_epochs")
+        emb = self._embedding()
+        coords = np.asarray(self.adata_manager.get_from_registry(_SPATIAL), dtype=np.float64)
+        slides = np.asarray(self.adata_manager.get_from_registry(_SLIDE)).ravel().astype(np.int64)
+        val_mask, split = self._split(validation, validation_slide, slides, coords)
+        names = self._slide_names()
+        train_idx = np.flatnonzero(~val_mask)
+        for s in np.unique(slides[train_idx]):
+            count = int((slides[train_idx] == s).sum())
+            if count < n_min:
+                msg = (
+                    f"Slide {names[s]!r} has {count} training spots, fewer than the miniset size n_min={n_min}. "
+                    "Lower `n_min`/`n_max`, or drop the slide."
+                )
+                raise ValueError(msg)
+        kind = self._module_kwargs["targets"]
+        n_out = self._module_kwargs["n_out"]
+        sampler_kw = {"n_min": n_min, "n_max": n_max, "overlap": overlap}
+        loader = MinisetBatches(
+            emb[train_idx],
+            coords[train_idx],
+            slides[train_idx],
+            batch_size=batch_size,
+            n_batches=n_batches,
+            kind=kind,
+            n_out=n_out,
+            seed=random_state,
+            **sampler_kw,
+        )
+        val_loader = None
+        if val_mask.any():
+            v_idx = np.flatnonzero(val_mask)
+            smallest = min(int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx]))
+            v_max = min(n_max, smallest)
+            val_loader = MinisetBatches(
+                emb[v_idx],
+                coords[v_idx],
+                slides[v_idx],
+                batch_size=4,
+                n_batches=4,
+                kind="rw_stress",
+                n_out=n_out,
+                pairs=False,
+                fixed=True,
+                seed=random_state + 1,
+                n_min=min(n_min, v_max),
+                n_max=v_max,
+            )
+        total_steps = max_epochs * n_batches
+        refine_steps, sigma_start = 4, 1.0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(random_state)
+            if not self.is_trained_:
+                for m in self.module.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+            plan = _make_plan(
+                self.module,
+                kind=kind,
+                lr=lr,
+                weight_decay=weight_decay,
+                total_steps=total_steps,
+                refine_start=refine_start,
+                loss_weights=loss_weights,
+                refine_steps=refine_steps,
+                sigma_start=sigma_start,
+            )
+            self._fit_lightning(
+                plan,
+                loader,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                enable_progress_bar=enable_progress_bar,
+                val_loader=val_loader,
+            )
+        self.train_params_ = {
+            "max_epochs": max_epochs,
+            "batch_size": batch_size,
+            "n_batches": n_batches,
+            "lr": lr,
+            "n_min": n_min,
+            "n_max": n_max,
+            "overlap": overlap,
+            "refine_start": refine_start,
+            "validation": split,
+            "n_train_spots": len(train_idx),
+            "n_validation_spots": int(val_mask.sum()),
+            "random_state": random_state,
+        }
+
+    # --- prediction -----------------------------------------------------------------------------
+    def predict_geometry(
+        self,
+        data: AnnData | np.ndarray | None = None,
+        indices=None,
+        *,
+        refine_steps: int = 4,
+        sigma_start: float = 1.0,
+        return_base: bool = False,
+        n_components: int = 2,
+        batch_size: int = 16,
+        random_state: int = 0,
+    ):
+        """Predict the intrinsic geometry of one or several sets of observations.
+
+        Parameters
+        ----------
+        data
+            ``None`` (the training ST data), an AnnData with embeddings in
+            ``obsm[embedding_key]`` (ST or adapted SC), or an embedding array ``(N, h)``.
+        indices
+            One set (a 1-D integer array) or several (a list of them); ``None`` is the
+            whole of ``data`` as one set.
+        refine_steps
+            Refinement steps after the generator proposal (``0``: generator only).
+        sigma_start
+            Starting noise of the refinement, in units of the residual scale ``s_d``.
+        return_base
+            Also return the generator-only coordinates.
+        n_components
+            Output dimension: the first principal axes of the ``d``-dimensional
+            prediction, scaled to unit RMS norm (each set's own gauge).
+        batch_size
+            Sets per forward pass (sets are sorted by size to limit padding).
+        random_state
+            Seed of the refinement noise.
+
+        Returns
+        -------
+        ``(n, n_components)`` coordinates for one set, or a list of them for several
+        (in the order given); with ``return_base`` a pair ``(refined, base)``.
+        """
+        import torch
+
+        from gearsx.module import principal_coords
+
+        self._check_if_trained()
+        if data is None or not isinstance(data, np.ndarray):
+            emb = self._embedding(data)
+        else:
+            emb = np.asarray(data, dtype=np.float32)
+        width = self.module.inp[0].in_features
+        if emb.ndim != 2 or emb.shape[1] != width:
+            msg = f"Embeddings must have shape (n_obs, {width}) like the training embeddings; got {emb.shape}."
+            raise ValueError(msg)
+        if not np.isfinite(emb).all():
+            msg = "The embeddings hold NaN or inf."
+            raise ValueError(msg)
+        single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
+        sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
+        sets = [np.asarray(s, dtype=np.int64) for s in sets]
+        for i, s in enumerate(sets):
+            if s.ndim != 1 or len(s) < 3:
+                msg = f"Set {i} of `indices` must be a 1-D index array of at least 3 observations; got shape {s.shape}."
+                raise ValueError(msg)
+            if s.min() < 0 or s.max() >= len(emb):
+                msg = f"Set {i} of `indices` has indices outside [0, {len(emb)})."
+                raise IndexError(msg)
+        batch_size = check_positive_int(batch_size, name="batch_size")
+        order = np.argsort([len(s) for s in sets], kind="stable")
+        out: list = [None] * len(sets)
+        base: list = [None] * len(sets)
+        dev = self.device
+        gen = torch.Generator().manual_seed(int(random_state))
+        self.module.eval()
+        with torch.inference_mode():
+            for start in range(0, len(sets), batch_size):
+                chunk = order[start : start + batch_size]
+                n = max(len(sets[i]) for i in chunk)
+                h = np.zeros((len(chunk), n, width), dtype=np.float32)
+                mask = np.zeros((len(chunk), n), dtype=bool)
+                for j, i in enumerate(chunk):
+                    h[j, : len(sets[i])] = emb[sets[i]]
+                    mask[j, : len(sets[i])] = True
+                ht, mt = torch.as_tensor(h, device=dev), torch.as_tensor(mask, device=dev)
+                v, vb = self.module(ht, mt, refine_steps=refine_steps, sigma_start=sigma_start, generator=gen)
+                xy = principal_coords(v, mt, n_components).double().cpu().numpy()
+                xb = principal_coords(vb, mt, n_components).double().cpu().numpy()
+                for j, i in enumerate(chunk):
+                    out[i], base[i] = xy[j, : len(sets[i])], xb[j, : len(sets[i])]
+        if single:
+            out, base = out[0], base[0]
+        return (out, base) if return_base else out
+
+    # --- persistence ----------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {"slides": self._slide_names(), "train_params": self.train_params_}
+
+    def _load_extra_state(self, meta: dict, state: dict) -> None:
+        self.train_params_ = meta.get("train_params", {})

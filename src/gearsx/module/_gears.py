@@ -1,0 +1,324 @@
+"""The GEARS geometry network (METHOD §5): context encoder, generator, residual EDM refiner.
+
+Pure torch, no AnnData. Sets are padded batches ``(B, n, .)`` with a boolean mask
+``(B, n)``; every block is permutation-equivariant over the valid elements.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gearsx.geometry._losses import TargetBatch, geo_loss, gram_loss
+from gearsx.geometry._set_losses import (
+    align_to,
+    factor_regression_loss,
+    knn_edge_loss,
+    log_scale_loss,
+    masked_center,
+    nca_knn_loss,
+    overlap_gram_loss,
+    target_knn,
+)
+
+from ._blocks import MLP
+from ._set_transformer import ISAB, PMA
+
+__all__ = ["GearsLossOutput", "GearsModule", "principal_coords"]
+
+_N_FOURIER = 16
+
+
+@dataclass
+class GearsLossOutput:
+    """Loss terms of :class:`GearsModule` (``total`` is the weighted sum; refiner terms are 0 before it starts)."""
+
+    total: torch.Tensor
+    generator: torch.Tensor
+    gen_regression: torch.Tensor
+    gen_gram: torch.Tensor
+    gen_scale: torch.Tensor
+    refiner: torch.Tensor
+    denoise: torch.Tensor
+    ref_gram: torch.Tensor
+    ref_scale: torch.Tensor
+    nca: torch.Tensor
+    edge: torch.Tensor
+    overlap: torch.Tensor
+
+    def as_dict(self) -> dict[str, float]:
+        """Detached float values, for logging."""
+        return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def principal_coords(v: torch.Tensor, mask: torch.Tensor, n_components: int = 2) -> torch.Tensor:
+    """First principal axes of each centred set, scaled to unit RMS norm: ``(B, n, d) -> (B, n, n_components)``.
+
+    The sign of each axis is fixed (largest-magnitude entry positive) so the output is
+    deterministic. Padding rows are 0.
+    """
+    x = masked_center(v.double(), mask)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    y = u[..., :n_components] * s[:, None, :n_components]
+    idx = y.abs().argmax(1, keepdim=True)
+    sign = torch.sign(torch.gather(y, 1, idx))
+    y = y * torch.where(sign == 0, torch.ones_like(sign), sign)
+    m = mask.unsqueeze(-1).to(y.dtype)
+    rms = torch.sqrt(((y**2).sum(-1, keepdim=True) * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1))
+    return (y / rms.clamp_min(1e-12)).to(v.dtype)
+
+
+class GearsModule(nn.Module):
+    """Permutation-equivariant set network mapping miniset embeddings to a ``d``-dimensional geometry.
+
+    * Context encoder: linear projection of the embeddings + ``n_context_blocks`` ISAB
+      blocks + a PMA summary token added back to every element.
+    * Generator: ``n_generator_blocks`` ISAB blocks + MLP head -> ``V_base`` ``(n, d)``, centred.
+    * Residual refiner: an EDM-preconditioned denoiser of the residual ``R`` between the
+      (Procrustes-aligned) target factor and ``V_base``:
+      ``D(R_t; s) = c_skip R_t + c_out F(c_in R_t; c_noise, V_base, context, self-cond)``,
+      with ``s_d`` (buffer ``sigma_data``) the running std of the residuals.
+
+    Parameters
+    ----------
+    n_input
+        Embedding width.
+    dim
+        Token width.
+    n_out
+        Output dimension ``d`` of the geometry (over-complete; 2-D coordinates are its
+        first two principal axes).
+    n_heads, n_inducing
+        Attention heads and ISAB inducing points.
+    n_context_blocks, n_generator_blocks, n_refiner_blocks
+        ISAB blocks of each part.
+    """
+
+    def __init__(
+        self,
+        n_input: int,
+        *,
+        dim: int = 128,
+        n_out: int = 32,
+        n_heads: int = 4,
+        n_inducing: int = 32,
+        n_context_blocks: int = 2,
+        n_generator_blocks: int = 2,
+        n_refiner_blocks: int = 2,
+    ) -> None:
+        super().__init__()
+        self.n_out = n_out
+        self.inp = nn.Sequential(nn.Linear(n_input, dim), nn.LayerNorm(dim))
+        self.context_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_context_blocks)])
+        self.pool = PMA(dim, 1, n_heads)
+        self.pool_proj = nn.Linear(dim, dim)
+        self.gen_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_generator_blocks)])
+        self.gen_head = MLP(dim, (dim,), n_out)
+        self.ref_in = nn.Linear(3 * n_out, dim)
+        self.noise_emb = nn.Sequential(nn.Linear(2 * _N_FOURIER, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.ref_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_refiner_blocks)])
+        self.ref_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_out))
+        self.register_buffer("freqs", torch.arange(1, _N_FOURIER + 1, dtype=torch.float32) * math.pi / 2)
+        self.register_buffer("sigma_data", torch.zeros(()))
+
+    # --- forward parts ---------------------------------------------------------------------------
+    def encode(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Context tokens ``(B, n, dim)`` of embeddings ``h`` ``(B, n, n_input)``."""
+        m = mask.unsqueeze(-1).to(h.dtype)
+        c = self.inp(h) * m
+        for block in self.context_blocks:
+            c = c + block(c, mask)
+        return (c + self.pool_proj(self.pool(c, mask))) * m
+
+    def generate(self, c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Propose ``V_base`` ``(B, n, d)``, centred over the valid points."""
+        x = c
+        for block in self.gen_blocks:
+            x = x + block(x, mask)
+        return masked_center(self.gen_head(x), mask)
+
+    def _precond(self, sigma: torch.Tensor):
+        sd = self.sigma_data.clamp_min(1e-6)
+        s = sigma[:, None, None]
+        c_skip = sd**2 / (s**2 + sd**2)
+        c_out = s * sd / torch.sqrt(s**2 + sd**2)
+        c_in = 1.0 / torch.sqrt(s**2 + sd**2)
+        c_noise = torch.log(sigma.clamp_min(1e-12)) / 4.0
+        return c_skip, c_out, c_in, c_noise
+
+    def denoise(
+        self,
+        r_t: torch.Tensor,
+        sigma: torch.Tensor,
+        v_base: torch.Tensor,
+        c: torch.Tensor,
+        mask: torch.Tensor,
+        r_self: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """EDM denoiser of the residual: noisy ``r_t`` ``(B, n, d)`` at noise ``sigma`` ``(B,)`` -> clean estimate."""
+        c_skip, c_out, c_in, c_noise = self._precond(sigma)
+        r_self = torch.zeros_like(r_t) if r_self is None else r_self
+        ang = c_noise[:, None] * self.freqs[None, :]
+        emb = self.noise_emb(torch.cat([torch.sin(ang), torch.cos(ang)], -1))
+        x = c + self.ref_in(torch.cat([c_in * r_t, v_base, r_self], -1)) + emb[:, None, :]
+        m = mask.unsqueeze(-1).to(x.dtype)
+        x = x * m
+        for block in self.ref_blocks:
+            x = x + block(x, mask)
+        f = self.ref_head(x)
+        return masked_center(c_skip * r_t + c_out * f, mask)
+
+    def refine(
+        self,
+        v_base: torch.Tensor,
+        c: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        steps: int = 4,
+        sigma_start: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Short deterministic EDM refinement from moderate noise around ``V_base``.
+
+        Starts from ``R = sigma_start * s_d * eps`` and integrates the probability-flow
+        ODE with Euler steps on a Karras schedule (``rho = 7``) down to ``0.05 s_d``,
+        with self-conditioning on the previous estimate; returns ``V_base + R``.
+        ``sigma_start`` is in units of ``s_d``. With ``steps=0`` or an untrained
+        refiner (``s_d = 0``) ``V_base`` is returned.
+        """
+        sd = float(self.sigma_data)
+        if steps <= 0 or sd <= 0:
+            return v_base
+        s_max, s_min, rho = sigma_start * sd, 0.05 * sd, 7.0
+        ramp = torch.linspace(0, 1, steps, dtype=v_base.dtype, device=v_base.device)
+        sigmas = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+        noise = torch.randn(v_base.shape, generator=generator, dtype=v_base.dtype, device="cpu").to(v_base.device)
+        r = masked_center(noise * sigmas[0], mask)
+        r_self = None
+        for i in range(steps):
+            s = sigmas[i].expand(v_base.shape[0])
+            d = self.denoise(r, s, v_base, c, mask, r_self)
+            r = r + (sigmas[i + 1] - sigmas[i]) * (r - d) / sigmas[i]
+            r_self = d
+        return v_base + r
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        refine_steps: int = 4,
+        sigma_start: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict ``(V, V_base)``, both ``(B, n, d)``: refined and generator-only geometries."""
+        c = self.encode(h, mask)
+        v_base = self.generate(c, mask)
+        v = self.refine(v_base, c, mask, steps=refine_steps, sigma_start=sigma_start, generator=generator)
+        return v, v_base
+
+    # --- training --------------------------------------------------------------------------------
+    def loss(
+        self,
+        h: torch.Tensor,
+        targets: TargetBatch,
+        factor: torch.Tensor,
+        *,
+        pairs: dict[str, torch.Tensor] | None = None,
+        kind: str = "gram",
+        refiner_on: bool = True,
+        sigma_cap: float = 2.0,
+        k_nca: int = 10,
+        weights: dict[str, float] | None = None,
+    ) -> GearsLossOutput:
+        """Training losses of METHOD §5 for a padded batch of minisets.
+
+        Parameters
+        ----------
+        h
+            Embeddings ``(B, n, n_input)``.
+        targets
+            Padded targets (``targets.mask`` gives the valid points).
+        factor
+            Target Gram factors ``(B, n, d)``.
+        pairs
+            ``shared_a``, ``shared_b``, ``shared_mask`` (``(P, m)``): sets ``0..P-1`` and
+            ``P..2P-1`` of the batch are paired minisets; ``None`` for no pairs.
+        kind
+            ``'gram'``: generator trained by Procrustes regression + Gram + log-scale;
+            ``'rw_stress'``: by ``L_geo`` + log-scale.
+        refiner_on
+            Train the refiner (after the generator warm-up).
+        sigma_cap
+            Curriculum noise cap, in units of ``s_d``.
+        k_nca
+            Target neighbours of the NCA and edge losses.
+        weights
+            Overrides of the loss weights (keys as in :class:`GearsLossOutput`).
+        """
+        w = {"gen_gram": 1.0, "gen_scale": 0.1, "denoise": 1.0, "ref_gram": 1.0, "ref_scale": 0.1}
+        w |= {"nca": 0.1, "edge": 0.1, "overlap": 0.5, **(weights or {})}
+        mask = targets.mask
+        zero = h.new_zeros(())
+        c = self.encode(h, mask)
+        v_base = self.generate(c, mask)
+        structure = geo_loss if kind == "rw_stress" else gram_loss
+        if kind == "rw_stress":
+            reg = zero
+            gram_g = geo_loss(v_base, targets)
+        else:
+            reg = factor_regression_loss(v_base, factor, mask)
+            gram_g = gram_loss(v_base, targets)
+        scale_g = log_scale_loss(v_base, factor, mask)
+        gen = reg + w["gen_gram"] * gram_g + w["gen_scale"] * scale_g
+        terms = {"denoise": zero, "ref_gram": zero, "ref_scale": zero, "nca": zero, "edge": zero, "overlap": zero}
+        ref = zero
+        if refiner_on:
+            vb = v_base.detach()
+            resid = masked_center(align_to(masked_center(factor, mask), vb, mask), mask) - vb
+            m3 = mask.unsqueeze(-1).to(h.dtype)
+            if self.training:
+                with torch.no_grad():
+                    batch_sd = torch.sqrt((resid**2 * m3).sum() / (m3.sum() * resid.shape[-1]))
+                    sd_new = batch_sd if float(self.sigma_data) == 0 else 0.98 * self.sigma_data + 0.02 * batch_sd
+                    self.sigma_data.copy_(sd_new)
+            sd = self.sigma_data.clamp_min(1e-6)
+            b = h.shape[0]
+            # stratified log-uniform noise levels on [0.05 s_d, sigma_cap s_d]
+            u = (torch.randperm(b, device=h.device).to(h.dtype) + torch.rand(b, device=h.device, dtype=h.dtype)) / b
+            lo, hi = math.log(0.05), math.log(max(sigma_cap, 0.06))
+            sigma = sd * torch.exp(lo + u * (hi - lo))
+            r_t = masked_center(resid + sigma[:, None, None] * torch.randn_like(resid), mask)
+            r_self = None
+            if torch.rand(()) < 0.5:  # self-conditioning on a detached first estimate
+                with torch.no_grad():
+                    r_self = self.denoise(r_t, sigma, vb, c.detach(), mask)
+            d = self.denoise(r_t, sigma, vb, c, mask, r_self)
+            lam = (sigma**2 + sd**2) / (sigma * sd) ** 2
+            per_set = ((d - resid) ** 2 * m3).sum((1, 2)) / (m3.sum((1, 2)) * resid.shape[-1])
+            v = vb + d
+            knn = target_knn(targets.coords, mask, k_nca)
+            terms["denoise"] = (lam * per_set).mean()
+            terms["ref_gram"] = structure(v, targets)
+            terms["ref_scale"] = log_scale_loss(v, factor, mask)
+            terms["nca"] = nca_knn_loss(v, knn, mask)
+            terms["edge"] = knn_edge_loss(v, targets.coords, knn, mask)
+            if pairs is not None:
+                p = pairs["shared_a"].shape[0]
+                gate = ((sigma[:p] < sd) & (sigma[p : 2 * p] < sd)).to(h.dtype)
+                ov = overlap_gram_loss(v[:p], v[p : 2 * p], pairs["shared_a"], pairs["shared_b"], pairs["shared_mask"])
+                terms["overlap"] = (gate * ov).sum() / gate.sum().clamp_min(1.0)
+            ref = sum(w[name] * value for name, value in terms.items())
+        return GearsLossOutput(
+            total=gen + ref,
+            generator=gen,
+            gen_regression=reg,
+            gen_gram=gram_g,
+            gen_scale=scale_g,
+            refiner=ref,
+            **terms,
+        )

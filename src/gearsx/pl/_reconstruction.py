@@ -1,0 +1,271 @@
+"""Plots of reconstructed layouts: side by side with the truth, distortion heatmap, stitching diagnostics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gearsx._keys import Key
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+__all__ = ["distortion_heatmap", "reconstruction", "stitching_diagnostics"]
+
+
+def _finish(fig, axes, *, show: bool | None, save: str | None):
+    import matplotlib.pyplot as plt
+
+    if save is not None:
+        fig.savefig(save, dpi=150, bbox_inches="tight")
+    if show is None:
+        show = plt.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo", "template")
+    if show:
+        plt.show()
+        return None
+    return axes
+
+
+def _check_basis(adata: AnnData, key: str, what: str) -> np.ndarray:
+    if key not in adata.obsm:
+        msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
+        raise KeyError(msg)
+    x = np.asarray(adata.obsm[key], dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 2:
+        msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
+        raise ValueError(msg)
+    return x[:, :2]
+
+
+def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``pred`` moved onto ``gt`` by the best similarity transform (Procrustes with scale, reflections allowed)."""
+    from gearsx.geometry import procrustes
+
+    p, g = pred - pred.mean(0), gt - gt.mean(0)
+    r = procrustes(p, g)
+    pr = p @ r
+    s = float((pr * g).sum() / max((pr**2).sum(), 1e-300))
+    return s * pr + gt.mean(0)
+
+
+def _scatter(ax, xy, adata, color, size, palette, cmap):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    size = size if size is not None else max(0.5, min(20.0, 12000 / max(len(xy), 1)))
+    if color is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, c="0.3", linewidths=0, rasterized=len(xy) > 5000)
+        return
+    values = adata.obs[color] if color in adata.obs else pd.Series(adata.obs_vector(color), index=adata.obs_names)
+    if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object:
+        cats = pd.Categorical(values)
+        colors = palette or plt.get_cmap("tab20").colors
+        for i, cat in enumerate(cats.categories):
+            sel = np.asarray(cats == cat)
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=size,
+                color=colors[i % len(colors)],
+                label=str(cat),
+                linewidths=0,
+                rasterized=len(xy) > 5000,
+            )
+    else:
+        sc_ = ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=size,
+            c=np.asarray(values, dtype=float),
+            cmap=cmap,
+            linewidths=0,
+            rasterized=len(xy) > 5000,
+        )
+        ax.figure.colorbar(sc_, ax=ax, shrink=0.7, label=color)
+
+
+def reconstruction(
+    adata: AnnData,
+    *,
+    color: str | None = None,
+    basis: str = Key.reconstruction,
+    gt_key: str | None = Key.spatial_gt,
+    size: float | None = None,
+    palette=None,
+    cmap: str = "viridis",
+    legend: bool = True,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Scatter plot of a reconstructed layout, beside the ground truth when ``adata`` holds it.
+
+    The reconstruction is defined up to rotation, reflection, translation and scale;
+    when the truth is shown, it is aligned to it by Procrustes (with scale) for display.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obsm[basis]``.
+    color
+        An ``obs`` column (categorical: legend; numeric: colour bar) or a gene name.
+    basis
+        ``obsm`` key of the reconstruction.
+    gt_key
+        ``obsm`` key of the true positions; ``None`` or absent: the reconstruction alone.
+    size, palette, cmap
+        Marker size (default from the number of cells), categorical colours, colour map.
+    legend
+        Draw the legend of a categorical ``color``.
+    ax
+        Axes for a single panel (only without ground truth).
+    show
+        Show the figure (default: unless a non-interactive backend is in use); otherwise return the axes.
+    save
+        File to write the figure to.
+
+    Returns
+    -------
+    The axes (a list of two with ground truth) unless shown.
+
+    Examples
+    --------
+    >>> gx.pl.reconstruction(sc_adata, color="cell_type")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    pred = _check_basis(adata, basis, "the reconstruction; run gx.tl.reconstruct")
+    has_gt = gt_key is not None and gt_key in adata.obsm
+    if has_gt:
+        gt = _check_basis(adata, gt_key, "the ground truth")
+        if ax is not None:
+            msg = "`ax` takes a single panel; the ground-truth comparison needs two (pass gt_key=None)."
+            raise ValueError(msg)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+        panels = [(axes[0], gt, "ground truth"), (axes[1], _aligned(pred, gt), f"{basis} (aligned)")]
+    else:
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(5, 4.6), constrained_layout=True)
+        fig = ax.figure
+        axes = ax
+        panels = [(ax, pred, basis)]
+    for a, xy, title in panels:
+        _scatter(a, xy, adata, color, size, palette, cmap)
+        a.set_title(title if color is None else f"{title}: {color}")
+        a.set_aspect("equal")
+        a.set_xticks([])
+        a.set_yticks([])
+    if legend and color is not None and panels[-1][0].get_legend_handles_labels()[1]:
+        panels[-1][0].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3, fontsize=8)
+    return _finish(fig, list(axes) if has_gt else axes, show=show, save=save)
+
+
+def distortion_heatmap(
+    adata: AnnData,
+    *,
+    pred_key: str = Key.reconstruction,
+    gt_key: str = Key.spatial_gt,
+    n_blocks: int = 64,
+    vmax: float | None = None,
+    cmap: str = "magma",
+    random_state: int = 0,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Heatmap of ``|log((D_hat + e) / (D + e))|`` between blocks of cells in Morton order of the truth.
+
+    Computed by :func:`gearsx.metrics.distortion_matrix` (optimal global scale, sampled
+    pairs per block; never an ``N x N`` image). Dark is faithful; a bright row/column
+    band marks a region placed wrongly relative to the rest, a bright diagonal block a
+    region distorted internally.
+
+    Parameters
+    ----------
+    adata
+        Cells with the reconstruction and the truth in ``obsm``.
+    pred_key, gt_key
+        ``obsm`` keys of the reconstruction and the true positions.
+    n_blocks
+        Blocks along the Morton order.
+    vmax
+        Upper end of the colour scale (default: 99th percentile).
+    cmap
+        Colour map.
+    random_state
+        Seed of the within-block samples.
+    ax, show, save
+        As in :func:`reconstruction`.
+
+    Examples
+    --------
+    >>> gx.pl.distortion_heatmap(sc_adata)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    from gearsx.metrics import distortion_matrix
+
+    pred = _check_basis(adata, pred_key, "the reconstruction; run gx.tl.reconstruct")
+    gt = _check_basis(adata, gt_key, "the ground truth")
+    m, _ = distortion_matrix(pred, gt, n_blocks=n_blocks, random_state=random_state)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 4.4), constrained_layout=True)
+    im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else float(np.nanpercentile(m, 99)))
+    ax.figure.colorbar(im, ax=ax, shrink=0.8, label="|log distance ratio|")
+    ax.set_xlabel("cell blocks (Morton order of truth)")
+    ax.set_ylabel("cell blocks")
+    ax.set_title(f"distance distortion (mean {np.nanmean(m):.3f})")
+    return _finish(ax.figure, ax, show=show, save=save)
+
+
+def stitching_diagnostics(adata: AnnData, *, key: str = Key.result, show: bool | None = None, save: str | None = None):
+    """Three panels on the stitching: patch reliability, patch disagreement, and edge residuals.
+
+    Edge residuals are ``|log(d_layout / d_stitched)|`` on the stitched edges
+    (``obsp[f'{key}_distances']``) against the final layout.
+
+    Parameters
+    ----------
+    adata
+        Data written by :func:`gearsx.tl.reconstruct` or :func:`gearsx.tl.stitch`.
+    key
+        ``key_added`` of that call.
+    show, save
+        As in :func:`reconstruction`.
+
+    Returns
+    -------
+    The three axes unless shown.
+
+    Examples
+    --------
+    >>> gx.pl.stitching_diagnostics(sc_adata)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    import scipy.sparse as sp
+
+    if key not in adata.uns or "diagnostics" not in adata.uns[key]:
+        msg = f"`adata.uns[{key!r}]['diagnostics']` is missing; run gx.tl.reconstruct or gx.tl.stitch first."
+        raise KeyError(msg)
+    diag = adata.uns[key]["diagnostics"]
+    x = _check_basis(adata, f"X_{key}_spatial", "the layout")
+    d = sp.triu(adata.obsp[Key.distances(key)], k=1).tocoo()
+    resid = np.abs(np.log(np.maximum(np.linalg.norm(x[d.row] - x[d.col], axis=1), 1e-12) / np.maximum(d.data, 1e-12)))
+    rel = np.asarray(diag["patch_reliability"], dtype=float)
+    dis = np.asarray(diag["patch_disagreement"], dtype=float)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    axes[0].hist(rel, bins=30, color="tab:blue")
+    axes[0].set_xlabel("patch reliability")
+    axes[0].set_ylabel("patches")
+    axes[0].set_title(f"{len(rel)} patches")
+    axes[1].hist(dis[dis >= 0], bins=30, color="tab:orange")
+    axes[1].axvline(float(diag["overlap_disagreement"]), color="k", ls="--", lw=1, label="median")
+    axes[1].set_xlabel("overlap disagreement (mean |log d ratio|)")
+    axes[1].legend(frameon=False)
+    axes[2].hist(resid, bins=50, color="tab:green")
+    axes[2].set_yscale("log")
+    axes[2].set_xlabel("edge residual |log(d_layout / d_stitched)|")
+    axes[2].set_title(f"{len(resid)} edges, stress {float(diag['solver_stress']):.3f}")
+    return _finish(fig, list(axes), show=show, save=save)

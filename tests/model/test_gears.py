@@ -1,0 +1,156 @@
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import gearsx as gx
+
+
+def _synthetic(n_per_slide=300, n_slides=2, seed=0):
+    """Spots whose embeddings are a smooth (noisy) function of position: geometry is learnable."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, size=(n_per_slide * n_slides, 2))
+    freq = rng.normal(size=(2, 8)) / 25
+    z = np.concatenate([np.sin(xy @ freq), np.cos(xy @ freq)], 1) + 0.05 * rng.normal(size=(len(xy), 16))
+    adata = ad.AnnData(np.zeros((len(xy), 3), dtype=np.float32))
+    adata.obsm["spatial"] = xy
+    adata.obsm["X_gears"] = z.astype(np.float32)
+    adata.obs["slide"] = pd.Categorical(np.repeat([f"s{i}" for i in range(n_slides)], n_per_slide))
+    return adata
+
+
+_TINY = {"n_out": 8, "dim": 32, "n_inducing": 8, "n_context_blocks": 1, "n_generator_blocks": 1, "n_refiner_blocks": 1}
+_FAST = {"max_epochs": 2, "n_batches": 3, "batch_size": 2, "n_min": 40, "n_max": 60, "enable_progress_bar": False}
+
+
+def _scores(pred, xy):
+    return gx.metrics.knn_overlap(pred, xy, k=15), gx.metrics.distance_correlation(pred, xy)
+
+
+def test_gears_beats_pca_on_held_out_slide(trained_gears):
+    """Train briefly on two simulator slides; predict minisets of the third (held out) slide."""
+    from sklearn.decomposition import PCA
+
+    st, geo = trained_gears
+    held_name = st.obs["slide"].cat.categories[-1]
+    assert geo.train_params_["validation"] == f"slide {held_name}"
+    assert geo.train_params_["n_validation_spots"] == int((st.obs["slide"] == held_name).sum())
+    assert {"val_L_geo", "val_recall15", "val_spearman", "val_base_spearman", "train_denoise"} <= set(geo.history_)
+    assert len(geo.history_) == 4
+    assert float(geo.module.sigma_data) > 0  # the refiner trained
+
+    held = np.flatnonzero(st.obs["slide"].to_numpy() == held_name)
+    sampler = gx.geometry.MinisetSampler(st.obsm["spatial"][held], n_min=128, n_max=384)
+    rng = np.random.default_rng(1)
+    sets = [held[sampler.sample(rng)] for _ in range(12)]
+    refined, base = geo.predict_geometry(indices=sets, return_base=True)
+    emb = st.obsm["X_gears"]
+    res = {"gears": [], "generator": [], "pca": []}
+    for s, r, b in zip(sets, refined, base, strict=True):
+        xy = st.obsm["spatial"][s]
+        res["gears"].append(_scores(r, xy))
+        res["generator"].append(_scores(b, xy))
+        res["pca"].append(_scores(PCA(2, random_state=0).fit_transform(emb[s]), xy))
+    means = {k: np.mean(v, axis=0) for k, v in res.items()}
+    print("held-out slide minisets (recall@15, Spearman):", {k: np.round(v, 3).tolist() for k, v in means.items()})
+    assert means["gears"][0] > means["pca"][0] + 0.15
+    assert means["gears"][1] > means["pca"][1] + 0.3
+    assert means["gears"][1] > 0.85
+
+
+def test_same_seed_same_weights_save_load(tmp_path):
+    adata = _synthetic()
+    torch.manual_seed(123)  # different global RNG states at construction must not matter
+    a = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    a.train(random_state=3, **_FAST)
+    torch.manual_seed(999)
+    b = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    b.train(random_state=3, **_FAST)
+    for (name, p), q in zip(a.module.state_dict().items(), b.module.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    sets = [np.arange(50), np.arange(100, 170)]
+    pa = a.predict_geometry(indices=sets, random_state=1)
+    np.testing.assert_array_equal(pa[1], b.predict_geometry(indices=sets, random_state=1)[1])
+    c = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    c.train(random_state=4, **_FAST)
+    assert not np.allclose(pa[0], c.predict_geometry(indices=sets, random_state=1)[0])
+
+    a.save(tmp_path / "geo")
+    loaded = gx.model.GEARS.load(tmp_path / "geo", adata, accelerator="cpu")
+    assert loaded.train_params_ == a.train_params_
+    assert float(loaded.module.sigma_data) == float(a.module.sigma_data)
+    for x, y in zip(pa, loaded.predict_geometry(indices=sets, random_state=1), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+    assert "trained" in repr(loaded)
+
+
+def test_predict_geometry_inputs():
+    adata = _synthetic()
+    geo = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    with pytest.raises(RuntimeError, match="not trained"):
+        geo.predict_geometry(indices=np.arange(10))
+    geo.train(validation=None, **_FAST)
+    assert geo.train_params_["validation"] == "none"
+    one = geo.predict_geometry(indices=np.arange(40))
+    assert one.shape == (40, 2)
+    np.testing.assert_allclose(one.mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(np.sqrt((one**2).sum(1).mean()), 1.0, atol=1e-6)
+    # same set through an AnnData, an embedding array, and inside a padded batch with a larger set
+    sub = adata[:40].copy()
+    np.testing.assert_allclose(geo.predict_geometry(sub), one, atol=1e-5)
+    np.testing.assert_allclose(geo.predict_geometry(adata.obsm["X_gears"][:40]), one, atol=1e-5)
+    batched = geo.predict_geometry(indices=[np.arange(40), np.arange(100, 190)], batch_size=2)
+    np.testing.assert_allclose(batched[0], one, atol=1e-5)
+    # generator only is a different (refinement-free) prediction
+    base = geo.predict_geometry(indices=np.arange(40), refine_steps=0)
+    np.testing.assert_allclose(base, geo.predict_geometry(indices=np.arange(40), return_base=True)[1], atol=1e-9)
+    with pytest.raises(ValueError, match="shape"):
+        geo.predict_geometry(np.zeros((10, 5), dtype=np.float32))
+    with pytest.raises(IndexError, match="outside"):
+        geo.predict_geometry(indices=[np.arange(10), np.array([0, 1, 10_000])])
+    sc = adata.copy()
+    del sc.obsm["X_gears"]
+    with pytest.raises(KeyError, match="fit_adapter"):
+        geo.predict_geometry(sc)
+
+
+def test_validation_region_on_single_slide():
+    adata = _synthetic(n_per_slide=500, n_slides=1)
+    geo = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    geo.train(**_FAST)
+    assert geo.train_params_["validation"].startswith("region")
+    assert geo.train_params_["n_validation_spots"] == 100
+    assert np.isfinite(geo.history_["val_spearman"]).all()
+
+
+def test_bad_input():
+    adata = _synthetic()
+    no_emb = adata.copy()
+    del no_emb.obsm["X_gears"]
+    with pytest.raises(KeyError, match="fit_encoder"):
+        gx.model.GEARS(no_emb)
+    with pytest.raises(KeyError, match="slide_key"):
+        gx.model.GEARS(adata, slide_key="nope")
+    bad = adata.copy()
+    bad.obsm["X_gears"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        gx.model.GEARS(bad)
+    with pytest.raises(ValueError, match="targets"):
+        gx.model.GEARS(adata, targets="oracle")
+    geo = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    with pytest.raises(ValueError, match="n_min=400"):
+        geo.train(n_min=400, n_max=400, enable_progress_bar=False)
+    single = _synthetic(n_slides=1)
+    with pytest.raises(ValueError, match="single slide"):
+        gx.model.GEARS(single, slide_key="slide", **_TINY).train(validation="slide", **_FAST)
+    with pytest.raises(ValueError, match="validation_slide"):
+        geo.train(validation_slide="s9", **_FAST)
+
+
+def test_rw_stress_targets_train():
+    adata = _synthetic()
+    geo = gx.model.GEARS(adata, slide_key="slide", targets="rw_stress", **_TINY)
+    geo.train(**_FAST)
+    assert geo.history_["train_gen_regression"].eq(0).all()  # L_geo replaces the factor regression
+    assert np.isfinite(geo.history_["train_total"]).all()

@@ -1,0 +1,71 @@
+import matplotlib
+
+matplotlib.use("agg")
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+import gearsx as gx
+
+
+@pytest.fixture
+def stitched(rng):
+    xy = rng.uniform(size=(600, 2))
+    adata = ad.AnnData(rng.poisson(1.0, size=(600, 4)).astype(np.float32))
+    adata.var_names = [f"g{i}" for i in range(4)]
+    adata.obs["domain"] = pd.Categorical(np.where(xy[:, 0] < 0.5, "left", "right"))
+    adata.obsm["spatial_gt"] = xy
+    halves = [np.flatnonzero(xy[:, 0] < 0.6), np.flatnonzero(xy[:, 0] > 0.4)]
+    theta = 0.7
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    gx.tl.stitch(adata, [(i, 3 * xy[i] @ rot) for i in halves])
+    return adata
+
+
+def test_reconstruction_side_by_side_aligned(stitched):
+    axes = gx.pl.reconstruction(stitched, color="domain", show=False)
+    assert len(axes) == 2
+    assert axes[0].get_title() == "ground truth: domain"
+    # two categories -> two scatter collections per panel, all cells drawn
+    for ax in axes:
+        assert sum(len(c.get_offsets()) for c in ax.collections) == stitched.n_obs
+    # the displayed reconstruction is aligned onto the truth (Procrustes with scale)
+    gt = np.concatenate([c.get_offsets() for c in axes[0].collections])
+    shown = np.concatenate([c.get_offsets() for c in axes[1].collections])
+    assert np.abs(shown - gt).max() < 0.05
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["left", "right"]
+    plt.close("all")
+
+
+def test_reconstruction_single_panel_and_gene_colour(stitched):
+    ax = gx.pl.reconstruction(stitched, color="g1", gt_key=None, show=False)
+    assert ax.get_title() == "X_gears_spatial: g1"
+    np.testing.assert_allclose(ax.collections[0].get_array(), stitched.obs_vector("g1"))
+    with pytest.raises(KeyError, match="X_nope"):
+        gx.pl.reconstruction(stitched, basis="X_nope", show=False)
+    plt.close("all")
+
+
+def test_distortion_heatmap_shows_the_matrix(stitched, tmp_path):
+    ax = gx.pl.distortion_heatmap(stitched, n_blocks=10, show=False, save=str(tmp_path / "h.png"))
+    img = ax.images[0].get_array()
+    expected, _ = gx.metrics.distortion_matrix(
+        stitched.obsm["X_gears_spatial"], stitched.obsm["spatial_gt"], n_blocks=10
+    )
+    np.testing.assert_allclose(np.asarray(img), expected)
+    assert (tmp_path / "h.png").stat().st_size > 1000
+    plt.close("all")
+
+
+def test_stitching_diagnostics_panels(stitched):
+    axes = gx.pl.stitching_diagnostics(stitched, show=False)
+    assert len(axes) == 3
+    n_patches = sum(p.get_height() for p in axes[0].patches)
+    assert n_patches == 2
+    n_edges = stitched.obsp["gears_distances"].nnz // 2
+    assert axes[2].get_title().startswith(f"{n_edges} edges")
+    with pytest.raises(KeyError, match="reconstruct"):
+        gx.pl.stitching_diagnostics(stitched, key="other", show=False)
+    plt.close("all")

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+
+import gearsx as gx
+
+
+def test_reconstruct_simulator_beats_pca(trained_encoder, trained_gears):
+    sc = trained_encoder[1][:3000].copy()
+    _, geo = trained_gears
+    before = set(sc.obsm) | set(sc.obsp) | set(sc.uns)
+    gx.tl.reconstruct(sc, geo, progress=False)
+    assert before <= set(sc.obsm) | set(sc.obsp) | set(sc.uns)  # nothing of the user's was lost
+    xy = sc.obsm["X_gears_spatial"]
+    assert xy.shape == (3000, 2)
+    assert np.isfinite(xy).all()
+    assert sc.obsp["gears_distances"].shape == (3000, 3000)
+    assert sc.obsp["gears_distances"].nnz > 10 * 3000
+    rec = sc.uns["gears"]["reconstruct"]
+    assert rec["graph"]["n_components"] == 1
+    assert rec["n_patches"] >= 2 * 3000 / 384
+    m = gx.metrics.evaluate_geometry(xy, sc.obsm["spatial_gt"])
+    base = gx.metrics.evaluate_geometry(PCA(2, random_state=0).fit_transform(sc.obsm["X_gears"]), sc.obsm["spatial_gt"])
+    print(
+        "reconstruction vs PCA:", {k: (round(m[k], 3), round(base[k], 3)) for k in ("spearman", "stress1", "edge_auc")}
+    )
+    assert m["spearman"] > base["spearman"] + 0.2
+    assert m["stress1"] < base["stress1"]
+    assert m["edge_auc"] > base["edge_auc"]
+    # scanpy composes with the layout
+    import scanpy as sc_
+
+    sc_.pp.neighbors(sc, use_rep="X_gears_spatial", n_neighbors=10)
+    assert sc.obsp["connectivities"].shape == (3000, 3000)
+
+
+def test_reconstruct_bad_input(trained_encoder, trained_gears):
+    sc = trained_encoder[1][:500].copy()
+    st, geo = trained_gears
+    with pytest.raises(ValueError, match="n_patch"):
+        gx.tl.reconstruct(sc, geo, n_patch=1000)
+    no_emb = sc.copy()
+    del no_emb.obsm["X_gears"]
+    with pytest.raises(KeyError, match="fit_adapter"):
+        gx.tl.reconstruct(no_emb, geo)
+    unadapted = sc.copy()
+    del unadapted.uns["gears_adapter"]
+    with pytest.raises(ValueError, match="allow_unadapted"):
+        gx.tl.reconstruct(unadapted, geo)
+    wrong = sc.copy()
+    wrong.obsm["X_gears"] = wrong.obsm["X_gears"][:, :10]
+    with pytest.raises(ValueError, match="128 embedding"):
+        gx.tl.reconstruct(wrong, geo)
+    with pytest.raises(TypeError, match="GEARS"):
+        gx.tl.reconstruct(sc, trained_encoder[2])
+
+
+def test_locality_graph_links_disconnected_clusters(rng):
+    x = np.concatenate([rng.normal(size=(200, 4)), rng.normal(size=(200, 4)) + 50])
+    g, info = gx.geometry.locality_graph(x, k=10)
+    assert info["n_components_before_linking"] >= 2
+    assert info["n_components"] == 1
+    assert (g != g.T).nnz == 0
+    np.testing.assert_array_equal(g.diagonal(), 0)
