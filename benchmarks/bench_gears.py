@@ -81,6 +81,7 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
     for scale, sets in scales.items():
         pca = [PCA(2, random_state=0).fit_transform(emb[s]) for s in sets]
         rows.append((name, scale, "PCA of embeddings", *score_sets(pca, xy, sets), float("nan")))
+        print(rows[-1], flush=True)
     for targets in ("gram", "rw_stress"):
         geo = gx.model.GEARS(st, slide_key=slide_key, targets=targets)
         t = time.perf_counter()
@@ -91,6 +92,7 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
             refined, base = geo.predict_geometry(cells, indices=sets, return_base=True)
             rows.append((name, scale, f"{label}: generator only", *score_sets(base, xy, sets), dt))
             rows.append((name, scale, f"{label}: generator + refiner", *score_sets(refined, xy, sets), dt))
+            print(rows[-2], rows[-1], sep="\n", flush=True)
     print(f"{name}: {st.n_obs} spots, {cells.n_obs} held-out cells, encoder+adapter {t_enc:.0f}s", flush=True)
 
 
@@ -103,13 +105,15 @@ def split_band(xy, frac=0.6):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--sets", nargs="+", default=["simulator", "osmfish", "merfish"])
     args = parser.parse_args()
     rows = []
-    st, cells = gx.datasets.simulate_tissue(random_state=0)
-    run("simulator", st, cells, slide_key="slide", gt_key="spatial_gt", epochs=args.epochs, rows=rows)
+    if "simulator" in args.sets:
+        st, cells = gx.datasets.simulate_tissue(random_state=0)
+        run("simulator", st, cells, slide_key="slide", gt_key="spatial_gt", epochs=args.epochs, rows=rows)
 
     f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
-    if f.exists():
+    if "osmfish" in args.sets and f.exists():
         a = ad.read_h5ad(f)
         um_per_px = float(np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"])))
         a.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float) * um_per_px
@@ -119,7 +123,7 @@ def main():
         held = a[~train].copy()
         run("osmFISH", lognorm(spots), lognorm(held), slide_key=None, gt_key="spatial", epochs=args.epochs, rows=rows)
     f = DATA / "merfish_mouse_hypothalamus" / "merfish_mouse_hypothalamus.h5ad"
-    if f.exists():
+    if "merfish" in args.sets and f.exists():
         a = ad.read_h5ad(f)
         spots = gx.datasets.pseudo_spots(
             a[a.obs["slice"] == "bregma_0.26"].copy(), spot_diameter=30, center_to_center=40, min_cells=1
