@@ -8,22 +8,14 @@ scRNA-seq reference as the SC side) the adapter's domain accuracy before -> afte
 
 import time
 import warnings
-from pathlib import Path
 
 import anndata as ad
-import scanpy as sc
+from _common import DATA, lognorm
 from sklearn.decomposition import PCA
 
 import gearsx as gx
 
 warnings.filterwarnings("ignore")
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-def lognorm(a):
-    sc.pp.normalize_total(a)
-    sc.pp.log1p(a)
-    return a
 
 
 def report(name, st, slide_key, spatial_key="spatial", sc_data=None):

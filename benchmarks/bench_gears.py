@@ -29,24 +29,16 @@ for 128-384-spot minisets.
 import argparse
 import time
 import warnings
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
+from _common import DATA, band_split, lognorm
 from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 
 import gearsx as gx
 
 warnings.filterwarnings("ignore")
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-def lognorm(a):
-    sc.pp.normalize_total(a)
-    sc.pp.log1p(a)
-    return a
 
 
 def score_sets(pred_sets, coords, sets):
@@ -96,12 +88,6 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
     print(f"{name}: {st.n_obs} spots, {cells.n_obs} held-out cells, encoder+adapter {t_enc:.0f}s", flush=True)
 
 
-def split_band(xy, frac=0.6):
-    c = xy - xy.mean(0)
-    proj = c @ np.linalg.svd(c, full_matrices=False)[2][0]
-    return proj <= np.quantile(proj, frac)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=8)
@@ -118,7 +104,7 @@ def main():
         um_per_px = float(np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"])))
         a.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float) * um_per_px
         a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
-        train = split_band(a.obsm["spatial"])
+        train = band_split(a.obsm["spatial"])
         spots = gx.datasets.pseudo_spots(a[train].copy(), spot_diameter=30, center_to_center=40, min_cells=1)
         held = a[~train].copy()
         run("osmFISH", lognorm(spots), lognorm(held), slide_key=None, gt_key="spatial", epochs=args.epochs, rows=rows)

@@ -35,12 +35,11 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import scanpy as sc
+from _common import DATA, band_split, lognorm
 
 import gearsx as gx
 
 warnings.filterwarnings("ignore")
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "peers.md"
 METRICS = ("spearman", "stress1", "edge_auc", "trust20", "cont20")
 
@@ -72,19 +71,6 @@ class PeakRSS:
         self.stop = True
         self.thread.join()
         self.gb = self.peak - self.base
-
-
-def lognorm(a):
-    a = a.copy()
-    sc.pp.normalize_total(a)
-    sc.pp.log1p(a)
-    return a
-
-
-def band_split(xy, frac=0.6):
-    c = xy - xy.mean(0)
-    proj = c @ np.linalg.svd(c, full_matrices=False)[2][0]
-    return proj <= np.quantile(proj, frac)
 
 
 def make_spots(cells, target=1000):

@@ -7,6 +7,8 @@ import scipy.sparse as sp
 
 from gearsx._utils import check_positive_int
 
+from ._targets import drop_self
+
 __all__ = ["locality_graph"]
 
 #: Above this many cells the embedding kNN search uses pynndescent (approximate) instead of an exact search.
@@ -23,10 +25,8 @@ def _knn(x: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, np.ndarr
         from sklearn.neighbors import NearestNeighbors
 
         dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    is_self = idx == np.arange(len(x))[:, None]
-    is_self[~is_self.any(1), -1] = True  # a duplicate took the self slot: drop the farthest instead
-    keep = ~is_self
-    return idx[keep].reshape(len(x), k), dist[keep].reshape(len(x), k)
+    dist, idx = drop_self(dist, idx)
+    return idx, dist
 
 
 def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_state: int = 0):

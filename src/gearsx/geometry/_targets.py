@@ -76,11 +76,19 @@ def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, 
     Robust to duplicated points: when a duplicate takes the point's own slot, the
     farthest of the ``k + 1`` hits is dropped instead.
     """
-    dist, idx = tree.query(x, k=k + 1)
-    is_self = idx == np.arange(len(x))[:, None]
+    return drop_self(*tree.query(x, k=k + 1))
+
+
+def drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index from ``k + 1``-neighbour results ``(n, k + 1)`` -> ``(n, k)``.
+
+    When a duplicate point took the row's own slot, the farthest hit is dropped instead.
+    """
+    n, k = idx.shape[0], idx.shape[1] - 1
+    is_self = idx == np.arange(n)[:, None]
     is_self[~is_self.any(axis=1), -1] = True
     keep = ~is_self
-    return dist[keep].reshape(len(x), k), idx[keep].reshape(len(x), k)
+    return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
 
 
 def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = None) -> np.ndarray:

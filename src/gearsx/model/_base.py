@@ -126,9 +126,12 @@ class GearsModelBase:
         accelerator: str,
         devices,
         enable_progress_bar: bool,
+        random_state: int,
         val_loader=None,
     ):
+        """Fit ``plan`` under a forked, seeded torch RNG; an untrained module is re-initialised from the seed first."""
         import lightning.pytorch as lp
+        import torch
 
         from gearsx._utils import resolve_device
 
@@ -155,7 +158,13 @@ class GearsModelBase:
                     deterministic="warn" if device.type == "cuda" else True,
                     num_sanity_val_steps=0,
                 )
-                trainer.fit(plan, train_dataloaders=loader, val_dataloaders=val_loader)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(random_state)
+                    if not self.is_trained_:
+                        for m in self.module.modules():
+                            if hasattr(m, "reset_parameters"):
+                                m.reset_parameters()
+                    trainer.fit(plan, train_dataloaders=loader, val_dataloaders=val_loader)
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)

@@ -266,8 +266,6 @@ class SharedEncoder(GearsModelBase):
         enable_progress_bar
             One progress bar, updated per epoch.
         """
-        import torch
-
         if early_stopping:
             msg = "early_stopping is not supported by SharedEncoder yet (it has no validation objective)."
             raise NotImplementedError(msg)
@@ -282,22 +280,17 @@ class SharedEncoder(GearsModelBase):
         if max_epochs is None:
             max_epochs = int(np.clip(round(1500 / steps), 20, 400))
         max_epochs = check_positive_int(max_epochs, name="max_epochs")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(random_state)
-            if not self.is_trained_:
-                for m in self.module.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-            loader = _SlideBatches(x, neighbours, slides, min(batch_size, n), random_state)
-            plan = _make_plan(self.module, lr, weight_decay, {"temperature": temperature, "w_nce": w_nce})
-            self._fit_lightning(
-                plan,
-                loader,
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                enable_progress_bar=enable_progress_bar,
-            )
+        loader = _SlideBatches(x, neighbours, slides, min(batch_size, n), random_state)
+        plan = _make_plan(self.module, lr, weight_decay, {"temperature": temperature, "w_nce": w_nce})
+        self._fit_lightning(
+            plan,
+            loader,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            enable_progress_bar=enable_progress_bar,
+            random_state=random_state,
+        )
         self.train_params_ = {
             "max_epochs": max_epochs,
             "batch_size": batch_size,

@@ -351,8 +351,6 @@ class GEARS(GearsModelBase):
         enable_progress_bar
             One progress bar, updated per epoch.
         """
-        import torch
-
         from gearsx.module import MinisetBatches
 
         batch_size = check_positive_int(batch_size, name="batch_size")
@@ -412,32 +410,27 @@ class GEARS(GearsModelBase):
             )
         total_steps = max_epochs * n_batches
         refine_steps, sigma_start = 4, 1.0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(random_state)
-            if not self.is_trained_:
-                for m in self.module.modules():
-                    if hasattr(m, "reset_parameters"):
-                        m.reset_parameters()
-            plan = _make_plan(
-                self.module,
-                kind=kind,
-                lr=lr,
-                weight_decay=weight_decay,
-                total_steps=total_steps,
-                refine_start=refine_start,
-                loss_weights=loss_weights,
-                refine_steps=refine_steps,
-                sigma_start=sigma_start,
-            )
-            self._fit_lightning(
-                plan,
-                loader,
-                max_epochs=max_epochs,
-                accelerator=accelerator,
-                devices=devices,
-                enable_progress_bar=enable_progress_bar,
-                val_loader=val_loader,
-            )
+        plan = _make_plan(
+            self.module,
+            kind=kind,
+            lr=lr,
+            weight_decay=weight_decay,
+            total_steps=total_steps,
+            refine_start=refine_start,
+            loss_weights=loss_weights,
+            refine_steps=refine_steps,
+            sigma_start=sigma_start,
+        )
+        self._fit_lightning(
+            plan,
+            loader,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            enable_progress_bar=enable_progress_bar,
+            random_state=random_state,
+            val_loader=val_loader,
+        )
         self.train_params_ = {
             "max_epochs": max_epochs,
             "batch_size": batch_size,
