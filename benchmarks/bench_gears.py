@@ -47,17 +47,10 @@ def score_sets(pred_sets, coords, sets):
     return float(np.mean(rec)), float(np.mean(rho))
 
 
-def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
-    """``st``: spots (log-normalised), ``cells``: held-out cells (log-normalised) with true positions in ``gt_key``."""
-    st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
-    gx.pp.mean_center_per_slide(st, slide_key=slide_key)
-    gx.pp.mean_center_per_slide(cells, slide_key=None)
-    t = time.perf_counter()
-    enc = gx.tl.fit_encoder(st, slide_key=slide_key, enable_progress_bar=False)
-    gx.tl.fit_adapter(cells, enc)
-    t_enc = time.perf_counter() - t
+def heldout_minisets(st, cells, *, slide_key, gt_key, n_sets=24, seed=0):
+    """Spot-scale and cell-scale minisets of the held-out cells: ``{'spot-scale': [idx, ...], 'cell-scale': [...]}``."""
     xy = np.asarray(cells.obsm[gt_key], dtype=float)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     # spot scale: one cell per spot-pitch grid square, so a miniset spans a region like the training minisets
     spot_xy = st.obsm["spatial"][st.obs[slide_key] == st.obs[slide_key].iloc[0]] if slide_key else st.obsm["spatial"]
     pitch = float(np.median(cKDTree(spot_xy).query(spot_xy, k=2)[0][:, 1]))
@@ -68,7 +61,44 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
     for scale, pool in (("spot-scale", thin), ("cell-scale", np.arange(len(xy)))):
         n_max = min(384, len(pool))
         sampler = gx.geometry.MinisetSampler(xy[pool], n_min=min(128, n_max), n_max=n_max)
-        scales[scale] = [pool[sampler.sample(rng)] for _ in range(24)]
+        scales[scale] = [pool[sampler.sample(rng)] for _ in range(n_sets)]
+    return scales
+
+
+def cases(names):
+    """Yield ``(name, spots, held-out cells, slide_key, gt_key)`` (log-normalised) for the requested data sets."""
+    if "simulator" in names:
+        st, cells = gx.datasets.simulate_tissue(random_state=0)
+        yield "simulator", st, cells, "slide", "spatial_gt"
+    f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
+    if "osmfish" in names and f.exists():
+        a = ad.read_h5ad(f)
+        um_per_px = float(np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"])))
+        a.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float) * um_per_px
+        a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+        train = band_split(a.obsm["spatial"])
+        spots = gx.datasets.pseudo_spots(a[train].copy(), spot_diameter=30, center_to_center=40, min_cells=1)
+        yield "osmFISH", lognorm(spots), lognorm(a[~train].copy()), None, "spatial"
+    f = DATA / "merfish_mouse_hypothalamus" / "merfish_mouse_hypothalamus.h5ad"
+    if "merfish" in names and f.exists():
+        a = ad.read_h5ad(f)
+        spots = gx.datasets.pseudo_spots(
+            a[a.obs["slice"] == "bregma_0.26"].copy(), spot_diameter=30, center_to_center=40, min_cells=1
+        )
+        yield "MERFISH", lognorm(spots), lognorm(a[a.obs["slice"] == "bregma_0.21"].copy()), None, "spatial"
+
+
+def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
+    """``st``: spots (log-normalised), ``cells``: held-out cells (log-normalised) with true positions in ``gt_key``."""
+    st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key=slide_key)
+    gx.pp.mean_center_per_slide(cells, slide_key=None)
+    t = time.perf_counter()
+    enc = gx.tl.fit_encoder(st, slide_key=slide_key, enable_progress_bar=False)
+    gx.tl.fit_adapter(cells, enc)
+    t_enc = time.perf_counter() - t
+    xy = np.asarray(cells.obsm[gt_key], dtype=float)
+    scales = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key)
     emb = cells.obsm["X_gears"]
     for scale, sets in scales.items():
         pca = [PCA(2, random_state=0).fit_transform(emb[s]) for s in sets]
@@ -94,28 +124,8 @@ def main():
     parser.add_argument("--sets", nargs="+", default=["simulator", "osmfish", "merfish"])
     args = parser.parse_args()
     rows = []
-    if "simulator" in args.sets:
-        st, cells = gx.datasets.simulate_tissue(random_state=0)
-        run("simulator", st, cells, slide_key="slide", gt_key="spatial_gt", epochs=args.epochs, rows=rows)
-
-    f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
-    if "osmfish" in args.sets and f.exists():
-        a = ad.read_h5ad(f)
-        um_per_px = float(np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"])))
-        a.obsm["spatial"] = np.asarray(a.obsm["spatial"], dtype=float) * um_per_px
-        a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
-        train = band_split(a.obsm["spatial"])
-        spots = gx.datasets.pseudo_spots(a[train].copy(), spot_diameter=30, center_to_center=40, min_cells=1)
-        held = a[~train].copy()
-        run("osmFISH", lognorm(spots), lognorm(held), slide_key=None, gt_key="spatial", epochs=args.epochs, rows=rows)
-    f = DATA / "merfish_mouse_hypothalamus" / "merfish_mouse_hypothalamus.h5ad"
-    if "merfish" in args.sets and f.exists():
-        a = ad.read_h5ad(f)
-        spots = gx.datasets.pseudo_spots(
-            a[a.obs["slice"] == "bregma_0.26"].copy(), spot_diameter=30, center_to_center=40, min_cells=1
-        )
-        held = a[a.obs["slice"] == "bregma_0.21"].copy()
-        run("MERFISH", lognorm(spots), lognorm(held), slide_key=None, gt_key="spatial", epochs=args.epochs, rows=rows)
+    for name, spots, held, slide_key, gt_key in cases(args.sets):
+        run(name, spots, held, slide_key=slide_key, gt_key=gt_key, epochs=args.epochs, rows=rows)
 
     print(f"\n| data | minisets | method | recall@15 | Spearman | GEARS train (s, {args.epochs} epochs x 32 batches) |")
     print("|---|---|---|---|---|---|")

@@ -1,6 +1,8 @@
 """Evaluation metrics (pure functions on arrays or AnnData) — METHOD §7."""
 
+from ._attention import attention_recall
 from ._distortion import distortion_matrix, morton_order
+from ._domains import domain_scores, spatial_coherence
 from ._geometry import (
     continuity,
     distance_correlation,
@@ -17,6 +19,7 @@ from ._integration import coral_distance, domain_classifier_accuracy, knn_mixing
 from ._separability import slide_separability
 
 __all__ = [
+    "attention_recall",
     "coral_distance",
     "domain_classifier_accuracy",
     "knn_mixing",
@@ -25,6 +28,8 @@ __all__ = [
     "continuity",
     "distance_correlation",
     "distortion_matrix",
+    "domain_scores",
+    "spatial_coherence",
     "morton_order",
     "edge_scores",
     "evaluate_adata",

@@ -127,6 +127,16 @@ class GEARS(GearsModelBase):
         Token width, attention heads, ISAB inducing points.
     n_context_blocks, n_generator_blocks, n_refiner_blocks
         ISAB blocks of each part.
+    structure
+        ``'refiner'`` (default): generator + residual EDM refiner. ``'ipa'``: the Topo-IPA-R
+        structure module refines the generator's first two principal coordinates by a
+        weight-shared attention block recycled ``n_recycles`` times over a candidate graph
+        (cosine kNN of the embeddings, ``k_candidates`` per spot) biased by a learned topology
+        gate; the gate is pretrained during the generator warm-up, then trained jointly with a
+        trust region to its snapshot (see :class:`gearsx.module.StructureModule`). Attention
+        weights are available from :meth:`get_attention` and :func:`gearsx.pl.attention`.
+    n_recycles, k_candidates
+        Structure-module settings (``structure='ipa'``).
 
     Examples
     --------
@@ -155,9 +165,15 @@ class GEARS(GearsModelBase):
         n_context_blocks: int = 2,
         n_generator_blocks: int = 2,
         n_refiner_blocks: int = 2,
+        structure: Literal["refiner", "ipa"] = "refiner",
+        n_recycles: int = 5,
+        k_candidates: int = 100,
     ) -> None:
         from gearsx.module import GearsModule
 
+        if structure not in ("refiner", "ipa"):
+            msg = f"`structure` must be 'refiner' or 'ipa'; got {structure!r}."
+            raise ValueError(msg)
         if targets not in _TARGETS:
             msg = f"`targets` must be one of {_TARGETS}; got {targets!r}."
             raise ValueError(msg)
@@ -182,6 +198,9 @@ class GEARS(GearsModelBase):
             "n_context_blocks": check_positive_int(n_context_blocks, name="n_context_blocks"),
             "n_generator_blocks": check_positive_int(n_generator_blocks, name="n_generator_blocks"),
             "n_refiner_blocks": check_positive_int(n_refiner_blocks, name="n_refiner_blocks"),
+            "structure": structure,
+            "n_recycles": check_positive_int(n_recycles, name="n_recycles"),
+            "k_candidates": check_positive_int(k_candidates, name="k_candidates"),
         }
         kw = {k: v for k, v in self._module_kwargs.items() if k != "targets"}
         self.module = GearsModule(self._embedding().shape[1], **kw)
@@ -447,6 +466,32 @@ class GEARS(GearsModelBase):
         }
 
     # --- prediction -----------------------------------------------------------------------------
+    def _sets(self, data, indices) -> tuple[np.ndarray, list[np.ndarray], bool]:
+        """Return the validated embeddings and index sets of :meth:`predict_geometry` / :meth:`get_attention`."""
+        self._check_if_trained()
+        if data is None or not isinstance(data, np.ndarray):
+            emb = self._embedding(data)
+        else:
+            emb = np.asarray(data, dtype=np.float32)
+        width = self.module.inp[0].in_features
+        if emb.ndim != 2 or emb.shape[1] != width:
+            msg = f"Embeddings must have shape (n_obs, {width}) like the training embeddings; got {emb.shape}."
+            raise ValueError(msg)
+        if not np.isfinite(emb).all():
+            msg = "The embeddings hold NaN or inf."
+            raise ValueError(msg)
+        single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
+        sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
+        sets = [np.asarray(s, dtype=np.int64) for s in sets]
+        for i, s in enumerate(sets):
+            if s.ndim != 1 or len(s) < 3:
+                msg = f"Set {i} of `indices` must be a 1-D index array of at least 3 observations; got shape {s.shape}."
+                raise ValueError(msg)
+            if s.min() < 0 or s.max() >= len(emb):
+                msg = f"Set {i} of `indices` has indices outside [0, {len(emb)})."
+                raise IndexError(msg)
+        return emb, sets, single
+
     def predict_geometry(
         self,
         data: AnnData | np.ndarray | None = None,
@@ -492,28 +537,11 @@ class GEARS(GearsModelBase):
 
         from gearsx.module import principal_coords
 
-        self._check_if_trained()
-        if data is None or not isinstance(data, np.ndarray):
-            emb = self._embedding(data)
-        else:
-            emb = np.asarray(data, dtype=np.float32)
-        width = self.module.inp[0].in_features
-        if emb.ndim != 2 or emb.shape[1] != width:
-            msg = f"Embeddings must have shape (n_obs, {width}) like the training embeddings; got {emb.shape}."
+        emb, sets, single = self._sets(data, indices)
+        width = emb.shape[1]
+        if self._module_kwargs.get("structure") == "ipa" and n_components > 2:
+            msg = f"structure='ipa' predicts 2-D coordinates; `n_components` must be 1 or 2, got {n_components}."
             raise ValueError(msg)
-        if not np.isfinite(emb).all():
-            msg = "The embeddings hold NaN or inf."
-            raise ValueError(msg)
-        single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
-        sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
-        sets = [np.asarray(s, dtype=np.int64) for s in sets]
-        for i, s in enumerate(sets):
-            if s.ndim != 1 or len(s) < 3:
-                msg = f"Set {i} of `indices` must be a 1-D index array of at least 3 observations; got shape {s.shape}."
-                raise ValueError(msg)
-            if s.min() < 0 or s.max() >= len(emb):
-                msg = f"Set {i} of `indices` has indices outside [0, {len(emb)})."
-                raise IndexError(msg)
         batch_size = check_positive_int(batch_size, name="batch_size")
         order = np.argsort([len(s) for s in sets], kind="stable")
         out: list = [None] * len(sets)
@@ -539,6 +567,74 @@ class GEARS(GearsModelBase):
         if single:
             out, base = out[0], base[0]
         return (out, base) if return_base else out
+
+    def get_attention(
+        self,
+        data: AnnData | np.ndarray | None = None,
+        indices=None,
+        *,
+        recycle: int | None = None,
+        oracle_coords: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Attention weights of the structure module on one set of observations (``structure='ipa'``).
+
+        Parameters
+        ----------
+        data
+            As in :meth:`predict_geometry`.
+        indices
+            One set of at most 2,000 observations (``None``: all of ``data``).
+        recycle
+            One recycle (0-based; negative counts from the end) or ``None`` for all.
+        oracle_coords
+            True coordinates ``(len(indices), 2)`` of the set: evaluate the oracle path (true
+            spatial kNN edges, gate off) instead of the inference path (candidate graph + gate).
+
+        Returns
+        -------
+        ``{'attention': (R, H, n, n) or (H, n, n), 'graph': (n, n) bool, 'coords': (R, n, 2) or
+        (n, 2), 'indices': (n,)}`` — rows are queries, columns keys; ``graph`` holds the edges
+        attention was allowed on (self-loops are always allowed).
+
+        Examples
+        --------
+        >>> att = geo.get_attention(adata_st, indices=np.arange(256), recycle=-1)  # doctest: +SKIP
+        >>> att["attention"].mean(0)[0]  # query 0's attention, averaged over heads  # doctest: +SKIP
+        """
+        import torch
+
+        if self._module_kwargs.get("structure") != "ipa":
+            msg = "get_attention needs a model built with structure='ipa'; this one uses the refiner."
+            raise ValueError(msg)
+        emb, sets, single = self._sets(data, indices)
+        if not single:
+            msg = "`indices` must be one set (a 1-D index array) for get_attention."
+            raise ValueError(msg)
+        idx = sets[0]
+        if len(idx) > 2000:
+            msg = f"get_attention returns dense (n x n) weights; use at most 2,000 observations, got {len(idx)}."
+            raise ValueError(msg)
+        coords = None
+        if oracle_coords is not None:
+            coords = np.asarray(oracle_coords, dtype=np.float32)
+            if coords.shape != (len(idx), 2) or not np.isfinite(coords).all():
+                msg = f"`oracle_coords` must be finite with shape ({len(idx)}, 2); got {coords.shape}."
+                raise ValueError(msg)
+            coords = torch.as_tensor(coords - coords.mean(0), device=self.device)[None]
+        n_rec = self._module_kwargs["n_recycles"]
+        if recycle is not None and not -n_rec <= recycle < n_rec:
+            msg = f"`recycle` must be in [{-n_rec}, {n_rec}) for {n_rec} recycles; got {recycle}."
+            raise ValueError(msg)
+        h = torch.as_tensor(emb[idx], device=self.device)[None]
+        mask = torch.ones(1, len(idx), dtype=torch.bool, device=self.device)
+        self.module.eval()
+        with torch.inference_mode():
+            xs, attns, adj = self.module.attention(h, mask, coords=coords)
+        att = torch.stack(attns)[:, 0].double().cpu().numpy()
+        xy = torch.stack(xs)[:, 0].double().cpu().numpy()
+        if recycle is not None:
+            att, xy = att[recycle], xy[recycle]
+        return {"attention": att, "graph": adj[0].cpu().numpy(), "coords": xy, "indices": idx}
 
     # --- persistence ----------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:

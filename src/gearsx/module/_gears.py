@@ -7,7 +7,7 @@ Pure torch, no AnnData. Sets are padded batches ``(B, n, .)`` with a boolean mas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from gearsx.geometry._set_losses import (
 
 from ._blocks import MLP
 from ._set_transformer import ISAB, PMA
+from ._structure import StructureModule, gate_losses, one_step_operator
 
 __all__ = ["GearsLossOutput", "GearsModule", "principal_coords"]
 
@@ -48,10 +49,20 @@ class GearsLossOutput:
     nca: torch.Tensor
     edge: torch.Tensor
     overlap: torch.Tensor
+    gate_kl: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    gate_rank: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    gate_trust: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    structure: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
 
     def as_dict(self) -> dict[str, float]:
         """Detached float values, for logging."""
         return {k: float(v.detach()) for k, v in self.__dict__.items()}
+
+
+def _top_coords(v: torch.Tensor, mask: torch.Tensor, n_components: int = 2) -> torch.Tensor:
+    """First principal coordinates of each centred set at their own scale (``U_k S_k``)."""
+    u, s, _ = torch.linalg.svd(masked_center(v, mask), full_matrices=False)
+    return u[..., :n_components] * s[:, None, :n_components]
 
 
 def principal_coords(v: torch.Tensor, mask: torch.Tensor, n_components: int = 2) -> torch.Tensor:
@@ -95,6 +106,12 @@ class GearsModule(nn.Module):
         Attention heads and ISAB inducing points.
     n_context_blocks, n_generator_blocks, n_refiner_blocks
         ISAB blocks of each part.
+    structure
+        ``'refiner'`` (the residual EDM refiner above) or ``'ipa'``: the generator's first two
+        principal coordinates are refined by a :class:`~gearsx.module.StructureModule`
+        (Topo-IPA-R with a learned topology gate) instead; the output is then 2-D.
+    n_recycles, k_candidates
+        Recycles and candidate-graph neighbours of the structure module (``structure='ipa'``).
     """
 
     def __init__(
@@ -108,9 +125,16 @@ class GearsModule(nn.Module):
         n_context_blocks: int = 2,
         n_generator_blocks: int = 2,
         n_refiner_blocks: int = 2,
+        structure: str = "refiner",
+        n_recycles: int = 5,
+        k_candidates: int = 100,
     ) -> None:
         super().__init__()
-        self.n_out = n_out
+        if structure not in ("refiner", "ipa"):
+            msg = f"`structure` must be 'refiner' or 'ipa'; got {structure!r}."
+            raise ValueError(msg)
+        self.n_out, self.structure_kind = n_out, structure
+        self._gate_snapshot: list[torch.Tensor] | None = None
         self.inp = nn.Sequential(nn.Linear(n_input, dim), nn.LayerNorm(dim))
         self.context_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_context_blocks)])
         self.pool = PMA(dim, 1, n_heads)
@@ -123,6 +147,11 @@ class GearsModule(nn.Module):
         self.ref_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_out))
         self.register_buffer("freqs", torch.arange(1, _N_FOURIER + 1, dtype=torch.float32) * math.pi / 2)
         self.register_buffer("sigma_data", torch.zeros(()))
+        self.structure = (
+            StructureModule(n_input, dim, n_heads=n_heads, n_recycles=n_recycles, k_candidates=k_candidates)
+            if structure == "ipa"
+            else None
+        )
 
     # --- forward parts ---------------------------------------------------------------------------
     def encode(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -215,11 +244,63 @@ class GearsModule(nn.Module):
         sigma_start: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predict ``(V, V_base)``, both ``(B, n, d)``: refined and generator-only geometries."""
+        """Predict ``(V, V_base)``: refined (``(B, n, 2)`` with ``structure='ipa'``) and generator-only geometries."""
         c = self.encode(h, mask)
         v_base = self.generate(c, mask)
+        if self.structure is not None:
+            xs, _, _, _ = self.structure.forward_inference(h, c, _top_coords(v_base, mask), mask)
+            return xs[-1], v_base
         v = self.refine(v_base, c, mask, steps=refine_steps, sigma_start=sigma_start, generator=generator)
         return v, v_base
+
+    def attention(
+        self, h: torch.Tensor, mask: torch.Tensor, *, coords: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Attention of the structure module per recycle (``structure='ipa'`` only).
+
+        Without ``coords`` the inference path (candidate graph + gate); with the true ``coords``
+        ``(B, n, 2)`` the oracle path (true spatial edges, gate off). Returns
+        ``(coordinates per recycle, attention (B, H, n, n) per recycle, graph (B, n, n))``.
+        """
+        if self.structure is None:
+            msg = "attention weights exist only for structure='ipa' (the refiner has no graph attention)."
+            raise ValueError(msg)
+        c = self.encode(h, mask)
+        x0 = _top_coords(self.generate(c, mask), mask)
+        if coords is None:
+            xs, attns, _, adj = self.structure.forward_inference(h, c, x0, mask, return_attention=True)
+        else:
+            xs, attns, adj = self.structure.forward_oracle(c, x0, coords, mask, return_attention=True)
+        return xs, attns, adj
+
+    def _structure_terms(self, h, c, v_base, targets, structure_fn, refiner_on, w) -> dict[str, torch.Tensor]:
+        """Gate losses (always) and, once ``refiner_on``, the deeply supervised structure loss + trust region."""
+        mask = targets.mask
+        st = self.structure
+        adj, nbr, nbr_mask, g = st.gate_logits(h, mask)
+        if targets.rw_powers is not None and targets.adjacency is not None:
+            t1, true_adj = targets.rw_powers[:, 0], targets.adjacency.bool()
+        else:
+            t1, true_adj = one_step_operator(targets.coords, mask)
+        kl, rank = gate_losses(g, nbr, nbr_mask, t1, true_adj)
+        zero = h.new_zeros(())
+        out = {"gate_kl": kl, "gate_rank": rank, "gate_trust": zero, "structure": zero}
+        if not refiner_on:  # phase 1: gate pretraining
+            out["total"] = kl + rank
+            return out
+        params = list(st.gate.parameters())
+        if self._gate_snapshot is None or len(self._gate_snapshot) != len(params):
+            self._gate_snapshot = [p.detach().clone() for p in params]
+        out["gate_trust"] = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, self._gate_snapshot, strict=True))
+        dense = torch.zeros(adj.shape, dtype=g.dtype, device=g.device).scatter(2, nbr, g * nbr_mask)
+        xs, _ = st.run(c, _top_coords(v_base.detach(), mask), adj, mask, dense.detach())
+        rw = torch.arange(1, len(xs) + 1, dtype=h.dtype, device=h.device)
+        rw = rw / rw.sum()
+        out["structure"] = sum(wr * structure_fn(x, targets) for wr, x in zip(rw, xs, strict=True))
+        out["total"] = (
+            w["structure"] * out["structure"] + w["gate_joint"] * (kl + rank) + w["gate_trust"] * out["gate_trust"]
+        )
+        return out
 
     # --- training --------------------------------------------------------------------------------
     def loss(
@@ -261,7 +342,8 @@ class GearsModule(nn.Module):
             Overrides of the loss weights (keys as in :class:`GearsLossOutput`).
         """
         w = {"gen_gram": 1.0, "gen_scale": 0.1, "denoise": 1.0, "ref_gram": 1.0, "ref_scale": 0.1}
-        w |= {"nca": 0.1, "edge": 0.1, "overlap": 0.5, **(weights or {})}
+        w |= {"nca": 0.1, "edge": 0.1, "overlap": 0.5, "structure": 1.0, "gate_joint": 0.05, "gate_trust": 1e-3}
+        w |= weights or {}
         mask = targets.mask
         zero = h.new_zeros(())
         c = self.encode(h, mask)
@@ -277,6 +359,19 @@ class GearsModule(nn.Module):
         gen = reg + w["gen_gram"] * gram_g + w["gen_scale"] * scale_g
         terms = {"denoise": zero, "ref_gram": zero, "ref_scale": zero, "nca": zero, "edge": zero, "overlap": zero}
         ref = zero
+        if self.structure is not None:
+            st = self._structure_terms(h, c, v_base, targets, structure, refiner_on, w)
+            total = st.pop("total")
+            return GearsLossOutput(
+                total=gen + total,
+                generator=gen,
+                gen_regression=reg,
+                gen_gram=gram_g,
+                gen_scale=scale_g,
+                refiner=total,
+                **terms,
+                **st,
+            )
         if refiner_on:
             vb = v_base.detach()
             resid = masked_center(align_to(masked_center(factor, mask), vb, mask), mask) - vb

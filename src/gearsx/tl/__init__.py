@@ -1,8 +1,17 @@
 """Tools: thin AnnData wrappers that run gearsx computations and write results to the usual slots."""
 
+from ._domains import cluster_domains, domain_representation
 from ._embed_patches import embed_patches
 from ._encoder import fit_adapter, fit_encoder
 from ._reconstruct import reconstruct
 from ._stitch import stitch
 
-__all__ = ["embed_patches", "fit_adapter", "fit_encoder", "reconstruct", "stitch"]
+__all__ = [
+    "cluster_domains",
+    "domain_representation",
+    "embed_patches",
+    "fit_adapter",
+    "fit_encoder",
+    "reconstruct",
+    "stitch",
+]

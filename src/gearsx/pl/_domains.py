@@ -1,0 +1,196 @@
+"""Spatial-domain maps over the tissue image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from gearsx._keys import Key
+
+from ._reconstruction import _check_basis, _finish
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+    from matplotlib.axes import Axes
+
+__all__ = ["domains"]
+
+
+def _image(adata: AnnData, library_id: str | None, img_key: str | None):
+    """``(image, scale factor, library_id)`` from ``uns['spatial']`` (scanpy/squidpy layout), or ``None``."""
+    lib = adata.uns.get("spatial")
+    if not isinstance(lib, dict) or not lib:
+        return None
+    if library_id is None:
+        if len(lib) > 1:
+            msg = f"`adata.uns['spatial']` holds several libraries {list(lib)}; pass `library_id`."
+            raise ValueError(msg)
+        library_id = next(iter(lib))
+    if library_id not in lib:
+        msg = f"`library_id={library_id!r}` is not in `adata.uns['spatial']`; available: {list(lib)}."
+        raise KeyError(msg)
+    images = lib[library_id].get("images", {})
+    if img_key is None:
+        img_key = "hires" if "hires" in images else "lowres" if "lowres" in images else None
+    if img_key is None or img_key not in images:
+        return None
+    sf = lib[library_id].get("scalefactors", {}).get(f"tissue_{img_key}_scalef")
+    if sf is None:
+        msg = (
+            f"`uns['spatial'][{library_id!r}]['scalefactors']` lacks 'tissue_{img_key}_scalef'; "
+            "full-resolution coordinates cannot be placed on the image without it."
+        )
+        raise KeyError(msg)
+    return np.asarray(images[img_key]), float(sf), library_id
+
+
+def _colors(adata: AnnData, key: str, cats, palette) -> list:
+    import matplotlib.pyplot as plt
+
+    stored = adata.uns.get(f"{key}_colors")
+    if palette is None and stored is not None and len(stored) >= len(cats):
+        return list(stored)
+    if palette is None:
+        palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
+    return [palette[i % len(palette)] for i in range(len(cats))]
+
+
+def domains(
+    adata: AnnData,
+    *,
+    key: str | Sequence[str] = "gears_domain",
+    basis: str = Key.spatial,
+    img: bool | None = None,
+    library_id: str | None = None,
+    img_key: str | None = None,
+    spot_size: float | None = None,
+    alpha: float = 0.85,
+    palette=None,
+    legend: bool = True,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Spatial domains as spots over the tissue image; several keys give panels side by side.
+
+    Spots are drawn as circles of their physical size (Visium: ``spot_diameter_fullres``),
+    not as markers whose size depends on the figure. The image is taken from
+    ``uns['spatial'][library_id]['images']`` (``'hires'`` if present, else ``'lowres'``) and
+    the full-resolution coordinates in ``obsm[basis]`` are multiplied by the matching
+    ``tissue_<img_key>_scalef``. Colours follow ``uns[f'{key}_colors']`` when present (the
+    scanpy convention), else ``palette``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix.
+    key
+        ``obs`` column(s) with domain labels, e.g. ``['layer', 'gears_domain']``.
+    basis
+        ``obsm`` key of the coordinates.
+    img
+        Draw the tissue image: ``None`` when present, ``True`` requires it, ``False`` never.
+    library_id
+        Library in ``uns['spatial']`` (needed when there are several).
+    img_key
+        ``'hires'`` or ``'lowres'`` (default: the best available).
+    spot_size
+        Spot diameter in ``obsm[basis]`` units (default: ``spot_diameter_fullres`` or the
+        median nearest-neighbour distance).
+    alpha
+        Spot opacity.
+    palette
+        Sequence of colours for the categories.
+    legend
+        Draw a legend per panel.
+    ax
+        Axes for a single key.
+    show, save
+        As in :func:`gearsx.pl.reconstruction`.
+
+    Returns
+    -------
+    The axes (a list with several keys) unless shown.
+
+    Examples
+    --------
+    >>> gx.tl.cluster_domains(adata, method="mclust", n_clusters=7)  # doctest: +SKIP
+    >>> gx.pl.domains(adata, key=["layer", "gears_domain"])  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import EllipseCollection
+    from matplotlib.patches import Patch
+    from scipy.spatial import cKDTree
+
+    keys = [key] if isinstance(key, str) else list(key)
+    for k in keys:
+        if k not in adata.obs:
+            msg = (
+                f"`key={k!r}` is not a column of `adata.obs` (domains are written by gx.tl.cluster_domains); "
+                f"available: {list(adata.obs.columns)}."
+            )
+            raise KeyError(msg)
+    xy = _check_basis(adata, basis, "spot coordinates")
+    found = _image(adata, library_id, img_key) if img is not False else None
+    if img is True and found is None:
+        msg = "`img=True` but `adata.uns['spatial']` holds no tissue image; pass img=None or img=False."
+        raise KeyError(msg)
+    scale = 1.0
+    if found is not None:
+        image, scale, lib = found
+    if spot_size is None:
+        sf = {}
+        if isinstance(adata.uns.get("spatial"), dict) and adata.uns["spatial"]:
+            lib_any = library_id or next(iter(adata.uns["spatial"]))
+            sf = adata.uns["spatial"].get(lib_any, {}).get("scalefactors", {})
+        if "spot_diameter_fullres" in sf:
+            spot_size = float(sf["spot_diameter_fullres"])
+        else:
+            d = cKDTree(xy).query(xy, k=2)[0][:, 1] if len(xy) > 1 else np.ones(1)
+            spot_size = float(np.median(d)) if np.median(d) > 0 else 1.0
+    pos = xy * scale
+    diam = spot_size * scale
+
+    if ax is not None and len(keys) > 1:
+        msg = f"`ax` takes a single panel; {len(keys)} keys need {len(keys)} panels."
+        raise ValueError(msg)
+    if ax is None:
+        fig, axs = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.8), constrained_layout=True, squeeze=False)
+        axs = list(axs[0])
+    else:
+        fig, axs = ax.figure, [ax]
+    for a, k in zip(axs, keys, strict=True):
+        cats = pd.Categorical(adata.obs[k].astype("object").where(adata.obs[k].notna(), "NA").astype(str))
+        colors = _colors(adata, k, list(cats.categories), palette)
+        if found is not None:
+            a.imshow(image, zorder=0)
+        face = np.array([colors[c] if c >= 0 else (0.8, 0.8, 0.8) for c in cats.codes], dtype=object)
+        coll = EllipseCollection(
+            widths=np.full(len(pos), diam),
+            heights=np.full(len(pos), diam),
+            angles=np.zeros(len(pos)),
+            units="xy",
+            offsets=pos,
+            offset_transform=a.transData,
+            facecolors=list(face),
+            edgecolors="none",
+            alpha=alpha,
+            zorder=1,
+        )
+        a.add_collection(coll)
+        pad = diam
+        a.set_xlim(pos[:, 0].min() - pad, pos[:, 0].max() + pad)
+        a.set_ylim(pos[:, 1].min() - pad, pos[:, 1].max() + pad)
+        if found is not None:
+            a.invert_yaxis()  # image rows grow downwards
+        a.set_aspect("equal")
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(k)
+        if legend:
+            handles = [Patch(color=colors[i], label=str(c)) for i, c in enumerate(cats.categories)]
+            a.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    return _finish(fig, axs if len(keys) > 1 else axs[0], show=show, save=save)

@@ -1,0 +1,378 @@
+"""Clustering algorithms on feature arrays, used by :func:`gearsx.tl.cluster_domains` (METHOD §8)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from gearsx._settings import settings
+from gearsx._utils import as_rng, resolve_device
+from gearsx.geometry._targets import knn_without_self
+
+__all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
+
+logger = logging.getLogger(__name__)
+
+#: ``n_clusters=None`` for mclust: candidates scored by BIC (mclust's default is ``G = 1:9``).
+MCLUST_DEFAULT_RANGE = tuple(range(2, 10))
+#: Ward agglomeration (mclust-like initialisation) runs on at most this many points.
+HC_MAX_POINTS = 5000
+
+
+def _seed(random_state) -> int:
+    return int(as_rng(random_state).integers(2**31 - 1))
+
+
+def _whiten(x: np.ndarray) -> np.ndarray:
+    """Centre and rotate/scale to unit variance along every principal axis (mclust's ``hcUse='SVD'``)."""
+    c = x - x.mean(0)
+    _, s, vt = np.linalg.svd(c, full_matrices=False)
+    keep = s > s[0] * 1e-8
+    return c @ vt[keep].T / (s[keep] / np.sqrt(max(len(x) - 1, 1)))
+
+
+def _start_partition(x, w, n_clusters, how, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Return a starting partition ``(indices, labels)``: Ward on the whitened data or one k-means run."""
+    if how == "hc":
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        sub = (
+            np.arange(len(w)) if len(w) <= HC_MAX_POINTS else np.sort(rng.choice(len(w), HC_MAX_POINTS, replace=False))
+        )
+        return sub, fcluster(linkage(w[sub], method="ward"), t=n_clusters, criterion="maxclust") - 1
+    from sklearn.cluster import KMeans
+
+    return np.arange(len(x)), KMeans(n_clusters=n_clusters, n_init=1, random_state=_seed(rng)).fit(x).labels_
+
+
+def _tied_from_partition(x: np.ndarray, labels: np.ndarray) -> dict:
+    """EEE parameters of a hard partition: proportions, means and the pooled within-cluster precision."""
+    ks = np.unique(labels)
+    means = np.stack([x[labels == k].mean(0) for k in ks])
+    weights = np.array([(labels == k).mean() for k in ks])
+    resid = x - means[np.searchsorted(ks, labels)]
+    cov = resid.T @ resid / len(x) + 1e-6 * np.eye(x.shape[1])
+    return {"weights_init": weights, "means_init": means, "precisions_init": np.linalg.inv(cov)}
+
+
+def _start(x, w, n_clusters, how, rng):
+    idx, labels = _start_partition(x, w, n_clusters, how, rng)
+    return x[idx], labels
+
+
+def _tied_gmm(x, n_clusters, *, weights_init, means_init, precisions_init, max_iter=500, tol=1e-5):
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(
+        n_components=n_clusters,
+        covariance_type="tied",
+        weights_init=weights_init,
+        means_init=means_init,
+        precisions_init=precisions_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=1e-6,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gmm.fit(x)
+    if any("converge" in str(w.message) for w in caught):
+        logger.warning("mclust (EEE): EM did not converge in %d iterations; raise `max_iter`.", max_iter)
+    return gmm
+
+
+def mclust_eee(
+    x: np.ndarray,
+    n_clusters: int | None,
+    *,
+    init: str = "hc",
+    n_init: int = 10,
+    random_state: int = 0,
+    max_iter: int = 500,
+    tol: float = 1e-5,
+) -> tuple[np.ndarray, dict]:
+    """Gaussian mixture with mclust's EEE model: one full covariance shared by all components.
+
+    The EEE model is scikit-learn's ``covariance_type="tied"``; we use
+    :class:`sklearn.mixture.GaussianMixture` for the EM. Like mclust, EM starts from a
+    hierarchical agglomeration of the SVD-whitened data (mclust's default ``hcUse='SVD'``;
+    here Ward's criterion, the EII special case of mclust's model-based ``hc``, on at most
+    5,000 points), plus ``n_init`` starts from single k-means runs (different seeds); each
+    start sets the proportions, means and pooled within-cluster covariance of its
+    partition, and the EM fit with the highest likelihood wins. (Starting from means alone
+    is not enough: scikit-learn then estimates the shared covariance from its own
+    initialisation, and EM stays in the isotropic local optimum when clusters share an
+    elongated covariance.) ``init='kmeans'`` uses only the k-means starts.
+    ``n_clusters=None`` picks the number of components in 2-9 by BIC (mclust's
+    default range, without the trivial one-component model).
+
+    Returns
+    -------
+    Labels ``(n,)`` and a dict with ``bic``, ``log_likelihood``, ``n_clusters``, ``init`` (of the winner).
+    """
+    if init not in ("hc", "kmeans"):
+        msg = f"`init` must be 'hc' or 'kmeans'; got {init!r}."
+        raise ValueError(msg)
+    rng = as_rng(random_state)
+    candidates = MCLUST_DEFAULT_RANGE if n_clusters is None else (n_clusters,)
+    candidates = [k for k in candidates if k <= len(x)]
+    best, bics = None, {}
+    w = _whiten(x)
+    starts = (["hc"] if init == "hc" else []) + ["kmeans"] * (n_init if init == "hc" else max(n_init, 1))
+    for k in candidates:
+        fits = [
+            (how, _tied_gmm(x, k, **_tied_from_partition(*_start(x, w, k, how, rng)), max_iter=max_iter, tol=tol))
+            for how in starts
+        ]
+        how, gmm = max(fits, key=lambda f: f[1].lower_bound_)
+        bic = float(gmm.bic(x))
+        bics[k] = bic
+        if best is None or bic < best[2]:
+            best = (how, gmm, bic)
+    how, gmm, bic = best
+    info = {
+        "bic": bic,
+        "log_likelihood": float(gmm.score(x) * len(x)),
+        "n_clusters": int(gmm.n_components),
+        "init": how,
+        "converged": bool(gmm.converged_),
+    }
+    if n_clusters is None:
+        info["bic_by_n_clusters"] = {str(k): v for k, v in bics.items()}
+    return gmm.predict(x), info
+
+
+def mclust_r(
+    x: np.ndarray, n_clusters: int | None, *, model: str = "EEE", random_state: int = 0
+) -> tuple[np.ndarray, dict]:
+    """R's ``mclust::Mclust`` through rpy2 (only when asked; never a fallback)."""
+    hint = (
+        "`backend='r'` needs R with the mclust package and the rpy2 Python package: install R, run "
+        "`install.packages('mclust')` in R, then `pip install rpy2`. Or use `backend='python'` "
+        "(scikit-learn's tied-covariance mixture, the same EEE model)."
+    )
+    try:
+        import rpy2.robjects as ro
+        from rpy2.robjects import numpy2ri
+        from rpy2.robjects.conversion import localconverter
+    except Exception as err:  # ImportError, or rpy2 present but R missing (RuntimeError/OSError)
+        msg = f"{hint} (import failed: {err!r})"
+        raise ImportError(msg) from err
+    try:
+        ro.r("suppressPackageStartupMessages(library(mclust))")
+    except Exception as err:
+        msg = f"{hint} (R could not load mclust: {err!r})"
+        raise ImportError(msg) from err
+    ro.r["set.seed"](int(random_state))
+    with localconverter(ro.default_converter + numpy2ri.converter):
+        g = ro.IntVector(list(MCLUST_DEFAULT_RANGE)) if n_clusters is None else int(n_clusters)
+        res = ro.r["Mclust"](np.ascontiguousarray(x, dtype=np.float64), G=g, modelNames=model, verbose=False)
+        if res is ro.NULL or res is None:
+            msg = f"R mclust returned NULL for model {model!r} (the fit failed, e.g. singular covariance); reduce `n_pcs`."
+            raise RuntimeError(msg)
+        labels = np.asarray(res.rx2("classification")).astype(int) - 1
+        info = {"bic": -float(np.asarray(res.rx2("bic"))[0]), "n_clusters": int(np.asarray(res.rx2("G"))[0])}
+    return labels, info
+
+
+def kmeans(x: np.ndarray, n_clusters: int, *, n_init: int = 10, random_state: int = 0) -> tuple[np.ndarray, dict]:
+    """:class:`sklearn.cluster.KMeans` (k-means++, ``n_init`` restarts)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=_seed(random_state)).fit(x)
+    return km.labels_, {"inertia": float(km.inertia_)}
+
+
+def leiden(
+    x: np.ndarray,
+    n_clusters: int | None,
+    *,
+    resolution: float = 1.0,
+    n_neighbors: int = 15,
+    random_state: int = 0,
+    max_search: int = 25,
+) -> tuple[np.ndarray, dict]:
+    """Cluster with scanpy's kNN graph + Leiden (igraph); with ``n_clusters``, bisect the resolution to hit it.
+
+    The graph is built on a private AnnData, so a user's ``obsp['connectivities']`` is never touched.
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    tmp = ad.AnnData(obsm={"X_rep": x}, shape=(len(x), 0))
+    seed = _seed(random_state)
+    sc.pp.neighbors(tmp, use_rep="X_rep", n_neighbors=n_neighbors, random_state=seed)
+
+    def run(res: float) -> np.ndarray:
+        sc.tl.leiden(tmp, resolution=res, flavor="igraph", n_iterations=2, directed=False, random_state=seed)
+        return tmp.obs["leiden"].cat.codes.to_numpy()
+
+    if n_clusters is None:
+        labels = run(resolution)
+        return labels, {"resolution": resolution, "n_clusters": int(labels.max() + 1)}
+    lo, hi, res = 0.0, 4.0, resolution
+    best = None
+    for _ in range(max_search):
+        labels = run(res)
+        k = int(labels.max() + 1)
+        if best is None or abs(k - n_clusters) < abs(best[1] - n_clusters):
+            best = (labels, k, res)
+        if k == n_clusters:
+            break
+        lo, hi = (res, hi) if k < n_clusters else (lo, res)
+        res = 0.5 * (lo + hi)
+    labels, k, res = best
+    if k != n_clusters:
+        logger.warning(
+            "leiden: no resolution in (0, 4] gave %d clusters; using resolution %.4g with %d.", n_clusters, res, k
+        )
+    return labels, {"resolution": float(res), "n_clusters": k}
+
+
+def scan(
+    x: np.ndarray,
+    n_clusters: int,
+    *,
+    n_neighbors: int = 20,
+    n_hidden: int = 128,
+    n_heads: int = 5,
+    entropy_weight: float = 5.0,
+    max_epochs: int = 100,
+    self_label_epochs: int = 30,
+    threshold: float = 0.99,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    noise: float = 0.1,
+    accelerator: str = "auto",
+    random_state: int = 0,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """SCAN on fixed features: kNN mining, neighbour-consistency training, self-labelling.
+
+    Features are standardised per dimension. Step 1 mines the ``n_neighbors`` nearest
+    neighbours (exact, or pynndescent above 50,000 points). Step 2 trains a
+    :class:`~gearsx.module.ScanHead` so each point and a random mined neighbour get the same
+    cluster (:func:`~gearsx.module.scan_loss`); both are perturbed by Gaussian noise
+    (``noise`` x unit std) and 10% feature dropout, the vector analogue of SCAN's image
+    augmentations. The head with the lowest loss over all points is kept. Step 3
+    self-labels: points whose prediction is more confident than ``threshold`` become
+    targets for a strongly perturbed view (:func:`~gearsx.module.self_label_loss`).
+
+    Returns
+    -------
+    Labels ``(n,)``, the trunk embedding ``(n, n_hidden)``, and a dict of diagnostics.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from gearsx.geometry._graph import _knn
+    from gearsx.module._scan import ScanHead, scan_loss, self_label_loss
+
+    rng = as_rng(random_state)
+    seed = _seed(rng)
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
+    k = min(n_neighbors, len(z) - 1)
+    nbrs = _knn(z, k, seed)[0]
+    device = resolve_device(accelerator)
+    progress = settings.progress_bar if progress is None else progress
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = ScanHead(z.shape[1], n_clusters, n_hidden=n_hidden, n_heads=n_heads).to(device)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    data = torch.as_tensor(z, dtype=torch.float32)
+    nbr_t = torch.as_tensor(nbrs, dtype=torch.long)
+    n = len(z)
+
+    def perturb(t: torch.Tensor, scale: float) -> torch.Tensor:
+        keep = (torch.rand(t.shape, generator=gen) > 0.1 * scale).float() / (1 - 0.1 * scale)
+        return (t * keep + scale * noise * torch.randn(t.shape, generator=gen)).to(device)
+
+    def batches():
+        order = torch.randperm(n, generator=gen)
+        for s in range(0, n, batch_size):
+            yield order[s : s + batch_size]
+
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
+    bar = tqdm(total=max_epochs + self_label_epochs, desc="SCAN", disable=not progress)
+    head.train()
+    for _ in range(max_epochs):
+        for idx in batches():
+            pick = nbr_t[idx, torch.randint(k, (len(idx),), generator=gen)]
+            total, _, _ = scan_loss(
+                head(perturb(data[idx], 1.0)), head(perturb(data[pick], 1.0)), entropy_weight=entropy_weight
+            )
+            opt.zero_grad()
+            total.sum().backward()
+            opt.step()
+        bar.update()
+    head.eval()
+    with torch.no_grad():
+        logits = head(data.to(device))
+        full_nbr = logits[nbr_t[:, 0].to(device)]
+        totals, cons, ent = scan_loss(logits, full_nbr, entropy_weight=entropy_weight)
+    best = int(torch.argmin(totals))
+    info = {
+        "best_head": best,
+        "scan_loss": float(totals[best]),
+        "consistency": float(cons[best]),
+        "entropy": float(ent[best]),
+        "n_neighbors": k,
+    }
+    n_conf = 0
+    if self_label_epochs > 0:
+        head.train()
+        opt = torch.optim.Adam(head.parameters(), lr=lr * 0.1, weight_decay=1e-4)
+        for _ in range(self_label_epochs):
+            n_conf = 0
+            for idx in batches():
+                weak = head(data[idx].to(device))[:, best]
+                strong = head(perturb(data[idx], 2.0))[:, best]
+                loss, nc = self_label_loss(weak, strong, threshold=threshold)
+                n_conf += nc
+                if nc:
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            bar.update()
+        head.eval()
+    bar.close()
+    with torch.no_grad():
+        d = data.to(device)
+        prob = torch.softmax(head(d)[:, best], dim=-1).cpu().numpy()
+        emb = head.embed(d).cpu().numpy()
+    if not (np.isfinite(prob).all() and np.isfinite(emb).all()):
+        msg = "SCAN produced non-finite outputs; lower `lr` or check the features for extreme values."
+        raise FloatingPointError(msg)
+    info["n_confident"] = int(n_conf)
+    info["mean_confidence"] = float(prob.max(1).mean())
+    return prob.argmax(1), emb.astype(np.float32), info
+
+
+def spatial_majority_vote(
+    labels: np.ndarray, coords: np.ndarray, *, k: int = 6, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Relabel each point by the majority among itself and its ``k`` nearest physical neighbours.
+
+    ``k=6`` is the first ring of a Visium hexagonal grid. A point keeps its own label when it
+    ties for the majority. With ``groups`` (e.g. slides), neighbours are searched within each
+    group only.
+    """
+    codes, labels_i = np.unique(labels, return_inverse=True)
+    out = labels_i.copy()
+    groups = np.zeros(len(labels_i), dtype=int) if groups is None else np.unique(groups, return_inverse=True)[1]
+    for g in np.unique(groups):
+        sel = np.flatnonzero(groups == g)
+        kk = min(k, len(sel) - 1)
+        if kk < 1:
+            continue
+        idx = knn_without_self(cKDTree(coords[sel]), coords[sel], kk)[1].reshape(len(sel), kk)
+        own = labels_i[sel]
+        lab = np.column_stack([own, own[idx]])  # the point itself, then its neighbours
+        counts = np.zeros((len(sel), len(codes)), dtype=np.int32)
+        np.add.at(counts, (np.repeat(np.arange(len(sel)), kk + 1), lab.ravel()), 1)
+        keep = counts[np.arange(len(sel)), own] == counts.max(1)
+        out[sel] = np.where(keep, own, counts.argmax(1))
+    return codes[out]

@@ -1,0 +1,118 @@
+"""GEARS(structure='ipa'): training phases, reproducibility, save/load, attention, reconstruct, plots."""
+
+import matplotlib
+
+matplotlib.use("agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from scipy.spatial import cKDTree
+
+import gearsx as gx
+from gearsx.module._structure import spatial_graph
+from tests.model.test_gears import _synthetic
+
+_TINY = {"n_out": 8, "dim": 32, "n_inducing": 8, "n_context_blocks": 1, "n_generator_blocks": 1}
+_IPA = {**_TINY, "structure": "ipa", "n_recycles": 3, "k_candidates": 20}
+_FAST = {"max_epochs": 4, "n_batches": 4, "batch_size": 2, "n_min": 40, "n_max": 60, "enable_progress_bar": False}
+
+
+@pytest.fixture(scope="module")
+def ipa_model():
+    adata = _synthetic()
+    geo = gx.model.GEARS(adata, slide_key="slide", **_IPA)
+    geo.train(random_state=0, **_FAST)
+    return adata, geo
+
+
+def test_ipa_trains_gate_then_structure(ipa_model):
+    adata, geo = ipa_model
+    hist = geo.history_
+    assert {"train_gate_kl", "train_gate_rank", "train_structure", "val_spearman"} <= set(hist)
+    # the gate learns during pretraining; the structure loss is 0 before refine_start, then positive
+    assert hist["train_gate_kl"].iloc[-1] < hist["train_gate_kl"].iloc[0]
+    assert hist["train_structure"].iloc[0] == 0
+    assert hist["train_structure"].iloc[-1] > 0
+    assert np.abs(geo.module.structure.coord.detach().numpy()).sum() > 0  # the coordinate update moved
+    xy = geo.predict_geometry(indices=np.arange(60))
+    assert xy.shape == (60, 2)
+    with pytest.raises(ValueError, match="n_components"):
+        geo.predict_geometry(indices=np.arange(60), n_components=3)
+
+
+def test_ipa_seeded_and_save_load(ipa_model, tmp_path):
+    adata, geo = ipa_model
+    again = gx.model.GEARS(adata, slide_key="slide", **_IPA)
+    again.train(random_state=0, **_FAST)
+    for (name, p), q in zip(geo.module.state_dict().items(), again.module.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    geo.save(tmp_path / "ipa")
+    loaded = gx.model.GEARS.load(tmp_path / "ipa", adata, accelerator="cpu")
+    assert loaded._module_kwargs["structure"] == "ipa"
+    idx = np.arange(100, 160)
+    np.testing.assert_allclose(loaded.predict_geometry(indices=idx), geo.predict_geometry(indices=idx), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.get_attention(indices=idx)["attention"], geo.get_attention(indices=idx)["attention"], atol=1e-6
+    )
+
+
+def test_get_attention_inference_and_oracle_paths(ipa_model):
+    adata, geo = ipa_model
+    idx = np.arange(50, 110)
+    out = geo.get_attention(indices=idx)
+    att, graph = out["attention"], out["graph"]
+    assert att.shape == (3, 4, 60, 60)
+    np.testing.assert_allclose(att.sum(-1), 1.0, atol=1e-5)
+    allowed = graph | np.eye(60, dtype=bool)
+    assert np.all(att[..., ~allowed] == 0)
+    assert out["coords"].shape == (3, 60, 2)
+    assert geo.get_attention(indices=idx, recycle=-1)["attention"].shape == (4, 60, 60)
+    xy = adata.obsm["spatial"][idx]
+    oracle = geo.get_attention(indices=idx, oracle_coords=xy)
+    t = torch.as_tensor(xy - xy.mean(0), dtype=torch.float32)[None]
+    expected = spatial_graph(t, torch.ones(1, 60, dtype=torch.bool), geo.module.structure.k_oracle)[0].numpy()
+    assert np.array_equal(oracle["graph"], expected)
+    assert not np.array_equal(oracle["graph"], graph)
+    with pytest.raises(ValueError, match="recycle"):
+        geo.get_attention(indices=idx, recycle=3)
+    with pytest.raises(ValueError, match="oracle_coords"):
+        geo.get_attention(indices=idx, oracle_coords=xy[:5])
+    plain = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    plain.train(**{**_FAST, "max_epochs": 1})
+    with pytest.raises(ValueError, match="structure='ipa'"):
+        plain.get_attention(indices=idx)
+
+
+def test_reconstruct_unchanged_with_ipa(ipa_model):
+    adata, geo = ipa_model
+    cells = adata.copy()
+    gx.tl.reconstruct(cells, geo, n_patch=80, allow_unadapted=True, progress=False)
+    rec = cells.obsm["X_gears_spatial"]
+    assert rec.shape == (cells.n_obs, 2)
+    assert np.isfinite(rec).all()
+    # slide 0 alone: the layout keeps the neighbourhoods of the true positions far better than chance
+    s0 = (cells.obs["slide"] == "s0").to_numpy()
+    assert gx.metrics.knn_overlap(rec[s0], adata.obsm["spatial"][s0], k=15) > 0.1
+
+
+def test_attention_plots(ipa_model):
+    adata, geo = ipa_model
+    st = adata[adata.obs["slide"] == "s0"].copy()
+    axes = gx.pl.attention(st, geo, n_query=2, n_cells=80, k_true=8, show=False)
+    assert len(axes) == 2
+    for ax in axes:
+        pts = ax.collections[0].get_offsets()
+        assert len(pts) == 80
+        assert "recall@8" in ax.get_title()
+    # the first default query is the cell nearest the layout centre
+    xy = st.obsm["spatial"]
+    centre = int(cKDTree(xy).query(xy.mean(0))[1])
+    assert axes[0].get_title().startswith(st.obs_names[centre])
+    ax_list, table = gx.pl.attention_summary(st, geo, n_sets=3, n_cells=60, k=5, show=False)
+    assert len(table) == 3 * 3 * 2
+    assert table["recall"].between(0, 1).all()
+    assert set(table["path"]) == {"inference", "oracle"}
+    with pytest.raises(ValueError, match="not among"):
+        gx.pl.attention(st, geo, query_cells=[0, st.n_obs - 1], n_cells=10, show=False)
+    plt.close("all")

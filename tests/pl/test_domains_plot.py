@@ -1,0 +1,66 @@
+import matplotlib
+
+matplotlib.use("agg")
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_rgba
+
+import gearsx as gx
+
+
+@pytest.fixture
+def visium_like():
+    """A hexagonal grid of spots in full-resolution pixels, a lowres image and Space Ranger scale factors."""
+    rows, cols = np.meshgrid(np.arange(20), np.arange(30), indexing="ij")
+    x = 1000 + 200 * cols + 100 * (rows % 2)
+    y = 800 + 173 * rows
+    xy = np.stack([x.ravel(), y.ravel()], 1).astype(float)
+    adata = ad.AnnData(obs=pd.DataFrame(index=[f"s{i}" for i in range(len(xy))]))
+    adata.obsm["spatial"] = xy
+    adata.obs["layer"] = pd.Categorical(np.where(xy[:, 0] < 3500, "L1", "L2"))
+    adata.obs["gears_domain"] = pd.Categorical(np.where(xy[:, 1] < 2400, "0", "1"))
+    img = np.zeros((400, 500, 3), dtype=np.uint8)
+    img[:, :, 0] = 255
+    adata.uns["spatial"] = {
+        "lib": {
+            "images": {"lowres": img},
+            "scalefactors": {"tissue_lowres_scalef": 0.05, "spot_diameter_fullres": 110.0},
+        }
+    }
+    adata.uns["layer_colors"] = ["#0000ff", "#00ff00"]
+    return adata
+
+
+def test_domains_over_image_scaled_and_coloured(visium_like):
+    axes = gx.pl.domains(visium_like, key=["layer", "gears_domain"], show=False)
+    assert len(axes) == 2
+    for ax in axes:
+        (im,) = ax.get_images()
+        assert im.get_array().shape == (400, 500, 3)
+        (coll,) = ax.collections
+        # spot centres are full-resolution coordinates x the lowres scale factor
+        assert np.allclose(coll.get_offsets(), visium_like.obsm["spatial"] * 0.05)
+        assert ax.yaxis_inverted()
+    # colours follow uns['layer_colors'] (scanpy convention)
+    face = axes[0].collections[0].get_facecolors()
+    left = visium_like.obs["layer"].to_numpy() == "L1"
+    assert np.allclose(face[left][:, :3], to_rgba("#0000ff")[:3])
+    assert np.allclose(face[~left][:, :3], to_rgba("#00ff00")[:3])
+    assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["0", "1"]
+    plt.close("all")
+
+
+def test_domains_without_image_and_errors(visium_like):
+    ax = gx.pl.domains(visium_like, key="layer", img=False, show=False)
+    assert not ax.get_images()
+    assert not ax.yaxis_inverted()
+    assert np.allclose(ax.collections[0].get_offsets(), visium_like.obsm["spatial"])
+    del visium_like.uns["spatial"]
+    with pytest.raises(KeyError, match="no tissue image"):
+        gx.pl.domains(visium_like, key="layer", img=True, show=False)
+    with pytest.raises(KeyError, match="cluster_domains"):
+        gx.pl.domains(visium_like, key="gears_domain_x", show=False)
+    plt.close("all")
