@@ -20,7 +20,7 @@ __all__ = ["run_demo"]
 STATUS = (
     "gearsx demo: GEARS reconstruction of unpaired single cells from simulated Visium-like slides, scored "
     "against the true positions next to two baselines (expression PCA, random coordinates). Spatial "
-    "communities use scanpy's Leiden on the reconstruction (mclust/SCAN domains are issue #8)."
+    "communities use scanpy's Leiden on the reconstruction (gx.tl.cluster_domains does domains of ST spots)."
 )
 
 

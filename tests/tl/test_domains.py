@@ -105,6 +105,15 @@ def test_leiden_hits_requested_number_and_leaves_user_graph_alone():
     assert 0 < a.uns["gears_domain"]["resolution"] <= 4
 
 
+def test_leiden_on_a_large_layout_uses_scanpys_approximate_knn():
+    """Above ~8,000 points scanpy builds the graph with pynndescent (a path that broke with pynndescent 0.7)."""
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(c, 0.3, size=(3000, 2)) for c in ((0, 0), (5, 0), (0, 5))])
+    a = _adata(xy=xy)
+    gx.tl.cluster_domains(a, method="leiden", use_rep="xy", n_clusters=3, n_pcs=None)
+    assert _ari(a, np.repeat(np.arange(3), 3000)) > 0.95
+
+
 @pytest.mark.parametrize("method", ["mclust", "kmeans", "leiden", "scan"])
 def test_same_seed_same_labels(method):
     x, _ = _elongated_blobs(n_per=150, seed=4)
