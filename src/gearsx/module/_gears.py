@@ -26,7 +26,7 @@ from gearsx.geometry._set_losses import (
 
 from ._blocks import MLP
 from ._set_transformer import ISAB, PMA
-from ._structure import StructureModule, gate_losses, one_step_operator
+from ._structure import StructureModule, dense_bias, gate_losses, one_step_operator
 
 __all__ = ["GearsLossOutput", "GearsModule", "principal_coords"]
 
@@ -71,9 +71,7 @@ def principal_coords(v: torch.Tensor, mask: torch.Tensor, n_components: int = 2)
     The sign of each axis is fixed (largest-magnitude entry positive) so the output is
     deterministic. Padding rows are 0.
     """
-    x = masked_center(v.double(), mask)
-    u, s, _ = torch.linalg.svd(x, full_matrices=False)
-    y = u[..., :n_components] * s[:, None, :n_components]
+    y = _top_coords(v.double(), mask, n_components)
     idx = y.abs().argmax(1, keepdim=True)
     sign = torch.sign(torch.gather(y, 1, idx))
     y = y * torch.where(sign == 0, torch.ones_like(sign), sign)
@@ -292,8 +290,7 @@ class GearsModule(nn.Module):
         if self._gate_snapshot is None or len(self._gate_snapshot) != len(params):
             self._gate_snapshot = [p.detach().clone() for p in params]
         out["gate_trust"] = sum(((p - p0) ** 2).sum() for p, p0 in zip(params, self._gate_snapshot, strict=True))
-        dense = torch.zeros(adj.shape, dtype=g.dtype, device=g.device).scatter(2, nbr, g * nbr_mask)
-        xs, _ = st.run(c, _top_coords(v_base.detach(), mask), adj, mask, dense.detach())
+        xs, _ = st.run(c, _top_coords(v_base.detach(), mask), adj, mask, dense_bias(adj, nbr, nbr_mask, g).detach())
         rw = torch.arange(1, len(xs) + 1, dtype=h.dtype, device=h.device)
         rw = rw / rw.sum()
         out["structure"] = sum(wr * structure_fn(x, targets) for wr, x in zip(rw, xs, strict=True))
@@ -360,19 +357,10 @@ class GearsModule(nn.Module):
         terms = {"denoise": zero, "ref_gram": zero, "ref_scale": zero, "nca": zero, "edge": zero, "overlap": zero}
         ref = zero
         if self.structure is not None:
-            st = self._structure_terms(h, c, v_base, targets, structure, refiner_on, w)
-            total = st.pop("total")
-            return GearsLossOutput(
-                total=gen + total,
-                generator=gen,
-                gen_regression=reg,
-                gen_gram=gram_g,
-                gen_scale=scale_g,
-                refiner=total,
-                **terms,
-                **st,
-            )
-        if refiner_on:
+            extra = self._structure_terms(h, c, v_base, targets, structure, refiner_on, w)
+            ref = extra.pop("total")
+            terms |= extra
+        elif refiner_on:
             vb = v_base.detach()
             resid = masked_center(align_to(masked_center(factor, mask), vb, mask), mask) - vb
             m3 = mask.unsqueeze(-1).to(h.dtype)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gearsx.geometry._set_losses import masked_center
+from gearsx.geometry._set_losses import masked_center, masked_rms
 
 from ._blocks import MLP
 
@@ -29,6 +29,7 @@ __all__ = [
     "EdgeGate",
     "StructureModule",
     "candidate_graph",
+    "dense_bias",
     "gate_losses",
     "neighbor_lists",
     "one_step_operator",
@@ -154,6 +155,11 @@ def gate_losses(
     ineg = torch.multinomial(neg[both].float(), n_pairs, replacement=True, generator=generator)
     rank = F.relu(margin - lp.gather(1, ip) + ln.gather(1, ineg)).mean()
     return kl, rank
+
+
+def dense_bias(adj: torch.Tensor, nbr: torch.Tensor, nbr_mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Scatter edge logits on neighbour lists ``(B, n, K)`` into a dense ``(B, n, n)`` bias (0 off the lists)."""
+    return torch.zeros(adj.shape, dtype=logits.dtype, device=logits.device).scatter(2, nbr, logits * nbr_mask)
 
 
 class _GateLayer(nn.Module):
@@ -310,8 +316,7 @@ class StructureModule(nn.Module):
                 logits = logits + self._beta(r) * gate_bias[:, None]
             if r >= 1:
                 d = torch.cdist(x, x)
-                rms = torch.sqrt(((x**2).sum(-1) * mask).sum(1) / mask.sum(1).clamp_min(1)).clamp_min(1e-8)
-                dn = d / rms[:, None, None]
+                dn = d / masked_rms(x, mask)[:, None, None]
                 phi = torch.exp(-(((dn[..., None] - self.rbf_centers) / self.rbf_width) ** 2))
                 bias = torch.einsum("bijr,hr->bhij", phi, self.rbf)
                 logits = logits + self.rbf_clip * torch.tanh(bias / self.rbf_clip)
@@ -352,8 +357,7 @@ class StructureModule(nn.Module):
         block is detached from the geometry loss when ``detach_gate``.
         """
         adj, nbr, nbr_mask, g = self.gate_logits(h, mask)
-        dense = torch.zeros(adj.shape, dtype=g.dtype, device=g.device)
-        dense = dense.scatter(2, nbr, g * nbr_mask)
+        dense = dense_bias(adj, nbr, nbr_mask, g)
         bias = dense.detach() if detach_gate else dense
         xs, attns = self.run(c, x0, adj, mask, bias, return_attention=return_attention)
         return xs, attns, (nbr, nbr_mask, g), adj
