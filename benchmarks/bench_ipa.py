@@ -48,6 +48,23 @@ def score(pred, truth):
     }
 
 
+def write(rows, args):
+    """Aggregate the rows so far into ``results/ipa.md`` (rewritten after every data set)."""
+    df = pd.DataFrame(rows)
+    agg = df.groupby(["data", "path"], sort=False)[["spearman", "recall15", "L_geo", "train_s"]].agg(["mean", "std"])
+    lines = ["| data | path | Spearman | recall@15 | L_geo | train (s) |", "|---|---|---|---|---|---|"]
+    for (data, path), r in agg.iterrows():
+        cells_ = [f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}" for c in ("spearman", "recall15", "L_geo")]
+        lines.append(f"| {data} | {path} | " + " | ".join(cells_) + f" | {r[('train_s', 'mean')]:.0f} |")
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(
+        "# Structure module vs generator + refiner (benchmarks/bench_ipa.py, 2-core CPU machine)\n\n"
+        f"Held-out spot-scale minisets ({args.n_sets} per data set), {args.epochs} epochs x 32 batches per model, "
+        f"seeds {args.seeds}: mean ± std over seeds. L_geo: lower is better.\n\n" + "\n".join(lines) + "\n"
+    )
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=8)
@@ -80,18 +97,7 @@ def main():
                     m = pd.DataFrame([score(p, xy[s]) for p, s in zip(pred, sets, strict=True)]).mean()
                     rows.append({"data": name, "seed": seed, "path": path, **m.to_dict(), "train_s": dt})
                     print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
-    agg = df.groupby(["data", "path"], sort=False)[["spearman", "recall15", "L_geo", "train_s"]].agg(["mean", "std"])
-    lines = ["| data | path | Spearman | recall@15 | L_geo | train (s) |", "|---|---|---|---|---|---|"]
-    for (data, path), r in agg.iterrows():
-        cells_ = [f"{r[(c, 'mean')]:.3f} ± {r[(c, 'std')]:.3f}" for c in ("spearman", "recall15", "L_geo")]
-        lines.append(f"| {data} | {path} | " + " | ".join(cells_) + f" | {r[('train_s', 'mean')]:.0f} |")
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
-        "# Structure module vs generator + refiner (benchmarks/bench_ipa.py, 2-core CPU machine)\n\n"
-        f"Held-out spot-scale minisets ({args.n_sets} per data set), {args.epochs} epochs x 32 batches per model, "
-        f"seeds {args.seeds}: mean ± std over seeds. L_geo: lower is better.\n\n" + "\n".join(lines) + "\n"
-    )
+        lines = write(rows, args)
     print("\n".join(lines))
 
 
