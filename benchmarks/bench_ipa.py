@@ -97,8 +97,11 @@ def main():
                     m = pd.DataFrame([score(p, xy[s]) for p, s in zip(pred, sets, strict=True)]).mean()
                     rows.append({"data": name, "seed": seed, "path": path, **m.to_dict(), "train_s": dt})
                     print(rows[-1], flush=True)
-        lines = write(rows, args)
-    print("\n".join(lines))
+        write(rows, args)
+    if not rows:
+        msg = f"None of the data sets {args.sets} was found (real data are read from ../shared/data)."
+        raise SystemExit(msg)
+    print("\n".join(write(rows, args)))
 
 
 if __name__ == "__main__":
