@@ -5,7 +5,7 @@ import scipy.sparse as sp
 from sklearn.neighbors import kneighbors_graph
 
 import gearsx as gx
-from gearsx.geometry import random_walk_patches, stitch_patches
+from gearsx.geometry import best_overlaps, random_walk_patches, stitch_patches
 from tests.conftest import shared_file
 
 
@@ -36,10 +36,43 @@ def test_random_walk_patches_cover_and_overlap(rng):
     assert np.median([np.ptp(xy[p], axis=0).max() for p in patches]) < 0.6
     again = random_walk_patches(graph, 200, coverage=2, random_state=0)
     assert all(np.array_equal(a, b) for a, b in zip(patches, again, strict=True))
-    pruned = random_walk_patches(graph, 200, coverage=2, prune=True, random_state=0)
+    plain = random_walk_patches(graph, 200, coverage=2, revisit=1.0, random_state=0)
+    pruned = random_walk_patches(graph, 200, coverage=2, revisit=1.0, prune=True, random_state=0)
     assert np.bincount(np.concatenate(pruned), minlength=2000).min() >= 2  # still covered
-    assert len(pruned) < len(patches)  # redundant patches dropped
-    assert all(any(np.array_equal(p, q) for q in patches) for p in pruned)  # a subset of the full cover
+    assert len(pruned) < len(plain)  # redundant patches dropped
+    assert all(any(np.array_equal(p, q) for q in plain) for p in pruned)  # a subset of the full cover
+
+
+def test_cover_stays_close_to_the_requested_coverage(rng):
+    # a mutual kNN graph has low-degree cells that a plain walk reaches last (coupon-collector tail)
+    xy = rng.uniform(size=(3000, 2))
+    knn = kneighbors_graph(xy, 10)
+    graph = knn.minimum(knn.T)
+    plain = random_walk_patches(graph, 200, coverage=2, revisit=1.0, random_state=0)
+    frontier = random_walk_patches(graph, 200, coverage=2, random_state=0)
+    cov_plain = np.bincount(np.concatenate(plain), minlength=3000)
+    cov_frontier = np.bincount(np.concatenate(frontier), minlength=3000)
+    assert cov_frontier.min() >= 2
+    assert len(frontier) < 0.85 * len(plain)
+    assert np.quantile(cov_frontier, 0.9) < np.quantile(cov_plain, 0.9)
+    # still compact blobs
+    assert np.median([np.ptp(xy[p], axis=0).max() for p in frontier]) < 0.6
+
+
+def test_min_overlap_is_guaranteed(rng):
+    xy = rng.uniform(size=(2000, 2)) * [20.0, 1.0]  # a long strip: neighbouring patches barely overlap
+    graph = kneighbors_graph(xy, 8)
+    loose = random_walk_patches(graph, 100, coverage=1, random_state=0)
+    best, _ = best_overlaps(loose, 2000)
+    assert best.min() < 30  # the case needs the repair
+    fixed = random_walk_patches(graph, 100, coverage=1, min_overlap=30, random_state=0)
+    best, partner = best_overlaps(fixed, 2000)
+    assert best.min() >= 30
+    assert (partner >= 0).all()
+    assert [len(p) for p in fixed] == [len(p) for p in loose]
+    assert np.bincount(np.concatenate(fixed), minlength=2000).min() >= 1
+    with pytest.raises(ValueError, match="min_overlap"):
+        random_walk_patches(graph, 100, coverage=1, min_overlap=100, random_state=0)
 
 
 def test_stitch_recovers_real_layout_and_downweights_corrupted_patches():

@@ -8,7 +8,7 @@ from ._gauge import gauge_fix, procrustes
 from ._graph import locality_graph
 from ._losses import TargetBatch, collate_targets, geo_loss, gram_loss, log_stress_loss, rw_kl_loss
 from ._minisets import MinisetSampler
-from ._stitch import StitchResult, random_walk_patches, stitch_patches
+from ._stitch import StitchResult, best_overlaps, random_walk_patches, stitch_patches
 from ._targets import GeometryTargets, adaptive_params, build_targets, farthest_point_sampling, knn_indices
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "procrustes",
     "rw_kl_loss",
     "StitchResult",
+    "best_overlaps",
     "random_walk_patches",
     "stitch_patches",
 ]

@@ -24,7 +24,7 @@ from gearsx._utils import as_rng, check_coords, check_positive_int
 
 from ._gauge import gauge_fix
 
-__all__ = ["StitchResult", "random_walk_patches", "stitch_patches"]
+__all__ = ["StitchResult", "best_overlaps", "random_walk_patches", "stitch_patches"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ def random_walk_patches(
     *,
     coverage: int = 2,
     restart: float = 0.1,
+    revisit: float = 0.25,
+    min_overlap: int = 0,
     max_patches: int | None = None,
     prune: bool = False,
     random_state=0,
@@ -73,6 +75,24 @@ def random_walk_patches(
     whole connected component). Patches are added until every
     cell is covered at least ``coverage`` times, so neighbouring patches overlap.
 
+    Two corrections keep the cover close to the requested ``coverage`` instead of
+    many times denser. A plain walk visits cells in proportion to their degree, so
+    low-degree cells of a kNN graph are reached last and the final patches, each
+    seeded at one of them, re-cover cells that already have enough patches (a
+    coupon-collector tail: on the simulator's 10,000 cells the median cell ended up
+    in 12 patches for ``coverage=2``). Steps are therefore Metropolis-Hastings moves
+    (a proposed neighbour ``j`` of ``i`` is accepted with probability
+    ``min(1, deg_i / deg_j)``, so visits are uniform over cells), and a step onto a
+    cell that is already covered ``coverage`` times is taken only with probability
+    ``revisit`` — patches stay connected random-walk blobs but grow towards the
+    uncovered frontier (median coverage 6, half the patches, same accuracy).
+
+    With ``min_overlap``, every patch is then guaranteed to share at least that many
+    cells with another patch (the stitching needs shared cells to align patches):
+    a patch below it swaps cells that other patches cover enough for cells of its
+    best partner next to it in the graph, keeping its size and the coverage of
+    every cell.
+
     Parameters
     ----------
     adjacency
@@ -83,6 +103,11 @@ def random_walk_patches(
         Minimum number of patches covering each cell.
     restart
         Probability that a walker jumps back into the patch at each step (keeps patches compact).
+    revisit
+        Probability of stepping onto a cell already covered ``coverage`` times (1: unbiased walk).
+    min_overlap
+        Cells each patch must share with at least one other patch (0: no guarantee). Raises
+        when it cannot be met (``min_overlap`` larger than the patch or its component allows).
     max_patches
         Safety limit on the number of patches (default ``10 * coverage * n / patch_size + 10``).
     prune
@@ -125,6 +150,11 @@ def random_walk_patches(
             step = indices[indptr[cur] + (rng.random(n_walkers) * np.maximum(d, 1)).astype(np.int64) % np.maximum(d, 1)]
             members = np.concatenate(order)
             jump = members[rng.integers(len(members), size=n_walkers)]
+            # Metropolis-Hastings (uniform visits), and only rarely onto cells that are covered enough
+            accept = (rng.random(n_walkers) * deg[step] <= deg[cur]) & (
+                (count[step] < coverage) | (rng.random(n_walkers) < revisit)
+            )
+            step = np.where(accept, step, cur)
             cur = np.where((rng.random(n_walkers) < restart) | (d == 0), jump, step)
             new = np.unique(cur[~seen[cur]])
             if len(new):
@@ -146,7 +176,84 @@ def random_walk_patches(
                 count[patches[i]] -= 1
                 keep[i] = False
         patches = [p for p, k in zip(patches, keep, strict=True) if k]
+    if min_overlap > 0 and len(patches) > 1:
+        patches = _enforce_overlap(a, patches, min_overlap, coverage, rng)
     return patches
+
+
+def _incidence(patches: list[np.ndarray], n: int) -> sp.csr_matrix:
+    rows = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
+    return sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(patches))), shape=(len(patches), n))
+
+
+def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each patch, the most cells it shares with another patch, and that partner (-1 for none)."""
+    if len(patches) < 2:
+        return np.zeros(len(patches), dtype=np.int64), np.full(len(patches), -1)
+    inc = _incidence(patches, n)
+    shared = (inc @ inc.T).tocsr()
+    shared.setdiag(0)
+    shared.eliminate_zeros()
+    best = np.zeros(len(patches), dtype=np.int64)
+    partner = np.full(len(patches), -1)
+    for i in range(len(patches)):
+        row = slice(shared.indptr[i], shared.indptr[i + 1])
+        if shared.indptr[i + 1] > shared.indptr[i]:
+            j = int(np.argmax(shared.data[row]))
+            best[i], partner[i] = int(shared.data[row][j]), int(shared.indices[row][j])
+    return best, partner
+
+
+def _enforce_overlap(a: sp.csr_matrix, patches, min_overlap: int, coverage: int, rng) -> list[np.ndarray]:
+    """Swap cells so that every patch shares ``min_overlap`` cells with a partner (sizes and coverage kept)."""
+    n = a.shape[0]
+    patches = [p.copy() for p in patches]
+    count = np.bincount(np.concatenate(patches), minlength=n)
+    for _ in range(3):  # a swap can lower a third patch's overlap: re-check
+        best, partner = best_overlaps(patches, n)
+        low = np.flatnonzero(best < min_overlap)
+        if not len(low):
+            return patches
+        _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng)
+    best, _ = best_overlaps(patches, n)
+    if (best < min_overlap).any():
+        msg = (
+            f"{int((best < min_overlap).sum())} patches still share fewer than min_overlap={min_overlap} cells "
+            "with any other patch after repair. Lower `min_overlap` or raise `coverage`."
+        )
+        raise ValueError(msg)
+    return patches
+
+
+def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng) -> None:
+    n = a.shape[0]
+    for i in low:
+        p = patches[i]
+        need = min_overlap - int(best[i])
+        q = partner[i]
+        if q < 0:  # no partner at all: the patch whose cells are most connected to this one
+            touch = np.asarray(a[p].sum(0)).ravel() > 0
+            votes = np.array([touch[o].sum() if k != i else -1 for k, o in enumerate(patches)])
+            q = int(np.argmax(votes))
+        # candidates: cells of the partner not in p, nearest (in the graph) to p first
+        cand = np.setdiff1d(patches[q], p, assume_unique=True)
+        near = np.asarray(a[:, p].sum(1)).ravel()[cand] if len(cand) else cand
+        cand = cand[np.lexsort((rng.random(len(cand)), -near))]
+        # cells of p that can leave: covered more than `coverage` times and not shared with q
+        in_q = np.zeros(n, dtype=bool)
+        in_q[patches[q]] = True
+        leave = p[(count[p] > coverage) & ~in_q[p]]
+        leave = leave[np.lexsort((rng.random(len(leave)), -count[leave]))]
+        m = min(need, len(cand), len(leave))
+        if m < need:
+            msg = (
+                f"Cannot give patch {i} a {min_overlap}-cell overlap with another patch ({int(best[i])} shared, "
+                f"{m} swappable). Lower `min_overlap` or raise `coverage`."
+            )
+            raise ValueError(msg)
+        count[leave[:m]] -= 1
+        count[cand[:m]] += 1
+        patches[i] = np.sort(np.concatenate([np.setdiff1d(p, leave[:m], assume_unique=True), cand[:m]]))
 
 
 def _patch_edges(y: np.ndarray, k: int, n_long: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -164,9 +271,15 @@ def _patch_edges(y: np.ndarray, k: int, n_long: int, rng: np.random.Generator) -
     return np.minimum(src, dst)[keep], np.maximum(src, dst)[keep]
 
 
+def _sort_within_groups(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Order by ``group``, then by ``values`` (``np.lexsort((values, group))``, about twice as fast on 10^7 rows)."""
+    by_value = np.argsort(values)
+    return by_value[np.argsort(group[by_value], kind="stable")]
+
+
 def _weighted_median_by_group(group: np.ndarray, values: np.ndarray, weights: np.ndarray):
     """Weighted median, weighted mean absolute deviation and count of ``values`` per ``group`` (vectorised)."""
-    order = np.lexsort((values, group))
+    order = _sort_within_groups(group, values)
     g, v, w = group[order], values[order], weights[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     counts = np.diff(np.r_[starts, len(g)])
@@ -179,6 +292,74 @@ def _weighted_median_by_group(group: np.ndarray, values: np.ndarray, weights: np
     dev = np.abs(v - np.repeat(med, counts)) * w
     mad = np.add.reduceat(dev, starts) / group_total
     return g[starts], med, mad, counts
+
+
+def _overlap_log_ratios(idx_list, y_list, pa, pb, rng, max_cells: int = 64, n_shifts: int = 8):
+    """Median log-ratio and mean absolute deviation of distances between shared cells, per patch pair.
+
+    Vectorised over all overlapping pairs ``(pa[t], pb[t])``: every cell's memberships give its
+    (patch, patch) pairs; per pair, up to ``max_cells`` shared cells in random order, each compared
+    with the ``n_shifts`` next ones (cyclically): ``log d_p - log d_q`` of the same two cells.
+    """
+    sizes = np.array([len(ix) for ix in idx_list])
+    cell = np.concatenate(idx_list)
+    patch = np.repeat(np.arange(len(idx_list)), sizes)
+    row = np.arange(len(cell))  # row of the cell in the concatenated patch coordinates
+    order = np.lexsort((patch, cell))
+    cell, patch, row = cell[order], patch[order], row[order]
+    # all pairs of memberships of the same cell (patches in increasing order)
+    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    k = np.diff(np.r_[starts, len(cell)])
+    pos = np.arange(len(cell)) - np.repeat(starts, k)
+    n_after = np.repeat(k, k) - pos - 1
+    first = np.repeat(np.arange(len(cell)), n_after)
+    step = np.arange(len(first)) - np.repeat(np.cumsum(n_after) - n_after, n_after) + 1
+    second = first + step
+    n_patches = len(idx_list)
+    key = patch[first].astype(np.int64) * n_patches + patch[second]
+    wanted = np.sort(pa.astype(np.int64) * n_patches + pb)
+    sel = np.isin(key, wanted)
+    key, ra, rb = key[sel], row[first[sel]], row[second[sel]]
+    # up to max_cells shared cells per pair, in random order
+    order = _sort_within_groups(key, rng.random(len(key)))
+    key, ra, rb = key[order], ra[order], rb[order]
+    gstart = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    gsize = np.diff(np.r_[gstart, len(key)])
+    rank = np.arange(len(key)) - np.repeat(gstart, gsize)
+    take = rank < max_cells
+    key, ra, rb, rank = key[take], ra[take], rb[take], rank[take]
+    m = np.minimum(gsize, max_cells)
+    gfirst = np.repeat(np.r_[0, np.cumsum(m)[:-1]], m)
+    msize = np.repeat(m, m)
+    y_all = np.concatenate(y_list)
+    u_parts, v_parts = [], []
+    for shift in range(1, n_shifts + 1):
+        ok = (msize > 2 * shift) | (shift == 1)  # larger shifts would repeat pairs in small groups
+        u = np.flatnonzero(ok)
+        v = gfirst[u] + (rank[u] + shift) % msize[u]
+        u_parts.append(u)
+        v_parts.append(v)
+    u = np.concatenate(u_parts) if u_parts else np.zeros(0, dtype=np.int64)
+    v = np.concatenate(v_parts) if v_parts else np.zeros(0, dtype=np.int64)
+    dp = np.linalg.norm(y_all[ra[u]] - y_all[ra[v]], axis=1)
+    dq = np.linalg.norm(y_all[rb[u]] - y_all[rb[v]], axis=1)
+    ok = (dp > 0) & (dq > 0)
+    logr = np.log(dp[ok]) - np.log(dq[ok])
+    rel_scale = np.zeros(len(pa))
+    disagreement = np.zeros(len(pa))
+    if len(logr):
+        g, med, mad, _ = _weighted_median_by_group(key[u[ok]], logr, np.ones(len(logr)))
+        where = np.searchsorted(wanted, g)
+        pair_key = pa.astype(np.int64) * n_patches + pb
+        slot = np.searchsorted(wanted, pair_key)
+        found = np.zeros(len(wanted), dtype=bool)
+        found[where] = True
+        med_all = np.zeros(len(wanted))
+        mad_all = np.zeros(len(wanted))
+        med_all[where], mad_all[where] = med, mad
+        rel_scale = np.where(found[slot], med_all[slot], 0.0)
+        disagreement = np.where(found[slot], mad_all[slot], 0.0)
+    return rel_scale, disagreement
 
 
 def _landmark_isomap(dist: sp.csr_matrix, n_landmarks: int, rng: np.random.Generator) -> np.ndarray:
@@ -240,27 +421,36 @@ def _initial_layout(sub: sp.csr_matrix, ci, cj, cd, n_landmarks: int, rng: np.ra
     return x0
 
 
-def _huber_stress_solve(x0, i, j, d, w, *, delta: float, anchor: float, max_iter: int) -> np.ndarray:
-    """Minimise sum w huber((|x_i - x_j| - d) / d) + anchor * mean |x - x0|^2 with L-BFGS (O(edges) per step)."""
+def _huber_stress_solve(
+    x0, i, j, d, w, *, delta: float, anchor: float, max_iter: int, residual: str = "absolute"
+) -> np.ndarray:
+    """Minimise mean_cells [sum w huber((|x_i - x_j| - d) / u)] / mean w + anchor * mean |x - x0|^2 with L-BFGS.
+
+    ``u`` is the median edge length (``residual='absolute'``, Kruskal's stress) or ``d`` itself
+    (``'relative'``). The objective is a per-cell average, so its gradient per coordinate does
+    not shrink with the number of cells (L-BFGS-B's gradient tolerance stopped a 100,000-cell
+    solve after 3 iterations when it was normalised by the total weight). ``O(edges)`` per step.
+    """
     from scipy.optimize import minimize
 
     n = len(x0)
-    scale = w.sum()
+    u = d if residual == "relative" else np.full_like(d, np.median(d))
+    wu = w / u * (n / w.sum())  # per-edge factor of the gradient
+    wl = w * (n / w.sum()) / n  # per-edge factor of the loss (mean over cells)
 
     def fun(flat):
         x = flat.reshape(n, 2)
         diff = x[i] - x[j]
-        dist = np.sqrt((diff**2).sum(1) + 1e-18)
-        r = (dist - d) / d
-        quad = np.abs(r) <= delta
-        loss = np.where(quad, 0.5 * r**2, delta * (np.abs(r) - 0.5 * delta))
-        dl_dr = np.where(quad, r, delta * np.sign(r))
-        coef = (w * dl_dr / d / dist)[:, None] * diff / scale
+        dist = np.sqrt(np.einsum("ec,ec->e", diff, diff) + 1e-18)
+        r = (dist - d) / u
+        ar = np.abs(r)
+        loss = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
+        coef = (wu * np.clip(r, -delta, delta) / dist / n)[:, None] * diff  # huber'(r) = clip(r)
         grad = np.column_stack([np.bincount(i, coef[:, c], n) - np.bincount(j, coef[:, c], n) for c in range(2)])
         an = x - x0
-        f = float((w * loss).sum() / scale + anchor * (an**2).sum() / n)
+        f = float(wl @ loss + anchor * np.einsum("ec,ec->", an, an) / n)
         grad += 2 * anchor * an / n
-        return f, grad.ravel()
+        return f * n, grad.ravel() * n
 
     res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     return res.x.reshape(n, 2)
@@ -277,9 +467,10 @@ def stitch_patches(
     max_dispersion: float = 0.5,
     min_reliability: float = 0.1,
     huber_delta: float = 0.1,
+    residual: str = "absolute",
     anchor: float = 1e-3,
     n_landmarks: int = 64,
-    max_iter: int = 300,
+    max_iter: int = 150,
     random_state=0,
 ) -> StitchResult:
     """Stitch overlapping patch geometries into one global 2-D layout.
@@ -302,8 +493,8 @@ def stitch_patches(
        unreliable (``min_reliability``); confidence
        ``(1 - exp(-count)) exp(-dispersion / 0.1)`` times the mean reliability.
     5. Landmark Isomap initialisation on the stitched graph, then a weighted Huber
-       stress solve (relative residuals, threshold ``huber_delta``) with a small anchor
-       to the initialisation.
+       stress solve (residuals in units of the median edge length, threshold
+       ``huber_delta``) with a small anchor to the initialisation.
 
     Disconnected stitched graphs are not collapsed: each connected component is
     solved on its own, components are laid side by side, a warning is emitted and
@@ -327,7 +518,15 @@ def stitch_patches(
         Edges whose measuring patches have a mean reliability below this fraction of
         the median patch reliability are dropped.
     huber_delta
-        Huber threshold on relative distance residuals.
+        Huber threshold on the distance residuals (in the units set by ``residual``).
+    residual
+        ``'absolute'``: residuals ``d_X - d`` in units of the median stitched edge length
+        (Kruskal's stress: long edges weigh as much as short ones); ``'relative'``:
+        ``(d_X - d) / d``, which fits short edges more tightly. Predicted short distances are
+        the least reliable part of a patch: on the simulator's 10,000 cells with a trained
+        model the relative solve lowered Spearman below its own initialisation (0.717 ->
+        0.696) while the absolute one raised it (0.724) and halved the sliced Wasserstein
+        distance.
     anchor
         Weight of the anchor to the Landmark Isomap initialisation.
     n_landmarks
@@ -358,6 +557,9 @@ def stitch_patches(
             f"`patch_indices` and `patch_coords` must be non-empty lists of equal length; "
             f"got {len(patch_indices)} and {len(patch_coords)}."
         )
+        raise ValueError(msg)
+    if residual not in ("absolute", "relative"):
+        msg = f"`residual` must be 'absolute' or 'relative'; got {residual!r}."
         raise ValueError(msg)
     rng = as_rng(random_state)
     idx_list, y_list = [], []
@@ -410,22 +612,7 @@ def stitch_patches(
     overlap = sp.triu(inc.T @ inc, k=1).tocoo()
     keep = overlap.data >= min_shared
     pa, pb, n_shared = overlap.row[keep], overlap.col[keep], overlap.data[keep]
-    local_pos = [dict(zip(ix.tolist(), range(len(ix)), strict=True)) for ix in idx_list]
-    rel_scale = np.zeros(len(pa))
-    disagreement = np.zeros(len(pa))
-    for t, (p, q) in enumerate(zip(pa, pb, strict=True)):
-        shared = np.intersect1d(idx_list[p], idx_list[q], assume_unique=True)
-        if len(shared) > 64:
-            shared = rng.choice(shared, 64, replace=False)
-        lp = np.array([local_pos[p][c] for c in shared])
-        lq = np.array([local_pos[q][c] for c in shared])
-        u, v = np.triu_indices(len(shared), k=1)
-        dp = np.linalg.norm(y_list[p][lp[u]] - y_list[p][lp[v]], axis=1)
-        dq = np.linalg.norm(y_list[q][lq[u]] - y_list[q][lq[v]], axis=1)
-        ok = (dp > 0) & (dq > 0)
-        logr = np.log(dp[ok]) - np.log(dq[ok])
-        rel_scale[t] = np.median(logr) if len(logr) else 0.0
-        disagreement[t] = np.mean(np.abs(logr - rel_scale[t])) if len(logr) else 0.0
+    rel_scale, disagreement = _overlap_log_ratios(idx_list, y_list, pa, pb, rng)
     # log s_p - log s_q = -(log d_p - log d_q), i.e. s_p d_p ~ s_q d_q; weighted least squares, mean zero.
     log_scale = np.zeros(n_patches)
     if len(pa):
@@ -503,6 +690,7 @@ def stitch_patches(
             delta=huber_delta,
             anchor=anchor,
             max_iter=max_iter,
+            residual=residual,
         )
         xi = xi - xi.mean(0)
         x[cells] = xi + [offset - xi[:, 0].min(), 0.0]

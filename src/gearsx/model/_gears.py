@@ -135,6 +135,9 @@ class GEARS(GearsModelBase):
         gate; the gate is pretrained during the generator warm-up, then trained jointly with a
         trust region to its snapshot (see :class:`gearsx.module.StructureModule`). Attention
         weights are available from :meth:`get_attention` and :func:`gearsx.pl.attention`.
+        The default stays ``'refiner'``: over 3 seeds on the simulator, osmFISH and MERFISH
+        (``benchmarks/results/ipa.md``) ``'ipa'`` gains 0.003-0.011 Spearman, within about one
+        standard deviation, at about 5x the training time.
     n_recycles, k_candidates
         Structure-module settings (``structure='ipa'``).
 

@@ -162,6 +162,41 @@ def dense_bias(adj: torch.Tensor, nbr: torch.Tensor, nbr_mask: torch.Tensor, log
     return torch.zeros(adj.shape, dtype=logits.dtype, device=logits.device).scatter(2, nbr, logits * nbr_mask)
 
 
+def _gather_nodes(x: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """Per-node values ``(B, n, F)`` at neighbour lists ``(B, n, K)`` -> ``(B, n, K, F)``."""
+    b, n, k = nbr.shape
+    return torch.gather(x, 1, nbr.reshape(b, n * k, 1).expand(-1, -1, x.shape[-1])).reshape(b, n, k, -1)
+
+
+def _edge_linear(
+    lin: nn.Linear,
+    nbr: torch.Tensor,
+    parts: tuple[torch.Tensor, ...],
+    nodes: tuple[torch.Tensor, ...] = (),
+) -> torch.Tensor:
+    """``lin`` applied to the concatenation ``[*nodes_i, *nodes_j, *parts]`` without building it.
+
+    A linear map of a concatenation is the sum of its blocks' maps, and a per-node block commutes
+    with the gather to the edges: ``W [p_i, p_j] = (W_1 p)_i + (W_2 p)_j``. Node blocks are thus
+    projected once per node (``n`` rows) instead of once per edge (``n K`` rows), and the wide
+    edge-feature tensor is never materialised — the gate's main cost on CPU.
+    """
+    w, out, col = lin.weight, 0.0, 0
+    for x in nodes:  # receiver blocks (i), then sender blocks (j)
+        f = x.shape[-1]
+        out = out + F.linear(x, w[:, col : col + f])[:, :, None]
+        col += f
+    for x in nodes:
+        f = x.shape[-1]
+        out = out + _gather_nodes(F.linear(x, w[:, col : col + f]), nbr)
+        col += f
+    for x in parts:
+        f = x.shape[-1]
+        out = out + F.linear(x, w[:, col : col + f])
+        col += f
+    return out + lin.bias if lin.bias is not None else out
+
+
 class _GateLayer(nn.Module):
     """GATv2-style attention over padded neighbour lists with edge features, residual + LayerNorm."""
 
@@ -172,19 +207,19 @@ class _GateLayer(nn.Module):
         self.val = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, p, nbr, nbr_mask, edge):
-        b, n, k = nbr.shape
-        pj = torch.gather(p, 1, nbr.reshape(b, n * k, 1).expand(-1, -1, p.shape[-1])).reshape(b, n, k, -1)
-        e = self.att(F.leaky_relu(self.src(p)[:, :, None] + self.dst(pj) + self.edge(edge), 0.2)).squeeze(-1)
+    def forward(self, p, nbr, nbr_mask, edge_parts):
+        z = self.src(p)[:, :, None] + _gather_nodes(self.dst(p), nbr) + _edge_linear(self.edge, nbr, edge_parts)
+        e = self.att(F.leaky_relu(z, 0.2)).squeeze(-1)
         a = torch.softmax(e.masked_fill(~nbr_mask, -1e9), dim=-1) * nbr_mask
-        return self.norm(p + (a.unsqueeze(-1) * self.val(pj)).sum(2))
+        return self.norm(p + (a.unsqueeze(-1) * _gather_nodes(self.val(p), nbr)).sum(2))
 
 
 class EdgeGate(nn.Module):
     """Contextual topology gate: edge logits ``g_ij`` on candidate edges from two graph-attention layers.
 
     Edge features ``[p_i, p_j, |p_i - p_j|, p_i * p_j, cos(h_i, h_j)]`` of projected embeddings
-    ``p``; logits are soft-clipped to ``(-clip, clip)`` by ``clip * tanh(x / clip)``.
+    ``p``; logits are soft-clipped to ``(-clip, clip)`` by ``clip * tanh(x / clip)``. Linear maps of
+    node features are applied per node and gathered to the edges (see ``_edge_linear``).
     """
 
     def __init__(self, n_input: int, *, dim: int = 16, n_layers: int = 2, clip: float = 6.0) -> None:
@@ -196,20 +231,19 @@ class EdgeGate(nn.Module):
 
     def forward(self, h: torch.Tensor, cos: torch.Tensor, nbr: torch.Tensor, nbr_mask: torch.Tensor) -> torch.Tensor:
         """Edge logits ``(B, n, K)`` (0 on padding entries)."""
-        b, n, k = nbr.shape
         c = cos.gather(2, nbr).unsqueeze(-1)
         p = self.proj(h)
 
-        def gather(x):
-            return torch.gather(x, 1, nbr.reshape(b, n * k, 1).expand(-1, -1, x.shape[-1])).reshape(b, n, k, -1)
+        def pair_parts(p):
+            pj = _gather_nodes(p, nbr)
+            pi = p[:, :, None]
+            return (pi - pj).abs(), pi * pj
 
-        pj = gather(p)
-        pi = p[:, :, None].expand_as(pj)
         for layer in self.layers:
-            p = layer(p, nbr, nbr_mask, torch.cat([(pi - pj).abs(), pi * pj, c], -1))
-            pj = gather(p)
-            pi = p[:, :, None].expand_as(pj)
-        g = self.out(torch.cat([pi, pj, (pi - pj).abs(), pi * pj, c], -1)).squeeze(-1)
+            p = layer(p, nbr, nbr_mask, (*pair_parts(p), c))
+        first, *rest = self.out.net
+        z = _edge_linear(first, nbr, (*pair_parts(p), c), nodes=(p,))
+        g = nn.Sequential(*rest)(z).squeeze(-1)
         return (self.clip * torch.tanh(g / self.clip)) * nbr_mask
 
 
@@ -277,6 +311,7 @@ class StructureModule(nn.Module):
         self.ffn = nn.Sequential(nn.LayerNorm(dim), MLP(dim, (2 * dim,), dim))
         self.register_buffer("rbf_centers", torch.linspace(0.0, 3.0, n_rbf))
         self.rbf_width = 3.0 / max(n_rbf - 1, 1)
+        self.register_buffer("_centers_w", self.rbf_centers / self.rbf_width, persistent=False)
         self.rbf = nn.Parameter(torch.zeros(n_heads, n_rbf))
         self.coord = nn.Parameter(torch.zeros(n_heads, 2))  # (a_h, b_h) of A_h = a_h I + b_h J
         self.register_buffer("_basis", torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, -1.0], [1.0, 0.0]]]))
@@ -316,9 +351,10 @@ class StructureModule(nn.Module):
                 logits = logits + self._beta(r) * gate_bias[:, None]
             if r >= 1:
                 d = torch.cdist(x, x)
-                dn = d / masked_rms(x, mask)[:, None, None]
-                phi = torch.exp(-(((dn[..., None] - self.rbf_centers) / self.rbf_width) ** 2))
-                bias = torch.einsum("bijr,hr->bhij", phi, self.rbf)
+                u = (d / (masked_rms(x, mask) * self.rbf_width)[:, None, None]).unsqueeze(-1)
+                z = u - self._centers_w  # (d_n - c_r) / w, then phi_r = exp(-z^2) in two passes
+                phi = torch.exp(z * (self._centers_w - u))
+                bias = (phi @ self.rbf.T).permute(0, 3, 1, 2)  # (B, H, n, n)
                 logits = logits + self.rbf_clip * torch.tanh(bias / self.rbf_clip)
             a = torch.softmax(logits.masked_fill(~allowed[:, None], -1e9), dim=-1)
             a = a * allowed[:, None]
