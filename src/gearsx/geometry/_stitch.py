@@ -91,7 +91,8 @@ def random_walk_patches(
     cells with another patch (the stitching needs shared cells to align patches):
     a patch below it swaps cells that other patches cover enough for cells of its
     best partner next to it in the graph, keeping its size and the coverage of
-    every cell.
+    every cell; when too few of its cells are covered elsewhere to swap, a bridging
+    patch (its cells nearest the partner plus the partner's cells nearest it) is added.
 
     Parameters
     ----------
@@ -205,7 +206,7 @@ def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.nda
 
 
 def _enforce_overlap(a: sp.csr_matrix, patches, min_overlap: int, coverage: int, rng) -> list[np.ndarray]:
-    """Swap cells so that every patch shares ``min_overlap`` cells with a partner (sizes and coverage kept)."""
+    """Swap cells (or add bridging patches) so every patch shares ``min_overlap`` cells with a partner."""
     n = a.shape[0]
     patches = [p.copy() for p in patches]
     count = np.bincount(np.concatenate(patches), minlength=n)
@@ -214,7 +215,7 @@ def _enforce_overlap(a: sp.csr_matrix, patches, min_overlap: int, coverage: int,
         low = np.flatnonzero(best < min_overlap)
         if not len(low):
             return patches
-        _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng)
+        patches.extend(_swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng))
     best, _ = best_overlaps(patches, n)
     if (best < min_overlap).any():
         msg = (
@@ -225,8 +226,10 @@ def _enforce_overlap(a: sp.csr_matrix, patches, min_overlap: int, coverage: int,
     return patches
 
 
-def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng) -> None:
+def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng) -> list[np.ndarray]:
+    """Repair the patches in ``low`` in place; return the bridging patches to add."""
     n = a.shape[0]
+    added: list[np.ndarray] = []
     for i in low:
         p = patches[i]
         need = min_overlap - int(best[i])
@@ -246,14 +249,27 @@ def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng
         leave = leave[np.lexsort((rng.random(len(leave)), -count[leave]))]
         m = min(need, len(cand), len(leave))
         if m < need:
-            msg = (
-                f"Cannot give patch {i} a {min_overlap}-cell overlap with another patch ({int(best[i])} shared, "
-                f"{m} swappable). Lower `min_overlap` or raise `coverage`."
-            )
-            raise ValueError(msg)
+            if len(p) <= min_overlap:
+                msg = (
+                    f"Cannot give patch {i} ({len(p)} cells) a {min_overlap}-cell overlap with another patch: "
+                    "`min_overlap` must be smaller than the patch size. Lower `min_overlap` or raise `n_patch`."
+                )
+                raise ValueError(msg)
+            # too few cells of p are covered elsewhere to swap: add a bridging patch instead, made of
+            # the min_overlap cells of p nearest the partner and the partner's cells nearest p
+            to_q = np.asarray(a[:, patches[q]].sum(1)).ravel()[p]
+            ordered = p[np.lexsort((rng.random(len(p)), -to_q))]
+            bridge = np.concatenate([ordered[:min_overlap], cand[: len(p) - min_overlap]])
+            if len(bridge) < len(p):
+                bridge = np.concatenate([bridge, ordered[min_overlap : min_overlap + len(p) - len(bridge)]])
+            bridge = np.sort(bridge)
+            count[bridge] += 1
+            added.append(bridge)
+            continue
         count[leave[:m]] -= 1
         count[cand[:m]] += 1
         patches[i] = np.sort(np.concatenate([np.setdiff1d(p, leave[:m], assume_unique=True), cand[:m]]))
+    return added
 
 
 def _patch_edges(y: np.ndarray, k: int, n_long: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
