@@ -8,7 +8,9 @@ Representations, per data set:
 * ``pca``: scanpy's Visium tutorial: log1p of the normalised expression, 2,000 highly variable genes
   (all genes for osmFISH's 33), 50 principal components (no scaling), per slide;
 * ``gearsx``: ``obsm['X_gears']`` of :func:`gearsx.tl.fit_encoder` trained on all slides of the
-  data set at once (log1p, 2,000 HVGs with the slide as batch, per-slide mean centring).
+  data set at once (log1p, 2,000 HVGs with the slide as batch, per-slide mean centring);
+* ``pca_smoothed``, ``gearsx_smoothed``: the same after :func:`gearsx.tl.spatial_smooth` (mean over
+  each spot and its 6 nearest spots, the first ring of the Visium grid; 6 nearest cells on osmFISH).
 
 Each method (``mclust``, ``scan``, ``leiden``, ``kmeans``; ``n_clusters`` = number of reference
 labels; 20 PCs of the representation) runs per slide, with and without the spatial majority vote
@@ -31,6 +33,12 @@ from gearsx.tl._clustering import spatial_majority_vote
 
 warnings.filterwarnings("ignore")
 OUT = __import__("pathlib").Path(__file__).resolve().parent / "results" / "domains.md"
+REPS = {
+    "pca": "X_pca_bench",
+    "pca_smoothed": "X_pca_bench_smoothed",
+    "gearsx": "X_gears",
+    "gearsx_smoothed": "X_gears_smoothed",
+}
 
 
 def load(name):
@@ -83,11 +91,40 @@ def gearsx_rep(a, seed):
     return st.obsm["X_gears"]
 
 
+def write(rows, args):
+    """Summarise ``rows`` into ``OUT`` (mean over slides and seeds; SD of the slide mean over seeds)."""
+    df = pd.DataFrame(rows)
+    keys = ["data", "rep", "method", "refine"]
+    per_slide = df.pivot_table(index=keys, columns="slide", values="ari", aggfunc="mean")
+    seed_sd = df.groupby([*keys, "seed"])["ari"].mean().groupby(keys).std().rename("ari_seed_sd")
+    summary = (
+        df.groupby(keys)
+        .agg(ari=("ari", "mean"), ari_sd=("ari", "std"), nmi=("nmi", "mean"), coherence=("coherence", "mean"),
+             time_s=("time_s", "mean"))
+        .join(seed_sd)
+        .join(per_slide)
+        .reset_index()
+    )  # fmt: skip
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(
+        "# Spatial domains (benchmarks/bench_domains.py, 2-core CPU machine)\n\n"
+        f"Seeds: {sorted(df['seed'].unique().tolist())}; `gx.tl.spatial_smooth` neighbours: {args.smooth}. "
+        "ARI/NMI/coherence: mean over slides and seeds; `ari_sd`: SD over slides x seeds; `ari_seed_sd`: SD over "
+        "seeds of the mean over slides; slide columns: ARI per slide (mean over seeds). time: clustering only, per "
+        "slide (the encoder is trained once per data set and seed).\n\n"
+        + summary.to_markdown(index=False, floatfmt=".3f")
+        + "\n"
+    )
+    print(summary.to_string(), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", nargs="+", default=["dlpfc", "osmfish"])
     parser.add_argument("--methods", nargs="+", default=["mclust", "scan", "leiden", "kmeans"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--reps", nargs="+", default=list(REPS))
+    parser.add_argument("--smooth", type=int, default=6, help="neighbours of gx.tl.spatial_smooth")
     args = parser.parse_args()
     gx.settings.progress_bar = False
     rows = []
@@ -104,8 +141,11 @@ def main():
                 s = a[a.obs["slide"] == slide].copy()
                 s.obsm["X_pca_bench"] = pca_rep(s)
                 s.obsm["X_gears"] = reps["gearsx"][(a.obs["slide"] == slide).to_numpy()]
+                for key in ("X_pca_bench", "X_gears"):
+                    gx.tl.spatial_smooth(s, use_rep=key, n_neighbors=args.smooth)
                 k = s.obs["truth"].nunique()
-                for rep, key in (("pca", "X_pca_bench"), ("gearsx", "X_gears")):
+                for rep in args.reps:
+                    key = REPS[rep]
                     for method in args.methods:
                         t = time.perf_counter()
                         gx.tl.cluster_domains(s, method=method, use_rep=key, n_clusters=k, random_state=seed)
@@ -121,23 +161,7 @@ def main():
                                  "time_s": dt}
                             )  # fmt: skip
                             print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
-    per_slide = df.pivot_table(index=["data", "rep", "method", "refine"], columns="slide", values="ari", aggfunc="mean")
-    summary = (
-        df.groupby(["data", "rep", "method", "refine"])
-        .agg(ari=("ari", "mean"), ari_sd=("ari", "std"), nmi=("nmi", "mean"), coherence=("coherence", "mean"),
-             time_s=("time_s", "mean"))
-        .join(per_slide)
-        .reset_index()
-    )  # fmt: skip
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
-        "# Spatial domains (benchmarks/bench_domains.py, 2-core CPU machine)\n\n"
-        f"Seeds: {args.seeds}. ARI/NMI/coherence: mean over slides (and seeds); `ari_sd`: SD over slides x seeds;"
-        " slide columns: ARI per slide. time: clustering only, per slide (the encoder is trained once per data set"
-        " and seed).\n\n" + summary.to_markdown(index=False, floatfmt=".3f") + "\n"
-    )
-    print(summary.to_string())
+            write(rows, args)  # after every data set and seed, so a long run leaves its table behind
 
 
 if __name__ == "__main__":

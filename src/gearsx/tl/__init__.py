@@ -4,6 +4,7 @@ from ._domains import cluster_domains, domain_representation
 from ._embed_patches import embed_patches
 from ._encoder import fit_adapter, fit_encoder
 from ._reconstruct import reconstruct
+from ._smooth import spatial_smooth
 from ._stitch import stitch
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "fit_adapter",
     "fit_encoder",
     "reconstruct",
+    "spatial_smooth",
     "stitch",
 ]

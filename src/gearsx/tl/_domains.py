@@ -166,6 +166,10 @@ def cluster_domains(
     ``refine_k`` nearest physical neighbours in ``obsm[spatial_key]`` (within each slide of
     ``obs[slide_key]``); ``refine_k=6`` is the first ring of a Visium hexagonal grid.
 
+    Neighbourhood-averaged representations cluster into more contiguous domains: run
+    :func:`gearsx.tl.spatial_smooth` first and cluster ``use_rep='X_gears_smoothed'``
+    (``benchmarks/results/domains.md`` compares both on DLPFC and osmFISH).
+
     Image features: ``use_rep='X_image'`` after :func:`gearsx.tl.embed_patches`; fuse image
     and expression with ``use_rep=['X_gears', 'X_image']`` (see :func:`domain_representation`).
 
