@@ -149,3 +149,21 @@ def test_adapter_bad_input():
         gx.tl.fit_adapter(no_layer, model)
     with pytest.raises(NotImplementedError, match="linear"):
         gx.tl.fit_adapter(tiny_adata(), model, mode="mlp")
+
+
+def test_adapter_max_steps_caps_epochs_and_is_inert_when_large():
+    adata = _tiny()
+    model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
+    model.train(max_epochs=1, batch_size=16, k_spatial=3, enable_progress_bar=False)
+    sc = tiny_adata()
+    per_epoch = -(-sc.n_obs // 16)
+    gx.tl.fit_adapter(sc, model, max_epochs=10, batch_size=16, max_steps=2 * per_epoch, progress=False)
+    assert sc.uns["gears_adapter"]["params"]["epochs_run"] == 2
+    gx.tl.fit_adapter(sc, model, max_epochs=10, batch_size=16, max_steps=10 * per_epoch, progress=False)
+    capped = sc.obsm["X_gears"].copy()
+    gx.tl.fit_adapter(sc, model, max_epochs=10, batch_size=16, max_steps=None, progress=False)
+    assert sc.uns["gears_adapter"]["params"]["epochs_run"] == 10
+    assert "max_steps" not in sc.uns["gears_adapter"]["params"]
+    np.testing.assert_array_equal(capped, sc.obsm["X_gears"])  # a cap that is not reached changes nothing
+    with pytest.raises(ValueError, match="max_steps"):
+        gx.tl.fit_adapter(sc, model, max_steps=0)
