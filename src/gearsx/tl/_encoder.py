@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -256,7 +257,8 @@ def fit_adapter(
     history = []
     n_epochs = max_epochs
     if max_steps is not None:
-        n_epochs = min(max_epochs, -(-max_steps // -(-len(zs) // batch_size)))
+        batches_per_epoch = math.ceil(len(zs) / batch_size)
+        n_epochs = min(max_epochs, math.ceil(max_steps / batches_per_epoch))
     show = gearsx.settings.progress_bar if progress is None else progress
     for _ in tqdm(range(n_epochs), desc="adapter", unit="epoch", disable=not show):
         perm = torch.randperm(len(zs), generator=gen)
