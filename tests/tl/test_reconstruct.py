@@ -39,6 +39,8 @@ def test_reconstruct_bad_input(trained_encoder, trained_gears):
     st, geo = trained_gears
     with pytest.raises(ValueError, match="n_patch"):
         gx.tl.reconstruct(sc, geo, n_patch=1000)
+    with pytest.raises(ValueError, match="min_overlap`=64 must be smaller than `n_patch`=48"):
+        gx.tl.reconstruct(sc, geo, n_patch=48)
     no_emb = sc.copy()
     del no_emb.obsm["X_gears"]
     with pytest.raises(KeyError, match="fit_adapter"):

@@ -63,7 +63,8 @@ def reconstruct(
         Cells per patch (the model's training miniset sizes are 128-384).
     min_overlap
         Cells each patch is guaranteed to share with at least one other patch (the cover
-        is repaired where needed, see :func:`gearsx.geometry.random_walk_patches`).
+        is repaired where needed, see :func:`gearsx.geometry.random_walk_patches`); must be
+        smaller than ``n_patch``.
     coverage
         Patches covering each cell at least.
     prune
@@ -146,6 +147,13 @@ def reconstruct(
     n_patch = check_positive_int(n_patch, name="n_patch", minimum=16)
     if n_patch > adata.n_obs:
         msg = f"`n_patch`={n_patch} is larger than the data ({adata.n_obs} cells); pass n_patch <= {adata.n_obs}."
+        raise ValueError(msg)
+    min_overlap = check_positive_int(min_overlap, name="min_overlap")
+    if min_overlap >= n_patch:
+        msg = (
+            f"`min_overlap`={min_overlap} must be smaller than `n_patch`={n_patch}: neighbouring patches share "
+            f"`min_overlap` cells; pass a smaller min_overlap (e.g. {max(1, n_patch // 6)}) or a larger n_patch."
+        )
         raise ValueError(msg)
     knn = check_positive_int(knn, name="knn")
     if knn >= adata.n_obs:
