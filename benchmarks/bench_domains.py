@@ -1,7 +1,8 @@
 """Spatial domains on DLPFC (3 Visium slides, manual layers) and osmFISH (anatomical regions), issue #8.
 
 Run: ``.venv/bin/python benchmarks/bench_domains.py [--sets dlpfc osmfish] [--methods ...] [--seeds 0]``.
-Writes ``benchmarks/results/domains.md``.
+Writes ``benchmarks/results/domains.md`` (or ``--out``; ``results/domains_backbone.md`` is the run with
+``--reps pca gearsx_backbone gearsx_backbone_smoothed``).
 
 Representations, per data set:
 
@@ -9,7 +10,9 @@ Representations, per data set:
   (all genes for osmFISH's 33), 50 principal components (no scaling), per slide;
 * ``gearsx``: ``obsm['X_gears']`` of :func:`gearsx.tl.fit_encoder` trained on all slides of the
   data set at once (log1p, 2,000 HVGs with the slide as batch, per-slide mean centring);
-* ``pca_smoothed``, ``gearsx_smoothed``: the same after :func:`gearsx.tl.spatial_smooth` (mean over
+* ``gearsx_backbone``: ``obsm['X_gears_backbone']`` of the same encoder (its last hidden layer, 256-d,
+  before the final projection; the default of :func:`gearsx.tl.cluster_domains`);
+* ``pca_smoothed``, ``gearsx_smoothed``, ``gearsx_backbone_smoothed``: the same after :func:`gearsx.tl.spatial_smooth` (mean over
   each spot and its 6 nearest spots, the first ring of the Visium grid; 6 nearest cells on osmFISH).
 
 Each method (``mclust``, ``scan``, ``leiden``, ``kmeans``; ``n_clusters`` = number of reference
@@ -21,6 +24,7 @@ osmFISH cells in the region "Excluded" are removed first; coordinates are in pix
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -32,12 +36,14 @@ import gearsx as gx
 from gearsx.tl._clustering import spatial_majority_vote
 
 warnings.filterwarnings("ignore")
-OUT = __import__("pathlib").Path(__file__).resolve().parent / "results" / "domains.md"
+OUT = Path(__file__).resolve().parent / "results" / "domains.md"
 REPS = {
     "pca": "X_pca_bench",
     "pca_smoothed": "X_pca_bench_smoothed",
     "gearsx": "X_gears",
     "gearsx_smoothed": "X_gears_smoothed",
+    "gearsx_backbone": "X_gears_backbone",
+    "gearsx_backbone_smoothed": "X_gears_backbone_smoothed",
 }
 
 
@@ -88,7 +94,7 @@ def gearsx_rep(a, seed):
         st = st[:, st.var["highly_variable"].to_numpy()].copy()
     gx.pp.mean_center_per_slide(st, slide_key="slide")
     gx.tl.fit_encoder(st, slide_key="slide", random_state=seed, enable_progress_bar=False)
-    return st.obsm["X_gears"]
+    return {k: st.obsm[k] for k in ("X_gears", "X_gears_backbone")}
 
 
 def write(rows, args):
@@ -105,8 +111,9 @@ def write(rows, args):
         .join(per_slide)
         .reset_index()
     )  # fmt: skip
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
+    out = Path(args.out)
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
         "# Spatial domains (benchmarks/bench_domains.py, 2-core CPU machine)\n\n"
         f"Seeds: {sorted(df['seed'].unique().tolist())}; `gx.tl.spatial_smooth` neighbours: {args.smooth}. "
         "ARI/NMI/coherence: mean over slides and seeds; `ari_sd`: SD over slides x seeds; `ari_seed_sd`: SD over "
@@ -125,6 +132,7 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--reps", nargs="+", default=list(REPS))
     parser.add_argument("--smooth", type=int, default=6, help="neighbours of gx.tl.spatial_smooth")
+    parser.add_argument("--out", default=str(OUT), help="markdown table to write")
     args = parser.parse_args()
     gx.settings.progress_bar = False
     rows = []
@@ -135,13 +143,14 @@ def main():
             continue
         for seed in args.seeds:
             t = time.perf_counter()
-            reps = {"gearsx": gearsx_rep(a, seed)}
+            reps = gearsx_rep(a, seed)
             print(f"{name}: encoder {time.perf_counter() - t:.0f} s", flush=True)
             for slide in a.obs["slide"].unique():
                 s = a[a.obs["slide"] == slide].copy()
                 s.obsm["X_pca_bench"] = pca_rep(s)
-                s.obsm["X_gears"] = reps["gearsx"][(a.obs["slide"] == slide).to_numpy()]
-                for key in ("X_pca_bench", "X_gears"):
+                for key, z in reps.items():
+                    s.obsm[key] = z[(a.obs["slide"] == slide).to_numpy()]
+                for key in ("X_pca_bench", *reps):
                     gx.tl.spatial_smooth(s, use_rep=key, n_neighbors=args.smooth)
                 k = s.obs["truth"].nunique()
                 for rep in args.reps:

@@ -15,6 +15,7 @@ class _Keys:
     cell_type: str = "cell_type"
     domain: str = "domain"
     embedding: str = "X_gears"
+    backbone: str = "X_gears_backbone"
     reconstruction: str = "X_gears_spatial"
     result: str = "gears"
     centered_layer: str = "gears_centered"

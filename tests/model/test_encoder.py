@@ -49,6 +49,41 @@ def test_encoder_and_adapter_meet_targets_on_simulator(trained):
     assert "trained" in repr(model)
 
 
+def test_backbone_is_the_layer_the_embedding_projects_from(trained):
+    """obsm['X_gears'] is exactly the final linear layer applied to obsm['X_gears_backbone']."""
+    st, sc, model = trained
+    h = st.obsm["X_gears_backbone"]
+    assert h.shape == (st.n_obs, 256)
+    assert st.uns["gears_encoder"]["params"]["backbone_key"] == "X_gears_backbone"
+    last = model.module.encoder.net[-1]
+    z = h @ last.weight.detach().cpu().numpy().T + last.bias.detach().cpu().numpy()
+    np.testing.assert_allclose(z, st.obsm["X_gears"], atol=1e-4)
+    # the backbone follows a LayerNorm and a GELU, so it is not an affine map of the expression
+    assert h.min() >= -0.2
+    np.testing.assert_allclose(model.get_latent_representation(representation="backbone"), h, atol=1e-6)
+    assert model.get_latent_representation(sc, representation="backbone").shape == (sc.n_obs, 256)
+    with pytest.raises(ValueError, match="adapter is not defined on the backbone"):
+        model.get_latent_representation(sc, adapt=True, representation="backbone")
+    with pytest.raises(ValueError, match="`representation`"):
+        model.get_latent_representation(representation="hidden")
+
+
+def test_default_domain_representation_is_the_backbone(trained):
+    """mclust with the default ``use_rep`` clusters the backbone and recovers the simulator's domains."""
+    st = trained[0]
+    a = st[st.obs["slide"] == st.obs["slide"].iloc[0]].copy()
+    k = a.obs["domain"].nunique()
+    scores = {}
+    for rep, kwargs in (("X_gears_backbone", {}), ("X_gears", {"use_rep": "X_gears"})):
+        gx.tl.cluster_domains(a, n_clusters=k, **kwargs)
+        assert a.uns["gears_domain"]["params"]["use_rep"] == rep
+        scores[rep] = gx.metrics.domain_scores(a.obs["domain"], a.obs["gears_domain"])["ari"]
+    print(
+        f"simulator domains, mclust ARI: backbone {scores['X_gears_backbone']:.3f}, embedding {scores['X_gears']:.3f}"
+    )
+    assert scores["X_gears_backbone"] > 0.5
+
+
 def test_uns_is_h5ad_writable(trained, tmp_path):
     st, sc, _ = trained
     st.write_h5ad(tmp_path / "st.h5ad")

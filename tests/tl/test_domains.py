@@ -185,7 +185,7 @@ def test_pca_of_expression_and_copy():
 def test_input_errors_name_the_problem():
     x, _ = _elongated_blobs(n_per=10)
     a = _adata(feat=x)
-    with pytest.raises(KeyError, match="X_gears.*fit_encoder.*available: \\['feat'\\]"):
+    with pytest.raises(KeyError, match="X_gears_backbone.*fit_encoder.*available: \\['feat'\\]"):
         gx.tl.cluster_domains(a, n_clusters=3)
     with pytest.raises(ValueError, match="exceeds the number of observations.*shape \\(30, 0\\)"):
         gx.tl.cluster_domains(a, use_rep="feat", n_clusters=31)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -309,6 +309,7 @@ class SharedEncoder(GearsModelBase):
         batch_size: int | None = None,
         layer: str | None | bool = True,
         adapt: bool = False,
+        representation: Literal["embedding", "backbone"] = "embedding",
     ) -> np.ndarray:
         """Embeddings of ``adata`` (default: the training data) as a numpy array.
 
@@ -324,13 +325,27 @@ class SharedEncoder(GearsModelBase):
             Expression layer; ``True`` (default) uses the registered one.
         adapt
             Apply the SC adapter fitted by :func:`gearsx.tl.fit_adapter`.
+        representation
+            ``'embedding'``: the ``n_latent``-wide output that VICReg and InfoNCE are computed on
+            (``obsm['X_gears']``, the input of the geometry model). ``'backbone'``: the last
+            hidden layer (``n_hidden[-1]`` wide) before the final projection, the
+            representation for spatial domains (``obsm['X_gears_backbone']``): as in
+            self-supervised learning generally (VICReg, SimCLR), the layer before the projection
+            transfers better to other tasks; on the DLPFC slides mclust's ARI on it is about
+            twice that on the embedding (``benchmarks/results/domains_backbone.md``).
 
         Returns
         -------
-        ``(n_obs, n_latent)`` float32 array. ``adata`` is not modified.
+        ``(n_obs, n_latent)`` (or ``(n_obs, n_hidden[-1])``) float32 array. ``adata`` is not modified.
         """
         import torch
 
+        if representation not in ("embedding", "backbone"):
+            msg = f"`representation` must be 'embedding' or 'backbone'; got {representation!r}."
+            raise ValueError(msg)
+        if adapt and representation == "backbone":
+            msg = "`adapt=True` maps the embedding only; the SC adapter is not defined on the backbone."
+            raise ValueError(msg)
         self._check_if_trained()
         adata = self.adata if adata is None else adata
         _check_var_names(adata, self.adata.var_names)
@@ -344,14 +359,19 @@ class SharedEncoder(GearsModelBase):
         out = []
         with torch.inference_mode():
             for s in range(0, len(x), bs):
-                z = self.module(torch.as_tensor(x[s : s + bs], device=dev))
+                xb = torch.as_tensor(x[s : s + bs], device=dev)
+                z = self.module.backbone(xb) if representation == "backbone" else self.module(xb)
                 if adapt:
                     if self.adapter_ is None:
                         msg = "No adapter fitted; run gx.tl.fit_adapter(adata_sc, model) first."
                         raise RuntimeError(msg)
                     z = self.adapter_.to(dev)(z)
                 out.append(z.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self._module_kwargs["n_latent"]), dtype=np.float32)
+        if out:
+            return np.concatenate(out)
+        hidden = self._module_kwargs["n_hidden"] or [self.adata.n_vars]  # no hidden layer: the backbone is the input
+        width = hidden[-1] if representation == "backbone" else self._module_kwargs["n_latent"]
+        return np.zeros((0, width), dtype=np.float32)
 
     # adapter persistence -------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:

@@ -72,6 +72,10 @@ class SharedEncoderModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
+    def backbone(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the last hidden layer (``n_hidden[-1]`` wide), before the final linear projection."""
+        return self.encoder.net[:-1](x)
+
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Draw a random view: gene dropout, additive Gaussian noise, per-cell scale jitter."""
         keep = (torch.rand_like(x) >= self.dropout_rate).to(x.dtype)

@@ -50,7 +50,8 @@ def fit_encoder(
     random_state
         Seed.
     key_added
-        ``obsm`` key of the embeddings.
+        ``obsm`` key of the embeddings; the backbone representation goes to
+        ``obsm[f'{key_added}_backbone']``.
     n_latent, n_hidden, adversarial
         Model hyper-parameters (:class:`gearsx.model.SharedEncoder`).
     **train_kwargs
@@ -58,7 +59,11 @@ def fit_encoder(
 
     Returns
     -------
-    The trained :class:`gearsx.model.SharedEncoder`. Writes ``obsm[key_added]`` and
+    The trained :class:`gearsx.model.SharedEncoder`. Writes ``obsm[key_added]`` (the
+    ``n_latent``-wide embedding, input of the geometry model), ``obsm[f'{key_added}_backbone']``
+    (the last hidden layer, ``n_hidden[-1]`` wide: the default representation of
+    :func:`gearsx.tl.cluster_domains`, see
+    :meth:`~gearsx.model.SharedEncoder.get_latent_representation`) and
     ``uns['gears_encoder']`` with the parameters and diagnostics: ``slide_probe``
     (balanced accuracy of a 5-fold logistic regression predicting the slide, and its
     ``chance`` level), ``knn_overlap20`` (mean, and per slide) between embedding and
@@ -72,8 +77,8 @@ def fit_encoder(
     >>> st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=100)
     >>> gx.pp.mean_center_per_slide(st, slide_key="slide")
     >>> model = gx.tl.fit_encoder(st, slide_key="slide", max_epochs=2, n_latent=16, enable_progress_bar=False)
-    >>> st.obsm["X_gears"].shape[1]
-    16
+    >>> st.obsm["X_gears"].shape[1], st.obsm["X_gears_backbone"].shape[1]
+    (16, 256)
     """
     import gearsx
     from gearsx.metrics import knn_overlap, slide_separability
@@ -86,6 +91,10 @@ def fit_encoder(
     if key_added in adata_st.obsm:
         logger.info("replacing existing obsm[%r]", key_added)
     adata_st.obsm[key_added] = z
+    backbone_key = f"{key_added}_backbone"
+    if backbone_key in adata_st.obsm:
+        logger.info("replacing existing obsm[%r]", backbone_key)
+    adata_st.obsm[backbone_key] = model.get_latent_representation(representation="backbone")
     slides = adata_st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(adata_st.n_obs, "all")
     names = np.unique(slides)
     coords = np.asarray(adata_st.obsm[spatial_key], dtype=np.float64)
@@ -105,6 +114,7 @@ def fit_encoder(
             "spatial_key": spatial_key,
             "layer": layer or "",
             "key_added": key_added,
+            "backbone_key": backbone_key,
             "random_state": random_state,
             "n_latent": n_latent,
             "adversarial": adversarial,
