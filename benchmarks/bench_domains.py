@@ -146,10 +146,11 @@ def main():
             reps = gearsx_rep(a, seed)
             print(f"{name}: encoder {time.perf_counter() - t:.0f} s", flush=True)
             for slide in a.obs["slide"].unique():
-                s = a[a.obs["slide"] == slide].copy()
+                in_slide = (a.obs["slide"] == slide).to_numpy()
+                s = a[in_slide].copy()
                 s.obsm["X_pca_bench"] = pca_rep(s)
                 for key, z in reps.items():
-                    s.obsm[key] = z[(a.obs["slide"] == slide).to_numpy()]
+                    s.obsm[key] = z[in_slide]
                 for key in ("X_pca_bench", *reps):
                     gx.tl.spatial_smooth(s, use_rep=key, n_neighbors=args.smooth)
                 k = s.obs["truth"].nunique()

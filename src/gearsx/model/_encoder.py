@@ -338,15 +338,34 @@ class SharedEncoder(GearsModelBase):
         -------
         ``(n_obs, n_latent)`` (or ``(n_obs, n_hidden[-1])``) float32 array. ``adata`` is not modified.
         """
-        import torch
-
         if representation not in ("embedding", "backbone"):
             msg = f"`representation` must be 'embedding' or 'backbone'; got {representation!r}."
             raise ValueError(msg)
         if adapt and representation == "backbone":
             msg = "`adapt=True` maps the embedding only; the SC adapter is not defined on the backbone."
             raise ValueError(msg)
+        reps = self._representations(
+            adata, (representation,), indices=indices, batch_size=batch_size, layer=layer, adapt=adapt
+        )
+        return reps[representation]
+
+    def _representations(
+        self,
+        adata: AnnData | None,
+        which: tuple[str, ...],
+        *,
+        indices: np.ndarray | None = None,
+        batch_size: int | None = None,
+        layer: str | None | bool = True,
+        adapt: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """Compute the requested representations in one pass (the embedding projects the backbone)."""
+        import torch
+
         self._check_if_trained()
+        if adapt and self.adapter_ is None:
+            msg = "No adapter fitted; run gx.tl.fit_adapter(adata_sc, model) first."
+            raise RuntimeError(msg)
         adata = self.adata if adata is None else adata
         _check_var_names(adata, self.adata.var_names)
         layer = self.setup_args["layer"] if layer is True else layer
@@ -356,22 +375,19 @@ class SharedEncoder(GearsModelBase):
         bs = batch_size or 4096
         dev = self.device
         self.module.eval()
-        out = []
+        out: dict[str, list[np.ndarray]] = {name: [] for name in which}
         with torch.inference_mode():
-            for s in range(0, len(x), bs):
-                xb = torch.as_tensor(x[s : s + bs], device=dev)
-                z = self.module.backbone(xb) if representation == "backbone" else self.module(xb)
-                if adapt:
-                    if self.adapter_ is None:
-                        msg = "No adapter fitted; run gx.tl.fit_adapter(adata_sc, model) first."
-                        raise RuntimeError(msg)
-                    z = self.adapter_.to(dev)(z)
-                out.append(z.float().cpu().numpy())
-        if out:
-            return np.concatenate(out)
-        hidden = self._module_kwargs["n_hidden"] or [self.adata.n_vars]  # no hidden layer: the backbone is the input
-        width = hidden[-1] if representation == "backbone" else self._module_kwargs["n_latent"]
-        return np.zeros((0, width), dtype=np.float32)
+            # at least one (possibly empty) batch, so empty input keeps the output width
+            for s in range(0, max(len(x), 1), bs):
+                h = self.module.backbone(torch.as_tensor(x[s : s + bs], device=dev))
+                if "backbone" in out:
+                    out["backbone"].append(h.float().cpu().numpy())
+                if "embedding" in out:
+                    z = self.module.project(h)
+                    if adapt:
+                        z = self.adapter_.to(dev)(z)
+                    out["embedding"].append(z.float().cpu().numpy())
+        return {name: np.concatenate(parts) for name, parts in out.items()}
 
     # adapter persistence -------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:

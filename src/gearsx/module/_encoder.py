@@ -76,6 +76,10 @@ class SharedEncoderModule(nn.Module):
         """Output of the last hidden layer (``n_hidden[-1]`` wide), before the final linear projection."""
         return self.encoder.net[:-1](x)
 
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        """Apply the final linear projection to a backbone output ``h`` (``project(backbone(x)) == forward(x)``)."""
+        return self.encoder.net[-1](h)
+
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Draw a random view: gene dropout, additive Gaussian noise, per-cell scale jitter."""
         keep = (torch.rand_like(x) >= self.dropout_rate).to(x.dtype)

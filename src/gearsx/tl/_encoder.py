@@ -87,14 +87,15 @@ def fit_encoder(
     SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
     model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
     model.train(max_epochs=max_epochs, random_state=random_state, **train_kwargs)
-    z = model.get_latent_representation()
+    reps = model._representations(None, ("embedding", "backbone"))
+    z = reps["embedding"]
     if key_added in adata_st.obsm:
         logger.info("replacing existing obsm[%r]", key_added)
     adata_st.obsm[key_added] = z
     backbone_key = f"{key_added}_backbone"
     if backbone_key in adata_st.obsm:
         logger.info("replacing existing obsm[%r]", backbone_key)
-    adata_st.obsm[backbone_key] = model.get_latent_representation(representation="backbone")
+    adata_st.obsm[backbone_key] = reps["backbone"]
     slides = adata_st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(adata_st.n_obs, "all")
     names = np.unique(slides)
     coords = np.asarray(adata_st.obsm[spatial_key], dtype=np.float64)
