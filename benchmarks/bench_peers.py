@@ -2,7 +2,7 @@
 
 Run: ``pip install --group bench -e .`` once, then
 ``.venv/bin/python benchmarks/bench_peers.py [--max-cells 5000] [--sets osmfish merfish ...]``.
-Writes ``benchmarks/results/peers.md``.
+Writes ``benchmarks/results/peers.md`` (``--out`` for another file).
 
 Protocol, per single-cell-resolution data set in ../shared/data:
 
@@ -140,6 +140,7 @@ def main():
     parser.add_argument("--max-cells", type=int, default=5000)
     parser.add_argument("--sets", nargs="+", default=["osmfish", "merfish", "seqfish", "xenium", "starmap"])
     parser.add_argument("--methods", nargs="+", default=["gearsx", "tangram", "novosparc"])
+    parser.add_argument("--out", type=Path, default=OUT, help="markdown table to write")
     args = parser.parse_args()
     gx.settings.progress_bar = False
     runners = {"gearsx": run_gearsx, "tangram": run_tangram, "novosparc": run_novosparc}
@@ -172,8 +173,8 @@ def main():
             row = f"| {name} | {held.n_obs} | {spots.n_obs} | {method} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS)
             lines.append(row + f" | {dt:.0f} | {mem.gb:.2f} |")
             print(lines[-1], flush=True)
-    OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(
         "# gearsx vs Tangram vs novoSpaRc (benchmarks/bench_peers.py, 2-core CPU machine)\n\n"
         "Stress-1: lower is better; all other metrics: higher is better. Peak memory: resident memory above the"
         " level when the method started (a lower bound for later data sets: the process keeps what it holds).\n\n"

@@ -17,6 +17,7 @@ def test_reconstruct_simulator_beats_pca(trained_encoder, trained_gears):
     assert sc.obsp["gears_distances"].shape == (3000, 3000)
     assert sc.obsp["gears_distances"].nnz > 10 * 3000
     rec = sc.uns["gears"]["reconstruct"]
+    assert rec["params"]["smooth_k"] == 50
     assert rec["graph"]["n_components"] == 1
     assert rec["n_patches"] >= 2 * 3000 / 384
     m = gx.metrics.evaluate_geometry(xy, sc.obsm["spatial_gt"])
@@ -41,6 +42,8 @@ def test_reconstruct_bad_input(trained_encoder, trained_gears):
         gx.tl.reconstruct(sc, geo, n_patch=1000)
     with pytest.raises(ValueError, match="min_overlap`=64 must be smaller than `n_patch`=48"):
         gx.tl.reconstruct(sc, geo, n_patch=48)
+    with pytest.raises(ValueError, match="`smooth_k`=500 must be smaller than the number of cells"):
+        gx.tl.reconstruct(sc, geo, n_patch=128, smooth_k=500)
     no_emb = sc.copy()
     del no_emb.obsm["X_gears"]
     with pytest.raises(KeyError, match="fit_adapter"):
@@ -64,3 +67,20 @@ def test_locality_graph_links_disconnected_clusters(rng):
     assert info["n_components"] == 1
     assert (g != g.T).nnz == 0
     np.testing.assert_array_equal(g.diagonal(), 0)
+
+
+def test_neighbor_average_matches_brute_force(rng):
+    from scipy.spatial.distance import cdist
+
+    x = rng.normal(size=(300, 6))
+    k = 7
+    order = np.argsort(cdist(x, x), axis=1)[:, :k]  # each row's own index first (distance 0)
+    np.testing.assert_allclose(gx.geometry.neighbor_average(x, k), x[order].mean(1), rtol=1e-5, atol=1e-6)
+    # permuting the rows permutes the result
+    perm = rng.permutation(300)
+    np.testing.assert_allclose(gx.geometry.neighbor_average(x[perm], k), x[order].mean(1)[perm], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(gx.geometry.neighbor_average(x, 1), x.astype(np.float32))
+    with pytest.raises(ValueError, match="more than k=300 rows"):
+        gx.geometry.neighbor_average(x, 300)
+    with pytest.raises(ValueError, match="k"):
+        gx.geometry.neighbor_average(x, 0)

@@ -5,7 +5,7 @@ imported inside the loss functions, so importing this module stays light.
 """
 
 from ._gauge import gauge_fix, procrustes
-from ._graph import locality_graph
+from ._graph import locality_graph, neighbor_average
 from ._losses import TargetBatch, collate_targets, geo_loss, gram_loss, log_stress_loss, rw_kl_loss
 from ._minisets import MinisetSampler
 from ._stitch import StitchResult, best_overlaps, random_walk_patches, stitch_patches
@@ -24,6 +24,7 @@ __all__ = [
     "knn_indices",
     "locality_graph",
     "log_stress_loss",
+    "neighbor_average",
     "MinisetSampler",
     "procrustes",
     "rw_kl_loss",

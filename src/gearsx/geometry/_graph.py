@@ -1,4 +1,4 @@
-"""Locality graph of cells in embedding space for the patch cover (METHOD §6, step 1)."""
+"""Locality graph of cells in embedding space for the patch cover (METHOD §6, step 1), and neighbour averaging."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from gearsx._utils import check_positive_int
 
 from ._targets import drop_self
 
-__all__ = ["locality_graph"]
+__all__ = ["locality_graph", "neighbor_average"]
 
 #: Above this many cells the embedding kNN search uses pynndescent (approximate) instead of an exact search.
 _EXACT_KNN_MAX = 50_000
@@ -131,3 +131,50 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
         "n_components": int(n_comp),
     }
     return g.tocsr(), diag
+
+
+def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndarray:
+    """Average every row of ``x`` with its ``k - 1`` nearest neighbours (Euclidean, in ``x`` itself).
+
+    Used by :func:`gearsx.tl.reconstruct` to bring single-cell embeddings closer to the
+    inputs the geometry model was trained on: ST spots average several cells, so a spot's
+    embedding is a smoothed, less cell-type-dominated signal than a single cell's. A
+    ``k``-nearest-neighbour mean in embedding space is the simplest such denoiser (the
+    same operation as a kNN-graph diffusion step in scanpy/MAGIC, written here as one sparse
+    product so that no ``(n, k, h)`` array is ever built).
+
+    Parameters
+    ----------
+    x
+        Embeddings ``(n, h)``.
+    k
+        Rows averaged per output row, the row itself included (``1`` returns a copy);
+        must be smaller than ``n``. Exact search up to 50,000 rows, pynndescent above.
+    random_state
+        Seed of the approximate search.
+
+    Returns
+    -------
+    The averaged embeddings, ``(n, h)`` float32.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import neighbor_average
+    >>> x = np.r_[np.zeros((5, 2)), np.ones((5, 2))]
+    >>> neighbor_average(x, 5)[[0, 9]]
+    array([[0., 0.],
+           [1., 1.]], dtype=float32)
+    """
+    x = np.asarray(x, dtype=np.float32)
+    k = check_positive_int(k, name="k")
+    if x.ndim != 2 or k >= len(x):
+        msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
+        raise ValueError(msg)
+    if k == 1:
+        return x.copy()
+    n = len(x)
+    idx, _ = _knn(x, k - 1, random_state)
+    cols = np.c_[np.arange(n), idx].ravel()
+    w = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), (np.repeat(np.arange(n), k), cols)), shape=(n, n))
+    return np.asarray(w @ x, dtype=np.float32)
