@@ -139,9 +139,11 @@ def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndar
     Used by :func:`gearsx.tl.reconstruct` to bring single-cell embeddings closer to the
     inputs the geometry model was trained on: ST spots average several cells, so a spot's
     embedding is a smoothed, less cell-type-dominated signal than a single cell's. A
-    ``k``-nearest-neighbour mean in embedding space is the simplest such denoiser (the
-    same operation as a kNN-graph diffusion step in scanpy/MAGIC, written here as one sparse
-    product so that no ``(n, k, h)`` array is ever built).
+    ``k``-nearest-neighbour mean in embedding space is the simplest such denoiser: one step
+    of a uniform random walk on the kNN graph (MAGIC repeats such steps with an adaptive
+    kernel). It is written here as one sparse product, so no ``(n, k, h)`` array is built;
+    no library offers it on an arbitrary embedding without also building a full scanpy
+    neighbour graph.
 
     Parameters
     ----------
