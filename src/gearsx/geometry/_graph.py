@@ -15,6 +15,16 @@ __all__ = ["locality_graph", "neighbor_average"]
 _EXACT_KNN_MAX = 50_000
 
 
+def _check_rows(x, k) -> tuple[np.ndarray, int]:
+    """``x`` as a float32 2-D array with more than ``k`` rows, and ``k`` as a positive int (else ``ValueError``)."""
+    x = np.asarray(x, dtype=np.float32)
+    k = check_positive_int(k, name="k")
+    if x.ndim != 2 or k >= len(x):
+        msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
+        raise ValueError(msg)
+    return x, k
+
+
 def _knn(x: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
     """``k`` nearest neighbours (self excluded): indices and distances, ``(n, k)`` each."""
     if len(x) > _EXACT_KNN_MAX:
@@ -66,12 +76,8 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
     """
     from scipy.sparse.csgraph import connected_components
 
-    x = np.asarray(x, dtype=np.float32)
+    x, k = _check_rows(x, k)
     n = len(x)
-    k = check_positive_int(k, name="k")
-    if x.ndim != 2 or k >= n:
-        msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
-        raise ValueError(msg)
     idx, dist = _knn(x, k, random_state)
     rows = np.repeat(np.arange(n), k)
     a = sp.csr_matrix((np.ones(n * k), (rows, idx.ravel())), shape=(n, n))
@@ -168,15 +174,12 @@ def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndar
     array([[0., 0.],
            [1., 1.]], dtype=float32)
     """
-    x = np.asarray(x, dtype=np.float32)
-    k = check_positive_int(k, name="k")
-    if x.ndim != 2 or k >= len(x):
-        msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
-        raise ValueError(msg)
+    x, k = _check_rows(x, k)
     if k == 1:
         return x.copy()
     n = len(x)
     idx, _ = _knn(x, k - 1, random_state)
+    # every row has exactly k entries (itself and its neighbours): build the CSR arrays directly
     cols = np.c_[np.arange(n), idx].ravel()
-    w = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), (np.repeat(np.arange(n), k), cols)), shape=(n, n))
+    w = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), cols, np.arange(0, n * k + 1, k)), shape=(n, n))
     return np.asarray(w @ x, dtype=np.float32)
