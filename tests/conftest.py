@@ -24,6 +24,18 @@ def small_tissue():
     return gx.datasets.simulate_tissue(n_slides=3, n_cells_per_slide=6000, n_genes=120, random_state=0)
 
 
+@pytest.fixture(autouse=True)
+def _gearsx_logs_reach_caplog():
+    """gearsx's logger prints through its own handler and does not propagate; let pytest's caplog see it."""
+    import logging
+
+    logger = logging.getLogger("gearsx")
+    old = logger.propagate
+    logger.propagate = True
+    yield
+    logger.propagate = old
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
@@ -53,5 +65,5 @@ def trained_gears(trained_encoder):
 
     st = trained_encoder[0].copy()
     geo = gx.model.GEARS(st, slide_key="slide")
-    geo.train(max_epochs=4, n_batches=16, random_state=0, enable_progress_bar=False)
+    geo.train(max_epochs=4, n_batches=16, validation="slide", random_state=0, enable_progress_bar=False)
     return st, geo

@@ -1,6 +1,9 @@
+import logging
 import subprocess
 import sys
 from importlib.metadata import version
+
+import pytest
 
 import gearsx as gx
 
@@ -29,7 +32,26 @@ def test_settings_repr_and_verbosity():
     old = gx.settings.verbosity
     try:
         gx.settings.verbosity = "INFO"
-        assert gx.settings.verbosity == 20
+        assert gx.settings.verbosity == "info"
+        gx.settings.verbosity = 1  # scanpy's integers
+        assert gx.settings.verbosity == "warning"
+        gx.settings.verbosity = logging.DEBUG
+        assert gx.settings.verbosity == "debug"
         assert "progress_bar" in repr(gx.settings)
+        with pytest.raises(ValueError, match="verbosity"):
+            gx.settings.verbosity = "loud"
     finally:
         gx.settings.verbosity = old
+
+
+def test_verbosity_info_shows_messages_on_stderr():
+    """A user who sets verbosity to 'info' sees gearsx's INFO lines (no logging set-up of their own)."""
+    code = (
+        "import logging, gearsx as gx; gx.settings.verbosity = 'info'; "
+        "logging.getLogger('gearsx.tl').info('hello from tl'); logging.getLogger('gearsx.pp').debug('hidden'); "
+        "gx.settings.verbosity = 'warning'; logging.getLogger('gearsx.tl').info('quiet now')"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "INFO (gearsx): hello from tl" in err
+    assert "hidden" not in err
+    assert "quiet now" not in err

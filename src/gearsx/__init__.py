@@ -10,10 +10,9 @@ Heavy dependencies (scanpy, torch, scikit-learn) are imported inside the
 functions that need them, so ``import gearsx`` stays fast.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 from . import datasets, geometry, metrics, model, pl, pp, tl
 from ._settings import settings
+from ._version import __version__
 
 
 def __getattr__(name: str):
@@ -25,10 +24,5 @@ def __getattr__(name: str):
     msg = f"module 'gearsx' has no attribute {name!r}"
     raise AttributeError(msg)
 
-
-try:
-    __version__ = version("gearsx")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without installation
-    __version__ = "0+unknown"
 
 __all__ = ["datasets", "geometry", "metrics", "model", "module", "pl", "pp", "tl", "settings", "__version__"]

@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 __all__ = ["settings"]
 
+#: scanpy's integer verbosity levels, mapped to logging levels.
+_INT_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG, 4: logging.DEBUG}
+_NAMES = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "hint": logging.DEBUG}
+_NAMES["debug"] = logging.DEBUG
+
 
 class _Settings:
-    """Global, user-changeable settings of gearsx.
+    """Global, user-changeable settings of gearsx (cf. ``scanpy.settings``).
 
     Attributes
     ----------
@@ -14,24 +20,69 @@ class _Settings:
         Show :mod:`tqdm` progress bars on long work (training, simulation of
         large data sets, stitching). A per-call ``progress=`` argument wins.
     verbosity
-        Logging level of the ``gearsx`` logger (``logging.WARNING`` by default;
-        set ``logging.INFO`` to see what each step did).
+        How much gearsx logs: ``'error'``, ``'warning'`` (default), ``'info'`` (what each step
+        did: devices, diagnostics, replaced keys) or ``'debug'``; scanpy's integers 0-4 and
+        :mod:`logging` levels are accepted too. Messages go to standard error (a notebook shows
+        them under the cell) through a handler on the ``'gearsx'`` logger.
+
+    Examples
+    --------
+    >>> import gearsx as gx
+    >>> gx.settings.verbosity = "info"
+    >>> gx.settings.verbosity
+    'info'
+    >>> gx.settings.verbosity = "warning"
     """
 
     def __init__(self) -> None:
         self.progress_bar: bool = True
         self._logger = logging.getLogger("gearsx")
+        if not any(getattr(h, "_gearsx", False) for h in self._logger.handlers):
+            handler = logging.StreamHandler(_StderrProxy())
+            handler.setFormatter(logging.Formatter("%(levelname)s (gearsx): %(message)s"))
+            handler._gearsx = True
+            self._logger.addHandler(handler)
+        # Our handler prints the messages; passing them on as well would print them twice wherever
+        # the root logger has a handler (Jupyter, logging.basicConfig).
+        self._logger.propagate = False
+        if self._logger.level == logging.NOTSET:
+            self._logger.setLevel(logging.WARNING)
 
     @property
-    def verbosity(self) -> int:
-        return self._logger.getEffectiveLevel()
+    def verbosity(self) -> str:
+        level = self._logger.getEffectiveLevel()
+        return {v: k for k, v in _NAMES.items()}.get(level, logging.getLevelName(level).lower())
 
     @verbosity.setter
     def verbosity(self, level: int | str) -> None:
-        self._logger.setLevel(level)
+        if isinstance(level, bool):
+            level = str(level)
+        if isinstance(level, str):
+            if level.lower() not in _NAMES:
+                msg = f"`verbosity` must be one of {sorted(_NAMES)} or an integer 0-4; got {level!r}."
+                raise ValueError(msg)
+            value = _NAMES[level.lower()]
+        elif isinstance(level, int) and level in _INT_LEVELS:
+            value = _INT_LEVELS[level]
+        elif isinstance(level, int) and level >= 5:  # a logging level such as logging.INFO
+            value = level
+        else:
+            msg = f"`verbosity` must be one of {sorted(_NAMES)} or an integer 0-4; got {level!r}."
+            raise ValueError(msg)
+        self._logger.setLevel(value)
 
     def __repr__(self) -> str:
-        return f"gearsx settings: progress_bar={self.progress_bar}, verbosity={logging.getLevelName(self.verbosity)}"
+        return f"gearsx settings: progress_bar={self.progress_bar}, verbosity={self.verbosity!r}"
+
+
+class _StderrProxy:
+    """Write to whatever ``sys.stderr`` is at the time (Jupyter and pytest replace it after import)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 settings = _Settings()

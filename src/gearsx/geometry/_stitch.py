@@ -591,6 +591,12 @@ def stitch_patches(
         if len(np.unique(ix)) != len(ix):
             msg = f"Patch {p} repeats a cell index; each cell may appear once per patch."
             raise ValueError(msg)
+        if not (xy.max(0) - xy.min(0) > 0).any():
+            msg = (
+                f"`patch_coords[{p}]` places all {len(xy)} cells at one point: it holds no geometry to stitch. "
+                "Drop the patch, or check the model that predicted it."
+            )
+            raise ValueError(msg)
         idx_list.append(ix)
         y_list.append(gauge_fix(xy))
     n_patches = len(idx_list)

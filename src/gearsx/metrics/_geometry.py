@@ -13,6 +13,7 @@ fixed-seed sample of query points.
 
 from __future__ import annotations
 
+import warnings
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -413,6 +414,14 @@ def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, 
     True
     """
     ev = _Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state)
+    for name, x in (("X_pred", ev.x_pred), ("X_gt", ev.x_gt)):
+        if len(np.unique(x, axis=0)) < 2:
+            warnings.warn(
+                f"`{name}` has all {len(x)} points at one position (a collapsed layout): distance correlations "
+                "are undefined (NaN) and the neighbourhood scores are meaningless.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     out = {
         "spearman": ev.correlation("spearman"),
         "pearson": ev.correlation("pearson"),

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
-from gearsx.pp._checks import check_finite_matrix, get_matrix
+from gearsx.pp._checks import check_finite_matrix, check_slide_key, get_matrix
 
 from ._base import GearsModelBase, _check_var_names
 
@@ -19,7 +19,6 @@ __all__ = ["SharedEncoder"]
 
 logger = logging.getLogger(__name__)
 
-_X, _SLIDE, _SPATIAL = "X", "slide", "spatial"
 
 
 def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
@@ -160,13 +159,17 @@ class SharedEncoder(GearsModelBase):
     ) -> None:
         from gearsx.module import SharedEncoderModule
 
-        super().__init__(adata)
-        n_slides = len(self._slide_names())
-        self._module_kwargs: dict[str, Any] = {
-            "n_hidden": [int(h) for h in n_hidden],
+        module_kwargs: dict[str, Any] = {
+            "n_hidden": [check_positive_int(h, name="n_hidden") for h in n_hidden],
             "n_latent": check_positive_int(n_latent, name="n_latent"),
             "adversarial": bool(adversarial),
         }
+        if not module_kwargs["n_hidden"]:
+            msg = "`n_hidden` must name at least one hidden layer width, e.g. (512, 256)."
+            raise ValueError(msg)
+        super().__init__(adata)
+        n_slides = len(self._slide_names())
+        self._module_kwargs = module_kwargs
         self.module = SharedEncoderModule(
             adata.n_vars, tuple(n_hidden), n_latent, n_slides=n_slides, adversarial=adversarial
         )
@@ -195,11 +198,7 @@ class SharedEncoder(GearsModelBase):
         spatial_key
             ``obsm`` key of the coordinates (used to pick InfoNCE positives only).
         """
-        from scvi.data.fields import CategoricalObsField, LayerField, ObsmField
-
-        if slide_key is not None and slide_key not in adata.obs:
-            msg = f"`slide_key`={slide_key!r} is not a column of `adata.obs`; columns: {list(adata.obs.columns)}."
-            raise KeyError(msg)
+        check_slide_key(adata, slide_key)
         if spatial_key not in adata.obsm:
             msg = f"`adata.obsm[{spatial_key!r}]` is missing; the encoder needs spot coordinates to pick spatial positives."
             raise KeyError(msg)
@@ -208,19 +207,7 @@ class SharedEncoder(GearsModelBase):
         if not np.isfinite(coords).all():
             msg = f"`adata.obsm[{spatial_key!r}]` holds NaN or inf coordinates."
             raise ValueError(msg)
-        fields = [
-            LayerField(_X, layer, is_count_data=False),
-            CategoricalObsField(_SLIDE, slide_key),
-            ObsmField(_SPATIAL, spatial_key),
-        ]
-        cls._register(adata, fields, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
-
-    def _slide_names(self) -> list[str]:
-        mapping = self.adata_manager.get_state_registry(_SLIDE).categorical_mapping
-        return [str(c) for c in mapping]
-
-    def _slide_codes(self) -> np.ndarray:
-        return np.asarray(self.adata_manager.get_from_registry(_SLIDE)).ravel().astype(np.int64)
+        cls._register(adata, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
 
     def train(
         self,
@@ -273,7 +260,7 @@ class SharedEncoder(GearsModelBase):
         k_spatial = check_positive_int(k_spatial, name="k_spatial")
         x = _dense_layer(self.adata, self.setup_args["layer"])
         slides = self._slide_codes()
-        coords = np.asarray(self.adata_manager.get_from_registry(_SPATIAL), dtype=np.float64)
+        coords = self._coords()
         neighbours = _spatial_neighbours(coords, slides, k_spatial, self._slide_names())
         n = len(x)
         steps = max(1, n // batch_size)

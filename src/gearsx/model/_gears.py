@@ -7,6 +7,7 @@ import numpy as np
 
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
+from gearsx.pp._checks import check_slide_key, resolve_slide_key
 
 from ._base import GearsModelBase
 
@@ -17,7 +18,6 @@ __all__ = ["GEARS"]
 
 logger = logging.getLogger(__name__)
 
-_EMB, _SLIDE, _SPATIAL = "embedding", "slide", "spatial"
 _TARGETS = ("gram", "rw_stress")
 _VALIDATION = ("auto", "slide", "region", None)
 #: Noise caps of the refiner curriculum (units of s_d), one per stage of the refiner phase.
@@ -173,6 +173,7 @@ class GEARS(GearsModelBase):
         structure: Literal["refiner", "ipa"] = "refiner",
         n_recycles: int = 5,
         k_candidates: int = 100,
+        _n_input: int | None = None,
     ) -> None:
         from gearsx.module import GearsModule
 
@@ -182,19 +183,7 @@ class GEARS(GearsModelBase):
         if targets not in _TARGETS:
             msg = f"`targets` must be one of {_TARGETS}; got {targets!r}."
             raise ValueError(msg)
-        registered = adata.uns.get("_scvi_manager_uuid") in type(self).__dict__.get("_managers", {})
-        if not registered or any(k is not None for k in (embedding_key, slide_key, spatial_key)):
-            type(self).setup_anndata(
-                adata,
-                embedding_key=embedding_key or Key.embedding,
-                slide_key=slide_key,
-                spatial_key=spatial_key or Key.spatial,
-            )
-        super().__init__(adata)
-        if dim % n_heads:
-            msg = f"`dim`={dim} must be divisible by `n_heads`={n_heads}."
-            raise ValueError(msg)
-        self._module_kwargs: dict[str, Any] = {
+        module_kwargs: dict[str, Any] = {
             "targets": targets,
             "n_out": check_positive_int(n_out, name="n_out", minimum=2),
             "dim": check_positive_int(dim, name="dim"),
@@ -207,9 +196,93 @@ class GEARS(GearsModelBase):
             "n_recycles": check_positive_int(n_recycles, name="n_recycles"),
             "k_candidates": check_positive_int(k_candidates, name="k_candidates"),
         }
-        kw = {k: v for k, v in self._module_kwargs.items() if k != "targets"}
-        self.module = GearsModule(self._embedding().shape[1], **kw)
+        if dim % n_heads:
+            msg = f"`dim`={dim} must be divisible by `n_heads`={n_heads}."
+            raise ValueError(msg)
+        self._saved_meta: dict[str, Any] = {}
+        if adata is None:  # rebuilt from a saved state by `load` (no ST data at hand)
+            if _n_input is None:
+                msg = "`adata` is required: GEARS learns from ST spots with embeddings and coordinates."
+                raise TypeError(msg)
+            n_input = _n_input
+            super().__init__(None)
+        else:
+            keys = {"embedding_key": embedding_key, "slide_key": slide_key, "spatial_key": spatial_key}
+            with type(self)._restore_on_error(adata):
+                self._ensure_registered(adata, keys)
+                super().__init__(adata)
+            n_input = self._embedding().shape[1]
+        self._module_kwargs = module_kwargs
+        kw = {k: v for k, v in module_kwargs.items() if k != "targets"}
+        self.module = GearsModule(n_input, **kw)
         self.train_params_: dict[str, Any] = {}
+
+    @classmethod
+    def _ensure_registered(cls, adata: AnnData, keys: dict[str, str | None]) -> None:
+        """Register ``adata`` when it is not registered itself, or when keys are given."""
+        if cls._is_registered(adata) and all(v is None for v in keys.values()):
+            return
+        slide_key = keys["slide_key"]
+        if all(v is None for v in keys.values()):
+            # Not registered (e.g. a copy or subset of a registered object) and no keys given: take the
+            # slide column that fit_encoder recorded, so a multi-slide reference is never read as one slide.
+            slide_key = resolve_slide_key(adata, None)
+        cls.setup_anndata(
+            adata,
+            embedding_key=keys["embedding_key"] or Key.embedding,
+            slide_key=slide_key,
+            spatial_key=keys["spatial_key"] or Key.spatial,
+        )
+
+    @classmethod
+    def _without_anndata(cls, meta: dict, state: dict) -> GEARS:
+        weight = state.get("module.inp.0.weight")
+        if weight is None:
+            msg = "The saved GEARS weights lack the input layer (`module.inp.0.weight`); save the model again."
+            raise ValueError(msg)
+        model = cls(None, _n_input=int(weight.shape[1]), **meta["init_params"])
+        model._setup_args = dict(meta["setup_args"])
+        model._saved_meta = {"var_names": list(meta["var_names"]), "slides": list(meta.get("slides", []))}
+        return model
+
+    @property
+    def n_input(self) -> int:
+        """Width of the embeddings the model reads (the encoder's ``n_latent``)."""
+        return int(self.module.inp[0].in_features)
+
+    @property
+    def var_names(self) -> list[str]:
+        """Genes of the ST data the embeddings were computed from."""
+        if self.adata is None:
+            return list(self._saved_meta.get("var_names", []))
+        return super().var_names
+
+    def check_embedding(self, x, *, name: str = "embeddings") -> np.ndarray:
+        """Validate query embeddings for this model and return them as float32.
+
+        Parameters
+        ----------
+        x
+            ``(n_obs, n_input)`` array.
+        name
+            How the array is named in error messages.
+
+        Returns
+        -------
+        The embeddings as a float32 array; a ValueError names ``name`` when the width is not the
+        model's or values are NaN/inf.
+        """
+        emb = np.asarray(x, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.n_input:
+            msg = (
+                f"{name} has shape {emb.shape}, but the model expects {self.n_input} embedding dimensions: embed "
+                "the cells with the encoder the model was trained on (same genes, same encoder)."
+            )
+            raise ValueError(msg)
+        if not np.isfinite(emb).all():
+            msg = f"{name} holds NaN or inf."
+            raise ValueError(msg)
+        return emb
 
     # --- registry -------------------------------------------------------------------------------
     @classmethod
@@ -234,17 +307,13 @@ class GEARS(GearsModelBase):
         spatial_key
             ``obsm`` key of the spot coordinates (training targets only; never an input).
         """
-        from scvi.data.fields import CategoricalObsField, ObsmField
-
         if embedding_key not in adata.obsm:
             msg = (
                 f"`adata.obsm[{embedding_key!r}]` is missing; compute the embeddings first with "
                 "`gx.tl.fit_encoder(adata, ...)` or pass `embedding_key=`."
             )
             raise KeyError(msg)
-        if slide_key is not None and slide_key not in adata.obs:
-            msg = f"`slide_key`={slide_key!r} is not a column of `adata.obs`; columns: {list(adata.obs.columns)}."
-            raise KeyError(msg)
+        check_slide_key(adata, slide_key)
         if spatial_key not in adata.obsm:
             msg = f"`adata.obsm[{spatial_key!r}]` is missing; GEARS learns geometry from the spot coordinates."
             raise KeyError(msg)
@@ -256,18 +325,27 @@ class GEARS(GearsModelBase):
         if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
             msg = f"`adata.obsm[{spatial_key!r}]` must be finite 2-D coordinates (n_obs, 2); got shape {xy.shape}."
             raise ValueError(msg)
-        fields = [
-            ObsmField(_EMB, embedding_key),
-            CategoricalObsField(_SLIDE, slide_key),
-            ObsmField(_SPATIAL, spatial_key),
-        ]
-        cls._register(
-            adata, fields, {"embedding_key": embedding_key, "slide_key": slide_key, "spatial_key": spatial_key}
-        )
+        slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.zeros(adata.n_obs)
+        for name in np.unique(slides):
+            pts = xy[slides == name]
+            if len(np.unique(pts, axis=0)) < 3:
+                where = f"slide {name!r}" if slide_key is not None else "the data"
+                msg = (
+                    f"`adata.obsm[{spatial_key!r}]` has fewer than 3 distinct positions in {where}: there is no "
+                    "geometry to learn. Check the coordinates (e.g. all spots at one point)."
+                )
+                raise ValueError(msg)
+        cls._register(adata, {"embedding_key": embedding_key, "slide_key": slide_key, "spatial_key": spatial_key})
 
     def _embedding(self, adata: AnnData | None = None) -> np.ndarray:
+        if adata is None and self.adata is None:
+            msg = (
+                "This GEARS model was loaded without its ST data; pass the query (an AnnData with embeddings "
+                "or an embedding array) explicitly."
+            )
+            raise ValueError(msg)
         if adata is None:
-            return np.asarray(self.adata_manager.get_from_registry(_EMB), dtype=np.float32)
+            return np.asarray(self.adata.obsm[self.setup_args["embedding_key"]], dtype=np.float32)
         key = self.setup_args["embedding_key"]
         if key not in adata.obsm:
             msg = (
@@ -276,9 +354,6 @@ class GEARS(GearsModelBase):
             )
             raise KeyError(msg)
         return np.asarray(adata.obsm[key], dtype=np.float32)
-
-    def _slide_names(self) -> list[str]:
-        return [str(c) for c in self.adata_manager.get_state_registry(_SLIDE).categorical_mapping]
 
     # --- training -------------------------------------------------------------------------------
     def _split(self, validation, validation_slide, slides: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, str]:
@@ -290,7 +365,7 @@ class GEARS(GearsModelBase):
         if validation is None:
             return np.zeros(len(slides), dtype=bool), "none"
         if validation == "auto":
-            validation = "slide" if len(names) > 1 else "region"
+            validation = "slide" if validation_slide is not None else "region"
         if validation == "slide":
             if len(names) < 2:
                 msg = (
@@ -360,10 +435,12 @@ class GEARS(GearsModelBase):
         refine_start
             Fraction of the steps before the refiner starts training.
         validation
-            ``'slide'``: hold out a whole slide (``validation_slide``, default the last);
-            ``'region'``: hold out a 20% band of each slide; ``'auto'``: ``'slide'`` when
-            there are several slides, else ``'region'``; ``None``: no validation.
-            Held-out spots are never used for training.
+            ``'region'``: hold out a 20% band of each slide (along its first principal
+            axis); ``'slide'``: hold out a whole slide (``validation_slide``, default the last);
+            ``'auto'`` (default): ``'region'`` (``'slide'`` when ``validation_slide`` is given), so every slide contributes 80% of its spots to
+            training (holding out a whole slide would lose a third of a three-slide reference);
+            ``None``: no validation, every spot trains. Held-out spots are never used for
+            training: for a final model on all the data, train once with ``validation=None``.
         validation_slide
             Name of the held-out slide for ``validation='slide'``.
         loss_weights
@@ -389,6 +466,9 @@ class GEARS(GearsModelBase):
         """
         from gearsx.module import MinisetBatches
 
+        if self.adata is None:
+            msg = "This GEARS model was loaded without its ST data; load it with `adata=` to train it further."
+            raise ValueError(msg)
         batch_size = check_positive_int(batch_size, name="batch_size")
         n_batches = check_positive_int(n_batches, name="n_batches")
         if not 0.0 <= refine_start < 1.0:
@@ -398,8 +478,8 @@ class GEARS(GearsModelBase):
             max_epochs = max(1, round(_DEFAULT_STEPS / n_batches))
         max_epochs = check_positive_int(max_epochs, name="max_epochs")
         emb = self._embedding()
-        coords = np.asarray(self.adata_manager.get_from_registry(_SPATIAL), dtype=np.float64)
-        slides = np.asarray(self.adata_manager.get_from_registry(_SLIDE)).ravel().astype(np.int64)
+        coords = self._coords()
+        slides = self._slide_codes()
         val_mask, split = self._split(validation, validation_slide, slides, coords)
         names = self._slide_names()
         train_idx = np.flatnonzero(~val_mask)
@@ -490,13 +570,7 @@ class GEARS(GearsModelBase):
             emb = self._embedding(data)
         else:
             emb = np.asarray(data, dtype=np.float32)
-        width = self.module.inp[0].in_features
-        if emb.ndim != 2 or emb.shape[1] != width:
-            msg = f"Embeddings must have shape (n_obs, {width}) like the training embeddings; got {emb.shape}."
-            raise ValueError(msg)
-        if not np.isfinite(emb).all():
-            msg = "The embeddings hold NaN or inf."
-            raise ValueError(msg)
+        emb = self.check_embedding(emb)
         single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
         sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
         sets = [np.asarray(s, dtype=np.int64) for s in sets]

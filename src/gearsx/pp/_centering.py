@@ -7,8 +7,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._keys import Key
+from gearsx._version import __version__
 
-from ._checks import check_finite_matrix, check_obs_key, get_matrix
+from ._checks import check_finite_matrix, check_slide_key, get_matrix
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 #: Largest dense output (bytes) written without ``allow_large=True``.
 MAX_DENSE_BYTES = 8 * 1024**3
 _ROW_BLOCK = 8192
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def mean_center_per_slide(
@@ -72,12 +74,17 @@ def mean_center_per_slide(
     >>> gx.metrics.slide_separability(st, slide_key="slide", layer="gears_centered")["balanced_accuracy"] < 0.6
     True
     """
-    import gearsx
-
-    if slide_key is not None:
-        check_obs_key(adata, slide_key, "slide_key")
+    check_slide_key(adata, slide_key)
     x = get_matrix(adata, layer)
-    check_finite_matrix(x, f"layers[{layer!r}]" if layer else "X")
+    name = f"layers[{layer!r}]" if layer else "X"
+    check_finite_matrix(x, name)
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if data.size and float(np.abs(data).max()) > _F32_MAX / 2:
+        msg = (
+            f"`{name}` holds values beyond the float32 range the centred layer is written in "
+            f"(max |x| {float(np.abs(data).max()):.3g}); log-normalise first (gx.pp.prepare)."
+        )
+        raise ValueError(msg)
     n, g = x.shape
     nbytes = n * g * 4
     if nbytes > MAX_DENSE_BYTES and not allow_large:
@@ -94,9 +101,6 @@ def mean_center_per_slide(
         if slide_key is not None
         else pd.Series(pd.Categorical(["all"] * adata.n_obs), index=adata.obs_names)
     )
-    if slides.isna().any():
-        msg = f"`adata.obs[{slide_key!r}]` has missing values; every observation needs a slide."
-        raise ValueError(msg)
     codes = slides.cat.codes.to_numpy()
     n_slides = len(slides.cat.categories)
     counts = np.bincount(codes, minlength=n_slides)
@@ -119,7 +123,7 @@ def mean_center_per_slide(
         logger.info("replacing existing layer %r", key_added)
     adata.layers[key_added] = out
     adata.uns[key_added] = {
-        "params": {"slide_key": slide_key or "", "layer": layer or "", "version": gearsx.__version__},
+        "params": {"slide_key": slide_key or "", "layer": layer or "", "version": __version__},
         "slides": np.asarray(slides.cat.categories.astype(str)),
         "n_obs_per_slide": counts.astype(np.int64),
     }

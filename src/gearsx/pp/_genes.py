@@ -4,10 +4,13 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
+import scipy.sparse as sp
 
 from gearsx._keys import Key
+from gearsx._utils import check_positive_int
+from gearsx._version import __version__
 
-from ._checks import check_finite_matrix, check_obs_key
+from ._checks import check_finite_matrix, check_slide_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -100,7 +103,8 @@ def highly_variable_genes(
     import scanpy as sc
 
     if batch_key is not None:
-        check_obs_key(adata, batch_key, "batch_key")
+        check_slide_key(adata, batch_key, "batch_key")
+    n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
     sc.pp.highly_variable_genes(
         adata,
         n_top_genes=min(n_top_genes, adata.n_vars),
@@ -109,6 +113,31 @@ def highly_variable_genes(
         layer=layer,
         **kwargs,
     )
+
+
+#: Larger expression values are not counts of one gene in one observation.
+MAX_COUNT = 1e8
+
+
+def _check_expression_range(x, name: str, layer: str | None) -> None:
+    """Raise on negative values (scaled data) or values no count matrix holds, before scanpy sees them."""
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if data.size == 0:
+        return
+    lo, hi = float(data.min()), float(data.max())
+    where = f"`{name}.layers[{layer!r}]`" if layer else f"`{name}.X`"
+    if lo < 0:
+        msg = (
+            f"{where} holds negative values (min {lo:.3g}); prepare expects raw counts or log-normalised "
+            "expression. Scaled or centred data cannot be normalised: pass the counts (e.g. `layer='counts'`)."
+        )
+        raise ValueError(msg)
+    if hi > MAX_COUNT:
+        msg = (
+            f"{where} holds values up to {hi:.3g}, beyond any count of one gene in one observation "
+            f"(limit {MAX_COUNT:.0e}); check the input (wrong units, or a corrupted matrix)."
+        )
+        raise ValueError(msg)
 
 
 def _looks_logged(adata: AnnData) -> bool:
@@ -191,10 +220,9 @@ def prepare(
     """
     import anndata as ad
 
-    import gearsx
 
-    if slide_key is not None:
-        check_obs_key(adata_st, slide_key, "slide_key")
+    check_slide_key(adata_st, slide_key)
+    n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
     if layer is not None:
         for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
             if layer not in a.layers:
@@ -203,8 +231,9 @@ def prepare(
     st, sc = shared_genes(adata_st, adata_sc, min_shared=min_shared)
     if layer is not None:
         st.X, sc.X = st.layers[layer].copy(), sc.layers[layer].copy()
-    check_finite_matrix(st.X, "adata_st")
-    check_finite_matrix(sc.X, "adata_sc")
+    for a, name in ((st, "adata_st"), (sc, "adata_sc")):
+        check_finite_matrix(a.X, name)
+        _check_expression_range(a.X, name, layer)
     how_st, how_sc = _normalize_log(st, "adata_st"), _normalize_log(sc, "adata_sc")
     st_batch = st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(st.n_obs, "st")
     batch = np.concatenate([st_batch, np.full(sc.n_obs, "sc", dtype=object)])
@@ -220,7 +249,7 @@ def prepare(
         "n_shared_genes": int(st.n_vars),
         "normalisation_st": how_st,
         "normalisation_sc": how_sc,
-        "version": gearsx.__version__,
+        "version": __version__,
     }
     out = []
     for a in (st, sc):

@@ -9,6 +9,7 @@ import numpy as np
 
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
+from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -98,8 +99,6 @@ def extract_patches(
     >>> tiles.shape
     (2, 32, 32, 3)
     """
-    import gearsx
-
     if resolution not in _RESOLUTIONS:
         msg = f"`resolution` must be one of {_RESOLUTIONS}; got {resolution!r}."
         raise ValueError(msg)
@@ -126,6 +125,12 @@ def extract_patches(
             )
             raise KeyError(msg)
         scalef = float(factors[factor_key])
+        if not np.isfinite(scalef) or scalef <= 0:
+            msg = (
+                f"Scale factor uns['spatial'][{lib!r}]['scalefactors'][{factor_key!r}] is {scalef}; it must be a "
+                f"positive number (the {resolution} image's pixels per full-resolution pixel, e.g. 0.05-0.2)."
+            )
+            raise ValueError(msg)
         if image is None:
             images = entry.get("images", {})
             if resolution not in images:
@@ -172,7 +177,7 @@ def extract_patches(
             "size": size,
             "resolution": resolution,
             "spatial_key": spatial_key,
-            "version": gearsx.__version__,
+            "version": __version__,
         },
     }
     del out

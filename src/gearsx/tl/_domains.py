@@ -11,6 +11,7 @@ import pandas as pd
 
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
+from gearsx.pp._checks import resolve_slide_key
 
 from . import _clustering
 
@@ -201,7 +202,9 @@ def cluster_domains(
     spatial_key
         ``obsm`` key of the coordinates (for ``refine``).
     slide_key
-        ``obs`` column with slides, so refinement never mixes slides.
+        ``obs`` column with slides, so refinement never mixes slides. ``None`` takes the column
+        recorded by :func:`gearsx.tl.fit_encoder` (or :func:`gearsx.pp.mean_center_per_slide`,
+        :func:`gearsx.pp.prepare`) in ``uns``; with no record the data are one slide.
     random_state
         Seed; the same seed gives the same labels.
     key_added
@@ -257,10 +260,8 @@ def cluster_domains(
             raise KeyError(msg)
         coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
         refine_k = check_positive_int(refine_k, name="refine_k")
+        slide_key = resolve_slide_key(adata, slide_key)
         if slide_key is not None:
-            if slide_key not in adata.obs:
-                msg = f"`slide_key={slide_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-                raise KeyError(msg)
             groups = adata.obs[slide_key].to_numpy()
 
     x = domain_representation(adata, use_rep, n_pcs=n_pcs, random_state=random_state)
@@ -297,6 +298,7 @@ def cluster_domains(
         "backend": backend,
         "refine": refine,
         "refine_k": refine_k if refine else None,
+        "slide_key": slide_key if refine else None,
         "random_state": random_state,
         **{k: v for k, v in method_kwargs.items() if isinstance(v, int | float | str | bool)},
     }

@@ -9,6 +9,7 @@ import numpy as np
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int, resolve_device
+from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,7 +106,6 @@ def embed_patches(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    import gearsx
 
     batch_size = check_positive_int(batch_size, name="batch_size")
     if patches is None:
@@ -151,6 +151,6 @@ def embed_patches(
             "device": str(dev),
             "cache": str(cache) if cache else "",
             "from_cache": False,
-            "version": gearsx.__version__,
+            "version": __version__,
         }
     }

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from gearsx._keys import Key
+from gearsx._settings import settings
 from gearsx._utils import check_positive_int
+from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -17,6 +19,9 @@ if TYPE_CHECKING:
 __all__ = ["fit_adapter", "fit_encoder"]
 
 logger = logging.getLogger(__name__)
+
+#: Fewest single cells :func:`fit_adapter` accepts (the report's 5-fold classifier needs 5 per side).
+_MIN_ADAPTER_CELLS = 10
 
 
 def fit_encoder(
@@ -80,13 +85,13 @@ def fit_encoder(
     >>> st.obsm["X_gears"].shape[1], st.obsm["X_gears_backbone"].shape[1]
     (16, 256)
     """
-    import gearsx
     from gearsx.metrics import knn_overlap, slide_separability
     from gearsx.model import SharedEncoder
 
-    SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
-    model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
-    model.train(max_epochs=max_epochs, random_state=random_state, **train_kwargs)
+    with SharedEncoder._restore_on_error(adata_st):  # a failed fit leaves adata_st unregistered
+        SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
+        model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
+        model.train(max_epochs=max_epochs, random_state=random_state, **train_kwargs)
     reps = model._representations(None, ("embedding", "backbone"))
     z = reps["embedding"]
     if key_added in adata_st.obsm:
@@ -120,7 +125,7 @@ def fit_encoder(
             "n_latent": n_latent,
             "adversarial": adversarial,
             **{k: v for k, v in model.train_params_.items() if k != "random_state"},
-            "version": gearsx.__version__,
+            "version": __version__,
         },
         **diag,
     }
@@ -225,12 +230,24 @@ def fit_adapter(
     import torch
     from tqdm.auto import tqdm
 
-    import gearsx
+    from gearsx.model import SharedEncoder
     from gearsx.module import LinearAdapter, coral_loss, mmd_rbf
 
+    if not isinstance(encoder, SharedEncoder):
+        msg = (
+            f"`encoder` must be the trained gx.model.SharedEncoder returned by gx.tl.fit_encoder; got "
+            f"{type(encoder).__name__}. (The GEARS geometry model comes after the adapter, in gx.tl.reconstruct.)"
+        )
+        raise TypeError(msg)
     if mode != "linear":
         msg = f"`mode`={mode!r} is not available; only 'linear' (affine) adapters are implemented."
         raise NotImplementedError(msg)
+    if adata_sc.n_obs < _MIN_ADAPTER_CELLS:
+        msg = (
+            f"`adata_sc` has {adata_sc.n_obs} cells; fitting the adapter (covariances, and its held-out "
+            f"alignment report) needs at least {_MIN_ADAPTER_CELLS}."
+        )
+        raise ValueError(msg)
     max_epochs = check_positive_int(max_epochs, name="max_epochs", minimum=0)
     batch_size = check_positive_int(batch_size, name="batch_size", minimum=8)
     if max_steps is not None:
@@ -270,7 +287,7 @@ def fit_adapter(
     if max_steps is not None:
         batches_per_epoch = math.ceil(len(zs) / batch_size)
         n_epochs = min(max_epochs, math.ceil(max_steps / batches_per_epoch))
-    show = gearsx.settings.progress_bar if progress is None else progress
+    show = settings.progress_bar if progress is None else progress
     for _ in tqdm(range(n_epochs), desc="adapter", unit="epoch", disable=not show):
         perm = torch.randperm(len(zs), generator=gen)
         total = 0.0
@@ -313,7 +330,7 @@ def fit_adapter(
         "support_dim": int(support.shape[1]),
         "random_state": random_state,
         "key_added": key_added,
-        "version": gearsx.__version__,
+        "version": __version__,
     }
     adata_sc.uns[Key.adapter] = {"params": params, "before": before, "after": after}
     encoder.adapter_ = adapter

@@ -8,6 +8,7 @@ import numpy as np
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int
+from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["reconstruct"]
 
 logger = logging.getLogger(__name__)
+
+#: Fewest cells in a patch (and so in a reconstruction).
+_MIN_PATCH = 16
 
 
 def reconstruct(
@@ -129,7 +133,6 @@ def reconstruct(
     """
     from tqdm.auto import tqdm
 
-    import gearsx
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
     from gearsx.model import GEARS
 
@@ -138,7 +141,9 @@ def reconstruct(
     if not isinstance(model, GEARS):
         msg = f"`model` must be a trained gx.model.GEARS; got {type(model).__name__}."
         raise TypeError(msg)
-    model._check_if_trained()
+    if not model.is_trained:
+        msg = "`model` is not trained yet; call `model.train()` first (or load a trained model)."
+        raise RuntimeError(msg)
     if embedding_key not in adata.obsm:
         msg = (
             f"`adata.obsm[{embedding_key!r}]` is missing. Embed the cells first: "
@@ -151,20 +156,16 @@ def reconstruct(
             "Run `gx.tl.fit_adapter(adata, encoder)` first, or pass allow_unadapted=True for held-out ST spots."
         )
         raise ValueError(msg)
-    x = np.asarray(adata.obsm[embedding_key], dtype=np.float32)
-    width = model.module.inp[0].in_features
-    if x.ndim != 2 or x.shape[1] != width:
-        msg = (
-            f"`adata.obsm[{embedding_key!r}]` has shape {x.shape}, but the model expects {width} embedding "
-            "dimensions: embed the cells with the encoder the model was trained on (same genes, same encoder)."
-        )
+    x = model.check_embedding(adata.obsm[embedding_key], name=f"`adata.obsm[{embedding_key!r}]`")
+    if adata.n_obs < _MIN_PATCH:
+        msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {adata.n_obs}."
         raise ValueError(msg)
-    if not np.isfinite(x).all():
-        msg = f"`adata.obsm[{embedding_key!r}]` holds NaN or inf."
-        raise ValueError(msg)
-    n_patch = check_positive_int(n_patch, name="n_patch", minimum=16)
+    n_patch = check_positive_int(n_patch, name="n_patch", minimum=_MIN_PATCH)
     if n_patch > adata.n_obs:
-        msg = f"`n_patch`={n_patch} is larger than the data ({adata.n_obs} cells); pass n_patch <= {adata.n_obs}."
+        msg = (
+            f"`n_patch`={n_patch} is larger than the data ({adata.n_obs} cells); pass n_patch={adata.n_obs} "
+            f"(one patch of all cells) with min_overlap < n_patch, e.g. min_overlap={max(1, adata.n_obs // 6)}."
+        )
         raise ValueError(msg)
     min_overlap = check_positive_int(min_overlap, name="min_overlap")
     if min_overlap >= n_patch:
@@ -216,7 +217,7 @@ def reconstruct(
             "smooth_k": smooth_k,
             "refine_steps": refine_steps,
             "random_state": random_state,
-            "version": gearsx.__version__,
+            "version": __version__,
         },
         "graph": graph_diag,
         "n_patches": len(patches),

@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 from gearsx.geometry._targets import knn_without_self
+from gearsx.pp._checks import resolve_slide_key
 
 from ._domains import _block
 
@@ -109,8 +110,9 @@ def spatial_smooth(
     spatial_key
         ``obsm`` key of the coordinates.
     slide_key
-        ``obs`` column with slides; neighbours never cross slides. Needed whenever several
-        slides share one coordinate system.
+        ``obs`` column with slides; neighbours never cross slides. ``None`` takes the column
+        recorded by :func:`gearsx.tl.fit_encoder` (or :func:`gearsx.pp.mean_center_per_slide`,
+        :func:`gearsx.pp.prepare`) in ``uns``; with no record the data are one slide.
     key_added
         ``obsm`` key for the result (default ``f'{use_rep}_smoothed'``); parameters go to
         ``uns[key_added]``.
@@ -140,10 +142,8 @@ def spatial_smooth(
         raise KeyError(msg)
     coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
     groups = None
+    slide_key = resolve_slide_key(adata, slide_key)
     if slide_key is not None:
-        if slide_key not in adata.obs:
-            msg = f"`slide_key={slide_key!r}` is not a column of `adata.obs`; available: {list(adata.obs.columns)}."
-            raise KeyError(msg)
         groups = adata.obs[slide_key].to_numpy()
     x = _block(adata, use_rep)
     x = x.toarray() if sp.issparse(x) else x

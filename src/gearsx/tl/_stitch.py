@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._keys import Key
+from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -70,7 +71,6 @@ def stitch(
     >>> adata.obsm["X_gears_spatial"].shape
     (300, 2)
     """
-    import gearsx
     from gearsx.geometry import stitch_patches
 
     patches = list(patches)
@@ -91,7 +91,7 @@ def stitch(
     adata.obsp[conn_key] = res.weights
     diag = dict(res.diagnostics)
     adata.uns[key_added] = {
-        "params": {"random_state": random_state, "n_patches": len(patches), "version": gearsx.__version__, **kwargs},
+        "params": {"random_state": random_state, "n_patches": len(patches), "version": __version__, **kwargs},
         "diagnostics": diag,
         "distances_key": dist_key,
         "connectivities_key": conn_key,

@@ -1,0 +1,148 @@
+"""Calls that used to return a plausible but wrong result without a word (the bad-input catalogue's worst rows)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import gearsx as gx
+
+_TINY = {"n_out": 8, "dim": 32, "n_inducing": 8, "n_context_blocks": 1, "n_generator_blocks": 1, "n_refiner_blocks": 1}
+_FAST = {"max_epochs": 1, "n_batches": 2, "batch_size": 2, "n_min": 40, "n_max": 60, "enable_progress_bar": False}
+
+
+def _spots(n_per_slide=200, n_slides=3, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, size=(n_per_slide * n_slides, 2))
+    z = np.concatenate([np.sin(xy / 20), np.cos(xy / 30)], 1) + 0.05 * rng.normal(size=(len(xy), 4))
+    adata = ad.AnnData(np.zeros((len(xy), 3), dtype=np.float32))
+    adata.obsm["spatial"] = xy
+    adata.obsm["X_gears"] = z.astype(np.float32)
+    adata.obs["slide"] = pd.Categorical(np.repeat([f"s{i}" for i in range(n_slides)], n_per_slide))
+    return adata
+
+
+def test_gears_on_a_subset_copy_trains_on_the_subset():
+    st = _spots()
+    gx.model.GEARS.setup_anndata(st, slide_key="slide")
+    st0 = st[st.obs["slide"] == "s0"].copy()
+    geo = gx.model.GEARS(st0, **_TINY)
+    geo.train(validation=None, **_FAST)
+    assert geo.adata is st0
+    assert geo.train_params_["n_train_spots"] == st0.n_obs == 200
+
+
+def test_registration_writes_nothing_and_classes_do_not_interfere():
+    st = _spots()
+    st.layers["gears_centered"] = np.random.default_rng(0).normal(size=st.shape).astype(np.float32)
+    obs_before, uns_before = list(st.obs.columns), set(st.uns)
+    gx.model.SharedEncoder.setup_anndata(st, slide_key="slide")
+    gx.model.GEARS.setup_anndata(st, slide_key=None)  # a different slide key for the other class
+    assert list(st.obs.columns) == obs_before and set(st.uns) == uns_before
+    enc = gx.model.SharedEncoder(st, n_hidden=(8,), n_latent=4)
+    assert enc._slide_names() == ["s0", "s1", "s2"]
+    np.testing.assert_array_equal(enc._slide_codes(), np.repeat([0, 1, 2], 200))
+    assert gx.model.GEARS(st, **_TINY)._slide_names() == ["0"]
+
+
+def test_gears_without_keys_takes_the_recorded_slide_key(caplog):
+    st = _spots()
+    st.uns["gears_encoder"] = {"params": {"slide_key": "slide"}}
+    with caplog.at_level(logging.INFO, logger="gearsx"):
+        geo = gx.model.GEARS(st, **_TINY)
+    assert geo.setup_args["slide_key"] == "slide"
+    assert "recorded in uns['gears_encoder']" in caplog.text
+
+
+def test_default_training_uses_every_slide():
+    st = _spots()
+    geo = gx.model.GEARS(st, slide_key="slide", **_TINY)
+    geo.train(**_FAST)
+    assert geo.train_params_["validation"].startswith("region")
+    # a 20% band of each of the three slides is held out; 80% of every slide trains
+    assert geo.train_params_["n_validation_spots"] == 3 * 40
+    assert geo.train_params_["n_train_spots"] == 3 * 160
+    geo.train(validation="slide", **_FAST)  # a whole slide is held out only when asked
+    assert geo.train_params_["n_train_spots"] == 400
+
+
+def _stacked_slides():
+    """Two slides on one coordinate frame (same positions) whose representation says which slide a spot is in."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 10, size=(150, 2))
+    adata = ad.AnnData(np.zeros((300, 2), dtype=np.float32))
+    adata.obsm["spatial"] = np.vstack([xy, xy])
+    adata.obs["slide"] = pd.Categorical(np.repeat(["a", "b"], 150))
+    noise = 0.05 * rng.normal(size=(300, 4))
+    adata.obsm["X_rep"] = np.repeat(np.array([[0.0, 0, 0, 0], [5.0, 5, 5, 5]]), 150, axis=0) + noise
+    adata.uns["gears_encoder"] = {"params": {"slide_key": "slide"}}  # what fit_encoder records
+    return adata
+
+
+def test_refinement_never_pools_slides_without_slide_key():
+    adata = _stacked_slides()
+    gx.tl.cluster_domains(adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, refine_k=6)
+    labels = adata.obs["gears_domain"].to_numpy()
+    # each slide is one domain; pooling the slides' coincident spots would flip about half of them
+    assert len(set(labels[:150])) == 1 and len(set(labels[150:])) == 1 and labels[0] != labels[-1]
+    assert adata.uns["gears_domain"]["params"]["slide_key"] == "slide"
+    del adata.uns["gears_encoder"]  # without any record the data are one slide, and pooling shows
+    gx.tl.cluster_domains(adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, refine_k=6)
+    assert adata.obs["gears_domain"].iloc[:150].nunique() == 2
+
+
+def test_spatial_smooth_never_pools_slides_without_slide_key():
+    adata = _stacked_slides()
+    gx.tl.spatial_smooth(adata, use_rep="X_rep", n_neighbors=6)
+    out = adata.obsm["X_rep_smoothed"]
+    assert out[:150].max() < 1 and out[150:].min() > 4
+    assert adata.uns["X_rep_smoothed"]["params"]["slide_key"] == "slide"
+
+
+def test_save_overwrite_removes_a_stale_anndata(tmp_path):
+    st = _spots()
+    geo = gx.model.GEARS(st, slide_key="slide", **_TINY)
+    geo.train(validation=None, **_FAST)
+    geo.save(tmp_path / "m", save_anndata=True)
+    other = _spots(seed=1)
+    geo2 = gx.model.GEARS(other, slide_key="slide", **_TINY)
+    geo2.train(validation=None, **_FAST)
+    geo2.save(tmp_path / "m", overwrite=True)
+    assert not (tmp_path / "m" / "adata.h5ad").exists()
+    loaded = gx.model.GEARS.load(tmp_path / "m", accelerator="cpu")
+    assert loaded.adata is None  # never the stale object of the first save
+
+
+def test_loaded_gears_reconstructs_without_the_st_data(tmp_path):
+    st = _spots(n_per_slide=300, n_slides=1)
+    geo = gx.model.GEARS(st, slide_key="slide", **_TINY)
+    geo.train(validation=None, **_FAST)
+    geo.save(tmp_path / "geo")
+    loaded = gx.model.GEARS.load(tmp_path / "geo", accelerator="cpu")
+    assert loaded.adata is None and loaded.is_trained and loaded.n_input == 4
+    assert "without data" in repr(loaded)
+    query = ad.AnnData(np.zeros((120, 1), dtype=np.float32))
+    query.obsm["X_gears"] = st.obsm["X_gears"][:120]
+    expected = geo.predict_geometry(query.obsm["X_gears"], indices=np.arange(60), random_state=2)
+    np.testing.assert_allclose(loaded.predict_geometry(query, indices=np.arange(60), random_state=2), expected, atol=1e-5)
+    gx.tl.reconstruct(query, loaded, n_patch=60, min_overlap=10, smooth_k=5, allow_unadapted=True, progress=False)
+    assert np.isfinite(query.obsm["X_gears_spatial"]).all()
+    loaded.save(tmp_path / "again")  # round trip of a data-free model
+    assert gx.model.GEARS.load(tmp_path / "again", accelerator="cpu").n_input == 4
+    with pytest.raises(ValueError, match="without its ST data"):
+        loaded.train()
+
+
+def test_evaluate_geometry_warns_on_a_collapsed_layout():
+    truth = np.random.default_rng(0).uniform(size=(50, 2))
+    with pytest.warns(RuntimeWarning, match="collapsed"):
+        scores = gx.metrics.evaluate_geometry(np.zeros((50, 2)), truth)
+    assert np.isnan(scores["spearman"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gx.metrics.evaluate_geometry(truth + 0.01, truth)  # a real layout gives no warning
