@@ -93,7 +93,7 @@ def gearsx_rep(a, seed):
         gx.pp.highly_variable_genes(st, batch_key="slide" if multi else None, n_top_genes=2000)
         st = st[:, st.var["highly_variable"].to_numpy()].copy()
     gx.pp.mean_center_per_slide(st, slide_key="slide")
-    gx.tl.fit_encoder(st, slide_key="slide", random_state=seed, enable_progress_bar=False)
+    gx.tl.fit_encoder(st, slide_key="slide", random_state=seed, progress=False)
     return {k: st.obsm[k] for k in ("X_gears", "X_gears_backbone")}
 
 

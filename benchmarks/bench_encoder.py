@@ -21,7 +21,7 @@ warnings.filterwarnings("ignore")
 def report(name, st, slide_key, spatial_key="spatial", sc_data=None):
     gx.pp.mean_center_per_slide(st, slide_key=slide_key)
     t = time.perf_counter()
-    model = gx.tl.fit_encoder(st, slide_key=slide_key, spatial_key=spatial_key, enable_progress_bar=False)
+    model = gx.tl.fit_encoder(st, slide_key=slide_key, spatial_key=spatial_key, progress=False)
     dt = time.perf_counter() - t
     enc = st.uns["gears_encoder"]
     groups = st.obs[slide_key].to_numpy() if slide_key else None

@@ -94,7 +94,7 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
     gx.pp.mean_center_per_slide(st, slide_key=slide_key)
     gx.pp.mean_center_per_slide(cells, slide_key=None)
     t = time.perf_counter()
-    enc = gx.tl.fit_encoder(st, slide_key=slide_key, enable_progress_bar=False)
+    enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False)
     gx.tl.fit_adapter(cells, enc)
     t_enc = time.perf_counter() - t
     xy = np.asarray(cells.obsm[gt_key], dtype=float)
@@ -107,7 +107,7 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
     for targets in ("gram", "rw_stress"):
         geo = gx.model.GEARS(st, slide_key=slide_key, targets=targets)
         t = time.perf_counter()
-        geo.train(max_epochs=epochs, random_state=0, enable_progress_bar=False)
+        geo.train(max_epochs=epochs, random_state=0, progress=False)
         dt = time.perf_counter() - t
         label = "Gram targets" if targets == "gram" else "rw_stress targets"
         for scale, sets in scales.items():

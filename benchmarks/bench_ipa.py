@@ -78,7 +78,7 @@ def main():
         st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
         gx.pp.mean_center_per_slide(st, slide_key=slide_key)
         gx.pp.mean_center_per_slide(cells, slide_key=None)
-        enc = gx.tl.fit_encoder(st, slide_key=slide_key, enable_progress_bar=False)
+        enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False)
         gx.tl.fit_adapter(cells, enc)
         xy = np.asarray(cells.obsm[gt_key], dtype=float)
         sets = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key, n_sets=args.n_sets)["spot-scale"]
@@ -86,7 +86,7 @@ def main():
             for structure in ("refiner", "ipa"):
                 geo = gx.model.GEARS(st, slide_key=slide_key, structure=structure)
                 t = time.perf_counter()
-                geo.train(max_epochs=args.epochs, random_state=seed, enable_progress_bar=False)
+                geo.train(max_epochs=args.epochs, random_state=seed, progress=False)
                 dt = time.perf_counter() - t
                 preds = {structure if structure == "refiner" else "ipa (inference)": geo.predict_geometry(cells, sets)}
                 if structure == "ipa":

@@ -60,11 +60,11 @@ def run_gearsx(spots, query):
     st, cells = gx.pp.prepare(spots, query, slide_key=None, n_top_genes=2000)
     gx.pp.mean_center_per_slide(st, slide_key=None)
     gx.pp.mean_center_per_slide(cells, slide_key=None)
-    enc = gx.tl.fit_encoder(st, slide_key=None, enable_progress_bar=False)
+    enc = gx.tl.fit_encoder(st, slide_key=None, progress=False)
     gx.tl.fit_adapter(cells, enc)
     n_max = min(384, int(0.8 * st.n_obs))
     geo = gx.model.GEARS(st)
-    geo.train(n_min=min(128, n_max), n_max=n_max, enable_progress_bar=False)
+    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False)
     gx.tl.reconstruct(cells, geo, n_patch=min(384, cells.n_obs // 4), progress=False)
     return cells.obsm["X_gears_spatial"]
 

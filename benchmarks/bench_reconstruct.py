@@ -40,10 +40,10 @@ def main():
         geo = gx.model.GEARS.load(Path(args.models) / "geo", adata=st)
         print(f"loaded the encoder and GEARS from {args.models}", flush=True)
     else:
-        enc = gx.tl.fit_encoder(st, slide_key="slide", enable_progress_bar=False)
+        enc = gx.tl.fit_encoder(st, slide_key="slide", progress=False)
         geo = gx.model.GEARS(st, slide_key="slide")
         t = time.perf_counter()
-        geo.train(max_epochs=args.epochs, enable_progress_bar=False)
+        geo.train(max_epochs=args.epochs, progress=False)
         print(f"GEARS training: {time.perf_counter() - t:.0f} s ({args.epochs} epochs x 32 batches)", flush=True)
         if args.models is not None:
             enc.save(Path(args.models) / "enc", overwrite=True)

@@ -53,7 +53,7 @@ def trained_encoder():
     st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=2000)
     gx.pp.mean_center_per_slide(st, slide_key="slide")
     gx.pp.mean_center_per_slide(sc, slide_key=None)
-    model = gx.tl.fit_encoder(st, slide_key="slide", enable_progress_bar=False)
+    model = gx.tl.fit_encoder(st, slide_key="slide", progress=False)
     gx.tl.fit_adapter(sc, model)
     return st, sc, model
 
@@ -65,5 +65,5 @@ def trained_gears(trained_encoder):
 
     st = trained_encoder[0].copy()
     geo = gx.model.GEARS(st, slide_key="slide")
-    geo.train(max_epochs=4, n_batches=16, validation="slide", random_state=0, enable_progress_bar=False)
+    geo.train(max_epochs=4, n_batches=16, validation="slide", random_state=0, progress=False)
     return st, geo

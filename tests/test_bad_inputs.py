@@ -37,10 +37,10 @@ def env(tmp_path_factory) -> Env:
     st, sc = gx.pp.prepare(raw_st, raw_sc, slide_key="slide", n_top_genes=60)
     gx.pp.mean_center_per_slide(st, slide_key="slide")
     gx.pp.mean_center_per_slide(sc, slide_key=None)
-    enc = gx.tl.fit_encoder(st, slide_key="slide", max_epochs=2, n_latent=8, n_hidden=(32,), enable_progress_bar=False)
+    enc = gx.tl.fit_encoder(st, slide_key="slide", max_epochs=2, n_latent=8, n_hidden=(32,), progress=False)
     gx.tl.fit_adapter(sc, enc, max_epochs=1, progress=False)
     geo = gx.model.GEARS(st, slide_key="slide", n_out=4, dim=16, n_heads=2, n_inducing=8)
-    geo.train(max_epochs=1, n_batches=2, n_min=64, n_max=96, enable_progress_bar=False)
+    geo.train(max_epochs=1, n_batches=2, n_min=64, n_max=96, progress=False)
     root = tmp_path_factory.mktemp("saved")
     enc.save(root / "enc")
     geo.save(root / "geo")
@@ -123,8 +123,23 @@ def _fresh_st(e: Env) -> ad.AnnData:
     return a
 
 
-def _call(f, *args, **kwargs):
-    return lambda: f(*args, **kwargs)
+def on(build: Callable[[Env], ad.AnnData], call: Callable[[Env, ad.AnnData], object]):
+    """A row whose call gets a fresh AnnData built from the environment; that AnnData is watched."""
+
+    def make(e: Env):
+        a = build(e)
+        return (lambda: call(e, a)), [a]
+
+    return make
+
+
+def plain(call: Callable[[Env], object], watch: Callable[[Env], list] | None = None):
+    """A row whose call needs nothing fresh; ``watch`` names shared objects that must stay unchanged."""
+
+    def make(e: Env):
+        return (lambda: call(e)), ([] if watch is None else watch(e))
+
+    return make
 
 
 def _save_broken(e: Env, tmp, what: str):
@@ -154,669 +169,609 @@ def _cases() -> list[Case]:
         # pp.shared_genes / prepare / highly_variable_genes
         C(
             "shared_genes-one-dataset",
-            lambda e: (_call(gx.pp.shared_genes, e.raw_st), [e.raw_st]),
+            plain(lambda e: gx.pp.shared_genes(e.raw_st), watch=lambda e: [e.raw_st]),
             ValueError,
             "at least two",
         ),
         C(
             "shared_genes-duplicated-names",
-            lambda e: (
-                lambda a=_with(e.raw_sc, lambda a: setattr(a, "var_names", ["g"] * a.n_vars)): (
-                    _call(gx.pp.shared_genes, e.raw_st, a),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.raw_sc, lambda a: setattr(a, "var_names", ["g"] * a.n_vars)),
+                lambda e, a: gx.pp.shared_genes(e.raw_st, a),
+            ),
             ValueError,
             "var_names_make_unique",
         ),
         C(
             "shared_genes-none-shared",
-            lambda e: (
-                lambda a=_with(e.raw_sc, lambda a: setattr(a, "var_names", [f"x{i}" for i in range(a.n_vars)])): (
-                    _call(gx.pp.shared_genes, e.raw_st, a),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.raw_sc, lambda a: setattr(a, "var_names", [f"x{i}" for i in range(a.n_vars)])),
+                lambda e, a: gx.pp.shared_genes(e.raw_st, a),
+            ),
             ValueError,
             "same gene identifiers",
         ),
         C(
             "prepare-n_top_genes-0",
-            lambda e: (
-                _call(gx.pp.prepare, e.raw_st, e.raw_sc, slide_key="slide", n_top_genes=0),
-                [e.raw_st, e.raw_sc],
+            plain(
+                lambda e: gx.pp.prepare(e.raw_st, e.raw_sc, slide_key="slide", n_top_genes=0),
+                watch=lambda e: [e.raw_st, e.raw_sc],
             ),
             ValueError,
             "n_top_genes",
         ),
         C(
             "prepare-n_top_genes-negative",
-            lambda e: (
-                _call(gx.pp.prepare, e.raw_st, e.raw_sc, slide_key="slide", n_top_genes=-5),
-                [e.raw_st, e.raw_sc],
+            plain(
+                lambda e: gx.pp.prepare(e.raw_st, e.raw_sc, slide_key="slide", n_top_genes=-5),
+                watch=lambda e: [e.raw_st, e.raw_sc],
             ),
             ValueError,
             "n_top_genes",
         ),
         C(
             "prepare-nan-slide",
-            lambda e: (
-                lambda a=_with(e.raw_st, _nan_slide): (_call(gx.pp.prepare, a, e.raw_sc, slide_key="slide"), [a])
-            )(),
+            on(lambda e: _with(e.raw_st, _nan_slide), lambda e, a: gx.pp.prepare(a, e.raw_sc, slide_key="slide")),
             ValueError,
             "missing values",
         ),
         C(
             "prepare-unknown-slide-key",
-            lambda e: (_call(gx.pp.prepare, e.raw_st, e.raw_sc, slide_key="batch"), [e.raw_st]),
+            plain(lambda e: gx.pp.prepare(e.raw_st, e.raw_sc, slide_key="batch"), watch=lambda e: [e.raw_st]),
             KeyError,
             "slide_key",
         ),
         C(
             "prepare-negative-counts",
-            lambda e: (
-                lambda a=_with(e.raw_sc, lambda a: setattr(a, "X", a.X.toarray() - 1.0)): (
-                    _call(gx.pp.prepare, e.raw_st, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.raw_sc, lambda a: setattr(a, "X", a.X.toarray() - 1.0)),
+                lambda e, a: gx.pp.prepare(e.raw_st, a, slide_key="slide"),
+            ),
             ValueError,
             "negative values",
         ),
         C(
             "prepare-absurd-counts",
-            lambda e: (
-                lambda a=_with(e.raw_sc, lambda a: setattr(a, "X", a.X.toarray() * 1e12)): (
-                    _call(gx.pp.prepare, e.raw_st, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.raw_sc, lambda a: setattr(a, "X", a.X.toarray() * 1e12)),
+                lambda e, a: gx.pp.prepare(e.raw_st, a, slide_key="slide"),
+            ),
             ValueError,
             "beyond any count",
         ),
         C(
             "prepare-nan-expression",
-            lambda e: (
-                lambda a=_with(e.raw_sc, lambda a: setattr(a, "X", np.where(np.arange(a.n_vars) == 0, np.nan, a.X.toarray()))): (
-                    _call(gx.pp.prepare, e.raw_st, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(
+                    e.raw_sc, lambda a: setattr(a, "X", np.where(np.arange(a.n_vars) == 0, np.nan, a.X.toarray()))
+                ),
+                lambda e, a: gx.pp.prepare(e.raw_st, a, slide_key="slide"),
+            ),
             ValueError,
             "NaN",
         ),
         C(
             "prepare-missing-layer",
-            lambda e: (_call(gx.pp.prepare, e.raw_st, e.raw_sc, slide_key="slide", layer="raw"), [e.raw_st, e.raw_sc]),
+            plain(
+                lambda e: gx.pp.prepare(e.raw_st, e.raw_sc, slide_key="slide", layer="raw"),
+                watch=lambda e: [e.raw_st, e.raw_sc],
+            ),
             KeyError,
             "layer",
         ),
         C(
             "hvg-unknown-batch-key",
-            lambda e: (lambda a=e.st.copy(): (_call(gx.pp.highly_variable_genes, a, batch_key="nope"), [a]))(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.pp.highly_variable_genes(a, batch_key="nope")),
             KeyError,
             "batch_key",
         ),
         # pp.mean_center_per_slide
         C(
             "center-nan-slide",
-            lambda e: (
-                lambda a=_with(e.st, _nan_slide): (_call(gx.pp.mean_center_per_slide, a, slide_key="slide"), [a])
-            )(),
+            on(lambda e: _with(e.st, _nan_slide), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide")),
             ValueError,
             "missing values",
         ),
         C(
             "center-beyond-float32",
-            lambda e: (
-                lambda a=_with(e.st, lambda a: setattr(a, "X", np.full(a.shape, 1e300))): (
-                    _call(gx.pp.mean_center_per_slide, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.st, lambda a: setattr(a, "X", np.full(a.shape, 1e300))),
+                lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide"),
+            ),
             ValueError,
             "float32",
         ),
         C(
             "center-missing-layer",
-            lambda e: (
-                lambda a=e.st.copy(): (_call(gx.pp.mean_center_per_slide, a, slide_key="slide", layer="nope"), [a])
-            )(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide", layer="nope")),
             KeyError,
             "layer",
         ),
         C(
             "center-unknown-slide-key",
-            lambda e: (lambda a=e.st.copy(): (_call(gx.pp.mean_center_per_slide, a, slide_key="nope"), [a]))(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="nope")),
             KeyError,
             "slide_key",
         ),
         # pp.extract_patches
         C(
             "patches-negative-scalef",
-            lambda e: (lambda a=_visium(e, scalef=-0.1): (_call(gx.pp.extract_patches, a, size=8), [a]))(),
+            on(lambda e: _visium(e, scalef=-0.1), lambda e, a: gx.pp.extract_patches(a, size=8)),
             ValueError,
             "positive number",
         ),
         C(
             "patches-zero-scalef",
-            lambda e: (lambda a=_visium(e, scalef=0.0): (_call(gx.pp.extract_patches, a, size=8), [a]))(),
+            on(lambda e: _visium(e, scalef=0.0), lambda e, a: gx.pp.extract_patches(a, size=8)),
             ValueError,
             "positive number",
         ),
         C(
             "patches-missing-scalef",
-            lambda e: (lambda a=_visium(e, scalef=None): (_call(gx.pp.extract_patches, a, size=8), [a]))(),
+            on(lambda e: _visium(e, scalef=None), lambda e, a: gx.pp.extract_patches(a, size=8)),
             KeyError,
             "tissue_hires_scalef",
         ),
         C(
             "patches-missing-spatial",
-            lambda e: (
-                lambda a=_with(_visium(e, 0.1), lambda a: a.obsm.pop("spatial")): (
-                    _call(gx.pp.extract_patches, a, size=8),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(_visium(e, 0.1), lambda a: a.obsm.pop("spatial")),
+                lambda e, a: gx.pp.extract_patches(a, size=8),
+            ),
             KeyError,
             "spatial",
         ),
         C(
             "patches-bad-resolution",
-            lambda e: (lambda a=_visium(e, 0.1): (_call(gx.pp.extract_patches, a, resolution="medium"), [a]))(),
+            on(lambda e: _visium(e, 0.1), lambda e, a: gx.pp.extract_patches(a, resolution="medium")),
             ValueError,
             "resolution",
         ),
         C(
             "patches-fullres-without-image",
-            lambda e: (lambda a=_visium(e, 0.1): (_call(gx.pp.extract_patches, a, resolution="fullres"), [a]))(),
+            on(lambda e: _visium(e, 0.1), lambda e, a: gx.pp.extract_patches(a, resolution="fullres")),
             ValueError,
             "image=",
         ),
         # model.SharedEncoder / tl.fit_encoder
         C(
             "encoder-setup-nan-slide",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), _nan_slide): (
-                    _call(gx.model.SharedEncoder.setup_anndata, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(_fresh_st(e), _nan_slide),
+                lambda e, a: gx.model.SharedEncoder.setup_anndata(a, slide_key="slide"),
+            ),
             ValueError,
             "missing values",
         ),
         C(
             "encoder-setup-missing-spatial",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), lambda a: a.obsm.pop("spatial")): (
-                    _call(gx.model.SharedEncoder.setup_anndata, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(_fresh_st(e), lambda a: a.obsm.pop("spatial")),
+                lambda e, a: gx.model.SharedEncoder.setup_anndata(a, slide_key="slide"),
+            ),
             KeyError,
             "spatial",
         ),
         C(
             "encoder-setup-nan-coords",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), lambda a: a.obsm["spatial"].__setitem__((0, 0), np.nan)): (
-                    _call(gx.model.SharedEncoder.setup_anndata, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(_fresh_st(e), lambda a: a.obsm["spatial"].__setitem__((0, 0), np.nan)),
+                lambda e, a: gx.model.SharedEncoder.setup_anndata(a, slide_key="slide"),
+            ),
             ValueError,
             "NaN",
         ),
         C(
             "fit_encoder-nan-slide",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), _nan_slide): (_call(gx.tl.fit_encoder, a, slide_key="slide"), [a])
-            )(),
+            on(lambda e: _with(_fresh_st(e), _nan_slide), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide")),
             ValueError,
             "missing values",
         ),
         C(
             "fit_encoder-n_latent-0",
-            lambda e: (lambda a=_fresh_st(e): (_call(gx.tl.fit_encoder, a, slide_key="slide", n_latent=0), [a]))(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", n_latent=0)),
             ValueError,
             "n_latent",
         ),
         C(
             "fit_encoder-empty-hidden",
-            lambda e: (lambda a=_fresh_st(e): (_call(gx.tl.fit_encoder, a, slide_key="slide", n_hidden=()), [a]))(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", n_hidden=())),
             ValueError,
             "n_hidden",
         ),
         C(
             "fit_encoder-k_spatial-too-large",
-            lambda e: (
-                lambda a=_fresh_st(e): (
-                    _call(gx.tl.fit_encoder, a, slide_key="slide", k_spatial=100_000, max_epochs=1),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _fresh_st(e),
+                lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", k_spatial=100_000, max_epochs=1),
+            ),
             ValueError,
             "k_spatial",
         ),
         C(
             "fit_encoder-missing-layer",
-            lambda e: (lambda a=_fresh_st(e): (_call(gx.tl.fit_encoder, a, slide_key="slide", layer="nope"), [a]))(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", layer="nope")),
             KeyError,
             "layer",
         ),
         C(
             "encoder-on-a-copy",
-            lambda e: (lambda a=e.st[:500].copy(): (_call(gx.model.SharedEncoder, a), [a]))(),
+            on(lambda e: e.st[:500].copy(), lambda e, a: gx.model.SharedEncoder(a)),
             ValueError,
             "copy or subset",
         ),
         # tl.fit_adapter
         C(
             "fit_adapter-given-gears",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.tl.fit_adapter, a, e.geo), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.geo)),
             TypeError,
             "SharedEncoder",
         ),
         C(
             "fit_adapter-three-cells",
-            lambda e: (lambda a=e.sc[:3].copy(): (_call(gx.tl.fit_adapter, a, e.enc), [a]))(),
+            on(lambda e: e.sc[:3].copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc)),
             ValueError,
             "at least 10",
         ),
         C(
             "fit_adapter-unknown-mode",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.tl.fit_adapter, a, e.enc, mode="mlp"), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, mode="mlp")),
             NotImplementedError,
             "linear",
         ),
         C(
             "fit_adapter-other-genes",
-            lambda e: (lambda a=e.sc[:, :30].copy(): (_call(gx.tl.fit_adapter, a, e.enc), [a]))(),
+            on(lambda e: e.sc[:, :30].copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc)),
             ValueError,
             "genes",
         ),
         C(
             "fit_adapter-batch_size",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.tl.fit_adapter, a, e.enc, batch_size=2), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, batch_size=2)),
             ValueError,
             "batch_size",
         ),
         # model.GEARS construction and training
         C(
             "gears-coincident-coordinates",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), lambda a: a.obsm.__setitem__("spatial", np.zeros((a.n_obs, 2)))): (
-                    _call(gx.model.GEARS, a, slide_key="slide"),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(_fresh_st(e), lambda a: a.obsm.__setitem__("spatial", np.zeros((a.n_obs, 2)))),
+                lambda e, a: gx.model.GEARS(a, slide_key="slide"),
+            ),
             ValueError,
             "distinct positions",
         ),
         C(
             "gears-nan-slide",
-            lambda e: (lambda a=_with(_fresh_st(e), _nan_slide): (_call(gx.model.GEARS, a, slide_key="slide"), [a]))(),
+            on(lambda e: _with(_fresh_st(e), _nan_slide), lambda e, a: gx.model.GEARS(a, slide_key="slide")),
             ValueError,
             "missing values",
         ),
         C(
             "gears-missing-embedding",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), lambda a: a.obsm.pop("X_gears")): (_call(gx.model.GEARS, a), [a])
-            )(),
+            on(lambda e: _with(_fresh_st(e), lambda a: a.obsm.pop("X_gears")), lambda e, a: gx.model.GEARS(a)),
             KeyError,
             "fit_encoder",
         ),
         C(
             "gears-dim-heads",
-            lambda e: (lambda a=_fresh_st(e): (_call(gx.model.GEARS, a, slide_key="slide", dim=30, n_heads=4), [a]))(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.model.GEARS(a, slide_key="slide", dim=30, n_heads=4)),
             ValueError,
             "divisible",
         ),
         C(
             "gears-structure",
-            lambda e: (
-                lambda a=_fresh_st(e): (_call(gx.model.GEARS, a, slide_key="slide", structure="alphafold"), [a])
-            )(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.model.GEARS(a, slide_key="slide", structure="alphafold")),
             ValueError,
             "structure",
         ),
         C(
             "gears-targets",
-            lambda e: (lambda a=_fresh_st(e): (_call(gx.model.GEARS, a, slide_key="slide", targets="oracle"), [a]))(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.model.GEARS(a, slide_key="slide", targets="oracle")),
             ValueError,
             "targets",
         ),
         C(
             "gears-n_out-1",
-            lambda e: (lambda a=_fresh_st(e): (_call(gx.model.GEARS, a, slide_key="slide", n_out=1), [a]))(),
+            on(lambda e: _fresh_st(e), lambda e, a: gx.model.GEARS(a, slide_key="slide", n_out=1)),
             ValueError,
             "n_out",
         ),
         C(
             "gears-3d-coordinates",
-            lambda e: (
-                lambda a=_with(_fresh_st(e), lambda a: a.obsm.__setitem__("spatial", np.ones((a.n_obs, 3)))): (
-                    _call(gx.model.GEARS, a),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(_fresh_st(e), lambda a: a.obsm.__setitem__("spatial", np.ones((a.n_obs, 3)))),
+                lambda e, a: gx.model.GEARS(a),
+            ),
             ValueError,
             "(n_obs, 2)",
         ),
         C(
             "gears-train-validation",
-            lambda e: (_call(e.geo.train, validation="held-out"), [e.st]),
+            plain(lambda e: e.geo.train(validation="held-out"), watch=lambda e: [e.st]),
             ValueError,
             "validation",
         ),
         C(
             "gears-train-refine_start",
-            lambda e: (_call(e.geo.train, refine_start=1.0), [e.st]),
+            plain(lambda e: e.geo.train(refine_start=1.0), watch=lambda e: [e.st]),
             ValueError,
             "refine_start",
         ),
-        C("gears-train-n_min", lambda e: (_call(e.geo.train, n_min=5000, n_max=5000), [e.st]), ValueError, "n_min"),
+        C(
+            "gears-train-n_min",
+            plain(lambda e: e.geo.train(n_min=5000, n_max=5000), watch=lambda e: [e.st]),
+            ValueError,
+            "n_min",
+        ),
         C(
             "gears-train-validation_slide",
-            lambda e: (_call(e.geo.train, validation_slide="s9"), [e.st]),
+            plain(lambda e: e.geo.train(validation_slide="s9"), watch=lambda e: [e.st]),
             ValueError,
             "validation_slide",
         ),
         C(
             "gears-predict-wrong-width",
-            lambda e: (_call(e.geo.predict_geometry, np.zeros((20, 5), dtype=np.float32)), []),
+            plain(lambda e: e.geo.predict_geometry(np.zeros((20, 5), dtype=np.float32))),
             ValueError,
             "embedding dimensions",
         ),
         # tl.reconstruct
         C(
             "reconstruct-not-a-model",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.tl.reconstruct, a, e.enc), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.enc)),
             TypeError,
             "GEARS",
         ),
         C(
             "reconstruct-ten-cells",
-            lambda e: (lambda a=e.sc[:10].copy(): (_call(gx.tl.reconstruct, a, e.geo), [a]))(),
+            on(lambda e: e.sc[:10].copy(), lambda e, a: gx.tl.reconstruct(a, e.geo)),
             ValueError,
             "at least 16 cells",
         ),
         C(
             "reconstruct-n_patch-too-large",
-            lambda e: (lambda a=e.sc[:40].copy(): (_call(gx.tl.reconstruct, a, e.geo), [a]))(),
+            on(lambda e: e.sc[:40].copy(), lambda e, a: gx.tl.reconstruct(a, e.geo)),
             ValueError,
             "pass n_patch=40",
         ),
         C(
             "reconstruct-min_overlap",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.tl.reconstruct, a, e.geo, n_patch=64, min_overlap=64), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, n_patch=64, min_overlap=64)),
             ValueError,
             "min_overlap",
         ),
         C(
             "reconstruct-smooth_k",
-            lambda e: (
-                lambda a=e.sc[:40].copy(): (
-                    _call(gx.tl.reconstruct, a, e.geo, n_patch=40, min_overlap=6, smooth_k=40),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: e.sc[:40].copy(),
+                lambda e, a: gx.tl.reconstruct(a, e.geo, n_patch=40, min_overlap=6, smooth_k=40),
+            ),
             ValueError,
             "smooth_k",
         ),
         C(
             "reconstruct-unadapted",
-            lambda e: (
-                lambda a=_with(e.sc, lambda a: a.uns.pop("gears_adapter")): (_call(gx.tl.reconstruct, a, e.geo), [a])
-            )(),
+            on(lambda e: _with(e.sc, lambda a: a.uns.pop("gears_adapter")), lambda e, a: gx.tl.reconstruct(a, e.geo)),
             ValueError,
             "allow_unadapted",
         ),
         C(
             "reconstruct-wrong-width",
-            lambda e: (
-                lambda a=_with(e.sc, lambda a: a.obsm.__setitem__("X_gears", np.ones((a.n_obs, 3), dtype=np.float32))): (
-                    _call(gx.tl.reconstruct, a, e.geo),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.sc, lambda a: a.obsm.__setitem__("X_gears", np.ones((a.n_obs, 3), dtype=np.float32))),
+                lambda e, a: gx.tl.reconstruct(a, e.geo),
+            ),
             ValueError,
             "embedding dimensions",
         ),
         C(
             "reconstruct-nan-embedding",
-            lambda e: (
-                lambda a=_with(e.sc, lambda a: a.obsm["X_gears"].__setitem__((0, 0), np.nan)): (
-                    _call(gx.tl.reconstruct, a, e.geo),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.sc, lambda a: a.obsm["X_gears"].__setitem__((0, 0), np.nan)),
+                lambda e, a: gx.tl.reconstruct(a, e.geo),
+            ),
             ValueError,
             "NaN",
         ),
         C(
             "reconstruct-missing-embedding",
-            lambda e: (
-                lambda a=_with(e.sc, lambda a: a.obsm.pop("X_gears")): (_call(gx.tl.reconstruct, a, e.geo), [a])
-            )(),
+            on(lambda e: _with(e.sc, lambda a: a.obsm.pop("X_gears")), lambda e, a: gx.tl.reconstruct(a, e.geo)),
             KeyError,
             "fit_adapter",
         ),
         C(
             "reconstruct-untrained",
-            lambda e: (
-                lambda a=e.sc.copy(): (
-                    _call(gx.tl.reconstruct, a, gx.model.GEARS(e.st.copy(), slide_key="slide", dim=16, n_heads=2)),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: e.sc.copy(),
+                lambda e, a: gx.tl.reconstruct(a, gx.model.GEARS(e.st.copy(), slide_key="slide", dim=16, n_heads=2)),
+            ),
             RuntimeError,
             "not trained",
         ),
         # model save / load
-        C("save-existing-folder", lambda e: (_call(e.geo.save, e.saved["geo"]), []), FileExistsError, "overwrite=True"),
+        C("save-existing-folder", plain(lambda e: e.geo.save(e.saved["geo"])), FileExistsError, "overwrite=True"),
         C(
             "load-missing-folder",
-            lambda e: (_call(gx.model.GEARS.load, e.saved["geo"].parent / "nowhere"), []),
+            plain(lambda e: gx.model.GEARS.load(e.saved["geo"].parent / "nowhere")),
             FileNotFoundError,
             "meta.json",
         ),
         C(
             "load-truncated-weights",
-            lambda e: (
-                lambda a=_fresh_st(e): (
-                    _call(gx.model.GEARS.load, _save_broken(e, e.saved["geo"].parent, "geo_truncated"), a),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _fresh_st(e),
+                lambda e, a: gx.model.GEARS.load(_save_broken(e, e.saved["geo"].parent, "geo_truncated"), a),
+            ),
             ValueError,
             "model.pt",
         ),
         C(
             "load-broken-meta",
-            lambda e: (_call(gx.model.GEARS.load, _save_broken(e, e.saved["geo"].parent, "geo_meta")), []),
+            plain(lambda e: gx.model.GEARS.load(_save_broken(e, e.saved["geo"].parent, "geo_meta"))),
             ValueError,
             "meta.json",
         ),
         C(
             "load-meta-not-an-object",
-            lambda e: (_call(gx.model.GEARS.load, _save_broken(e, e.saved["geo"].parent, "geo_notjson_dict")), []),
+            plain(lambda e: gx.model.GEARS.load(_save_broken(e, e.saved["geo"].parent, "geo_notjson_dict"))),
             ValueError,
             "save the model again",
         ),
         C(
             "load-foreign-weights",
-            lambda e: (
-                lambda a=_fresh_st(e): (
-                    _call(gx.model.GEARS.load, _save_broken(e, e.saved["geo"].parent, "geo_foreign"), a),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _fresh_st(e),
+                lambda e, a: gx.model.GEARS.load(_save_broken(e, e.saved["geo"].parent, "geo_foreign"), a),
+            ),
             ValueError,
             "no gearsx module weights",
         ),
         C(
             "load-encoder-wrong-genes",
-            lambda e: (
-                lambda a=_fresh_st(e)[:, :30].copy(): (_call(gx.model.SharedEncoder.load, e.saved["enc"], a), [a])
-            )(),
+            on(lambda e: _fresh_st(e)[:, :30].copy(), lambda e, a: gx.model.SharedEncoder.load(e.saved["enc"], a)),
             ValueError,
             "genes",
         ),
-        C("load-wrong-class", lambda e: (_call(gx.model.GEARS.load, e.saved["enc"]), []), ValueError, "SharedEncoder"),
+        C("load-wrong-class", plain(lambda e: gx.model.GEARS.load(e.saved["enc"])), ValueError, "SharedEncoder"),
         C(
             "load-encoder-without-data",
-            lambda e: (_call(gx.model.SharedEncoder.load, e.saved["enc"]), []),
+            plain(lambda e: gx.model.SharedEncoder.load(e.saved["enc"])),
             ValueError,
             "adata=",
         ),
         # tl.cluster_domains / spatial_smooth / stitch
         C(
             "domains-method",
-            lambda e: (lambda a=e.st.copy(): (_call(gx.tl.cluster_domains, a, method="dbscan"), [a]))(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, method="dbscan")),
             ValueError,
             "method",
         ),
         C(
             "domains-scan-needs-k",
-            lambda e: (lambda a=e.st.copy(): (_call(gx.tl.cluster_domains, a, method="scan"), [a]))(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, method="scan")),
             ValueError,
             "n_clusters",
         ),
         C(
             "domains-missing-rep",
-            lambda e: (lambda a=e.st.copy(): (_call(gx.tl.cluster_domains, a, use_rep="X_pca"), [a]))(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, use_rep="X_pca")),
             KeyError,
             "sc.pp.pca",
         ),
         C(
             "domains-refine-missing-spatial",
-            lambda e: (
-                lambda a=_with(e.st, lambda a: a.obsm.pop("spatial")): (
-                    _call(gx.tl.cluster_domains, a, refine=True),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.st, lambda a: a.obsm.pop("spatial")),
+                lambda e, a: gx.tl.cluster_domains(a, refine=True),
+            ),
             KeyError,
             "spatial",
         ),
         C(
             "domains-refine-nan-slide",
-            lambda e: (
-                lambda a=_with(e.st, _nan_slide): (_call(gx.tl.cluster_domains, a, refine=True, n_clusters=3), [a])
-            )(),
+            on(lambda e: _with(e.st, _nan_slide), lambda e, a: gx.tl.cluster_domains(a, refine=True, n_clusters=3)),
             ValueError,
             "missing values",
         ),
         C(
             "domains-refine-recorded-slide-dropped",
-            lambda e: (
-                lambda a=_with(e.st, lambda a: a.obs.pop("slide")): (
-                    _call(gx.tl.cluster_domains, a, refine=True, n_clusters=3),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: _with(e.st, lambda a: a.obs.pop("slide")),
+                lambda e, a: gx.tl.cluster_domains(a, refine=True, n_clusters=3),
+            ),
             KeyError,
             "slide_key",
         ),
         C(
             "domains-too-many-clusters",
-            lambda e: (lambda a=e.st[:5].copy(): (_call(gx.tl.cluster_domains, a, n_clusters=6), [a]))(),
+            on(lambda e: e.st[:5].copy(), lambda e, a: gx.tl.cluster_domains(a, n_clusters=6)),
             ValueError,
             "n_clusters",
         ),
         C(
             "smooth-missing-spatial",
-            lambda e: (lambda a=_with(e.st, lambda a: a.obsm.pop("spatial")): (_call(gx.tl.spatial_smooth, a), [a]))(),
+            on(lambda e: _with(e.st, lambda a: a.obsm.pop("spatial")), lambda e, a: gx.tl.spatial_smooth(a)),
             KeyError,
             "spatial",
         ),
         C(
             "smooth-too-many-neighbours",
-            lambda e: (
-                lambda a=e.st[:5].copy(): (_call(gx.tl.spatial_smooth, a, n_neighbors=10, slide_key="slide"), [a])
-            )(),
+            on(lambda e: e.st[:5].copy(), lambda e, a: gx.tl.spatial_smooth(a, n_neighbors=10, slide_key="slide")),
             ValueError,
             "n_neighbors",
         ),
         C(
             "stitch-coincident-patch",
-            lambda e: (
-                lambda a=ad.AnnData(np.zeros((30, 1), dtype=np.float32)): (
-                    _call(gx.tl.stitch, a, [(np.arange(30), np.zeros((30, 2)))]),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
+                lambda e, a: gx.tl.stitch(a, [(np.arange(30), np.zeros((30, 2)))]),
+            ),
             ValueError,
             "one point",
         ),
         C(
             "stitch-no-patches",
-            lambda e: (lambda a=ad.AnnData(np.zeros((30, 1), dtype=np.float32)): (_call(gx.tl.stitch, a, []), [a]))(),
+            on(lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)), lambda e, a: gx.tl.stitch(a, [])),
             ValueError,
             "non-empty",
         ),
         C(
             "stitch-uncovered-cells",
-            lambda e: (
-                lambda a=ad.AnnData(np.zeros((30, 1), dtype=np.float32)): (
-                    _call(gx.tl.stitch, a, [(np.arange(20), np.random.default_rng(0).normal(size=(20, 2)))]),
-                    [a],
-                )
-            )(),
+            on(
+                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
+                lambda e, a: gx.tl.stitch(a, [(np.arange(20), np.random.default_rng(0).normal(size=(20, 2)))]),
+            ),
             ValueError,
             "in no patch",
         ),
         # metrics
         C(
             "metrics-length-mismatch",
-            lambda e: (_call(gx.metrics.evaluate_geometry, np.zeros((30, 2)), np.ones((31, 2))), []),
+            plain(lambda e: gx.metrics.evaluate_geometry(np.zeros((30, 2)), np.ones((31, 2)))),
             ValueError,
             "same cells",
         ),
         C(
             "metrics-nan",
-            lambda e: (_call(gx.metrics.evaluate_geometry, np.full((30, 2), np.nan), np.ones((30, 2))), []),
+            plain(lambda e: gx.metrics.evaluate_geometry(np.full((30, 2), np.nan), np.ones((30, 2)))),
             ValueError,
             "NaN",
         ),
         C(
             "metrics-k-too-large",
-            lambda e: (_call(gx.metrics.evaluate_geometry, np.eye(10, 2), np.eye(10, 2)), []),
+            plain(lambda e: gx.metrics.evaluate_geometry(np.eye(10, 2), np.eye(10, 2))),
             ValueError,
             "Lower `k`",
         ),
         C(
             "metrics-adata-missing-key",
-            lambda e: (
-                lambda a=e.sc.copy(): (_call(gx.metrics.evaluate_adata, a, "X_gears_spatial", "spatial_gt"), [a])
-            )(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.metrics.evaluate_adata(a, "X_gears_spatial", "spatial_gt")),
             KeyError,
             "X_gears_spatial",
         ),
         # pl
         C(
             "pl-reconstruction-missing-basis",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.pl.reconstruction, a, show=False), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.pl.reconstruction(a, show=False)),
             KeyError,
             "reconstruct",
         ),
         C(
             "pl-domains-missing-key",
-            lambda e: (lambda a=e.st.copy(): (_call(gx.pl.domains, a, show=False), [a]))(),
+            on(lambda e: e.st.copy(), lambda e, a: gx.pl.domains(a, show=False)),
             KeyError,
             "gears_domain",
         ),
         C(
             "pl-distortion-missing-truth",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.pl.distortion_heatmap, a, show=False), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.pl.distortion_heatmap(a, show=False)),
             KeyError,
             "X_gears_spatial",
         ),
         C(
             "pl-stitching-missing",
-            lambda e: (lambda a=e.sc.copy(): (_call(gx.pl.stitching_diagnostics, a, show=False), [a]))(),
+            on(lambda e: e.sc.copy(), lambda e, a: gx.pl.stitching_diagnostics(a, show=False)),
             KeyError,
             "gears",
         ),

@@ -55,3 +55,22 @@ def test_verbosity_info_shows_messages_on_stderr():
     assert "INFO (gearsx): hello from tl" in err
     assert "hidden" not in err
     assert "quiet now" not in err
+
+
+def test_old_argument_names_warn_and_still_work():
+    import anndata as ad
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(np.zeros((120, 1), dtype=np.float32))
+    adata.obsm["spatial"] = rng.uniform(size=(120, 2))
+    adata.obsm["emb"] = rng.normal(size=(120, 4)).astype(np.float32)
+    with pytest.warns(FutureWarning, match="`embedding_key` of GEARS.__init__\\(\\) is renamed `use_rep`"):
+        geo = gx.model.GEARS(adata, embedding_key="emb", n_out=4, dim=16, n_heads=2, n_inducing=4)
+    assert geo.setup_args["use_rep"] == "emb"
+    with pytest.warns(FutureWarning, match="renamed `progress`"):
+        geo.train(
+            max_epochs=1, n_batches=1, batch_size=1, n_min=30, n_max=40, validation=None, enable_progress_bar=False
+        )
+    with pytest.raises(TypeError, match="pass `progress` only"):
+        geo.train(enable_progress_bar=False, progress=False)

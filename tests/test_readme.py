@@ -31,7 +31,7 @@ def test_readme_example_runs(monkeypatch):
     code = _example()
     assert "sc = " not in code.replace("adata_sc = ", ""), "the example must not shadow `import scanpy as sc`"
     namespace: dict = {}
-    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the README is ours
+    exec(compile(code, str(README), "exec"), namespace)
     plt.close("all")
     adata_st, adata_sc = namespace["adata_st"], namespace["adata_sc"]
     assert adata_sc.obsm["X_gears_spatial"].shape == (adata_sc.n_obs, 2)

@@ -13,7 +13,7 @@ import pytest
 import gearsx as gx
 
 _TINY = {"n_out": 8, "dim": 32, "n_inducing": 8, "n_context_blocks": 1, "n_generator_blocks": 1, "n_refiner_blocks": 1}
-_FAST = {"max_epochs": 1, "n_batches": 2, "batch_size": 2, "n_min": 40, "n_max": 60, "enable_progress_bar": False}
+_FAST = {"max_epochs": 1, "n_batches": 2, "batch_size": 2, "n_min": 40, "n_max": 60, "progress": False}
 
 
 def _spots(n_per_slide=200, n_slides=3, seed=0):
@@ -43,7 +43,8 @@ def test_registration_writes_nothing_and_classes_do_not_interfere():
     obs_before, uns_before = list(st.obs.columns), set(st.uns)
     gx.model.SharedEncoder.setup_anndata(st, slide_key="slide")
     gx.model.GEARS.setup_anndata(st, slide_key=None)  # a different slide key for the other class
-    assert list(st.obs.columns) == obs_before and set(st.uns) == uns_before
+    assert list(st.obs.columns) == obs_before
+    assert set(st.uns) == uns_before
     enc = gx.model.SharedEncoder(st, n_hidden=(8,), n_latent=4)
     assert enc._slide_names() == ["s0", "s1", "s2"]
     np.testing.assert_array_equal(enc._slide_codes(), np.repeat([0, 1, 2], 200))
@@ -89,7 +90,9 @@ def test_refinement_never_pools_slides_without_slide_key():
     gx.tl.cluster_domains(adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, refine_k=6)
     labels = adata.obs["gears_domain"].to_numpy()
     # each slide is one domain; pooling the slides' coincident spots would flip about half of them
-    assert len(set(labels[:150])) == 1 and len(set(labels[150:])) == 1 and labels[0] != labels[-1]
+    assert len(set(labels[:150])) == 1
+    assert len(set(labels[150:])) == 1
+    assert labels[0] != labels[-1]
     assert adata.uns["gears_domain"]["params"]["slide_key"] == "slide"
     del adata.uns["gears_encoder"]  # without any record the data are one slide, and pooling shows
     gx.tl.cluster_domains(adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, refine_k=6)
@@ -100,7 +103,8 @@ def test_spatial_smooth_never_pools_slides_without_slide_key():
     adata = _stacked_slides()
     gx.tl.spatial_smooth(adata, use_rep="X_rep", n_neighbors=6)
     out = adata.obsm["X_rep_smoothed"]
-    assert out[:150].max() < 1 and out[150:].min() > 4
+    assert out[:150].max() < 1
+    assert out[150:].min() > 4
     assert adata.uns["X_rep_smoothed"]["params"]["slide_key"] == "slide"
 
 
@@ -124,12 +128,16 @@ def test_loaded_gears_reconstructs_without_the_st_data(tmp_path):
     geo.train(validation=None, **_FAST)
     geo.save(tmp_path / "geo")
     loaded = gx.model.GEARS.load(tmp_path / "geo", accelerator="cpu")
-    assert loaded.adata is None and loaded.is_trained and loaded.n_input == 4
+    assert loaded.adata is None
+    assert loaded.is_trained
+    assert loaded.n_input == 4
     assert "without data" in repr(loaded)
     query = ad.AnnData(np.zeros((120, 1), dtype=np.float32))
     query.obsm["X_gears"] = st.obsm["X_gears"][:120]
     expected = geo.predict_geometry(query.obsm["X_gears"], indices=np.arange(60), random_state=2)
-    np.testing.assert_allclose(loaded.predict_geometry(query, indices=np.arange(60), random_state=2), expected, atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.predict_geometry(query, indices=np.arange(60), random_state=2), expected, atol=1e-5
+    )
     gx.tl.reconstruct(query, loaded, n_patch=60, min_overlap=10, smooth_k=5, allow_unadapted=True, progress=False)
     assert np.isfinite(query.obsm["X_gears_spatial"]).all()
     loaded.save(tmp_path / "again")  # round trip of a data-free model

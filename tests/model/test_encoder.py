@@ -115,10 +115,10 @@ def test_same_seed_same_embedding():
     za = gx.model.SharedEncoder(a, n_hidden=(8,), n_latent=4)
     zb = gx.model.SharedEncoder(b, n_hidden=(8,), n_latent=4)
     for m in (za, zb):
-        m.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=5, enable_progress_bar=False)
+        m.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=5, progress=False)
     np.testing.assert_array_equal(za.get_latent_representation(), zb.get_latent_representation())
     zc = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
-    zc.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=6, enable_progress_bar=False)
+    zc.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=6, progress=False)
     assert not np.allclose(za.get_latent_representation(), zc.get_latent_representation())
 
 
@@ -140,7 +140,7 @@ def test_load_with_other_genes_raises():
 def test_single_slide_is_valid():
     adata = _tiny(slide_key=None)
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=2, batch_size=16, k_spatial=3, enable_progress_bar=False)
+    model.train(max_epochs=2, batch_size=16, k_spatial=3, progress=False)
     assert model.get_latent_representation().shape == (60, 4)
 
 
@@ -168,13 +168,13 @@ def test_bad_input():
         gx.model.SharedEncoder(tiny_adata())
     model = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
     with pytest.raises(ValueError, match="k_spatial"):
-        model.train(max_epochs=1, k_spatial=40, enable_progress_bar=False)
+        model.train(max_epochs=1, k_spatial=40, progress=False)
 
 
 def test_adapter_bad_input():
     adata = _tiny()
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=1, batch_size=16, k_spatial=3, enable_progress_bar=False)
+    model.train(max_epochs=1, batch_size=16, k_spatial=3, progress=False)
     other_genes = tiny_adata()[:, :6].copy()
     with pytest.raises(ValueError, match="genes of `adata`"):
         gx.tl.fit_adapter(other_genes, model)
@@ -189,7 +189,7 @@ def test_adapter_bad_input():
 def test_adapter_max_steps_caps_epochs_and_is_inert_when_large():
     adata = _tiny()
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=1, batch_size=16, k_spatial=3, enable_progress_bar=False)
+    model.train(max_epochs=1, batch_size=16, k_spatial=3, progress=False)
     sc = tiny_adata()
     per_epoch = -(-sc.n_obs // 16)
     gx.tl.fit_adapter(sc, model, max_epochs=10, batch_size=16, max_steps=2 * per_epoch, progress=False)

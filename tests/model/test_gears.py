@@ -21,7 +21,7 @@ def _synthetic(n_per_slide=300, n_slides=2, seed=0):
 
 
 _TINY = {"n_out": 8, "dim": 32, "n_inducing": 8, "n_context_blocks": 1, "n_generator_blocks": 1, "n_refiner_blocks": 1}
-_FAST = {"max_epochs": 2, "n_batches": 3, "batch_size": 2, "n_min": 40, "n_max": 60, "enable_progress_bar": False}
+_FAST = {"max_epochs": 2, "n_batches": 3, "batch_size": 2, "n_min": 40, "n_max": 60, "progress": False}
 
 
 def _scores(pred, xy):
@@ -140,7 +140,7 @@ def test_bad_input():
         gx.model.GEARS(adata, targets="oracle")
     geo = gx.model.GEARS(adata, slide_key="slide", **_TINY)
     with pytest.raises(ValueError, match="n_min=400"):
-        geo.train(n_min=400, n_max=400, enable_progress_bar=False)
+        geo.train(n_min=400, n_max=400, progress=False)
     single = _synthetic(n_slides=1)
     with pytest.raises(ValueError, match="single slide"):
         gx.model.GEARS(single, slide_key="slide", **_TINY).train(validation="slide", **_FAST)

@@ -15,7 +15,7 @@ from tests.model.test_gears import _synthetic
 
 _TINY = {"n_out": 8, "dim": 32, "n_inducing": 8, "n_context_blocks": 1, "n_generator_blocks": 1}
 _IPA = {**_TINY, "structure": "ipa", "n_recycles": 3, "k_candidates": 20}
-_FAST = {"max_epochs": 4, "n_batches": 4, "batch_size": 2, "n_min": 40, "n_max": 60, "enable_progress_bar": False}
+_FAST = {"max_epochs": 4, "n_batches": 4, "batch_size": 2, "n_min": 40, "n_max": 60, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,9 @@ def test_reconstruct_unchanged_with_ipa(ipa_model):
 def test_attention_plots(ipa_model):
     adata, geo = ipa_model
     st = adata[adata.obs["slide"] == "s0"].copy()
-    axes = gx.pl.attention(st, geo, n_query=2, n_cells=80, k_true=8, show=False)
+    gx.tl.attention(st, geo, n_query=2, n_cells=80)
+    assert st.uns["gears_attention"]["weights"].shape == (2, 80)
+    axes = gx.pl.attention(st, k_true=8, show=False)
     assert len(axes) == 2
     for ax in axes:
         pts = ax.collections[0].get_offsets()
@@ -109,10 +111,17 @@ def test_attention_plots(ipa_model):
     xy = st.obsm["spatial"]
     centre = int(cKDTree(xy).query(xy.mean(0))[1])
     assert axes[0].get_title().startswith(st.obs_names[centre])
-    ax_list, table = gx.pl.attention_summary(st, geo, n_sets=3, n_cells=60, k=5, show=False)
+    table = gx.tl.attention_summary(st, geo, n_sets=3, n_cells=60, k=5)
+    ax_list = gx.pl.attention_summary(st, show=False)
+    assert len(ax_list) == 2
+    assert len(ax_list[0].lines) >= 2  # inference and oracle paths
     assert len(table) == 3 * 3 * 2
     assert table["recall"].between(0, 1).all()
     assert set(table["path"]) == {"inference", "oracle"}
     with pytest.raises(ValueError, match="not among"):
-        gx.pl.attention(st, geo, query_cells=[0, st.n_obs - 1], n_cells=10, show=False)
+        gx.tl.attention(st, geo, query_cells=[0, st.n_obs - 1], n_cells=10)
+    with pytest.raises(TypeError, match="never runs a model"):
+        gx.pl.attention(st, geo, show=False)
+    with pytest.raises(TypeError, match="never runs a model"):
+        gx.pl.attention_summary(st, geo, show=False)
     plt.close("all")

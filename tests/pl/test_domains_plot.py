@@ -35,7 +35,7 @@ def visium_like():
 
 
 def test_domains_over_image_scaled_and_coloured(visium_like):
-    axes = gx.pl.domains(visium_like, key=["layer", "gears_domain"], show=False)
+    axes = gx.pl.domains(visium_like, color=["layer", "gears_domain"], show=False)
     assert len(axes) == 2
     for ax in axes:
         (im,) = ax.get_images()
@@ -54,13 +54,22 @@ def test_domains_over_image_scaled_and_coloured(visium_like):
 
 
 def test_domains_without_image_and_errors(visium_like):
-    ax = gx.pl.domains(visium_like, key="layer", img=False, show=False)
+    ax = gx.pl.domains(visium_like, color="layer", img=False, show=False)
     assert not ax.get_images()
     assert not ax.yaxis_inverted()
     assert np.allclose(ax.collections[0].get_offsets(), visium_like.obsm["spatial"])
     del visium_like.uns["spatial"]
     with pytest.raises(KeyError, match="no tissue image"):
-        gx.pl.domains(visium_like, key="layer", img=True, show=False)
+        gx.pl.domains(visium_like, color="layer", img=True, show=False)
     with pytest.raises(KeyError, match="cluster_domains"):
-        gx.pl.domains(visium_like, key="gears_domain_x", show=False)
+        gx.pl.domains(visium_like, color="gears_domain_x", show=False)
+    plt.close("all")
+
+
+def test_domains_color_argument_and_old_key_name(visium_like):
+    axes = gx.pl.domains(visium_like, color=["layer", "gears_domain"], img=False, show=False)
+    assert [a.get_title() for a in axes] == ["layer", "gears_domain"]
+    with pytest.warns(FutureWarning, match="renamed `color`"):
+        ax = gx.pl.domains(visium_like, key="layer", img=False, show=False)
+    assert ax.get_title() == "layer"
     plt.close("all")

@@ -69,3 +69,35 @@ def test_stitching_diagnostics_panels(stitched):
     with pytest.raises(KeyError, match="reconstruct"):
         gx.pl.stitching_diagnostics(stitched, key="other", show=False)
     plt.close("all")
+
+
+def test_plots_draw_into_given_axes_and_follow_stored_colours(stitched):
+    from matplotlib.colors import to_rgba
+
+    stitched.uns["domain_colors"] = ["#ff0000", "#0000ff"]  # scanpy's convention
+    fig, axs = plt.subplots(1, 2)
+    out = gx.pl.reconstruction(stitched, color="domain", ax=axs, show=False)
+    assert out == list(axs)
+    left = [c for c in axs[1].collections if c.get_label() == "left"][0]
+    assert tuple(left.get_facecolor()[0]) == to_rgba("#ff0000")
+    with pytest.raises(ValueError, match="2 axes"):
+        gx.pl.reconstruction(stitched, ax=axs[0], show=False)
+    fig3, axs3 = plt.subplots(1, 3)
+    assert gx.pl.stitching_diagnostics(stitched, ax=axs3, show=False) == list(axs3)
+    fig1, ax1 = plt.subplots()
+    assert gx.pl.distortion_heatmap(stitched, pred_key="X_gears_spatial", ax=ax1, show=False) is ax1
+    # the palette argument wins over the stored colours
+    gx.pl.reconstruction(
+        stitched, color="domain", gt_key=None, palette={"left": "#00ff00", "right": "k"}, ax=ax1, show=False
+    )
+    left = [c for c in ax1.collections if c.get_label() == "left"][0]
+    assert tuple(left.get_facecolor()[0]) == to_rgba("#00ff00")
+    plt.close("all")
+
+
+def test_every_plot_takes_ax_show_and_save():
+    import inspect
+
+    for name in gx.pl.__all__:
+        params = inspect.signature(getattr(gx.pl, name)).parameters
+        assert {"ax", "show", "save"} <= set(params), name

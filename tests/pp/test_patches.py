@@ -97,7 +97,7 @@ def test_embed_patches_and_cache(rng, tmp_path):
     tiles = gx.pp.extract_patches(adata, resolution="lowres", size=8)
     enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     cache = tmp_path / "emb.npy"
-    gx.tl.embed_patches(adata, enc, batch_size=7, cache=cache, device="cpu", progress=False)
+    gx.tl.embed_patches(adata, enc, batch_size=7, cache=cache, accelerator="cpu", progress=False)
     emb = adata.obsm["X_image"]
     assert emb.shape == (44, 4)
     with torch.inference_mode():

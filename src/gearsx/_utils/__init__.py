@@ -1,6 +1,7 @@
+from ._deprecation import renamed_arguments
 from ._device import resolve_device
 from ._docs import doc_params
 from ._random import as_rng
 from ._validation import check_coords, check_positive_int
 
-__all__ = ["as_rng", "doc_params", "check_coords", "check_positive_int", "resolve_device"]
+__all__ = ["as_rng", "doc_params", "check_coords", "check_positive_int", "renamed_arguments", "resolve_device"]

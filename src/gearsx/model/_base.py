@@ -154,7 +154,7 @@ class GearsModelBase:
         max_epochs: int,
         accelerator: str,
         devices,
-        enable_progress_bar: bool,
+        progress: bool | None,
         random_state: int,
         val_loader=None,
     ):
@@ -166,7 +166,7 @@ class GearsModelBase:
 
         device = resolve_device(accelerator)
         history: list[dict[str, float]] = []
-        bar = _epoch_progress(max_epochs, history, enabled=enable_progress_bar and settings.progress_bar)
+        bar = _epoch_progress(max_epochs, history, enabled=settings.progress_bar if progress is None else progress)
         levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
         for name in _QUIET_LOGGERS:  # silence Lightning's banners and tips
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -294,6 +294,8 @@ class GearsModelBase:
         if meta.get("class") != cls.__name__:
             msg = f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}; load it with that class."
             raise ValueError(msg)
+        if "embedding_key" in meta["setup_args"]:  # saved before the argument was renamed use_rep
+            meta["setup_args"]["use_rep"] = meta["setup_args"].pop("embedding_key")
         if meta.get("format_version") != FORMAT_VERSION:
             msg = f"{path} has format_version {meta.get('format_version')}; this gearsx reads version {FORMAT_VERSION}."
             raise ValueError(msg)

@@ -7,7 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, renamed_arguments
 from gearsx.pp._checks import check_finite_matrix, check_slide_key, get_matrix
 
 from ._base import GearsModelBase, _check_var_names
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["SharedEncoder"]
 
 logger = logging.getLogger(__name__)
-
 
 
 def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
@@ -149,7 +148,7 @@ class SharedEncoder(GearsModelBase):
     >>> gx.pp.mean_center_per_slide(st, slide_key="slide")
     >>> gx.model.SharedEncoder.setup_anndata(st, layer="gears_centered", slide_key="slide")
     >>> model = gx.model.SharedEncoder(st, n_latent=16)
-    >>> model.train(max_epochs=2, enable_progress_bar=False)
+    >>> model.train(max_epochs=2, progress=False)
     >>> model.get_latent_representation().shape[1]
     16
     """
@@ -209,6 +208,7 @@ class SharedEncoder(GearsModelBase):
             raise ValueError(msg)
         cls._register(adata, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
 
+    @renamed_arguments(enable_progress_bar="progress")
     def train(
         self,
         max_epochs: int | None = None,
@@ -223,7 +223,7 @@ class SharedEncoder(GearsModelBase):
         devices: int | str = "auto",
         random_state: int = 0,
         early_stopping: bool = False,
-        enable_progress_bar: bool = True,
+        progress: bool | None = None,
     ) -> None:
         """Train the encoder.
 
@@ -250,8 +250,8 @@ class SharedEncoder(GearsModelBase):
             Seed of initialisation, shuffling, positives and augmentations.
         early_stopping
             Not supported yet (there is no validation loss); ``True`` raises.
-        enable_progress_bar
-            One progress bar, updated per epoch.
+        progress
+            One progress bar, updated per epoch (default: ``gx.settings.progress_bar``).
         """
         if early_stopping:
             msg = "early_stopping is not supported by SharedEncoder yet (it has no validation objective)."
@@ -275,7 +275,7 @@ class SharedEncoder(GearsModelBase):
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
-            enable_progress_bar=enable_progress_bar,
+            progress=progress,
             random_state=random_state,
         )
         self.train_params_ = {

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, renamed_arguments
 from gearsx.pp._checks import check_slide_key, resolve_slide_key
 
 from ._base import GearsModelBase
@@ -117,7 +117,7 @@ class GEARS(GearsModelBase):
         ST data with embeddings in ``obsm`` (see :meth:`setup_anndata`). If it is not
         registered yet, or any of the keys below is given, :meth:`setup_anndata` is
         called with them.
-    embedding_key, slide_key, spatial_key
+    use_rep, slide_key, spatial_key
         Passed to :meth:`setup_anndata`.
     targets
         ``'gram'`` (the paper's: Procrustes regression to the Gram factor, Gram and
@@ -149,17 +149,18 @@ class GEARS(GearsModelBase):
     >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=3000, random_state=0)
     >>> st.obsm["X_gears"] = gx.pp.mean_center_per_slide(st, slide_key="slide", copy=True).layers["gears_centered"]
     >>> geo = gx.model.GEARS(st, slide_key="slide", n_out=8, dim=32)
-    >>> geo.train(max_epochs=1, n_batches=2, n_min=64, n_max=96, enable_progress_bar=False)
+    >>> geo.train(max_epochs=1, n_batches=2, n_min=64, n_max=96, progress=False)
     >>> xy = geo.predict_geometry(indices=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     >>> xy.shape
     (10, 2)
     """
 
+    @renamed_arguments(embedding_key="use_rep")
     def __init__(
         self,
         adata: AnnData,
         *,
-        embedding_key: str | None = None,
+        use_rep: str | None = None,
         slide_key: str | None = None,
         spatial_key: str | None = None,
         targets: Literal["gram", "rw_stress"] = "gram",
@@ -207,7 +208,7 @@ class GEARS(GearsModelBase):
             n_input = _n_input
             super().__init__(None)
         else:
-            keys = {"embedding_key": embedding_key, "slide_key": slide_key, "spatial_key": spatial_key}
+            keys = {"use_rep": use_rep, "slide_key": slide_key, "spatial_key": spatial_key}
             with type(self)._restore_on_error(adata):
                 self._ensure_registered(adata, keys)
                 super().__init__(adata)
@@ -229,7 +230,7 @@ class GEARS(GearsModelBase):
             slide_key = resolve_slide_key(adata, None)
         cls.setup_anndata(
             adata,
-            embedding_key=keys["embedding_key"] or Key.embedding,
+            use_rep=keys["use_rep"] or Key.embedding,
             slide_key=slide_key,
             spatial_key=keys["spatial_key"] or Key.spatial,
         )
@@ -286,11 +287,12 @@ class GEARS(GearsModelBase):
 
     # --- registry -------------------------------------------------------------------------------
     @classmethod
+    @renamed_arguments(embedding_key="use_rep")
     def setup_anndata(
         cls,
         adata: AnnData,
         *,
-        embedding_key: str = Key.embedding,
+        use_rep: str = Key.embedding,
         slide_key: str | None = None,
         spatial_key: str = Key.spatial,
     ) -> None:
@@ -300,26 +302,26 @@ class GEARS(GearsModelBase):
         ----------
         adata
             ST data.
-        embedding_key
+        use_rep
             ``obsm`` key of the spot embeddings (written by :func:`gearsx.tl.fit_encoder`).
         slide_key
             ``obs`` column with the slide; ``None`` means a single slide. Minisets never mix slides.
         spatial_key
             ``obsm`` key of the spot coordinates (training targets only; never an input).
         """
-        if embedding_key not in adata.obsm:
+        if use_rep not in adata.obsm:
             msg = (
-                f"`adata.obsm[{embedding_key!r}]` is missing; compute the embeddings first with "
-                "`gx.tl.fit_encoder(adata, ...)` or pass `embedding_key=`."
+                f"`adata.obsm[{use_rep!r}]` is missing; compute the embeddings first with "
+                "`gx.tl.fit_encoder(adata, ...)` or pass `use_rep=`."
             )
             raise KeyError(msg)
         check_slide_key(adata, slide_key)
         if spatial_key not in adata.obsm:
             msg = f"`adata.obsm[{spatial_key!r}]` is missing; GEARS learns geometry from the spot coordinates."
             raise KeyError(msg)
-        emb = np.asarray(adata.obsm[embedding_key])
+        emb = np.asarray(adata.obsm[use_rep])
         if emb.ndim != 2 or not np.isfinite(emb).all():
-            msg = f"`adata.obsm[{embedding_key!r}]` must be a finite 2-D array; got shape {emb.shape} with NaN/inf."
+            msg = f"`adata.obsm[{use_rep!r}]` must be a finite 2-D array; got shape {emb.shape} with NaN/inf."
             raise ValueError(msg)
         xy = np.asarray(adata.obsm[spatial_key])
         if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
@@ -335,7 +337,7 @@ class GEARS(GearsModelBase):
                     "geometry to learn. Check the coordinates (e.g. all spots at one point)."
                 )
                 raise ValueError(msg)
-        cls._register(adata, {"embedding_key": embedding_key, "slide_key": slide_key, "spatial_key": spatial_key})
+        cls._register(adata, {"use_rep": use_rep, "slide_key": slide_key, "spatial_key": spatial_key})
 
     def _embedding(self, adata: AnnData | None = None) -> np.ndarray:
         if adata is None and self.adata is None:
@@ -345,8 +347,8 @@ class GEARS(GearsModelBase):
             )
             raise ValueError(msg)
         if adata is None:
-            return np.asarray(self.adata.obsm[self.setup_args["embedding_key"]], dtype=np.float32)
-        key = self.setup_args["embedding_key"]
+            return np.asarray(self.adata.obsm[self.setup_args["use_rep"]], dtype=np.float32)
+        key = self.setup_args["use_rep"]
         if key not in adata.obsm:
             msg = (
                 f"`adata.obsm[{key!r}]` is missing. For SC data run `gx.tl.fit_adapter(adata, encoder)` "
@@ -388,6 +390,7 @@ class GEARS(GearsModelBase):
             mask[idx[proj >= np.quantile(proj, 0.8)]] = True
         return mask, "region (20% band of each slide)"
 
+    @renamed_arguments(enable_progress_bar="progress")
     def train(
         self,
         max_epochs: int | None = None,
@@ -406,7 +409,7 @@ class GEARS(GearsModelBase):
         accelerator: str = "auto",
         devices: int | str = "auto",
         random_state: int = 0,
-        enable_progress_bar: bool = True,
+        progress: bool | None = None,
     ) -> None:
         """Train on minisets of the ST slides (METHOD §4-§5).
 
@@ -449,8 +452,8 @@ class GEARS(GearsModelBase):
             ``'auto'`` uses CUDA when available.
         random_state
             Seed of initialisation, miniset draws and noise.
-        enable_progress_bar
-            One progress bar, updated per epoch.
+        progress
+            One progress bar, updated per epoch (default: ``gx.settings.progress_bar``).
 
         Notes
         -----
@@ -543,7 +546,7 @@ class GEARS(GearsModelBase):
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
-            enable_progress_bar=enable_progress_bar,
+            progress=progress,
             random_state=random_state,
             val_loader=val_loader,
         )
@@ -601,7 +604,7 @@ class GEARS(GearsModelBase):
         ----------
         data
             ``None`` (the training ST data), an AnnData with embeddings in
-            ``obsm[embedding_key]`` (ST or adapted SC), or an embedding array ``(N, h)``.
+            ``obsm[use_rep]`` (ST or adapted SC), or an embedding array ``(N, h)``.
         indices
             One set (a 1-D integer array) or several (a list of them); ``None`` is the
             whole of ``data`` as one set.

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from gearsx._keys import Key
+from gearsx._utils import renamed_arguments
 
-from ._reconstruction import _check_basis, _finish
+from ._reconstruction import _axes, _category_colors, _check_basis, _finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -47,21 +48,11 @@ def _image(adata: AnnData, library_id: str | None, img_key: str | None):
     return np.asarray(images[img_key]), float(sf), library_id
 
 
-def _colors(adata: AnnData, key: str, cats, palette) -> list:
-    import matplotlib.pyplot as plt
-
-    stored = adata.uns.get(f"{key}_colors")
-    if palette is None and stored is not None and len(stored) >= len(cats):
-        return list(stored)
-    if palette is None:
-        palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
-    return [palette[i % len(palette)] for i in range(len(cats))]
-
-
+@renamed_arguments(key="color")
 def domains(
     adata: AnnData,
     *,
-    key: str | Sequence[str] = "gears_domain",
+    color: str | Sequence[str] = "gears_domain",
     basis: str = Key.spatial,
     img: bool | None = None,
     library_id: str | None = None,
@@ -70,7 +61,7 @@ def domains(
     alpha: float = 0.85,
     palette=None,
     legend: bool = True,
-    ax: Axes | None = None,
+    ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     save: str | None = None,
 ):
@@ -80,15 +71,16 @@ def domains(
     not as markers whose size depends on the figure. The image is taken from
     ``uns['spatial'][library_id]['images']`` (``'hires'`` if present, else ``'lowres'``) and
     the full-resolution coordinates in ``obsm[basis]`` are multiplied by the matching
-    ``tissue_<img_key>_scalef``. Colours follow ``uns[f'{key}_colors']`` when present (the
+    ``tissue_<img_key>_scalef``. Colours follow ``uns[f'{color}_colors']`` when present (the
     scanpy convention), else ``palette``.
 
     Parameters
     ----------
     adata
         Annotated data matrix.
-    key
-        ``obs`` column(s) with domain labels, e.g. ``['layer', 'gears_domain']``.
+    color
+        ``obs`` column(s) with domain labels, e.g. ``['layer', 'gears_domain']`` (scanpy's name;
+        the earlier ``key=`` still works, with a warning).
     basis
         ``obsm`` key of the coordinates.
     img
@@ -107,7 +99,7 @@ def domains(
     legend
         Draw a legend per panel.
     ax
-        Axes for a single key.
+        Axes for one column, or one axes per column.
     show, save
         As in :func:`gearsx.pl.reconstruction`.
 
@@ -118,18 +110,17 @@ def domains(
     Examples
     --------
     >>> gx.tl.cluster_domains(adata, method="mclust", n_clusters=7)  # doctest: +SKIP
-    >>> gx.pl.domains(adata, key=["layer", "gears_domain"])  # doctest: +SKIP
+    >>> gx.pl.domains(adata, color=["layer", "gears_domain"])  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
     from matplotlib.collections import EllipseCollection
     from matplotlib.patches import Patch
     from scipy.spatial import cKDTree
 
-    keys = [key] if isinstance(key, str) else list(key)
+    keys = [color] if isinstance(color, str) else list(color)
     for k in keys:
         if k not in adata.obs:
             msg = (
-                f"`key={k!r}` is not a column of `adata.obs` (domains are written by gx.tl.cluster_domains); "
+                f"`color={k!r}` is not a column of `adata.obs` (domains are written by gx.tl.cluster_domains); "
                 f"available: {list(adata.obs.columns)}."
             )
             raise KeyError(msg)
@@ -154,17 +145,10 @@ def domains(
     pos = xy * scale
     diam = spot_size * scale
 
-    if ax is not None and len(keys) > 1:
-        msg = f"`ax` takes a single panel; {len(keys)} keys need {len(keys)} panels."
-        raise ValueError(msg)
-    if ax is None:
-        fig, axs = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.8), constrained_layout=True, squeeze=False)
-        axs = list(axs[0])
-    else:
-        fig, axs = ax.figure, [ax]
+    fig, axs = _axes(ax, len(keys), figsize=(5.2 * len(keys), 4.8))
     for a, k in zip(axs, keys, strict=True):
         cats = pd.Categorical(adata.obs[k].astype("object").where(adata.obs[k].notna(), "NA").astype(str))
-        colors = _colors(adata, k, list(cats.categories), palette)
+        colors = _category_colors(adata, k, list(cats.categories), palette)
         if found is not None:
             a.imshow(image, zorder=0)
         face = np.array([colors[c] if c >= 0 else (0.8, 0.8, 0.8) for c in cats.codes], dtype=object)

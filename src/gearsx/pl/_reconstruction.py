@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -28,6 +29,34 @@ def _finish(fig, axes, *, show: bool | None, save: str | None):
     return axes
 
 
+def _axes(ax, n: int, *, figsize: tuple[float, float]):
+    """``(figure, list of n axes)``: new ones when ``ax`` is ``None``, else the ``n`` axes given."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, axs = plt.subplots(1, n, figsize=figsize, constrained_layout=True, squeeze=False)
+        return fig, list(axs[0])
+    axs = [ax] if not isinstance(ax, list | tuple | np.ndarray) else list(np.ravel(ax))
+    if len(axs) != n:
+        msg = f"`ax` must hold {n} axes for this plot ({n} panels); got {len(axs)}."
+        raise ValueError(msg)
+    return axs[0].figure, axs
+
+
+def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
+    """Colours of ``cats``: ``palette``, else ``uns[f'{key}_colors']`` (scanpy's convention), else tab10/tab20."""
+    import matplotlib.pyplot as plt
+
+    stored = adata.uns.get(f"{key}_colors")
+    if palette is None and stored is not None and len(stored) >= len(cats):
+        return list(stored)
+    if palette is None:
+        palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
+    if isinstance(palette, dict):
+        return [palette.get(c, palette.get(str(c), "0.7")) for c in cats]
+    return [palette[i % len(palette)] for i in range(len(cats))]
+
+
 def _check_basis(adata: AnnData, key: str, what: str) -> np.ndarray:
     if key not in adata.obsm:
         msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
@@ -51,7 +80,6 @@ def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _scatter(ax, xy, adata, color, size, palette, cmap):
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     size = size if size is not None else max(0.5, min(20.0, 12000 / max(len(xy), 1)))
@@ -61,14 +89,14 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
     values = adata.obs[color] if color in adata.obs else pd.Series(adata.obs_vector(color), index=adata.obs_names)
     if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object:
         cats = pd.Categorical(values)
-        colors = palette or plt.get_cmap("tab20").colors
+        colors = _category_colors(adata, color, list(cats.categories), palette)
         for i, cat in enumerate(cats.categories):
             sel = np.asarray(cats == cat)
             ax.scatter(
                 xy[sel, 0],
                 xy[sel, 1],
                 s=size,
-                color=colors[i % len(colors)],
+                color=colors[i],
                 label=str(cat),
                 linewidths=0,
                 rasterized=len(xy) > 5000,
@@ -116,11 +144,12 @@ def reconstruction(
     gt_key
         ``obsm`` key of the true positions; ``None`` or absent: the reconstruction alone.
     size, palette, cmap
-        Marker size (default from the number of cells), categorical colours, colour map.
+        Marker size (default from the number of cells), categorical colours (a sequence or a
+        dict; default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
     legend
         Draw the legend of a categorical ``color``.
     ax
-        Axes for a single panel (only without ground truth).
+        Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown.
     show
         Show the figure (default: unless a non-interactive backend is in use); otherwise return the axes.
     save
@@ -134,23 +163,15 @@ def reconstruction(
     --------
     >>> gx.pl.reconstruction(sc_adata, color="cell_type")  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
     pred = _check_basis(adata, basis, "the reconstruction; run gx.tl.reconstruct")
     has_gt = gt_key is not None and gt_key in adata.obsm
     if has_gt:
         gt = _check_basis(adata, gt_key, "the ground truth")
-        if ax is not None:
-            msg = "`ax` takes a single panel; the ground-truth comparison needs two (pass gt_key=None)."
-            raise ValueError(msg)
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), constrained_layout=True)
+        fig, axes = _axes(ax, 2, figsize=(10, 4.6))
         panels = [(axes[0], gt, "ground truth"), (axes[1], _aligned(pred, gt), f"{basis} (aligned)")]
     else:
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(5, 4.6), constrained_layout=True)
-        fig = ax.figure
-        axes = ax
-        panels = [(ax, pred, basis)]
+        fig, (axes,) = _axes(ax, 1, figsize=(5, 4.6))
+        panels = [(axes, pred, basis)]
     for a, xy, title in panels:
         _scatter(a, xy, adata, color, size, palette, cmap)
         a.set_title(title if color is None else f"{title}: {color}")
@@ -203,15 +224,12 @@ def distortion_heatmap(
     --------
     >>> gx.pl.distortion_heatmap(sc_adata)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
-
     from gearsx.metrics import distortion_matrix
 
     pred = _check_basis(adata, pred_key, "the reconstruction; run gx.tl.reconstruct")
     gt = _check_basis(adata, gt_key, "the ground truth")
     m, _ = distortion_matrix(pred, gt, n_blocks=n_blocks, random_state=random_state)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.2, 4.4), constrained_layout=True)
+    _, (ax,) = _axes(ax, 1, figsize=(5.2, 4.4))
     im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else float(np.nanpercentile(m, 99)))
     ax.figure.colorbar(im, ax=ax, shrink=0.8, label="|log distance ratio|")
     ax.set_xlabel("cell blocks (Morton order of truth)")
@@ -220,7 +238,14 @@ def distortion_heatmap(
     return _finish(ax.figure, ax, show=show, save=save)
 
 
-def stitching_diagnostics(adata: AnnData, *, key: str = Key.result, show: bool | None = None, save: str | None = None):
+def stitching_diagnostics(
+    adata: AnnData,
+    *,
+    key: str = Key.result,
+    ax: Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
     """Three panels on the stitching: patch reliability, patch disagreement, and edge residuals.
 
     Edge residuals are ``|log(d_layout / d_stitched)|`` on the stitched edges
@@ -232,6 +257,8 @@ def stitching_diagnostics(adata: AnnData, *, key: str = Key.result, show: bool |
         Data written by :func:`gearsx.tl.reconstruct` or :func:`gearsx.tl.stitch`.
     key
         ``key_added`` of that call.
+    ax
+        Three axes to draw into (default: a new figure).
     show, save
         As in :func:`reconstruction`.
 
@@ -243,7 +270,6 @@ def stitching_diagnostics(adata: AnnData, *, key: str = Key.result, show: bool |
     --------
     >>> gx.pl.stitching_diagnostics(sc_adata)  # doctest: +SKIP
     """
-    import matplotlib.pyplot as plt
     import scipy.sparse as sp
 
     if key not in adata.uns or "diagnostics" not in adata.uns[key]:
@@ -255,7 +281,7 @@ def stitching_diagnostics(adata: AnnData, *, key: str = Key.result, show: bool |
     resid = np.abs(np.log(np.maximum(np.linalg.norm(x[d.row] - x[d.col], axis=1), 1e-12) / np.maximum(d.data, 1e-12)))
     rel = np.asarray(diag["patch_reliability"], dtype=float)
     dis = np.asarray(diag["patch_disagreement"], dtype=float)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
+    fig, axes = _axes(ax, 3, figsize=(12, 3.4))
     axes[0].hist(rel, bins=30, color="tab:blue")
     axes[0].set_xlabel("patch reliability")
     axes[0].set_ylabel("patches")

@@ -220,7 +220,6 @@ def prepare(
     """
     import anndata as ad
 
-
     check_slide_key(adata_st, slide_key)
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
     if layer is not None:

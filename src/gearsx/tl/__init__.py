@@ -1,5 +1,6 @@
 """Tools: thin AnnData wrappers that run gearsx computations and write results to the usual slots."""
 
+from ._attention import attention, attention_summary
 from ._domains import cluster_domains, domain_representation
 from ._embed_patches import embed_patches
 from ._encoder import fit_adapter, fit_encoder
@@ -8,6 +9,8 @@ from ._smooth import spatial_smooth
 from ._stitch import stitch
 
 __all__ = [
+    "attention",
+    "attention_summary",
     "cluster_domains",
     "domain_representation",
     "embed_patches",

@@ -8,7 +8,7 @@ import numpy as np
 
 from gearsx._keys import Key
 from gearsx._settings import settings
-from gearsx._utils import check_positive_int, resolve_device
+from gearsx._utils import check_positive_int, renamed_arguments, resolve_device
 from gearsx._version import __version__
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class _TileDataset:
         return self.transform(t) if self.transform is not None else t
 
 
+@renamed_arguments(device="accelerator")
 def embed_patches(
     adata: AnnData,
     encoder: torch.nn.Module,
@@ -48,7 +49,7 @@ def embed_patches(
     patches=None,
     patches_key: str = Key.patches,
     batch_size: int = 64,
-    device: str = "auto",
+    accelerator: str = "auto",
     transform: Callable | None = None,
     cache: str | Path | None = None,
     key_added: str = Key.image,
@@ -78,7 +79,7 @@ def embed_patches(
         ``uns`` key written by :func:`gearsx.pp.extract_patches`.
     batch_size
         Tiles per batch.
-    device
+    accelerator
         ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'`` or ``'mps'``.
     transform
         Callable applied to each tile tensor.
@@ -106,7 +107,6 @@ def embed_patches(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-
     batch_size = check_positive_int(batch_size, name="batch_size")
     if patches is None:
         if patches_key not in adata.uns or "path" not in adata.uns[patches_key]:
@@ -128,7 +128,7 @@ def embed_patches(
             adata.uns[key_added] = {"params": {"cache": str(cache), "from_cache": True}}
             return
         logger.warning("cache %s has %d rows, not %d; recomputing", cache, emb.shape[0], adata.n_obs)
-    dev = resolve_device(device)
+    dev = resolve_device(accelerator)
     encoder = encoder.to(dev).eval()
     loader = DataLoader(_TileDataset(patches, transform), batch_size=batch_size, shuffle=False)
     show = settings.progress_bar if progress is None else progress

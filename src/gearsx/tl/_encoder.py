@@ -81,7 +81,7 @@ def fit_encoder(
     >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=3000, random_state=0)
     >>> st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=100)
     >>> gx.pp.mean_center_per_slide(st, slide_key="slide")
-    >>> model = gx.tl.fit_encoder(st, slide_key="slide", max_epochs=2, n_latent=16, enable_progress_bar=False)
+    >>> model = gx.tl.fit_encoder(st, slide_key="slide", max_epochs=2, n_latent=16, progress=False)
     >>> st.obsm["X_gears"].shape[1], st.obsm["X_gears_backbone"].shape[1]
     (16, 256)
     """

@@ -7,7 +7,7 @@ import numpy as np
 
 from gearsx._keys import Key
 from gearsx._settings import settings
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, renamed_arguments
 from gearsx._version import __version__
 
 if TYPE_CHECKING:
@@ -23,11 +23,12 @@ logger = logging.getLogger(__name__)
 _MIN_PATCH = 16
 
 
+@renamed_arguments(embedding_key="use_rep")
 def reconstruct(
     adata: AnnData,
     model: GEARS,
     *,
-    embedding_key: str = Key.embedding,
+    use_rep: str = Key.embedding,
     n_patch: int = 384,
     min_overlap: int = 64,
     coverage: int = 2,
@@ -40,7 +41,7 @@ def reconstruct(
     allow_unadapted: bool = False,
     random_state: int = 0,
     key_added: str = Key.result,
-    progress: bool = True,
+    progress: bool | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Reconstruct a spatial layout of (dissociated) cells from their embeddings (METHOD §6).
@@ -60,11 +61,11 @@ def reconstruct(
     Parameters
     ----------
     adata
-        Cells with embeddings in ``obsm[embedding_key]`` (for scRNA-seq: written by
+        Cells with embeddings in ``obsm[use_rep]`` (for scRNA-seq: written by
         :func:`gearsx.tl.fit_adapter`).
     model
         A trained :class:`gearsx.model.GEARS`.
-    embedding_key
+    use_rep
         ``obsm`` key of the embeddings.
     n_patch
         Cells per patch (the model's training miniset sizes are 128-384).
@@ -97,7 +98,7 @@ def reconstruct(
     key_added
         Prefix of the written keys.
     progress
-        Show a progress bar over patch batches.
+        Show a progress bar over patch batches (default: ``gx.settings.progress_bar``).
     copy
         Return a modified copy instead of writing to ``adata``.
 
@@ -144,9 +145,9 @@ def reconstruct(
     if not model.is_trained:
         msg = "`model` is not trained yet; call `model.train()` first (or load a trained model)."
         raise RuntimeError(msg)
-    if embedding_key not in adata.obsm:
+    if use_rep not in adata.obsm:
         msg = (
-            f"`adata.obsm[{embedding_key!r}]` is missing. Embed the cells first: "
+            f"`adata.obsm[{use_rep!r}]` is missing. Embed the cells first: "
             "`gx.tl.fit_adapter(adata, encoder)` for scRNA-seq (it writes obsm['X_gears'])."
         )
         raise KeyError(msg)
@@ -156,7 +157,7 @@ def reconstruct(
             "Run `gx.tl.fit_adapter(adata, encoder)` first, or pass allow_unadapted=True for held-out ST spots."
         )
         raise ValueError(msg)
-    x = model.check_embedding(adata.obsm[embedding_key], name=f"`adata.obsm[{embedding_key!r}]`")
+    x = model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
     if adata.n_obs < _MIN_PATCH:
         msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {adata.n_obs}."
         raise ValueError(msg)
@@ -194,7 +195,10 @@ def reconstruct(
     coords: list[np.ndarray] = []
     chunk = batch_size * 4
     bar = tqdm(
-        total=len(patches), desc="predicting patches", unit="patch", disable=not (progress and settings.progress_bar)
+        total=len(patches),
+        desc="predicting patches",
+        unit="patch",
+        disable=not (settings.progress_bar if progress is None else progress),
     )
     for start in range(0, len(patches), chunk):
         part = patches[start : start + chunk]
@@ -207,7 +211,7 @@ def reconstruct(
     stitch(adata, list(zip(patches, coords, strict=True)), key_added=key_added, random_state=random_state)
     adata.uns[key_added]["reconstruct"] = {
         "params": {
-            "embedding_key": embedding_key,
+            "use_rep": use_rep,
             "n_patch": n_patch,
             "min_overlap": min_overlap,
             "coverage": coverage,
