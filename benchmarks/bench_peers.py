@@ -6,10 +6,12 @@ Writes ``benchmarks/results/peers.md`` (``--out`` for another file).
 
 Protocol, per single-cell-resolution data set in ../shared/data:
 
-1. Split the tissue into a training part and a held-out part: by section where there are
-   several (MERFISH: slice bregma 0.26 trains, 0.21 is held out), else the 60% / 40% halves of
-   the tissue along its long axis (osmFISH, seqFISH, Xenium subset, a 20-voxel z-slab of
-   STARmap 3D), so the query cells are never the cells the spots were made of.
+1. ``--protocol disjoint`` (default): split the tissue into a training part and a held-out part: by
+   section where there are several (MERFISH: slice bregma 0.26 trains, 0.21 is held out), else the
+   60% / 40% halves of the tissue along its long axis (osmFISH, seqFISH, Xenium subset, a 20-voxel
+   z-slab of STARmap 3D), so the query cells come from a region the spots do not cover.
+   ``--protocol same-tissue``: the cells of one section are split at random (per seed) in halves;
+   one half makes the spots, the other is the query (same tissue, never the cells inside the spots).
 2. Pseudo-Visium spots of the training part (``gx.datasets.pseudo_spots``, hexagonal, diameter
    0.55 x pitch; the pitch is chosen so the part yields about 1,000 spots, or one spot per three
    cells for small data, since the sections are smaller than a Visium capture area).
@@ -17,7 +19,9 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    methods) from expression only:
 
    * gearsx: encoder on the spots, SC adapter on the cells, GEARS with default settings, then
-     ``gx.tl.reconstruct``;
+     ``gx.tl.reconstruct`` (``anchor='auto'``); ``gearsx-intrinsic`` forces ``anchor=None``;
+   * knn-probe: each cell at the mean position of its 20 most similar spots in the adapted
+     embedding (cosine), the baseline reference anchoring has to beat;
    * Tangram (``tangram-sc``, cell mode, 1,000 epochs): a cell's position is the
      mapping-weighted mean of the spot coordinates;
    * novoSpaRc (``novosparc``, spot locations as target space, spot expression as the atlas,
@@ -56,30 +60,49 @@ def make_spots(cells, target=1000):
     return spots
 
 
-def run_gearsx(spots, query):
+def _embed(spots, query, seed):
     st, cells = gx.pp.prepare(spots, query, slide_key=None, n_top_genes=2000)
     gx.pp.mean_center_per_slide(st, slide_key=None)
     gx.pp.mean_center_per_slide(cells, slide_key=None)
-    enc = gx.tl.fit_encoder(st, slide_key=None, progress=False)
-    gx.tl.fit_adapter(cells, enc)
+    enc = gx.tl.fit_encoder(st, slide_key=None, progress=False, random_state=seed)
+    gx.tl.fit_adapter(cells, enc, random_state=seed)
+    return st, cells
+
+
+def run_gearsx(spots, query, seed=0, **reconstruct_kw):
+    st, cells = _embed(spots, query, seed)
     n_max = min(384, int(0.8 * st.n_obs))
     geo = gx.model.GEARS(st)
-    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False)
-    gx.tl.reconstruct(cells, geo, n_patch=min(384, cells.n_obs // 4), progress=False)
+    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed)
+    gx.tl.reconstruct(
+        cells, geo, n_patch=min(384, cells.n_obs // 4), progress=False, random_state=seed, **reconstruct_kw
+    )
+    run_gearsx.last = cells  # the uncertainty and the anchoring record, for the report
     return cells.obsm["X_gears_spatial"]
 
 
-def run_tangram(spots, query):
+def run_gearsx_intrinsic(spots, query, seed=0):
+    return run_gearsx(spots, query, seed, anchor=None)
+
+
+def run_knn_probe(spots, query, seed=0):
+    """Each cell at the mean position of its 20 most similar spots in the adapted embedding (cosine)."""
+    st, cells = _embed(spots, query, seed)
+    m = gx.geometry.match_reference(cells.obsm["X_gears"], st.obsm["X_gears"], st.obsm["spatial"], k=20)
+    return m.anchors
+
+
+def run_tangram(spots, query, seed=0):
     import tangram as tg
 
     sp, q = lognorm(spots), lognorm(query)
     tg.pp_adatas(q, sp, genes=None)
-    amap = tg.map_cells_to_space(q, sp, mode="cells", device="cpu", num_epochs=1000, random_state=0, verbose=False)
+    amap = tg.map_cells_to_space(q, sp, mode="cells", device="cpu", num_epochs=1000, random_state=seed, verbose=False)
     w = np.asarray(amap.X)
     return (w / w.sum(1, keepdims=True)) @ sp.obsm["spatial"]
 
 
-def run_novosparc(spots, query):
+def run_novosparc(spots, query, seed=0):
     import novosparc
 
     genes = spots.var_names.intersection(query.var_names)
@@ -94,8 +117,13 @@ def run_novosparc(spots, query):
     return (w / w.sum(1, keepdims=True)) @ locs
 
 
-def load(name):
-    """(training cells, held-out cells) with counts in X and positions in obsm['spatial'], or None."""
+def load(name, protocol="disjoint", seed=0):
+    """(spot-making cells, query cells) with counts in X and positions in obsm['spatial'], or None.
+
+    ``disjoint``: the query cells come from another region (another section for MERFISH, else the
+    last 40% of the tissue along its long axis). ``same-tissue``: the cells of the section are split
+    at random (``seed``) in halves; one half makes the spots, the other is the query.
+    """
     if name == "osmfish":
         f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
         if not f.exists():
@@ -109,7 +137,9 @@ def load(name):
         if not f.exists():
             return None
         a = ad.read_h5ad(f)
-        return a[a.obs["slice"] == "bregma_0.26"].copy(), a[a.obs["slice"] == "bregma_0.21"].copy()
+        if protocol == "disjoint":
+            return a[a.obs["slice"] == "bregma_0.26"].copy(), a[a.obs["slice"] == "bregma_0.21"].copy()
+        a = a[a.obs["slice"] == "bregma_0.26"].copy()
     elif name == "seqfish":
         f = DATA / "seqfish_mouse_visualcortex" / "seqfish_visualcortex_zhu2018.h5ad"
         if not f.exists():
@@ -131,7 +161,10 @@ def load(name):
     else:
         raise ValueError(name)
     a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
-    train = band_split(a.obsm["spatial"])
+    if protocol == "same-tissue":
+        train = np.random.default_rng(seed).random(a.n_obs) < 0.5
+    else:
+        train = band_split(a.obsm["spatial"])
     return a[train].copy(), a[~train].copy()
 
 
@@ -139,43 +172,86 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-cells", type=int, default=5000)
     parser.add_argument("--sets", nargs="+", default=["osmfish", "merfish", "seqfish", "xenium", "starmap"])
-    parser.add_argument("--methods", nargs="+", default=["gearsx", "tangram", "novosparc"])
+    parser.add_argument("--methods", nargs="+", default=["gearsx", "knn-probe", "tangram", "novosparc"])
+    parser.add_argument("--protocol", choices=["disjoint", "same-tissue"], default="disjoint")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", type=Path, default=OUT, help="markdown table to write")
     args = parser.parse_args()
     gx.settings.progress_bar = False
-    runners = {"gearsx": run_gearsx, "tangram": run_tangram, "novosparc": run_novosparc}
+    runners = {
+        "gearsx": run_gearsx,
+        "gearsx-intrinsic": run_gearsx_intrinsic,
+        "knn-probe": run_knn_probe,
+        "tangram": run_tangram,
+        "novosparc": run_novosparc,
+    }
     lines = [
-        "| data | cells (held out) | spots | method | " + " | ".join(METRICS) + " | time (s) | peak mem (GB) |",
-        "|---|---|---|---|" + "---|" * (len(METRICS) + 2),
+        "| data | seed | cells (query) | spots | method | "
+        + " | ".join(METRICS)
+        + " | time (s) | peak mem (GB) | gearsx mode | uncertainty-error Spearman |",
+        "|---|---|---|---|---|" + "---|" * (len(METRICS) + 4),
     ]
+    rows = []
     for name in args.sets:
-        parts = load(name)
-        if parts is None:
-            print(f"{name}: data not found under {DATA}, skipped", flush=True)
-            continue
-        train, held = parts
-        spots = make_spots(train)
-        if held.n_obs > args.max_cells:
-            held = held[np.sort(np.random.default_rng(0).choice(held.n_obs, args.max_cells, replace=False))].copy()
-        truth = np.asarray(held.obsm["spatial"], float)
-        for method in args.methods:
-            query = held.copy()
-            del query.obsm["spatial"]  # expression only
-            t = time.perf_counter()
-            try:
-                with PeakRSS() as mem:
-                    xy = runners[method](spots.copy(), query)
-            except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
-                print(f"{name} {method}: failed: {err!r}", flush=True)
-                continue
-            dt = time.perf_counter() - t
-            m = gx.metrics.evaluate_geometry(xy, truth)
-            row = f"| {name} | {held.n_obs} | {spots.n_obs} | {method} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS)
-            lines.append(row + f" | {dt:.0f} | {mem.gb:.2f} |")
-            print(lines[-1], flush=True)
+        for seed in args.seeds:
+            parts = load(name, args.protocol, seed)
+            if parts is None:
+                print(f"{name}: data not found under {DATA}, skipped", flush=True)
+                break
+            train, held = parts
+            spots = make_spots(train)
+            if held.n_obs > args.max_cells:
+                pick = np.random.default_rng(seed).choice(held.n_obs, args.max_cells, replace=False)
+                held = held[np.sort(pick)].copy()
+            truth = np.asarray(held.obsm["spatial"], float)
+            for method in args.methods:
+                query = held.copy()
+                del query.obsm["spatial"]  # expression only
+                t = time.perf_counter()
+                try:
+                    with PeakRSS() as mem:
+                        xy = runners[method](spots.copy(), query, seed)
+                except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
+                    print(f"{name} {method}: failed: {err!r}", flush=True)
+                    continue
+                dt = time.perf_counter() - t
+                m = gx.metrics.evaluate_geometry(xy, truth)
+                mode, unc_r = "", ""
+                if method.startswith("gearsx"):
+                    from scipy.stats import spearmanr
+
+                    cells = run_gearsx.last
+                    mode = cells.uns["gears"]["anchor"]["mode"]
+                    err = np.linalg.norm(xy - truth, axis=1) if mode == "reference" else None
+                    if err is not None:
+                        unc_r = f"{spearmanr(cells.obs['gears_uncertainty'], err)[0]:.3f}"
+                rows.append({"data": name, "seed": seed, "method": method, **m, "time": dt})
+                row = f"| {name} | {seed} | {held.n_obs} | {spots.n_obs} | {method} | " + " | ".join(
+                    f"{m[k]:.3f}" for k in METRICS
+                )
+                lines.append(row + f" | {dt:.0f} | {mem.gb:.2f} | {mode} | {unc_r} |")
+                print(lines[-1], flush=True)
     args.out.parent.mkdir(exist_ok=True)
+    if rows:
+        import matplotlib
+
+        matplotlib.use("agg")
+        import pandas as pd
+
+        table = pd.DataFrame(rows)
+        grouped = table.groupby(["data", "method"], sort=False)[list(METRICS) + ["time"]]
+        mean, sd = grouped.mean(), grouped.std().fillna(0.0)
+        summary = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+        lines += ["", f"Mean ± SD over seeds {args.seeds}:", "", summary.reset_index().to_markdown(index=False)]
+        for data, part in table.groupby("data", sort=False):
+            gx.pl.method_comparison(
+                part,
+                metrics=["spearman", "stress1", "edge_auc"],
+                show=False,
+                save=str(args.out.with_suffix(f".{data}.png")),
+            )
     args.out.write_text(
-        "# gearsx vs Tangram vs novoSpaRc (benchmarks/bench_peers.py, 2-core CPU machine)\n\n"
+        f"# gearsx vs peers, {args.protocol} protocol (benchmarks/bench_peers.py, 2-core CPU machine)\n\n"
         "Stress-1: lower is better; all other metrics: higher is better. Peak memory: resident memory above the"
         " level when the method started (a lower bound for later data sets: the process keeps what it holds).\n\n"
         + "\n".join(lines)

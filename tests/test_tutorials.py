@@ -20,7 +20,8 @@ TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 CHECKS = {
     "01_quickstart.ipynb": (
         "assert scores.loc['GEARS', 'spearman'] > scores.loc['PCA (2 PCs)', 'spearman'] + 0.1\n"
-        "assert 'X_gears_spatial' in cells.obsm and cells.obs['gears_community'].nunique() > 1"
+        "assert 'X_gears_spatial' in cells.obsm and cells.obs['gears_community'].nunique() > 1\n"
+        "assert nhood_r > 0.3  # squidpy on the reconstruction agrees with squidpy on the truth"
     ),
     "02_real_data_vs_peers.ipynb": (
         "if HAVE_DATA:\n"
@@ -35,7 +36,7 @@ CHECKS = {
 }
 
 
-def _run(name: str) -> None:
+def _run(name: str):
     book = nbformat.read(TUTORIALS / name, as_version=4)
     book.cells.append(nbformat.v4.new_code_cell(CHECKS[name]))
     env_before = os.environ.get("GEARSX_TUTORIAL_SMALL")
@@ -45,6 +46,7 @@ def _run(name: str) -> None:
             book, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(TUTORIALS)}}
         )
         client.execute()
+        return book
     finally:
         if env_before is None:
             del os.environ["GEARSX_TUTORIAL_SMALL"]
@@ -55,7 +57,11 @@ def _run(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_tutorial_executes(name):
     assert (TUTORIALS / name).exists(), f"tutorial {name} is missing"
-    _run(name)
+    book = _run(name)
+    if name == "01_quickstart.ipynb":  # gx.settings.verbosity = "info" shows what training and reconstruction did
+        err = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []) if o.get("name") == "stderr")
+        assert "INFO (gearsx): GEARS: training on" in err
+        assert "INFO (gearsx): reconstruct:" in err
 
 
 def test_every_tutorial_is_checked_and_stored_with_outputs():

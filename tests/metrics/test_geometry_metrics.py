@@ -186,3 +186,21 @@ def test_gauge_fix_and_procrustes(rng):
     assert np.linalg.det(procrustes(mirrored, target)) == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="same shape"):
         procrustes(source, target[:10])
+
+
+def test_knn_overlap_counts_the_nearest_neighbour():
+    """Each point's own nearest neighbour counts (scikit-learn already leaves the query point out)."""
+    import gearsx as gx
+
+    xy = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [7.0, 0.0], [15.0, 0.0]])
+    # k=1 in a layout where every point keeps its nearest neighbour: perfect overlap with the truth
+    assert gx.metrics.knn_overlap(xy * 2, xy, k=1) == 1.0
+    # swap the order on the line so that no point keeps its nearest neighbour
+    shuffled = xy[[2, 4, 0, 1, 3]]
+    brute = np.mean(
+        [
+            np.argsort(np.abs(shuffled[:, 0] - shuffled[i, 0]))[1] == np.argsort(np.abs(xy[:, 0] - xy[i, 0]))[1]
+            for i in range(5)
+        ]
+    )
+    assert gx.metrics.knn_overlap(shuffled, xy, k=1) == brute

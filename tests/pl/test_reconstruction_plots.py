@@ -101,3 +101,24 @@ def test_every_plot_takes_ax_show_and_save():
     for name in gx.pl.__all__:
         params = inspect.signature(getattr(gx.pl, name)).parameters
         assert {"ax", "show", "save"} <= set(params), name
+
+
+def test_method_comparison_bars_are_means_over_runs():
+    scores = pd.DataFrame(
+        {
+            "method": ["gearsx", "gearsx", "novoSpaRc", "novoSpaRc"],
+            "seed": [0, 1, 0, 1],
+            "spearman": [0.8, 0.6, 0.5, 0.3],
+            "stress1": [0.2, 0.3, 0.4, 0.5],
+        }
+    )
+    axes = gx.pl.method_comparison(scores, metrics=["spearman", "stress1"], show=False)
+    assert len(axes) == 2
+    heights = [round(p.get_height(), 6) for p in axes[0].patches if p.get_height() > 0]
+    assert heights == [0.7, 0.4]
+    assert axes[1].get_title() == "stress1 ↓"
+    # the runs are drawn as dots beside the bars
+    assert sum(len(c.get_offsets()) for c in axes[0].collections) == 4
+    with pytest.raises(KeyError, match="edge_auc"):
+        gx.pl.method_comparison(scores, metrics=["edge_auc"], show=False)
+    plt.close("all")

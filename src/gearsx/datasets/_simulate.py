@@ -233,7 +233,7 @@ def simulate_tissue(
         derived streams, so changing ``n_sc_cells`` does not change the slides.
     progress
         Show a progress bar over chunks of cells (default: for more than 200,000 cells,
-        following :attr:`gearsx.settings.progress_bar`).
+        following ``gx.settings.progress_bar``).
 
     Returns
     -------

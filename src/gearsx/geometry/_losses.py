@@ -26,7 +26,7 @@ STRESS_WEIGHT = 0.1
 
 @dataclass
 class TargetBatch:
-    """Padded, batched targets of ``B`` minisets of at most ``n`` points (see :func:`collate_targets`)."""
+    """Padded, batched targets of ``B`` minisets of at most ``n`` points (see :func:`~gearsx.geometry.collate_targets`)."""
 
     mask: torch.Tensor  # (B, n) valid points
     coords: torch.Tensor  # (B, n, 2) gauge-fixed targets (zeros at padding)
@@ -49,7 +49,7 @@ class TargetBatch:
 
 
 def collate_targets(targets: list[GeometryTargets], *, device=None, dtype=None) -> TargetBatch:
-    """Pad a list of :class:`GeometryTargets` to one :class:`TargetBatch` (torch tensors).
+    """Pad a list of :class:`~gearsx.geometry.GeometryTargets` to one :class:`~gearsx.geometry.TargetBatch` (torch tensors).
 
     Random-walk and stress fields are included only when every miniset has them
     (``kind='rw_stress'``).
@@ -130,7 +130,7 @@ def rw_kl_loss(coords: torch.Tensor, targets) -> torch.Tensor:
     coords
         Predicted coordinates, ``(n, d)`` or ``(B, n, d)``.
     targets
-        :class:`GeometryTargets` (single miniset) or :class:`TargetBatch`.
+        :class:`~gearsx.geometry.GeometryTargets` (single miniset) or :class:`~gearsx.geometry.TargetBatch`.
     """
     import torch
 
@@ -200,11 +200,11 @@ def geo_loss(coords: torch.Tensor, targets) -> torch.Tensor:
     coords
         Predicted coordinates, ``(n, 2)`` for one miniset or ``(B, n, 2)`` for a padded batch.
     targets
-        :class:`GeometryTargets` of one miniset or a :class:`TargetBatch` from :func:`collate_targets`.
+        :class:`~gearsx.geometry.GeometryTargets` of one miniset or a :class:`~gearsx.geometry.TargetBatch` from :func:`~gearsx.geometry.collate_targets`.
 
     Returns
     -------
-    A scalar tensor; 0 (to numerical precision) for the target coordinates themselves.
+    A scalar tensor, ``0`` (to numerical precision) for the target coordinates themselves.
 
     Examples
     --------

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class StitchResult:
-    """Result of :func:`stitch_patches`.
+    """Result of :func:`~gearsx.geometry.stitch_patches`.
 
     Attributes
     ----------
@@ -122,7 +122,7 @@ def random_walk_patches(
 
     Returns
     -------
-    A list of index arrays, one per patch.
+    A ``list`` of index arrays, one per patch.
     """
     a = sp.csr_matrix(adjacency)
     n = a.shape[0]

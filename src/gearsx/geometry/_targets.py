@@ -127,7 +127,7 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
 
 @dataclass
 class GeometryTargets:
-    """Intrinsic targets of one miniset (see :func:`build_targets`).
+    """Intrinsic targets of one miniset (see :func:`~gearsx.geometry.build_targets`).
 
     Attributes
     ----------
@@ -235,7 +235,7 @@ def build_targets(
 
     Returns
     -------
-    :class:`GeometryTargets`
+    :class:`~gearsx.geometry.GeometryTargets`
 
     Examples
     --------

@@ -269,7 +269,7 @@ def distance_correlation(
 
     Returns
     -------
-    The correlation coefficient (1 for a perfect reconstruction, about 0 for a random one).
+    The correlation coefficient (``1`` for a perfect reconstruction, about ``0`` for a random one).
 
     Examples
     --------

@@ -12,9 +12,10 @@ __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_ov
 
 
 def _knn(x: np.ndarray, k: int) -> np.ndarray:
+    """Return the ``k`` nearest neighbours of every row, itself excluded (scikit-learn leaves the query row out)."""
     from sklearn.neighbors import NearestNeighbors
 
-    return NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(return_distance=False)[:, 1:]
+    return NearestNeighbors(n_neighbors=k).fit(x).kneighbors(return_distance=False)
 
 
 def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:

@@ -340,12 +340,12 @@ class GearsModelBase:
 
     @classmethod
     def load(cls, dir_path: str | Path, adata: AnnData | None = None, *, accelerator: str = "auto"):
-        """Load a model saved with :meth:`save`.
+        """Load a model saved with ``.save()``.
 
         Parameters
         ----------
         dir_path
-            Folder written by :meth:`save`.
+            Folder written by ``.save()``.
         adata
             AnnData to attach (same genes, in the same order); default: the saved one. A
             :class:`~gearsx.model.GEARS` model loads without any AnnData and reconstructs
@@ -355,7 +355,7 @@ class GearsModelBase:
 
         Returns
         -------
-        The model. Nothing is registered when loading fails.
+        The model (nothing is registered when loading fails, see ``setup_anndata``).
 
         Examples
         --------

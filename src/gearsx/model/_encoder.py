@@ -140,6 +140,16 @@ class SharedEncoder(GearsModelBase):
     adversarial
         Train a gradient-reversal slide discriminator as well.
 
+    Attributes
+    ----------
+    history_
+        :class:`pandas.DataFrame` of the per-epoch training metrics (one row per epoch, over
+        every ``train`` call), ``None`` before training.
+    train_params_
+        The arguments of the last ``train`` call and the split it used.
+    registration_
+        What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data).
+
     Examples
     --------
     >>> import gearsx as gx
@@ -268,6 +278,13 @@ class SharedEncoder(GearsModelBase):
             max_epochs = int(np.clip(round(1500 / steps), 20, 400))
         max_epochs = check_positive_int(max_epochs, name="max_epochs")
         loader = _SlideBatches(x, neighbours, slides, min(batch_size, n), random_state)
+        logger.info(
+            "SharedEncoder: training on %d spots of %d slide(s), %d genes; %d epochs",
+            n,
+            len(set(slides)),
+            x.shape[1],
+            max_epochs,
+        )
         plan = _make_plan(self.module, lr, weight_decay, {"temperature": temperature, "w_nce": w_nce})
         self._fit_lightning(
             plan,

@@ -143,6 +143,16 @@ class GEARS(GearsModelBase):
     n_recycles, k_candidates
         Structure-module settings (``structure='ipa'``).
 
+    Attributes
+    ----------
+    history_
+        :class:`pandas.DataFrame` of the per-epoch training metrics (one row per epoch, over
+        every ``train`` call), ``None`` before training.
+    train_params_
+        The arguments of the last ``train`` call and the split it used.
+    registration_
+        What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data).
+
     Examples
     --------
     >>> import gearsx as gx
@@ -201,6 +211,7 @@ class GEARS(GearsModelBase):
             msg = f"`dim`={dim} must be divisible by `n_heads`={n_heads}."
             raise ValueError(msg)
         self._saved_meta: dict[str, Any] = {}
+        self._saved_reference: dict[str, Any] | None = None
         if adata is None:  # rebuilt from a saved state by `load` (no ST data at hand)
             if _n_input is None:
                 msg = "`adata` is required: GEARS learns from ST spots with embeddings and coordinates."
@@ -419,7 +430,7 @@ class GEARS(GearsModelBase):
         then the refiner joins with a curriculum that raises the noise cap from 0.5 to
         3 ``s_d`` in four stages. After each epoch, held-out minisets are predicted and
         ``val_L_geo``, ``val_recall15`` and ``val_spearman`` (and the generator-only
-        ``val_base_*``) are recorded in :attr:`history_`.
+        ``val_base_*``) are recorded in ``history_``.
 
         Parameters
         ----------
@@ -528,6 +539,15 @@ class GEARS(GearsModelBase):
                 n_max=v_max,
             )
         total_steps = max_epochs * n_batches
+        logger.info(
+            "GEARS: training on %d spots of %d slide(s), validation %s (%d spots); %d epochs x %d batches",
+            len(train_idx),
+            len(np.unique(slides[train_idx])),
+            split,
+            int(val_mask.sum()),
+            max_epochs,
+            n_batches,
+        )
         refine_steps, sigma_start = 4, 1.0
         plan = _make_plan(
             self.module,
@@ -549,6 +569,12 @@ class GEARS(GearsModelBase):
             progress=progress,
             random_state=random_state,
             val_loader=val_loader,
+        )
+        last = self.history_.iloc[-1] if self.history_ is not None and len(self.history_) else {}
+        logger.info(
+            "GEARS: trained; last epoch loss %.4f, validation Spearman %.3f",
+            float(last.get("train_total", np.nan)),
+            float(last.get("val_spearman", np.nan)),
         )
         self.train_params_ = {
             "max_epochs": max_epochs,
@@ -730,9 +756,45 @@ class GEARS(GearsModelBase):
             att, xy = att[recycle], xy[recycle]
         return {"attention": att, "graph": adj[0].cpu().numpy(), "coords": xy, "indices": idx}
 
+    # --- reference (for anchored reconstruction) ------------------------------------------------
+    def reference(self) -> dict[str, Any] | None:
+        """Return the spots the model was trained on, as reference-anchored reconstruction needs them.
+
+        Returns
+        -------
+        ``{'embedding': (m, n_input), 'coords': (m, 2), 'slides': (m,) codes, 'slide_names': list}``
+        from the registered ST data, or from the saved state of a model loaded without it;
+        ``None`` for a model saved before references were stored.
+        """
+        if self.adata is not None:
+            return {
+                "embedding": self._embedding(),
+                "coords": self._coords(),
+                "slides": self._slide_codes(),
+                "slide_names": self._slide_names(),
+            }
+        return self._saved_reference
+
     # --- persistence ----------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
-        return {"slides": self._slide_names(), "train_params": self.train_params_}
+        extra: dict[str, Any] = {"slides": self._slide_names(), "train_params": self.train_params_}
+        ref = self.reference()
+        if ref is not None:  # small (spots x n_input): kept so a loaded model can anchor without the ST data
+            import torch
+
+            extra["tensors"] = {
+                "reference.embedding": torch.as_tensor(ref["embedding"], dtype=torch.float32),
+                "reference.coords": torch.as_tensor(ref["coords"], dtype=torch.float64),
+                "reference.slides": torch.as_tensor(ref["slides"], dtype=torch.int64),
+            }
+        return extra
 
     def _load_extra_state(self, meta: dict, state: dict) -> None:
         self.train_params_ = meta.get("train_params", {})
+        if "reference.embedding" in state:
+            self._saved_reference = {
+                "embedding": state["reference.embedding"].numpy().astype(np.float32),
+                "coords": state["reference.coords"].numpy().astype(np.float64),
+                "slides": state["reference.slides"].numpy().astype(np.int64),
+                "slide_names": list(meta.get("slides", [])),
+            }

@@ -14,7 +14,7 @@ __all__ = ["EncoderLossOutput", "LinearAdapter", "SharedEncoderModule"]
 
 @dataclass
 class EncoderLossOutput:
-    """Loss terms of :class:`SharedEncoderModule` (``total`` is the weighted sum)."""
+    """Loss terms of :class:`~gearsx.module.SharedEncoderModule` (``total`` is the weighted sum)."""
 
     total: torch.Tensor
     invariance: torch.Tensor

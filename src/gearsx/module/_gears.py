@@ -35,7 +35,7 @@ _N_FOURIER = 16
 
 @dataclass
 class GearsLossOutput:
-    """Loss terms of :class:`GearsModule` (``total`` is the weighted sum; refiner terms are 0 before it starts)."""
+    """Loss terms of :class:`~gearsx.module.GearsModule` (``total`` is the weighted sum; refiner terms are 0 before it starts)."""
 
     total: torch.Tensor
     generator: torch.Tensor

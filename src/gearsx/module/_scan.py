@@ -97,7 +97,7 @@ def self_label_loss(
 
     Returns
     -------
-    The loss (zero when no point is confident) and the number of confident points.
+    The loss (``0`` when no point is confident) and the number of confident points.
     """
     with torch.no_grad():
         prob = torch.softmax(logits_weak, dim=-1)

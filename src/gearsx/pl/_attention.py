@@ -72,7 +72,7 @@ def attention(
 
     Returns
     -------
-    List of axes (one per query) unless shown.
+    A ``list`` of axes (one per query), unless shown.
 
     Examples
     --------
@@ -142,7 +142,7 @@ def attention_summary(
 
     Returns
     -------
-    The two axes unless shown.
+    A ``list`` of the two axes, unless shown.
 
     Examples
     --------

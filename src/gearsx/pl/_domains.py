@@ -105,7 +105,7 @@ def domains(
 
     Returns
     -------
-    The axes (a list with several keys) unless shown.
+    The axes (a ``list`` with several columns), unless shown.
 
     Examples
     --------

@@ -124,6 +124,7 @@ def reconstruction(
     palette=None,
     cmap: str = "viridis",
     legend: bool = True,
+    reference: AnnData | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     save: str | None = None,
@@ -148,6 +149,11 @@ def reconstruction(
         dict; default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
     legend
         Draw the legend of a categorical ``color``.
+    reference
+        The ST data of the model: a reference-anchored reconstruction lives in the frame of one of
+        its slides (``uns['gears']['anchor']['slide']``), and is drawn over that slide's spots (and
+        its tissue image, when ``uns['spatial']`` holds one), without any alignment. An intrinsic
+        reconstruction has no such frame and raises.
     ax
         Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown.
     show
@@ -157,7 +163,7 @@ def reconstruction(
 
     Returns
     -------
-    The axes (a list of two with ground truth) unless shown.
+    The axes (a ``list`` of two with the ground truth), unless shown.
 
     Examples
     --------
@@ -165,6 +171,17 @@ def reconstruction(
     """
     pred = _check_basis(adata, basis, "the reconstruction; run gx.tl.reconstruct")
     has_gt = gt_key is not None and gt_key in adata.obsm
+    if reference is not None:
+        fig, (axes,) = _axes(ax, 1, figsize=(5.4, 4.8))
+        scale = _draw_reference(axes, adata, reference)
+        _scatter(axes, pred * scale, adata, color, size, palette, cmap)
+        axes.set_title(f"{basis} over reference slide {adata.uns['gears']['anchor']['slide']!r}")
+        axes.set_aspect("equal")
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if legend and color is not None and axes.get_legend_handles_labels()[1]:
+            axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3, fontsize=8)
+        return _finish(fig, axes, show=show, save=save)
     if has_gt:
         gt = _check_basis(adata, gt_key, "the ground truth")
         fig, axes = _axes(ax, 2, figsize=(10, 4.6))
@@ -181,6 +198,41 @@ def reconstruction(
     if legend and color is not None and panels[-1][0].get_legend_handles_labels()[1]:
         panels[-1][0].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3, fontsize=8)
     return _finish(fig, list(axes) if has_gt else axes, show=show, save=save)
+
+
+def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
+    """Draw the anchored slide's spots (and tissue image) and return the image's scale factor (or 1)."""
+    from gearsx.pp._checks import resolve_slide_key
+
+    from ._domains import _image
+
+    anchor = adata.uns.get(Key.result, {}).get("anchor", {})
+    if anchor.get("mode") != "reference":
+        msg = (
+            "`reference=` draws a reference-anchored reconstruction over its slide, but this one is intrinsic "
+            "(uns['gears']['anchor']['mode'] is not 'reference'); it has no reference frame."
+        )
+        raise ValueError(msg)
+    xy = _check_basis(reference, Key.spatial, "the reference spots")
+    slide_key = resolve_slide_key(reference, None)
+    sel = np.ones(reference.n_obs, dtype=bool)
+    if slide_key is not None:
+        sel = reference.obs[slide_key].astype(str).to_numpy() == str(anchor["slide"])
+    scale = 1.0
+    spatial = reference.uns.get("spatial")
+    if isinstance(spatial, dict) and spatial:
+        lib = (
+            str(anchor["slide"])
+            if str(anchor["slide"]) in spatial
+            else (next(iter(spatial)) if len(spatial) == 1 else None)
+        )
+        found = _image(reference, lib, None) if lib is not None else None
+        if found is not None:
+            image, scale, _ = found
+            ax.imshow(image, zorder=0)
+            ax.invert_yaxis()
+    ax.scatter(xy[sel, 0] * scale, xy[sel, 1] * scale, s=6, c="0.85", linewidths=0, zorder=0.5, label="_reference")
+    return scale
 
 
 def distortion_heatmap(
@@ -264,7 +316,7 @@ def stitching_diagnostics(
 
     Returns
     -------
-    The three axes unless shown.
+    A ``list`` of the three axes, unless shown.
 
     Examples
     --------

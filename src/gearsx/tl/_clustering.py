@@ -151,7 +151,7 @@ def mclust_r(
     """R's ``mclust::Mclust`` through rpy2 (only when asked; never a fallback)."""
     hint = (
         "`backend='r'` needs R with the mclust package and the rpy2 Python package: install R, run "
-        "`install.packages('mclust')` in R, then `pip install rpy2`. Or use `backend='python'` "
+        "`install.packages('mclust')` in R, then `pip install 'gearsx[r]'`. Or use `backend='python'` "
         "(scikit-learn's tied-covariance mixture, the same EEE model)."
     )
     try:

@@ -57,7 +57,7 @@ def _block(adata: AnnData, rep: str) -> np.ndarray:
 def domain_representation(
     adata: AnnData, use_rep: str | Sequence[str] = Key.backbone, *, n_pcs: int | None = 20, random_state: int = 0
 ) -> np.ndarray:
-    """Build the feature matrix that :func:`cluster_domains` clusters: fused representations, then PCA.
+    """Build the feature matrix that :func:`~gearsx.tl.cluster_domains` clusters: fused representations, then PCA.
 
     A list of keys is fused by concatenating standardised blocks: each block is centred
     and divided by the square root of its total variance, so every block carries the same
@@ -145,7 +145,7 @@ def cluster_domains(
     ``'mclust'``
         Gaussian mixture with mclust's EEE model (one shared full covariance) fitted by EM
         from a Ward-agglomeration start plus k-means++ restarts
-        (:func:`gearsx.tl._clustering.mclust_eee`); ``n_clusters=None`` picks 2-9 by BIC.
+        (written here, see ``gearsx.tl._clustering.mclust_eee``); ``n_clusters=None`` picks 2-9 by BIC.
         ``backend='r'`` runs R's ``mclust::Mclust(modelNames='EEE')`` through rpy2 and
         raises with install instructions when R, mclust or rpy2 is missing. There is no
         silent fallback between backends or methods.

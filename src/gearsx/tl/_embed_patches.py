@@ -88,7 +88,7 @@ def embed_patches(
     key_added
         ``obsm`` key of the embeddings.
     progress
-        Show a progress bar (default :attr:`gearsx.settings.progress_bar`).
+        Show a progress bar (default ``gx.settings.progress_bar``).
 
     Returns
     -------

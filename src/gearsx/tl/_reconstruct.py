@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -36,6 +36,10 @@ def reconstruct(
     knn: int = 15,
     jaccard: float = 0.1,
     smooth_k: int = 50,
+    anchor: Literal["auto", "reference"] | None = "auto",
+    reference_slide: str | None = None,
+    anchor_k: int = 20,
+    anchor_weight: float = 1.0,
     refine_steps: int = 4,
     batch_size: int = 16,
     allow_unadapted: bool = False,
@@ -56,7 +60,13 @@ def reconstruct(
        ``coverage`` times, each sharing at least ``min_overlap`` cells with another patch
        (:func:`gearsx.geometry.random_walk_patches`).
     3. Each patch's geometry predicted by ``model`` (batched; generator + refinement).
-    4. Stitched into one layout by :func:`gearsx.tl.stitch`.
+    4. Stitched into one layout by :func:`gearsx.tl.stitch` (the *intrinsic* layout).
+    5. Reference anchoring (``anchor``): each cell is matched to its ``anchor_k`` most similar
+       spots of the model's reference in the shared embedding (cosine), and anchored at their mean
+       position, weighted by how localised and how similar those spots are; the anchors give the global frame, the
+       intrinsic layout the local arrangement, fused in one sparse solve
+       (:func:`gearsx.geometry.fuse_anchor`). With ``anchor='auto'`` this happens only when the
+       query looks like the reference's tissue (see Notes).
 
     Parameters
     ----------
@@ -85,6 +95,18 @@ def reconstruct(
         Cells averaged per embedding before the graph and the patch predictions (the cell
         and its ``smooth_k - 1`` nearest neighbours in embedding space); ``1`` uses the raw
         embeddings. Must be smaller than the number of cells.
+    anchor
+        ``'auto'`` (default): anchor in the reference frame when the query looks like the
+        reference's tissue, else intrinsic mode; ``'reference'``: always anchor; ``None``: intrinsic
+        mode (the layout is defined up to rotation, reflection, translation and scale). The
+        decision and its figures go to ``uns['gears']['anchor']``.
+    reference_slide
+        Reference slide whose frame anchored layouts live in (default: the slide the query's
+        matches are most similar on).
+    anchor_k
+        Reference spots matched per cell.
+    anchor_weight
+        Weight of the intrinsic layout's local offsets against the anchors (``0``: the anchors).
     refine_steps
         Refinement steps of the geometry model (0: generator only).
     batch_size
@@ -105,9 +127,12 @@ def reconstruct(
     Returns
     -------
     ``None`` or the copy. Writes ``obsm['X_gears_spatial']`` (for ``key_added='gears'``),
-    ``obsp['gears_distances']``, ``obsp['gears_connectivities']`` and ``uns['gears']``
-    (stitching parameters and diagnostics, plus ``uns['gears']['reconstruct']`` with the
-    graph and patch diagnostics).
+    ``obsp['gears_distances']``, ``obsp['gears_connectivities']``, ``obs['gears_uncertainty']``
+    (per-cell positional uncertainty: in anchored mode the spread of the matched spots combined
+    with the patches' disagreement, in reference units; else the patches' disagreement) and
+    ``uns['gears']`` (stitching parameters and diagnostics, ``uns['gears']['reconstruct']`` with the
+    graph and patch diagnostics, ``uns['gears']['anchor']`` with the anchoring decision). Anchored
+    runs also keep ``obsm['X_gears_intrinsic']`` and ``obsm['X_gears_anchor']``.
 
     Notes
     -----
@@ -121,6 +146,14 @@ def reconstruct(
     ``smooth_k=1`` to ``60`` raised the final Spearman from 0.18 to 0.20 (MERFISH) and from 0.27
     to 0.37 (Xenium), and the edge ROC-AUC from 0.59 to 0.61 and from 0.67 to 0.75
     (``benchmarks/bench_peers.py`` protocol; every ``smooth_k`` from 5 to 150 helped).
+
+    When to anchor: a reference-anchored layout lives in the frame of a reference slide, so it can be
+    drawn over it, and it uses the strongest signal there is when the cells come from the tissue the
+    reference covers. When they do not (another region, another tissue), anchors would pull every
+    cell into the reference's outline; ``anchor='auto'`` then keeps the intrinsic layout. It scores
+    how similar the query's matches are between a shuffled null (each embedding dimension permuted
+    across cells: 0) and the reference's own spots matched to each other (1)
+    (:func:`gearsx.geometry.match_score`), and anchors from 0.5 up. See "When to anchor" in the docs.
 
     The layout composes with scanpy: ``sc.pp.neighbors(adata, use_rep="X_gears_spatial")``
     followed by ``sc.tl.leiden(adata)`` gives spatial communities of the reconstruction.
@@ -137,6 +170,7 @@ def reconstruct(
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
     from gearsx.model import GEARS
 
+    from ._anchored import plan_anchor
     from ._stitch import stitch
 
     if not isinstance(model, GEARS):
@@ -185,12 +219,25 @@ def reconstruct(
             f"`smooth_k`={smooth_k} must be smaller than the number of cells ({adata.n_obs}); pass a smaller smooth_k."
         )
         raise ValueError(msg)
+    anchor_k = check_positive_int(anchor_k, name="anchor_k")
+    if not np.isfinite(anchor_weight) or anchor_weight < 0:
+        msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
+        raise ValueError(msg)
+    plan = plan_anchor(x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state)
     adata = adata.copy() if copy else adata
 
     x = neighbor_average(x, smooth_k, random_state=random_state)
     graph, graph_diag = locality_graph(x, k=knn, jaccard=jaccard, random_state=random_state)
     patches = random_walk_patches(
         graph, n_patch, coverage=coverage, min_overlap=min_overlap, prune=prune, random_state=random_state
+    )
+    logger.info(
+        "reconstruct: %d cells, %d patches of %d (coverage %d), locality graph with %d component(s)",
+        adata.n_obs,
+        len(patches),
+        n_patch,
+        coverage,
+        int(graph_diag.get("n_components", 1)),
     )
     coords: list[np.ndarray] = []
     chunk = batch_size * 4
@@ -209,6 +256,7 @@ def reconstruct(
     bar.close()
     best_overlap, _ = best_overlaps(patches, adata.n_obs)
     stitch(adata, list(zip(patches, coords, strict=True)), key_added=key_added, random_state=random_state)
+    _write_anchored(adata, plan, patches, coords, key_added=key_added, weight=anchor_weight)
     adata.uns[key_added]["reconstruct"] = {
         "params": {
             "use_rep": use_rep,
@@ -219,6 +267,10 @@ def reconstruct(
             "knn": knn,
             "jaccard": jaccard,
             "smooth_k": smooth_k,
+            "anchor": "none" if anchor is None else anchor,
+            "anchor_k": anchor_k,
+            "anchor_weight": anchor_weight,
+            **({"reference_slide": str(reference_slide)} if reference_slide is not None else {}),
             "refine_steps": refine_steps,
             "random_state": random_state,
             "version": __version__,
@@ -228,3 +280,32 @@ def reconstruct(
         "median_best_overlap": float(np.median(best_overlap)),
     }
     return adata if copy else None
+
+
+def _write_anchored(adata: AnnData, plan, patches, coords, *, key_added: str, weight: float) -> None:
+    """Fuse the stitched layout with the anchors (when anchored) and write layout, uncertainty and record."""
+    import scipy.sparse as sp
+
+    from ._anchored import apply_anchor
+
+    obsm_key = f"X_{key_added}_spatial"
+    intrinsic = np.asarray(adata.obsm[obsm_key], dtype=np.float64)
+    layout, uncertainty = apply_anchor(plan, intrinsic, patches, coords, weight=weight)
+    if plan.anchored:
+        adata.obsm[f"X_{key_added}_intrinsic"] = intrinsic
+        adata.obsm[f"X_{key_added}_anchor"] = plan.anchors
+        adata.obsm[obsm_key] = layout
+        # stitched distances into reference units: the scale between the two layouts over the stitched edges
+        dist = adata.obsp[Key.distances(key_added)]
+        d = sp.triu(dist, k=1).tocoo()
+        if d.nnz:
+            lay = np.linalg.norm(layout[d.row] - layout[d.col], axis=1)
+            intr = np.linalg.norm(intrinsic[d.row] - intrinsic[d.col], axis=1)
+            adata.obsp[Key.distances(key_added)] = dist * float(np.median(lay) / max(np.median(intr), 1e-12))
+    else:  # an earlier anchored run's keys would describe another layout
+        for key in (f"X_{key_added}_intrinsic", f"X_{key_added}_anchor"):
+            if key in adata.obsm:
+                logger.info("removing obsm[%r] of an earlier anchored run", key)
+                del adata.obsm[key]
+    adata.obs[f"{key_added}_uncertainty"] = uncertainty
+    adata.uns[key_added]["anchor"] = {**plan.record, "weight": weight}

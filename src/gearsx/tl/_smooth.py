@@ -92,7 +92,7 @@ def spatial_smooth(
     follow the tissue; ``cluster_domains(refine=True)`` is the weaker, label-level version of
     the same idea (a vote after clustering instead of averaging before it).
 
-    It is a sparse product ``W @ X`` with ``W`` from :func:`spatial_smoothing_operator`
+    It is a sparse product ``W @ X`` with ``W`` from ``spatial_smoothing_operator``
     (``n * (n_neighbors + 1)`` non-zeros), so it scales linearly with the number of spots.
     Written here rather than taken from squidpy because squidpy's spatial graph
     (``sq.gr.spatial_neighbors``) excludes the spot itself and is stored in ``obsp``; this

@@ -1,0 +1,306 @@
+"""Reference anchoring: place query cells in the frame of a spatial reference through a shared embedding.
+
+Three steps, numpy/scipy only:
+
+1. :func:`match_reference` — each query's ``k`` most similar reference spots (cosine in the shared
+   embedding), their mean position (the *anchor*) and how scattered those spots are (the anchor's
+   *spread*: small when every good match sits in one place, large when similar spots are found all
+   over the tissue).
+2. :func:`match_score` — one number per query set: how similar the matches are, between a shuffled
+   null (``0``) and the reference's own spots matched to each other (``1``). It says whether the
+   query looks like the reference's tissue at all.
+3. :func:`fuse_anchor` — one sparse linear solve that keeps each cell near its anchor (weighted by
+   confidence) and, between neighbours of an intrinsic layout, the offsets of that layout after a
+   local similarity alignment to the anchors. The anchor is globally right but locally noisy; the
+   intrinsic layout is locally right but may be globally bent; the fusion takes the global frame from
+   the first and the local arrangement from the second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from gearsx._utils import as_rng, check_coords, check_positive_int
+
+__all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
+
+#: Above this many reference spots the cosine kNN search is approximate (pynndescent).
+_EXACT_MAX = 50_000
+
+
+@dataclass
+class AnchorMatch:
+    """The result of :func:`match_reference` (arrays over query cells)."""
+
+    #: ``(n, k)`` indices of the matched reference spots, most similar first.
+    indices: np.ndarray
+    #: ``(n, k)`` cosine similarities of those matches.
+    similarity: np.ndarray
+    #: ``(n, 2)`` anchor positions: the mean coordinate of the matched spots.
+    anchors: np.ndarray
+    #: ``(n,)`` RMS distance of the matched spots to their anchor (reference units).
+    spread: np.ndarray
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def match_reference(
+    query: np.ndarray,
+    reference: np.ndarray,
+    reference_coords: np.ndarray,
+    *,
+    k: int = 20,
+    exclude_self: bool = False,
+    random_state: int = 0,
+) -> AnchorMatch:
+    """Match every query row to its ``k`` most similar reference rows (cosine) and anchor it there.
+
+    Parameters
+    ----------
+    query
+        ``(n, d)`` query embeddings (single cells in the shared embedding).
+    reference
+        ``(m, d)`` reference embeddings (spots).
+    reference_coords
+        ``(m, 2)`` reference coordinates.
+    k
+        Matches per query.
+    exclude_self
+        The query *is* the reference (row ``i`` is spot ``i``): leave each spot out of its own
+        matches (leave-one-out, for calibration).
+    random_state
+        Seed of the approximate search (above 50,000 reference spots).
+
+    Returns
+    -------
+    An :class:`AnchorMatch`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import match_reference
+    >>> xy = np.random.default_rng(0).uniform(size=(500, 2))
+    >>> emb = np.c_[np.cos(3 * xy), np.sin(3 * xy)]  # an embedding that varies smoothly in space
+    >>> m = match_reference(emb[:50] + 0.01, emb, xy, k=5)
+    >>> float(np.abs(m.anchors - xy[:50]).max()) < 0.1
+    True
+    """
+    q, r = np.asarray(query), np.asarray(reference)
+    xy = check_coords(reference_coords, name="reference_coords", n_dims=2)
+    if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:
+        msg = f"`query` and `reference` must be 2-D with the same width; got {q.shape} and {r.shape}."
+        raise ValueError(msg)
+    if len(xy) != len(r):
+        msg = f"`reference_coords` has {len(xy)} rows for {len(r)} reference rows."
+        raise ValueError(msg)
+    k = check_positive_int(k, name="k")
+    extra = int(exclude_self)
+    if k + extra > len(r):
+        msg = f"`k`={k} needs at least {k + extra} reference rows; got {len(r)}."
+        raise ValueError(msg)
+    qn, rn = _unit_rows(q), _unit_rows(r)
+    if len(r) <= _EXACT_MAX:
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors(n_neighbors=k + extra, metric="cosine", algorithm="brute").fit(rn)
+        idx = nn.kneighbors(qn, return_distance=False)
+    else:  # pragma: no cover - exercised by the scale benchmark, not the tests
+        from pynndescent import NNDescent
+
+        index = NNDescent(rn, metric="cosine", n_neighbors=30, random_state=random_state)
+        idx = index.query(qn, k=k + extra)[0]
+    if exclude_self:
+        own = idx == np.arange(len(idx))[:, None]
+        # drop the row itself where it was found, else the least similar match
+        keep = ~own
+        keep[~own.any(1), -1] = False
+        idx = idx[keep].reshape(len(idx), k)
+    sim = np.einsum("nd,nkd->nk", qn, rn[idx])
+    pts = xy[idx]
+    anchors = pts.mean(1)
+    spread = np.sqrt(((pts - anchors[:, None]) ** 2).sum(-1).mean(1))
+    return AnchorMatch(indices=idx, similarity=sim.astype(np.float64), anchors=anchors, spread=spread)
+
+
+def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, reference_similarity: np.ndarray) -> float:
+    """How much a query looks like the reference, from the similarity of its matches (``0`` to ``1``).
+
+    ``(median(q) - median(null)) / (median(ref) - median(null))`` on the mean similarity of each
+    row's matches: ``1`` when queries match the reference as well as the reference's own spots match
+    each other (leave-one-out), ``0`` when they match no better than a shuffled null (each embedding
+    dimension permuted across queries, which keeps every marginal and breaks what makes a profile).
+
+    Parameters
+    ----------
+    query_similarity, null_similarity, reference_similarity
+        :attr:`AnchorMatch.similarity` of the queries, of the shuffled queries and of the reference
+        matched to itself.
+
+    Returns
+    -------
+    The score, clipped to ``[0, 1]``.
+    """
+    q, null, ref = (
+        float(np.median(np.asarray(s).mean(1))) for s in (query_similarity, null_similarity, reference_similarity)
+    )
+    return float(np.clip((q - null) / max(ref - null, 1e-12), 0.0, 1.0))
+
+
+def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
+    """Permute every column of ``x`` independently across rows (the null of :func:`match_score`)."""
+    rng = as_rng(random_state)
+    x = np.asarray(x)
+    return np.take_along_axis(x, rng.permuted(np.tile(np.arange(len(x))[:, None], (1, x.shape[1])), axis=0), axis=0)
+
+
+def _local_alignments(y: np.ndarray, a: np.ndarray, w: np.ndarray, nbr: np.ndarray) -> np.ndarray:
+    """Fit, for every cell, the 2 x 2 similarity map from its neighbourhood's intrinsic offsets to its anchors'.
+
+    Weighted Procrustes with scale, reflections allowed, vectorised over cells.
+    """
+    yn, an, wn = y[nbr], a[nbr], w[nbr][..., None]  # (n, q, 2), (n, q, 2), (n, q, 1)
+    wsum = np.maximum(wn.sum(1, keepdims=True), 1e-12)
+    yc = yn - (wn * yn).sum(1, keepdims=True) / wsum
+    ac = an - (wn * an).sum(1, keepdims=True) / wsum
+    cross = np.einsum("nqi,nqj->nij", wn * yc, ac)  # (n, 2, 2)
+    u, s, vt = np.linalg.svd(cross)
+    rot = u @ vt  # orthogonal, reflections allowed (the intrinsic layout's handedness is arbitrary)
+    scale = s.sum(1) / np.maximum((wn * yc**2).sum((1, 2)), 1e-12)
+    return rot * scale[:, None, None]
+
+
+def fuse_anchor(
+    intrinsic: np.ndarray,
+    anchors: np.ndarray,
+    confidence: np.ndarray,
+    *,
+    n_neighbors: int = 10,
+    weight: float = 1.0,
+) -> np.ndarray:
+    """Fuse anchor positions (global frame) with an intrinsic layout (local arrangement) in one solve.
+
+    Minimises ``sum_i c_i |x_i - a_i|^2 + weight * sum_i sum_{j in N_i} |x_j - x_i - M_i (y_j - y_i)|^2``
+    where ``y`` is the intrinsic layout, ``N_i`` the ``n_neighbors`` nearest cells of ``i`` in it,
+    ``a`` the anchors, ``c`` the confidences and ``M_i`` the similarity map fitted (weighted
+    Procrustes) from the offsets of ``i``'s ``4 n_neighbors`` nearest cells in ``y`` to the same
+    cells' anchor offsets. The
+    normal equations are a sparse, symmetric positive-definite system (two right-hand sides),
+    solved by conjugate gradients, so the cost is linear in the number of cells. Written here
+    because it is the specific alignment problem of this method (a local-tangent-space alignment
+    with a data term), not a general solver.
+
+    Parameters
+    ----------
+    intrinsic
+        ``(n, 2)`` intrinsic layout (any pose and scale).
+    anchors
+        ``(n, 2)`` anchor positions in the reference frame.
+    confidence
+        ``(n,)`` non-negative weight of each anchor (at least one positive).
+    n_neighbors
+        Neighbours per cell whose intrinsic offsets are kept (the local maps use four times as many).
+    weight
+        Weight of the intrinsic offsets against the anchors (``0``: the anchors themselves).
+
+    Returns
+    -------
+    ``(n, 2)`` fused positions in the reference frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import fuse_anchor
+    >>> rng = np.random.default_rng(0)
+    >>> xy = rng.uniform(size=(400, 2))
+    >>> bent = np.c_[xy[:, 0], xy[:, 1] + 0.5 * xy[:, 0] ** 2]  # locally right, globally bent
+    >>> noisy = xy + rng.normal(scale=0.1, size=xy.shape)  # globally right, locally noisy
+    >>> out = fuse_anchor(bent, noisy, np.ones(400))
+    >>> bool(np.abs(out - xy).mean() < np.abs(noisy - xy).mean())
+    True
+    """
+    from scipy.sparse.linalg import cg
+    from scipy.spatial import cKDTree
+
+    y = check_coords(intrinsic, name="intrinsic", n_dims=2)
+    a = check_coords(anchors, name="anchors", n_dims=2)
+    c = np.asarray(confidence, dtype=np.float64)
+    n = len(a)
+    if len(y) != n or c.shape != (n,):
+        msg = f"`intrinsic`, `anchors` and `confidence` must describe the same {n} cells; got {len(y)}, {n}, {c.shape}."
+        raise ValueError(msg)
+    if not np.isfinite(c).all() or (c < 0).any() or c.max() <= 0:
+        msg = "`confidence` must be finite, non-negative and positive somewhere."
+        raise ValueError(msg)
+    if weight < 0:
+        msg = f"`weight` must be >= 0; got {weight}."
+        raise ValueError(msg)
+    q = min(check_positive_int(n_neighbors, name="n_neighbors", minimum=2), n - 1)
+    if weight == 0 or q < 2:
+        return a.copy()
+    # The local maps are fitted on a wider neighbourhood than the offsets they transform: a map
+    # estimated from ~4x as many anchors averages their local noise away.
+    q_map = min(4 * q, n - 1)
+    nbr_map = cKDTree(y).query(y, k=q_map + 1)[1]  # includes the cell itself (distance 0)
+    maps = _local_alignments(y, a, c, nbr_map)  # (n, 2, 2)
+    nbr = nbr_map[:, : q + 1]
+    rows = np.repeat(np.arange(n), q)
+    cols = nbr[:, 1:].ravel()
+    # target offsets x_j - x_i = M_i (y_j - y_i)
+    d = np.einsum("nij,nqj->nqi", maps, y[nbr[:, 1:]] - y[:, None]).reshape(-1, 2)
+    m = len(rows)
+    # difference operator D (m x n): (D x)_e = x_j - x_i
+    diff = sp.csr_matrix(
+        (np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[cols, rows])), shape=(m, n)
+    )
+    system = (sp.diags(c) + weight * (diff.T @ diff)).tocsr()
+    rhs = c[:, None] * a + weight * (diff.T @ d)
+    out = np.empty_like(a)
+    diag = system.diagonal()
+    precond = sp.diags(1.0 / np.maximum(diag, 1e-12))
+    for dim in range(2):
+        sol, _ = cg(system, rhs[:, dim], x0=a[:, dim], M=precond, rtol=1e-8, maxiter=2000)
+        out[:, dim] = sol
+    return out
+
+
+def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], layout: np.ndarray) -> np.ndarray:
+    """Per-cell disagreement between the patches that predicted a cell and the final layout.
+
+    Every patch is aligned to the layout of its cells by a similarity transform (Procrustes with
+    scale and reflections); a cell's residual is the RMS, over the patches that hold it, of the
+    distance between its aligned patch position and its layout position (layout units). Cells on
+    which overlapping patches disagree, or that the solve had to move, score high.
+
+    Parameters
+    ----------
+    patches
+        One integer index array per patch.
+    patch_coords
+        One ``(len(patch), 2)`` array of predicted coordinates per patch.
+    layout
+        ``(n, 2)`` final layout.
+
+    Returns
+    -------
+    ``(n,)`` residuals (``0`` for a cell in no patch).
+    """
+    from gearsx.geometry import procrustes
+
+    xy = check_coords(layout, name="layout", n_dims=2)
+    total = np.zeros(len(xy))
+    count = np.zeros(len(xy))
+    for idx, y in zip(patches, patch_coords, strict=True):
+        target = xy[idx]
+        yc, tc = y - y.mean(0), target - target.mean(0)
+        rot = procrustes(yc, tc)
+        pr = yc @ rot
+        scale = float((pr * tc).sum() / max((pr**2).sum(), 1e-300))
+        total[idx] += ((scale * pr - tc) ** 2).sum(1)
+        count[idx] += 1
+    return np.sqrt(total / np.maximum(count, 1))

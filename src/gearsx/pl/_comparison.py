@@ -1,0 +1,90 @@
+"""Side-by-side comparison of methods on reconstruction or domain metrics (seaborn)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ._reconstruction import _axes, _finish
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["method_comparison"]
+
+#: Metrics where lower is better (marked in the panel titles).
+_LOWER_IS_BETTER = ("stress1", "swd", "w1_knn")
+
+
+def method_comparison(
+    scores: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = ("spearman", "stress1", "edge_auc"),
+    method_key: str | None = "method",
+    hue: str | None = None,
+    palette=None,
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: str | None = None,
+):
+    """Bar chart of metrics per method, one panel per metric, runs (seeds, data sets) as dots.
+
+    Bars are the mean over the rows of each method (and ``hue`` group), error bars the standard
+    deviation, and every row is drawn as a dot, so a lead within seed noise is visible as such.
+    Built on :func:`seaborn.barplot` and :func:`seaborn.stripplot`.
+
+    Parameters
+    ----------
+    scores
+        One row per method and run: e.g. the concatenated outputs of
+        :func:`gearsx.metrics.evaluate_adata`, or a benchmark table, with a column per metric.
+    metrics
+        Columns to plot, one panel each (titles mark lower-is-better metrics with ↓).
+    method_key
+        Column with the method name; ``None`` uses the index.
+    hue
+        Optional column splitting each method's bar (e.g. ``'dataset'``).
+    palette
+        Colours (seaborn's ``palette``).
+    ax
+        One axes per metric (default: a new figure).
+    show, save
+        As in :func:`gearsx.pl.reconstruction`.
+
+    Returns
+    -------
+    A ``list`` of axes (one per metric), unless shown.
+
+    Examples
+    --------
+    >>> scores = pd.concat([gx.metrics.evaluate_adata(adata_sc, k, "spatial_gt") for k in keys])  # doctest: +SKIP
+    >>> gx.pl.method_comparison(scores, method_key=None)  # doctest: +SKIP
+    """
+    import seaborn as sns
+
+    table = scores.reset_index() if method_key is None else scores.copy()
+    key = table.columns[0] if method_key is None else method_key
+    missing = [c for c in (key, *metrics, *([hue] if hue else [])) if c not in table.columns]
+    if missing:
+        msg = f"`scores` lacks the column(s) {missing}; available: {list(table.columns)}."
+        raise KeyError(msg)
+    metrics = list(metrics)
+    if not metrics:
+        msg = "`metrics` is empty; name at least one column of `scores`."
+        raise ValueError(msg)
+    table[key] = table[key].astype(str)
+    order = list(dict.fromkeys(table[key]))
+    fig, axes = _axes(ax, len(metrics), figsize=(3.6 * len(metrics), 3.4))
+    for a, metric in zip(axes, metrics, strict=True):
+        kw = {"data": table, "x": key, "y": metric, "order": order, "ax": a}
+        sns.barplot(**kw, hue=hue if hue else key, palette=palette, errorbar="sd", capsize=0.15, legend=bool(hue))
+        sns.stripplot(**kw, hue=hue, dodge=bool(hue), color="k" if not hue else None, size=3, legend=False)
+        a.set_title(f"{metric} {'↓' if metric in _LOWER_IS_BETTER else '↑'}")
+        a.set_xlabel("")
+        a.set_ylabel(metric)
+        a.tick_params(axis="x", rotation=30)
+        for label in a.get_xticklabels():
+            label.set_horizontalalignment("right")
+    return _finish(fig, axes, show=show, save=save)

@@ -1,0 +1,122 @@
+"""Reference anchoring for :func:`gearsx.tl.reconstruct`: decide, match, fuse, and measure uncertainty."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
+
+logger = logging.getLogger(__name__)
+
+_MODES = ("auto", "reference", None)
+#: ``anchor='auto'`` anchors when the match score (0: shuffled null, 1: the reference itself) reaches this.
+AUTO_THRESHOLD = 0.5
+
+
+@dataclass
+class AnchorPlan:
+    """What the anchoring step decided, before the intrinsic reconstruction runs."""
+
+    anchored: bool
+    record: dict = field(default_factory=dict)
+    anchors: np.ndarray | None = None
+    anchor_sd: np.ndarray | None = None
+
+
+def _cell_sd(match, null_sim: float, ref_sim: float) -> np.ndarray:
+    """Per-cell anchor uncertainty: the spread of the matched spots, inflated where matches are weak.
+
+    A cell whose matches are as similar as the reference's own keeps its spread; one whose matches
+    are no better than the shuffled null gets 20 times it (the floor of the relative similarity).
+    """
+    rel = (match.similarity.mean(1) - null_sim) / max(ref_sim - null_sim, 1e-12)
+    return match.spread / np.clip(rel, 0.05, 1.0)
+
+
+def plan_anchor(
+    x: np.ndarray, model, *, anchor: str | None, reference_slide: str | None, k: int, random_state: int
+) -> AnchorPlan:
+    """Match the query to the model's reference and decide whether to anchor (``anchor='auto'``).
+
+    The query is matched to every reference slide (or ``reference_slide``); the slide with the most
+    similar matches gives the frame. ``anchor='auto'`` anchors when the query's
+    :func:`~gearsx.geometry.match_score` (shuffled query: 0, the reference's own spots: 1) reaches
+    ``0.5``.
+    """
+    if anchor not in _MODES:
+        msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
+        raise ValueError(msg)
+    if anchor is None:
+        return AnchorPlan(anchored=False, record={"mode": "intrinsic", "decision": "anchor=None"})
+    ref = model.reference()
+    if ref is None:
+        if anchor == "reference":
+            msg = "This GEARS model carries no reference spots (saved by an older gearsx); retrain or load it with `adata=`."
+            raise ValueError(msg)
+        return AnchorPlan(anchored=False, record={"mode": "intrinsic", "decision": "the model has no reference"})
+    names = list(ref["slide_names"])
+    if reference_slide is not None and str(reference_slide) not in names:
+        msg = f"`reference_slide`={reference_slide!r} is not a slide of the model's reference; slides: {names}."
+        raise ValueError(msg)
+    candidates = [names.index(str(reference_slide))] if reference_slide is not None else range(len(names))
+    best = None
+    for s in candidates:
+        sel = ref["slides"] == s
+        if sel.sum() <= k:
+            continue
+        m = match_reference(x, ref["embedding"][sel], ref["coords"][sel], k=k, random_state=random_state)
+        sim = float(np.median(m.similarity.mean(1)))
+        if best is None or sim > best[1]:
+            best = (s, sim, m, sel)
+    if best is None:
+        msg = f"No reference slide has more than {k} spots for `anchor_k`={k}; pass a smaller anchor_k."
+        raise ValueError(msg)
+    s, _, match, sel = best
+    emb, coords = ref["embedding"][sel], ref["coords"][sel]
+    null = match_reference(shuffled(x, random_state), emb, coords, k=k, random_state=random_state)
+    own = match_reference(emb, emb, coords, k=k, exclude_self=True, random_state=random_state)
+    score = match_score(match.similarity, null.similarity, own.similarity)
+    anchored = anchor == "reference" or score >= AUTO_THRESHOLD
+    decision = (
+        "anchor='reference'"
+        if anchor == "reference"
+        else f"match score {score:.3f} {'>=' if anchored else '<'} {AUTO_THRESHOLD}"
+    )
+    null_sim, ref_sim = (float(np.median(v.similarity.mean(1))) for v in (null, own))
+    record = {
+        "mode": "reference" if anchored else "intrinsic",
+        "decision": decision,
+        "slide": names[s],
+        "match_score": score,
+        "similarity": float(np.median(match.similarity.mean(1))),
+        "null_similarity": null_sim,
+        "reference_similarity": ref_sim,
+        "anchor_k": k,
+    }
+    logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
+    return AnchorPlan(
+        anchored=anchored, record=record, anchors=match.anchors, anchor_sd=_cell_sd(match, null_sim, ref_sim)
+    )
+
+
+def apply_anchor(
+    plan: AnchorPlan, intrinsic: np.ndarray, patches: list, patch_coords: list, *, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse the intrinsic layout with the anchors (when anchored) and compute per-cell uncertainty.
+
+    Returns the layout (reference frame when anchored) and the uncertainty: with an anchor,
+    ``sqrt(anchor_sd^2 + residual^2)`` where ``anchor_sd`` is how scattered a cell's matched spots are
+    (inflated where its matches are weak) and ``residual`` how far the patches that predicted it
+    disagree with the final layout (:func:`gearsx.geometry.patch_residuals`), both in reference units;
+    without one, the residual alone (layout units).
+    """
+    if not plan.anchored:
+        return intrinsic, patch_residuals(patches, patch_coords, intrinsic)
+    sd = plan.anchor_sd
+    confidence = 1.0 / (1.0 + (sd / max(float(np.median(sd)), 1e-12)) ** 2)
+    layout = fuse_anchor(intrinsic, plan.anchors, confidence, weight=weight)
+    resid = patch_residuals(patches, patch_coords, layout)
+    return layout, np.sqrt(sd**2 + resid**2)

@@ -1,0 +1,187 @@
+"""Reference-anchored reconstruction: known answers for the fusion, the uncertainty and the decision."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import gearsx as gx
+
+
+def _planted(n=3000, seed=0):
+    """Truth in the unit square; an anchor that is globally right but locally noisy (about 4 cell spacings);
+    an intrinsic layout that is locally right (jitter of about one cell spacing) but globally bent, in
+    another pose and scale."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(size=(n, 2))
+    bent = np.c_[xy[:, 0], xy[:, 1] + 0.8 * xy[:, 0] ** 2] + rng.normal(scale=0.02, size=xy.shape)
+    bent = bent @ np.array([[0.0, 1.0], [-1.0, 0.0]]) * 7 + 3
+    anchors = xy + rng.normal(scale=0.08, size=xy.shape)
+    return xy, anchors, bent
+
+
+def test_fusion_beats_anchor_and_intrinsic_alone():
+    xy, anchors, bent = _planted()
+    fused = gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy)))
+    s = {name: gx.metrics.evaluate_geometry(v, xy) for name, v in (("a", anchors), ("i", bent), ("f", fused))}
+    # global layout: better than either source
+    assert s["f"]["spearman"] > max(s["a"]["spearman"], s["i"]["spearman"]) + 0.05
+    assert s["f"]["stress1"] < min(s["a"]["stress1"], s["i"]["stress1"])
+    # local structure: far better than the anchors, and within 0.005 of the intrinsic layout's own (the
+    # fusion keeps the intrinsic offsets but not its exact local scale; it does not beat it here)
+    assert s["f"]["edge_auc"] > s["a"]["edge_auc"] + 0.03
+    assert s["f"]["edge_auc"] > s["i"]["edge_auc"] - 0.005
+    # it lives in the anchors' frame: no alignment needed to be close to the truth
+    assert np.abs(fused - xy).mean() < np.abs(anchors - xy).mean()
+    # weight 0 is the anchor itself
+    np.testing.assert_allclose(gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy)), weight=0), anchors)
+
+
+def test_confident_anchors_win_over_unconfident_ones():
+    xy, anchors, bent = _planted(n=1500)
+    bad = np.arange(0, 1500, 10)
+    anchors = anchors.copy()
+    anchors[bad] = np.random.default_rng(1).uniform(size=(len(bad), 2))  # wrong anchors ...
+    conf = np.ones(1500)
+    conf[bad] = 0.01  # ... that the confidence flags
+    flagged = gx.geometry.fuse_anchor(bent, anchors, conf)
+    blind = gx.geometry.fuse_anchor(bent, anchors, np.ones(1500))
+    assert np.abs(flagged[bad] - xy[bad]).mean() < 0.75 * np.abs(blind[bad] - xy[bad]).mean()
+
+
+def test_match_reference_anchors_and_spread():
+    rng = np.random.default_rng(0)
+    freq = rng.normal(size=(2, 8)) / 3
+    spots = rng.uniform(0, 10, size=(800, 2))
+    emb = np.c_[np.sin(spots @ freq), np.cos(spots @ freq)]  # an embedding that identifies position
+    cells = rng.uniform(1, 9, size=(200, 2))
+    q = np.c_[np.sin(cells @ freq), np.cos(cells @ freq)]
+    m = gx.geometry.match_reference(q, emb, spots, k=10)
+    assert np.median(np.linalg.norm(m.anchors - cells, axis=1)) < 0.5
+    own = gx.geometry.match_reference(emb, emb, spots, k=10, exclude_self=True)
+    assert not (own.indices == np.arange(800)[:, None]).any()
+    null = gx.geometry.match_reference(gx.geometry.shuffled(q), emb, spots, k=10)
+    # the query is as similar to the reference as the reference to itself; noise is not
+    assert gx.geometry.match_score(m.similarity, null.similarity, own.similarity) > 0.8
+    noise = gx.geometry.match_reference(rng.normal(size=q.shape), emb, spots, k=10)
+    assert gx.geometry.match_score(noise.similarity, null.similarity, own.similarity) < 0.2
+    # shuffling keeps every column's values
+    sh = gx.geometry.shuffled(q, random_state=1)
+    np.testing.assert_allclose(np.sort(sh, 0), np.sort(q, 0))
+    assert not np.allclose(sh, q)
+
+
+def _reference_and_query(seed=0, n_spots=900, n_cells=700):
+    """A reference whose embedding identifies position, and single cells of the same tissue."""
+    rng = np.random.default_rng(seed)
+    freq = rng.normal(size=(2, 8)) / 3
+
+    def embed(p):
+        return np.c_[np.sin(p @ freq), np.cos(p @ freq)].astype(np.float32)
+
+    spots = rng.uniform(0, 10, size=(n_spots, 2))
+    st = ad.AnnData(np.zeros((n_spots, 1), dtype=np.float32))
+    st.obsm["spatial"] = spots
+    st.obsm["X_gears"] = embed(spots) + 0.05 * rng.normal(size=(n_spots, 16)).astype(np.float32)
+    st.obs["slide"] = pd.Categorical(["s0"] * n_spots)
+    cells_xy = rng.uniform(0, 10, size=(n_cells, 2))
+    sc = ad.AnnData(np.zeros((n_cells, 1), dtype=np.float32))
+    sc.obsm["X_gears"] = embed(cells_xy) + 0.15 * rng.normal(size=(n_cells, 16)).astype(np.float32)
+    sc.obsm["spatial_gt"] = cells_xy
+    return st, sc
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    st, _ = _reference_and_query()
+    geo = gx.model.GEARS(st, slide_key="slide", n_out=8, dim=32, n_inducing=8, n_context_blocks=1, n_generator_blocks=1)
+    geo.train(max_epochs=2, n_batches=4, batch_size=2, n_min=64, n_max=128, validation=None, progress=False)
+    return geo
+
+
+_FAST = {"n_patch": 128, "min_overlap": 24, "smooth_k": 5, "allow_unadapted": True, "progress": False}
+
+
+def test_anchored_reconstruction_lives_in_the_reference_frame(toy_model):
+    _, sc = _reference_and_query()
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+    rec, truth = sc.obsm["X_gears_spatial"], sc.obsm["spatial_gt"]
+    rec_anchor = sc.uns["gears"]["anchor"]
+    assert rec_anchor["mode"] == "reference"
+    # no alignment: the coordinates are the reference's
+    assert np.median(np.linalg.norm(rec - truth, axis=1)) < 1.0
+    assert gx.metrics.evaluate_geometry(rec, truth)["spearman"] > 0.8
+    assert {"X_gears_intrinsic", "X_gears_anchor"} <= set(sc.obsm)
+    unc = sc.obs["gears_uncertainty"].to_numpy()
+    assert np.isfinite(unc).all()
+    assert (unc > 0).all()
+
+
+def test_uncertainty_is_higher_for_scrambled_cells(toy_model):
+    _, sc = _reference_and_query()
+    rng = np.random.default_rng(3)
+    bad = rng.choice(sc.n_obs, 70, replace=False)
+    x = sc.obsm["X_gears"].copy()
+    x[bad] = x[rng.permutation(bad)][:, rng.permutation(x.shape[1])]  # expression of nowhere in particular
+    sc.obsm["X_gears"] = x
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+    unc = sc.obs["gears_uncertainty"].to_numpy()
+    good = np.setdiff1d(np.arange(sc.n_obs), bad)
+    assert np.median(unc[bad]) > 2 * np.median(unc[good])
+    # and the uncertainty tracks the actual error over all cells
+    from scipy.stats import spearmanr
+
+    err = np.linalg.norm(sc.obsm["X_gears_spatial"] - sc.obsm["spatial_gt"], axis=1)
+    assert spearmanr(unc, err)[0] > 0.3
+
+
+def test_auto_anchors_the_same_tissue_and_not_another(toy_model):
+    _, sc = _reference_and_query()
+    gx.tl.reconstruct(sc, toy_model, anchor="auto", **_FAST)
+    assert sc.uns["gears"]["anchor"]["mode"] == "reference"
+    other = sc.copy()
+    rng = np.random.default_rng(5)
+    other.obsm["X_gears"] = rng.normal(size=other.obsm["X_gears"].shape).astype(np.float32)  # not this tissue
+    gx.tl.reconstruct(other, toy_model, anchor="auto", **_FAST)
+    rec = other.uns["gears"]["anchor"]
+    assert rec["mode"] == "intrinsic"
+    assert rec["match_score"] < 0.5
+    assert "X_gears_intrinsic" not in other.obsm
+    gx.tl.reconstruct(other, toy_model, anchor=None, **_FAST)
+    assert other.uns["gears"]["anchor"]["mode"] == "intrinsic"
+    with pytest.raises(ValueError, match="anchor"):
+        gx.tl.reconstruct(other, toy_model, anchor="always", **_FAST)
+    with pytest.raises(ValueError, match="reference_slide"):
+        gx.tl.reconstruct(other, toy_model, anchor="reference", reference_slide="s9", **_FAST)
+
+
+def test_loaded_model_anchors_without_the_st_data(toy_model, tmp_path):
+    _, sc = _reference_and_query()
+    toy_model.save(tmp_path / "geo")
+    loaded = gx.model.GEARS.load(tmp_path / "geo", accelerator="cpu")
+    assert loaded.adata is None
+    a, b = sc.copy(), sc.copy()
+    gx.tl.reconstruct(a, toy_model, anchor="reference", **_FAST)
+    gx.tl.reconstruct(b, loaded, anchor="reference", **_FAST)
+    np.testing.assert_allclose(a.obsm["X_gears_anchor"], b.obsm["X_gears_anchor"], atol=1e-5)
+    assert b.uns["gears"]["anchor"]["slide"] == "s0"
+
+
+def test_anchored_result_is_drawn_over_its_reference_slide(toy_model):
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    st, sc = _reference_and_query()
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+    ax = gx.pl.reconstruction(sc, reference=st, show=False)
+    spots, cells = ax.collections[0].get_offsets(), ax.collections[1].get_offsets()
+    np.testing.assert_allclose(spots, st.obsm["spatial"])  # the reference, as it is
+    np.testing.assert_allclose(cells, sc.obsm["X_gears_spatial"])  # the cells, not re-aligned
+    gx.tl.reconstruct(sc, toy_model, anchor=None, **_FAST)
+    with pytest.raises(ValueError, match="intrinsic"):
+        gx.pl.reconstruction(sc, reference=st, show=False)
+    plt.close("all")
