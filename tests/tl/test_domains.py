@@ -222,7 +222,7 @@ def _r_mclust_available() -> bool:
 @pytest.mark.skipif(_r_mclust_available(), reason="R mclust is installed; the missing-backend error cannot occur")
 def test_r_backend_raises_with_install_instructions_when_missing():
     x, _ = _elongated_blobs(n_per=20)
-    with pytest.raises(ImportError, match="install.packages\\('mclust'\\).*pip install rpy2"):
+    with pytest.raises(ImportError, match="install.packages\\('mclust'\\).*pip install 'gearsx\\[r\\]'"):
         gx.tl.cluster_domains(_adata(feat=x), method="mclust", use_rep="feat", n_clusters=3, backend="r")
 
 

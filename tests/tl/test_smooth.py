@@ -81,7 +81,7 @@ def test_errors_name_the_problem():
     a = _adata(rng.uniform(size=(20, 2)), rng.normal(size=(20, 3)), slides=["a"] * 17 + ["b"] * 3)
     with pytest.raises(KeyError, match="spatial_key='xy'"):
         gx.tl.spatial_smooth(a, spatial_key="xy")
-    with pytest.raises(KeyError, match="slide_key='batch'"):
+    with pytest.raises(KeyError, match="`slide_key`='batch'"):
         gx.tl.spatial_smooth(a, slide_key="batch")
     with pytest.raises(KeyError, match="use_rep='X_image'"):
         gx.tl.spatial_smooth(a, use_rep="X_image")

@@ -2,14 +2,14 @@
 
 Three steps, numpy/scipy only:
 
-1. :func:`match_reference` — each query's ``k`` most similar reference spots (cosine in the shared
+1. :func:`~gearsx.geometry.match_reference` — each query's ``k`` most similar reference spots (cosine in the shared
    embedding), their mean position (the *anchor*) and how scattered those spots are (the anchor's
    *spread*: small when every good match sits in one place, large when similar spots are found all
    over the tissue).
-2. :func:`match_score` — one number per query set: how similar the matches are, between a shuffled
+2. :func:`~gearsx.geometry.match_score` — one number per query set: how similar the matches are, between a shuffled
    null (``0``) and the reference's own spots matched to each other (``1``). It says whether the
    query looks like the reference's tissue at all.
-3. :func:`fuse_anchor` — one sparse linear solve that keeps each cell near its anchor (weighted by
+3. :func:`~gearsx.geometry.fuse_anchor` — one sparse linear solve that keeps each cell near its anchor (weighted by
    confidence) and, between neighbours of an intrinsic layout, the offsets of that layout after a
    local similarity alignment to the anchors. The anchor is globally right but locally noisy; the
    intrinsic layout is locally right but may be globally bent; the fusion takes the global frame from
@@ -33,7 +33,7 @@ _EXACT_MAX = 50_000
 
 @dataclass
 class AnchorMatch:
-    """The result of :func:`match_reference` (arrays over query cells)."""
+    """The result of :func:`~gearsx.geometry.match_reference` (arrays over query cells)."""
 
     #: ``(n, k)`` indices of the matched reference spots, most similar first.
     indices: np.ndarray
@@ -79,7 +79,7 @@ def match_reference(
 
     Returns
     -------
-    An :class:`AnchorMatch`.
+    An :class:`~gearsx.geometry.AnchorMatch`.
 
     Examples
     --------
@@ -139,7 +139,7 @@ def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, refer
     Parameters
     ----------
     query_similarity, null_similarity, reference_similarity
-        :attr:`AnchorMatch.similarity` of the queries, of the shuffled queries and of the reference
+        ``AnchorMatch.similarity`` of the queries, of the shuffled queries and of the reference
         matched to itself.
 
     Returns
@@ -153,7 +153,7 @@ def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, refer
 
 
 def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
-    """Permute every column of ``x`` independently across rows (the null of :func:`match_score`)."""
+    """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`)."""
     rng = as_rng(random_state)
     x = np.asarray(x)
     return np.take_along_axis(x, rng.permuted(np.tile(np.arange(len(x))[:, None], (1, x.shape[1])), axis=0), axis=0)
