@@ -7,8 +7,13 @@ __all__ = ["settings"]
 
 #: scanpy's integer verbosity levels, mapped to logging levels.
 _INT_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG, 4: logging.DEBUG}
-_NAMES = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "hint": logging.DEBUG}
-_NAMES["debug"] = logging.DEBUG
+_NAMES = {
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "hint": logging.DEBUG,
+    "debug": logging.DEBUG,
+}
 
 
 class _Settings:

@@ -25,6 +25,8 @@ import scipy.sparse as sp
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
+from ._gauge import procrustes
+
 __all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
 
 #: Above this many reference spots the cosine kNN search is approximate (pynndescent).
@@ -290,8 +292,6 @@ def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], l
     -------
     ``(n,)`` residuals (``0`` for a cell in no patch).
     """
-    from gearsx.geometry import procrustes
-
     xy = check_coords(layout, name="layout", n_dims=2)
     total = np.zeros(len(xy))
     count = np.zeros(len(xy))

@@ -34,6 +34,14 @@ FORMAT_VERSION = 1
 _SHOWN_VAL = ("val_spearman", "val_recall15")
 _META_FILE, _STATE_FILE, _ADATA_FILE = "meta.json", "model.pt", "adata.h5ad"
 _META_REQUIRED = ("class", "format_version", "init_params", "setup_args", "var_names", "is_trained", "history")
+#: The ``Attributes`` section of every model's docstring (filled in with :func:`gearsx._utils.doc_params`).
+MODEL_ATTRIBUTES = """history_
+        :class:`pandas.DataFrame` of the per-epoch training metrics (one row per epoch, over
+        every ``train`` call), ``None`` before training.
+    train_params_
+        The arguments of the last ``train`` call and the split it used.
+    registration_
+        What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data)."""
 _QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
 
 
@@ -69,6 +77,7 @@ class GearsModelBase:
         self.adata = adata
         self.registration_ = self._registry_get(adata) if adata is not None else None
         self._setup_args = dict(self.registration_.setup_args) if self.registration_ is not None else {}
+        self._saved_meta: dict[str, Any] = {}  # var_names and slides of a model loaded without data
         self.module = None
         self.is_trained_ = False
         self.history_: pd.DataFrame | None = None
@@ -112,7 +121,7 @@ class GearsModelBase:
 
     def _slide_names(self) -> list[str]:
         if self.registration_ is None:
-            return list(getattr(self, "_saved_meta", {}).get("slides", []))
+            return list(self._saved_meta.get("slides", []))
         return list(self.registration_.slide_names)
 
     def _slide_codes(self) -> np.ndarray:
@@ -215,6 +224,8 @@ class GearsModelBase:
     @property
     def var_names(self) -> list[str]:
         """Genes of the data the model was set up on, in order."""
+        if self.adata is None:
+            return list(self._saved_meta.get("var_names", []))
         return [str(v) for v in self.adata.var_names]
 
     def save(self, dir_path: str | Path, *, overwrite: bool = False, save_anndata: bool = False) -> None:

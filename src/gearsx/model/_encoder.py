@@ -7,10 +7,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, renamed_arguments
+from gearsx._utils import check_positive_int, doc_params, renamed_arguments
 from gearsx.pp._checks import check_finite_matrix, check_slide_key, get_matrix
 
-from ._base import GearsModelBase, _check_var_names
+from ._base import MODEL_ATTRIBUTES, GearsModelBase, _check_var_names
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -120,6 +120,7 @@ def _make_plan(module, lr: float, weight_decay: float, loss_kwargs: dict):
     return _EncoderPlan()
 
 
+@doc_params(model_attributes=MODEL_ATTRIBUTES)
 class SharedEncoder(GearsModelBase):
     """Shared expression encoder of GEARS (METHOD §2), in the style of scvi-tools models.
 
@@ -142,13 +143,7 @@ class SharedEncoder(GearsModelBase):
 
     Attributes
     ----------
-    history_
-        :class:`pandas.DataFrame` of the per-epoch training metrics (one row per epoch, over
-        every ``train`` call), ``None`` before training.
-    train_params_
-        The arguments of the last ``train`` call and the split it used.
-    registration_
-        What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data).
+    {model_attributes}
 
     Examples
     --------

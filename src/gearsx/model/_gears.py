@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, renamed_arguments
+from gearsx._utils import check_positive_int, doc_params, renamed_arguments
 from gearsx.pp._checks import check_slide_key, resolve_slide_key
 
-from ._base import GearsModelBase
+from ._base import MODEL_ATTRIBUTES, GearsModelBase
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -94,6 +94,7 @@ def _make_plan(module, *, kind, lr, weight_decay, total_steps, refine_start, los
     return _GearsPlan()
 
 
+@doc_params(model_attributes=MODEL_ATTRIBUTES)
 class GEARS(GearsModelBase):
     """GEARS geometry model (METHOD §5): a set generator with a residual EDM refiner.
 
@@ -145,13 +146,7 @@ class GEARS(GearsModelBase):
 
     Attributes
     ----------
-    history_
-        :class:`pandas.DataFrame` of the per-epoch training metrics (one row per epoch, over
-        every ``train`` call), ``None`` before training.
-    train_params_
-        The arguments of the last ``train`` call and the split it used.
-    registration_
-        What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data).
+    {model_attributes}
 
     Examples
     --------
@@ -210,7 +205,6 @@ class GEARS(GearsModelBase):
         if dim % n_heads:
             msg = f"`dim`={dim} must be divisible by `n_heads`={n_heads}."
             raise ValueError(msg)
-        self._saved_meta: dict[str, Any] = {}
         self._saved_reference: dict[str, Any] | None = None
         if adata is None:  # rebuilt from a saved state by `load` (no ST data at hand)
             if _n_input is None:
@@ -261,13 +255,6 @@ class GEARS(GearsModelBase):
     def n_input(self) -> int:
         """Width of the embeddings the model reads (the encoder's ``n_latent``)."""
         return int(self.module.inp[0].in_features)
-
-    @property
-    def var_names(self) -> list[str]:
-        """Genes of the ST data the embeddings were computed from."""
-        if self.adata is None:
-            return list(self._saved_meta.get("var_names", []))
-        return super().var_names
 
     def check_embedding(self, x, *, name: str = "embeddings") -> np.ndarray:
         """Validate query embeddings for this model and return them as float32.

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ._reconstruction import _axes, _check_basis, _finish
+from gearsx.pp._checks import obsm_coords
+
+from ._reconstruction import _axes, _finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -84,9 +86,9 @@ def attention(
     params = entry["params"]
     members, queries = np.asarray(entry["members"]), np.asarray(entry["queries"])
     weights = np.asarray(entry["weights"], dtype=float)
-    xy = _check_basis(adata, params["basis"], "the layout")
+    xy = obsm_coords(adata, params["basis"], "the layout")
     truth_key = params.get("truth_key")
-    truth = _check_basis(adata, truth_key, "true positions") if truth_key is not None else None
+    truth = obsm_coords(adata, truth_key, "true positions") if truth_key is not None else None
     fig, axes = _axes(ax, len(queries), figsize=(4.6 * len(queries), 4.4))
     pos = {int(c): i for i, c in enumerate(members)}
     sub = xy[members]

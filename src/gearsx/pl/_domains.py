@@ -10,8 +10,9 @@ import pandas as pd
 
 from gearsx._keys import Key
 from gearsx._utils import renamed_arguments
+from gearsx.pp._checks import obsm_coords
 
-from ._reconstruction import _axes, _category_colors, _check_basis, _finish
+from ._reconstruction import _axes, _category_colors, _finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -124,7 +125,7 @@ def domains(
                 f"available: {list(adata.obs.columns)}."
             )
             raise KeyError(msg)
-    xy = _check_basis(adata, basis, "spot coordinates")
+    xy = obsm_coords(adata, basis, "spot coordinates")
     found = _image(adata, library_id, img_key) if img is not False else None
     if img is True and found is None:
         msg = "`img=True` but `adata.uns['spatial']` holds no tissue image; pass img=None or img=False."

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._keys import Key
+from gearsx.pp._checks import obsm_coords
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -55,17 +56,6 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
     if isinstance(palette, dict):
         return [palette.get(c, palette.get(str(c), "0.7")) for c in cats]
     return [palette[i % len(palette)] for i in range(len(cats))]
-
-
-def _check_basis(adata: AnnData, key: str, what: str) -> np.ndarray:
-    if key not in adata.obsm:
-        msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
-        raise KeyError(msg)
-    x = np.asarray(adata.obsm[key], dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] < 2:
-        msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
-        raise ValueError(msg)
-    return x[:, :2]
 
 
 def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -169,7 +159,7 @@ def reconstruction(
     --------
     >>> gx.pl.reconstruction(sc_adata, color="cell_type")  # doctest: +SKIP
     """
-    pred = _check_basis(adata, basis, "the reconstruction; run gx.tl.reconstruct")
+    pred = obsm_coords(adata, basis, "the reconstruction; run gx.tl.reconstruct")
     has_gt = gt_key is not None and gt_key in adata.obsm
     if reference is not None:
         fig, (axes,) = _axes(ax, 1, figsize=(5.4, 4.8))
@@ -183,7 +173,7 @@ def reconstruction(
             axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3, fontsize=8)
         return _finish(fig, axes, show=show, save=save)
     if has_gt:
-        gt = _check_basis(adata, gt_key, "the ground truth")
+        gt = obsm_coords(adata, gt_key, "the ground truth")
         fig, axes = _axes(ax, 2, figsize=(10, 4.6))
         panels = [(axes[0], gt, "ground truth"), (axes[1], _aligned(pred, gt), f"{basis} (aligned)")]
     else:
@@ -213,7 +203,7 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
             "(uns['gears']['anchor']['mode'] is not 'reference'); it has no reference frame."
         )
         raise ValueError(msg)
-    xy = _check_basis(reference, Key.spatial, "the reference spots")
+    xy = obsm_coords(reference, Key.spatial, "the reference spots")
     slide_key = resolve_slide_key(reference, None)
     sel = np.ones(reference.n_obs, dtype=bool)
     if slide_key is not None:
@@ -278,8 +268,8 @@ def distortion_heatmap(
     """
     from gearsx.metrics import distortion_matrix
 
-    pred = _check_basis(adata, pred_key, "the reconstruction; run gx.tl.reconstruct")
-    gt = _check_basis(adata, gt_key, "the ground truth")
+    pred = obsm_coords(adata, pred_key, "the reconstruction; run gx.tl.reconstruct")
+    gt = obsm_coords(adata, gt_key, "the ground truth")
     m, _ = distortion_matrix(pred, gt, n_blocks=n_blocks, random_state=random_state)
     _, (ax,) = _axes(ax, 1, figsize=(5.2, 4.4))
     im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else float(np.nanpercentile(m, 99)))
@@ -328,7 +318,7 @@ def stitching_diagnostics(
         msg = f"`adata.uns[{key!r}]['diagnostics']` is missing; run gx.tl.reconstruct or gx.tl.stitch first."
         raise KeyError(msg)
     diag = adata.uns[key]["diagnostics"]
-    x = _check_basis(adata, f"X_{key}_spatial", "the layout")
+    x = obsm_coords(adata, f"X_{key}_spatial", "the layout")
     d = sp.triu(adata.obsp[Key.distances(key)], k=1).tocoo()
     resid = np.abs(np.log(np.maximum(np.linalg.norm(x[d.row] - x[d.col], axis=1), 1e-12) / np.maximum(d.data, 1e-12)))
     rel = np.asarray(diag["patch_reliability"], dtype=float)

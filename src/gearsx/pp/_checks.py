@@ -9,7 +9,7 @@ import scipy.sparse as sp
 if TYPE_CHECKING:
     from anndata import AnnData
 
-__all__ = ["check_finite_matrix", "check_obs_key", "check_slide_key", "get_matrix", "resolve_slide_key"]
+__all__ = ["check_finite_matrix", "check_obs_key", "check_slide_key", "get_matrix", "obsm_coords", "resolve_slide_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,3 +86,15 @@ def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_k
             logger.info("using %s=%r recorded in uns[%r]", arg, key, record)
             return key
     return None
+
+
+def obsm_coords(adata: AnnData, key: str, what: str) -> np.ndarray:
+    """Return the first two columns of ``adata.obsm[key]`` as float64; errors name ``key`` and ``what`` it holds."""
+    if key not in adata.obsm:
+        msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
+        raise KeyError(msg)
+    x = np.asarray(adata.obsm[key], dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 2:
+        msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
+        raise ValueError(msg)
+    return x[:, :2]

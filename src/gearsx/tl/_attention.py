@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 from gearsx._version import __version__
+from gearsx.pp._checks import obsm_coords
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -19,18 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["attention", "attention_summary"]
 
 
-def _layout(adata: AnnData, key: str, what: str) -> np.ndarray:
-    if key not in adata.obsm:
-        msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
-        raise KeyError(msg)
-    x = np.asarray(adata.obsm[key], dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] < 2:
-        msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
-        raise ValueError(msg)
-    return x[:, :2]
-
-
-def default_basis(adata: AnnData, basis: str | None) -> str:
+def _default_basis(adata: AnnData, basis: str | None) -> str:
     """``basis``, else ``'spatial'`` or ``'X_gears_spatial'``, whichever ``adata`` has."""
     if basis is not None:
         return basis
@@ -41,7 +31,7 @@ def default_basis(adata: AnnData, basis: str | None) -> str:
     raise KeyError(msg)
 
 
-def default_truth(adata: AnnData, truth_key: str | None, basis: str) -> str | None:
+def _default_truth(adata: AnnData, truth_key: str | None, basis: str) -> str | None:
     """``truth_key``, else the true positions that go with ``basis`` when ``adata`` has them."""
     if truth_key is not None:
         return truth_key
@@ -134,13 +124,13 @@ def attention(
     >>> gx.pl.attention(adata_st)  # doctest: +SKIP
     """
     _check_ipa(model)
-    basis = default_basis(adata, basis)
-    xy = _layout(adata, basis, "the layout")
-    truth_key = default_truth(adata, truth_key, basis)
+    basis = _default_basis(adata, basis)
+    xy = obsm_coords(adata, basis, "the layout")
+    truth_key = _default_truth(adata, truth_key, basis)
     if oracle and truth_key is None:
         msg = "`oracle=True` needs true positions (`truth_key`) to build the true spatial edges."
         raise ValueError(msg)
-    truth = _layout(adata, truth_key, "true positions") if oracle else None
+    truth = obsm_coords(adata, truth_key, "true positions") if oracle else None
     n_query = check_positive_int(n_query, name="n_query")
     n_cells = min(check_positive_int(n_cells, name="n_cells", minimum=3), adata.n_obs)
     tree = cKDTree(xy)
@@ -242,7 +232,7 @@ def attention_summary(
     from gearsx.metrics import attention_recall
 
     _check_ipa(model)
-    truth = _layout(adata, truth_key, "true positions")
+    truth = obsm_coords(adata, truth_key, "true positions")
     n_cells = min(check_positive_int(n_cells, name="n_cells", minimum=3), adata.n_obs)
     k = check_positive_int(k, name="k")
     tree = cKDTree(truth)
