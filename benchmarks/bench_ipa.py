@@ -40,7 +40,7 @@ def unit(xy):
 
 def score(pred, truth):
     t = gx.geometry.build_targets(truth, kind="rw_stress")
-    lgeo = float(gx.geometry.geo_loss(torch.as_tensor(unit(pred), dtype=torch.float64), t))
+    lgeo = float(gx.module.geo_loss(torch.as_tensor(unit(pred), dtype=torch.float64), t))
     return {
         "spearman": gx.metrics.distance_correlation(pred, truth),
         "recall15": gx.metrics.knn_overlap(pred, truth, k=15),

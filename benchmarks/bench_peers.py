@@ -1,7 +1,7 @@
-"""gearsx vs Tangram vs novoSpaRc under the GEARS paper's pseudo-spot protocol (issue #7).
+"""gearsx vs moscot, Tangram and novoSpaRc under pseudo-spot protocols (issues #7 and #21).
 
 Run: ``pip install --group bench -e .`` once, then
-``.venv/bin/python benchmarks/bench_peers.py [--max-cells 5000] [--sets osmfish merfish ...]``.
+``.venv/bin/python benchmarks/bench_peers.py --protocol same-tissue|disjoint --seeds 0 1 2 [--sets ...]``.
 Writes ``benchmarks/results/peers.md`` (``--out`` for another file).
 
 Protocol, per single-cell-resolution data set in ../shared/data:
@@ -12,6 +12,8 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    z-slab of STARmap 3D), so the query cells come from a region the spots do not cover.
    ``--protocol same-tissue``: the cells of one section are split at random (per seed) in halves;
    one half makes the spots, the other is the query (same tissue, never the cells inside the spots).
+   The set ``merfish-adjacent`` makes the spots of every cell of section bregma 0.26 and queries the
+   adjacent section (0.21, 50 um away): the same tissue, another section.
 2. Pseudo-Visium spots of the training part (``gx.datasets.pseudo_spots``, hexagonal, diameter
    0.55 x pitch; the pitch is chosen so the part yields about 1,000 spots, or one spot per three
    cells for small data, since the sections are smaller than a Visium capture area).
@@ -19,13 +21,18 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    methods) from expression only:
 
    * gearsx: encoder on the spots, SC adapter on the cells, GEARS with default settings, then
-     ``gx.tl.reconstruct`` (``anchor='auto'``); ``gearsx-intrinsic`` forces ``anchor=None``;
+     ``gx.tl.reconstruct`` (``anchor='auto'``); ``gearsx-intrinsic`` forces ``anchor=None``, and
+     ``--with-intrinsic`` also scores the intrinsic layout of the gearsx run itself;
    * knn-probe: each cell at the mean position of its 20 most similar spots in the adapted
      embedding (cosine), the baseline reference anchoring has to beat;
+   * moscot (``MappingProblem``, fused Gromov-Wasserstein with its defaults, joint local PCA of the
+     shared genes): the plan-weighted mean of the spot coordinates;
    * Tangram (``tangram-sc``, cell mode, 1,000 epochs): a cell's position is the
      mapping-weighted mean of the spot coordinates;
    * novoSpaRc (``novosparc``, spot locations as target space, spot expression as the atlas,
-     ``alpha_linear=0.5``): the transport-weighted mean of the spot coordinates.
+     ``alpha_linear=0.5``): the transport-weighted mean of the spot coordinates;
+   * oracle: each cell at the centre of the spot nearest to its true position (the best any
+     spot-resolution method can do).
 
 4. Score with ``gx.metrics.evaluate_geometry`` against the true positions; wall time and peak
    resident memory above the start of each method (sampled every 0.2 s).
@@ -47,9 +54,9 @@ OUT = Path(__file__).resolve().parent / "results" / "peers.md"
 METRICS = ("spearman", "stress1", "edge_auc", "trust20", "cont20")
 
 
-def make_spots(cells, target=1000):
+def make_spots(cells, target=1000, cells_per_spot=3):
     xy = cells.obsm["spatial"]
-    n_target = int(min(target, len(cells) / 3))
+    n_target = int(min(target, len(cells) / cells_per_spot))
     area = float(np.prod(np.ptp(xy, axis=0)))
     pitch = np.sqrt(area / n_target)
     for _ in range(20):
@@ -117,6 +124,23 @@ def run_novosparc(spots, query, seed=0):
     return (w / w.sum(1, keepdims=True)) @ locs
 
 
+def run_moscot(spots, query, seed=0):
+    """moscot's ``MappingProblem`` (fused Gromov-Wasserstein, its defaults), as in its mapping tutorial."""
+    import scanpy as sc
+    from moscot.problems.space import MappingProblem
+
+    genes = spots.var_names.intersection(query.var_names)
+    sp, q = lognorm(spots[:, genes]), lognorm(query[:, genes])
+    sc.pp.pca(q, n_comps=min(30, len(genes) - 1), random_state=seed)
+    problem = MappingProblem(adata_sc=q, adata_sp=sp).prepare(
+        sc_attr={"attr": "obsm", "key": "X_pca"}, xy_callback="local-pca", var_names=list(genes)
+    )
+    problem = problem.solve()
+    plan = np.asarray(next(iter(problem.solutions.values())).transport_matrix)  # spots x cells
+    w = plan.T
+    return (w / w.sum(1, keepdims=True)) @ np.asarray(sp.obsm["spatial"], float)
+
+
 def load(name, protocol="disjoint", seed=0):
     """(spot-making cells, query cells) with counts in X and positions in obsm['spatial'], or None.
 
@@ -132,12 +156,13 @@ def load(name, protocol="disjoint", seed=0):
         a.obsm["spatial"] = np.asarray(a.obsm["spatial"], float) * float(
             np.sqrt(np.median(a.obs["size_um2"] / a.obs["size_pix"]))
         )
-    elif name == "merfish":
+    elif name in ("merfish", "merfish-adjacent"):
         f = DATA / "merfish_mouse_hypothalamus" / "merfish_mouse_hypothalamus.h5ad"
         if not f.exists():
             return None
         a = ad.read_h5ad(f)
-        if protocol == "disjoint":
+        a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+        if protocol == "disjoint" or name == "merfish-adjacent":
             return a[a.obs["slice"] == "bregma_0.26"].copy(), a[a.obs["slice"] == "bregma_0.21"].copy()
         a = a[a.obs["slice"] == "bregma_0.26"].copy()
     elif name == "seqfish":
@@ -175,6 +200,11 @@ def main():
     parser.add_argument("--methods", nargs="+", default=["gearsx", "knn-probe", "tangram", "novosparc"])
     parser.add_argument("--protocol", choices=["disjoint", "same-tissue"], default="disjoint")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--with-intrinsic",
+        action="store_true",
+        help="also score the gearsx run's intrinsic layout (before anchoring), from the same trained model",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="markdown table to write")
     args = parser.parse_args()
     gx.settings.progress_bar = False
@@ -184,6 +214,7 @@ def main():
         "knn-probe": run_knn_probe,
         "tangram": run_tangram,
         "novosparc": run_novosparc,
+        "moscot": run_moscot,
     }
     lines = [
         "| data | seed | cells (query) | spots | method | "
@@ -205,6 +236,18 @@ def main():
                 held = held[np.sort(pick)].copy()
             truth = np.asarray(held.obsm["spatial"], float)
             for method in args.methods:
+                if method == "oracle":  # each cell at the centre of the spot nearest to its true position
+                    from scipy.spatial import cKDTree
+
+                    centres = np.asarray(spots.obsm["spatial"], float)
+                    m = gx.metrics.evaluate_geometry(centres[cKDTree(centres).query(truth)[1]], truth)
+                    rows.append({"data": name, "seed": seed, "method": method, **m, "time": 0.0})
+                    vals = " | ".join(f"{m[k]:.3f}" for k in METRICS)
+                    lines.append(
+                        f"| {name} | {seed} | {held.n_obs} | {spots.n_obs} | oracle | {vals} | 0 | 0.00 |  |  |"
+                    )
+                    print(lines[-1], flush=True)
+                    continue
                 query = held.copy()
                 del query.obsm["spatial"]  # expression only
                 t = time.perf_counter()
@@ -231,6 +274,16 @@ def main():
                 )
                 lines.append(row + f" | {dt:.0f} | {mem.gb:.2f} | {mode} | {unc_r} |")
                 print(lines[-1], flush=True)
+                if method == "gearsx" and args.with_intrinsic:
+                    # the same run's intrinsic layout (before anchoring; the layout itself when not anchored)
+                    key = "X_gears_intrinsic" if mode == "reference" else "X_gears_spatial"
+                    m = gx.metrics.evaluate_geometry(run_gearsx.last.obsm[key], truth)
+                    rows.append({"data": name, "seed": seed, "method": "gearsx (intrinsic)", **m, "time": dt})
+                    vals = " | ".join(f"{m[k]:.3f}" for k in METRICS)
+                    lines.append(
+                        f"| {name} | {seed} | {held.n_obs} | {spots.n_obs} | gearsx (intrinsic) | {vals} | - | - |  |  |"
+                    )
+                    print(lines[-1], flush=True)
     args.out.parent.mkdir(exist_ok=True)
     if rows:
         import matplotlib

@@ -2,6 +2,7 @@ import logging
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,64 @@ def test_import_is_fast_and_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert float(out[0]) < 3.0
     assert out[1] == "", f"heavy modules imported by `import gearsx`: {out[1]}"
+
+
+#: Layers of the package, bottom (0) to top: a module may import only from its own layer or below.
+_LAYERS = {"geometry": 1, "metrics": 1, "module": 1, "datasets": 1, "train": 2, "model": 3, "pp": 3, "tl": 4, "pl": 5}
+#: Lazy imports of deprecated aliases, the only arrows allowed to point up (they go when the alias goes).
+_DEPRECATION_ALIASES = {("module/__init__.py", "gearsx.train")}
+
+
+def _gearsx_imports(path: Path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("gearsx"):
+            yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("gearsx") or a.name.startswith("torch"))
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("torch"):
+            yield node.module
+
+
+def test_import_graph_points_down_and_geometry_is_torch_free():
+    root = Path(gx.__file__).parent
+    bad = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        layer = _LAYERS.get(rel.parts[0]) if len(rel.parts) > 1 else None
+        for name in _gearsx_imports(path):
+            parts = name.split(".")
+            if parts[0] == "torch":
+                if rel.parts[0] == "geometry":
+                    bad.append(f"{rel} imports torch")
+                continue
+            if name == "gearsx":
+                bad.append(f"{rel} imports the whole package")
+                continue
+            target = _LAYERS.get(parts[1]) if len(parts) > 1 else None
+            up = layer is not None and target is not None and target > layer
+            if up and (str(rel), name) not in _DEPRECATION_ALIASES:
+                bad.append(f"{rel} -> {name}")
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("gearsx.geometry.geo_loss", "gearsx.module.geo_loss"),
+        ("gearsx.geometry.collate_targets", "gearsx.module.collate_targets"),
+        ("gearsx.module.MinisetBatches", "gearsx.train.MinisetBatches"),
+    ],
+)
+def test_moved_names_still_work_and_warn(old, new):
+    import importlib
+
+    old_mod, name = old.rsplit(".", 1)
+    new_mod, _ = new.rsplit(".", 1)
+    with pytest.warns(FutureWarning, match=new.replace(".", "\\.")):
+        obj = getattr(importlib.import_module(old_mod), name)
+    assert obj is getattr(importlib.import_module(new_mod), name)
 
 
 def test_settings_repr_and_verbosity():

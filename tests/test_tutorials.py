@@ -33,6 +33,12 @@ CHECKS = {
         "    assert scores['mclust (gearsx)']['ari'] > 0.2\n"
         "    assert adata.obsm['X_scan'].shape[0] == adata.n_obs"
     ),
+    "04_tasic_to_seqfish.ipynb": (
+        "if HAVE_DATA:\n"
+        "    assert q.uns['gears']['anchor']['mode'] == 'reference'  # the cells come from the reference's tissue\n"
+        "    assert q.obsm['X_gears_spatial'].shape == (cells.n_obs, 2)\n"
+        "    assert table.loc['gearsx', 'layer order (glutamatergic)'] > table.loc['random', 'layer order (glutamatergic)']"
+    ),
 }
 
 

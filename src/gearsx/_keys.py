@@ -30,6 +30,34 @@ class _Keys:
     patches: str = "gears_patches"
     image: str = "X_image"
 
+    def layout(self, key: str) -> str:
+        """``obsm`` key of the layout written under ``key_added`` (``X_gears_spatial`` by default)."""
+        return f"X_{key}_spatial"
+
+    def intrinsic(self, key: str) -> str:
+        """``obsm`` key of an anchored run's intrinsic (stitched) layout."""
+        return f"X_{key}_intrinsic"
+
+    def anchors(self, key: str) -> str:
+        """``obsm`` key of an anchored run's anchor positions."""
+        return f"X_{key}_anchor"
+
+    def uncertainty(self, key: str) -> str:
+        """``obs`` column of the per-cell positional uncertainty."""
+        return f"{key}_uncertainty"
+
+    def backbone_of(self, key: str) -> str:
+        """``obsm`` key of the encoder's backbone representation written next to the embedding ``key``."""
+        return f"{key}_backbone"
+
+    def smoothed(self, key: str) -> str:
+        """``obsm`` key of a spatially smoothed representation."""
+        return f"{key}_smoothed"
+
+    def colors(self, key: str) -> str:
+        """``uns`` key of the colours of the categorical ``obs`` column ``key`` (scanpy's convention)."""
+        return f"{key}_colors"
+
     def distances(self, key: str) -> str:
         """``obsp`` key of the distances written under ``key_added``."""
         return f"{key}_distances"

@@ -4,17 +4,8 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from gearsx.geometry import (
-    adaptive_params,
-    build_targets,
-    collate_targets,
-    farthest_point_sampling,
-    geo_loss,
-    gram_loss,
-    knn_indices,
-    log_stress_loss,
-    rw_kl_loss,
-)
+from gearsx.geometry import adaptive_params, build_targets, farthest_point_sampling, knn_indices
+from gearsx.module import collate_targets, geo_loss, gram_loss, log_stress_loss, rw_kl_loss
 from tests.conftest import shared_file
 
 

@@ -2,15 +2,16 @@ import numpy as np
 import pytest
 import torch
 
-from gearsx.geometry import MinisetSampler, build_targets, collate_targets
-from gearsx.geometry._set_losses import (
+from gearsx.geometry import MinisetSampler, build_targets
+from gearsx.module import ISAB, PMA, GearsModule, collate_targets, principal_coords
+from gearsx.module._set_losses import (
     factor_regression_loss,
     knn_edge_loss,
     nca_knn_loss,
     overlap_gram_loss,
     target_knn,
 )
-from gearsx.module import ISAB, PMA, GearsModule, MinisetBatches, principal_coords
+from gearsx.train import MinisetBatches
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 
 import gearsx.module._structure as structure_mod
-from gearsx.geometry import build_targets, collate_targets
-from gearsx.module import GearsModule, StructureModule
+from gearsx.geometry import build_targets
+from gearsx.module import GearsModule, StructureModule, collate_targets
 from gearsx.module._structure import (
     candidate_graph,
     gate_losses,

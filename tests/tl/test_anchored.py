@@ -11,12 +11,15 @@ import gearsx as gx
 
 
 def _planted(n=3000, seed=0):
-    """Truth in the unit square; an anchor that is globally right but locally noisy (about 4 cell spacings);
-    an intrinsic layout that is locally right (jitter of about one cell spacing) but globally bent, in
-    another pose and scale."""
+    """Truth in the unit square; an anchor that is globally right but locally noisy (about 4 cell
+    spacings); an intrinsic layout that is locally right (the shape of every neighbourhood, jitter of
+    about one local cell spacing) but globally bent: its local scale grows threefold across the tissue,
+    its rows curve, and it sits in another pose and scale (the distortions a stitch accumulates)."""
     rng = np.random.default_rng(seed)
     xy = rng.uniform(size=(n, 2))
-    bent = np.c_[xy[:, 0], xy[:, 1] + 0.8 * xy[:, 0] ** 2] + rng.normal(scale=0.02, size=xy.shape)
+    stretch = np.exp(1.1 * xy[:, 0])
+    bent = np.c_[stretch, stretch * xy[:, 1] + 0.8 * xy[:, 0] ** 2]
+    bent = bent + rng.normal(scale=0.02, size=xy.shape) * stretch[:, None]
     bent = bent @ np.array([[0.0, 1.0], [-1.0, 0.0]]) * 7 + 3
     anchors = xy + rng.normal(scale=0.08, size=xy.shape)
     return xy, anchors, bent
@@ -24,19 +27,37 @@ def _planted(n=3000, seed=0):
 
 def test_fusion_beats_anchor_and_intrinsic_alone():
     xy, anchors, bent = _planted()
-    fused = gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy)))
+    # The intrinsic offsets count as far as they agree locally with the anchors; here, with anchors
+    # four cell spacings noisy, that agreement is modest, and a weight of 30 lets the locally right
+    # layout through (the default, 1, is what the real-data benchmarks favour).
+    fused = gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy)), weight=30)
     s = {name: gx.metrics.evaluate_geometry(v, xy) for name, v in (("a", anchors), ("i", bent), ("f", fused))}
     # global layout: better than either source
     assert s["f"]["spearman"] > max(s["a"]["spearman"], s["i"]["spearman"]) + 0.05
     assert s["f"]["stress1"] < min(s["a"]["stress1"], s["i"]["stress1"])
-    # local structure: far better than the anchors, and within 0.005 of the intrinsic layout's own (the
-    # fusion keeps the intrinsic offsets but not its exact local scale; it does not beat it here)
+    # local structure: far better than the anchors and better than the intrinsic layout, whose
+    # drifting local scale the anchors' frame corrects
     assert s["f"]["edge_auc"] > s["a"]["edge_auc"] + 0.03
-    assert s["f"]["edge_auc"] > s["i"]["edge_auc"] - 0.005
+    assert s["f"]["edge_auc"] > s["i"]["edge_auc"] + 0.001
     # it lives in the anchors' frame: no alignment needed to be close to the truth
     assert np.abs(fused - xy).mean() < np.abs(anchors - xy).mean()
+    # the default weight already beats the anchors, globally and locally
+    default = gx.metrics.evaluate_geometry(gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy))), xy)
+    assert default["spearman"] > s["a"]["spearman"] + 0.03
+    assert default["edge_auc"] > s["a"]["edge_auc"] + 0.02
     # weight 0 is the anchor itself
     np.testing.assert_allclose(gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy)), weight=0), anchors)
+
+
+@pytest.mark.parametrize("pose", ["rotated", "reflected", "shrunk"])
+def test_fusion_does_not_depend_on_the_intrinsic_pose(pose):
+    # the intrinsic layout's rotation, handedness and scale are arbitrary: the fusion must not see them
+    xy, anchors, bent = _planted(n=1500)
+    theta = 2.0
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    posed = {"rotated": bent @ rot, "reflected": bent * [1.0, -1.0], "shrunk": 0.01 * bent - 5}[pose]
+    ref = gx.geometry.fuse_anchor(bent, anchors, np.ones(len(xy)))
+    np.testing.assert_allclose(gx.geometry.fuse_anchor(posed, anchors, np.ones(len(xy))), ref, atol=1e-5)
 
 
 def test_confident_anchors_win_over_unconfident_ones():

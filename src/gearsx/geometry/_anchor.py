@@ -26,11 +26,9 @@ import scipy.sparse as sp
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
 from ._gauge import procrustes
+from ._knn import knn_query
 
 __all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
-
-#: Above this many reference spots the cosine kNN search is approximate (pynndescent).
-_EXACT_MAX = 50_000
 
 
 @dataclass
@@ -107,16 +105,7 @@ def match_reference(
         msg = f"`k`={k} needs at least {k + extra} reference rows; got {len(r)}."
         raise ValueError(msg)
     qn, rn = _unit_rows(q), _unit_rows(r)
-    if len(r) <= _EXACT_MAX:
-        from sklearn.neighbors import NearestNeighbors
-
-        nn = NearestNeighbors(n_neighbors=k + extra, metric="cosine", algorithm="brute").fit(rn)
-        idx = nn.kneighbors(qn, return_distance=False)
-    else:  # pragma: no cover - exercised by the scale benchmark, not the tests
-        from pynndescent import NNDescent
-
-        index = NNDescent(rn, metric="cosine", n_neighbors=30, random_state=random_state)
-        idx = index.query(qn, k=k + extra)[0]
+    idx = knn_query(qn, rn, k + extra, metric="cosine", random_state=random_state)
     if exclude_self:
         own = idx == np.arange(len(idx))[:, None]
         # drop the row itself where it was found, else the least similar match
@@ -161,20 +150,25 @@ def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
     return np.take_along_axis(x, rng.permuted(np.tile(np.arange(len(x))[:, None], (1, x.shape[1])), axis=0), axis=0)
 
 
-def _local_alignments(y: np.ndarray, a: np.ndarray, w: np.ndarray, nbr: np.ndarray) -> np.ndarray:
+def _local_alignments(y: np.ndarray, a: np.ndarray, w: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Fit, for every cell, the 2 x 2 similarity map from its neighbourhood's intrinsic offsets to its anchors'.
 
-    Weighted Procrustes with scale, reflections allowed, vectorised over cells.
+    Weighted Procrustes with scale, reflections allowed, vectorised over cells. Also returns each
+    fit's coefficient of determination (the share of the anchors' local spread that the mapped
+    intrinsic offsets explain, clipped to ``[0, 1]``): how far the two layouts agree around the cell.
     """
     yn, an, wn = y[nbr], a[nbr], w[nbr][..., None]  # (n, q, 2), (n, q, 2), (n, q, 1)
     wsum = np.maximum(wn.sum(1, keepdims=True), 1e-12)
     yc = yn - (wn * yn).sum(1, keepdims=True) / wsum
     ac = an - (wn * an).sum(1, keepdims=True) / wsum
-    cross = np.einsum("nqi,nqj->nij", wn * yc, ac)  # (n, 2, 2)
+    cross = np.einsum("nqi,nqj->nij", wn * ac, yc)  # (n, 2, 2): sum_q w a_q y_q^T
     u, s, vt = np.linalg.svd(cross)
     rot = u @ vt  # orthogonal, reflections allowed (the intrinsic layout's handedness is arbitrary)
     scale = s.sum(1) / np.maximum((wn * yc**2).sum((1, 2)), 1e-12)
-    return rot * scale[:, None, None]
+    maps = rot * scale[:, None, None]
+    resid = (wn * (ac - np.einsum("nij,nqj->nqi", maps, yc)) ** 2).sum((1, 2))
+    r2 = 1.0 - resid / np.maximum((wn * ac**2).sum((1, 2)), 1e-12)
+    return maps, np.clip(r2, 0.0, 1.0)
 
 
 def fuse_anchor(
@@ -187,11 +181,14 @@ def fuse_anchor(
 ) -> np.ndarray:
     """Fuse anchor positions (global frame) with an intrinsic layout (local arrangement) in one solve.
 
-    Minimises ``sum_i c_i |x_i - a_i|^2 + weight * sum_i sum_{j in N_i} |x_j - x_i - M_i (y_j - y_i)|^2``
+    Minimises ``sum_i c_i |x_i - a_i|^2 + weight * sum_i g_i^2 sum_{j in N_i} |x_j - x_i - M_i (y_j - y_i)|^2``
     where ``y`` is the intrinsic layout, ``N_i`` the ``n_neighbors`` nearest cells of ``i`` in it,
-    ``a`` the anchors, ``c`` the confidences and ``M_i`` the similarity map fitted (weighted
+    ``a`` the anchors, ``c`` the confidences, ``M_i`` the similarity map fitted (weighted
     Procrustes) from the offsets of ``i``'s ``4 n_neighbors`` nearest cells in ``y`` to the same
-    cells' anchor offsets. The
+    cells' anchor offsets, and ``g_i`` that fit's coefficient of determination: the intrinsic
+    offsets around a cell count as far as they agree with the anchors there. Where the intrinsic
+    layout is locally wrong (as for dissociated cells whose patches mix layers) the anchors win;
+    where it explains the anchors' local arrangement, it sharpens it. The
     normal equations are a sparse, symmetric positive-definite system (two right-hand sides),
     solved by conjugate gradients, so the cost is linear in the number of cells. Written here
     because it is the specific alignment problem of this method (a local-tangent-space alignment
@@ -249,7 +246,7 @@ def fuse_anchor(
     # estimated from ~4x as many anchors averages their local noise away.
     q_map = min(4 * q, n - 1)
     nbr_map = cKDTree(y).query(y, k=q_map + 1)[1]  # includes the cell itself (distance 0)
-    maps = _local_alignments(y, a, c, nbr_map)  # (n, 2, 2)
+    maps, agreement = _local_alignments(y, a, c, nbr_map)  # (n, 2, 2), (n,)
     nbr = nbr_map[:, : q + 1]
     rows = np.repeat(np.arange(n), q)
     cols = nbr[:, 1:].ravel()
@@ -260,8 +257,10 @@ def fuse_anchor(
     diff = sp.csr_matrix(
         (np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[cols, rows])), shape=(m, n)
     )
-    system = (sp.diags(c) + weight * (diff.T @ diff)).tocsr()
-    rhs = c[:, None] * a + weight * (diff.T @ d)
+    # each cell's offsets count as much as its neighbourhood of the intrinsic layout agrees with the anchors
+    w_edge = weight * agreement[rows] ** 2
+    system = (sp.diags(c) + diff.T @ sp.diags(w_edge) @ diff).tocsr()
+    rhs = c[:, None] * a + diff.T @ (w_edge[:, None] * d)
     out = np.empty_like(a)
     diag = system.diagonal()
     precond = sp.diags(1.0 / np.maximum(diag, 1e-12))

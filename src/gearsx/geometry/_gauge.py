@@ -9,7 +9,7 @@ def gauge_fix(x: np.ndarray) -> np.ndarray:
     """Centre a point cloud and scale it to unit root-mean-square norm.
 
     This removes the translation and global-scale gauge of an intrinsic geometry
-    (METHOD §4). Rotation and reflection are left alone; see :func:`procrustes`.
+    (see :ref:`gears-minisets`). Rotation and reflection are left alone; see :func:`procrustes`.
 
     Parameters
     ----------

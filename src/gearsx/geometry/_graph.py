@@ -1,4 +1,4 @@
-"""Locality graph of cells in embedding space for the patch cover (METHOD §6, step 1), and neighbour averaging."""
+"""Locality graph of cells in embedding space for the patch cover (see :ref:`gears-reconstruction`), and neighbour averaging."""
 
 from __future__ import annotations
 
@@ -7,12 +7,9 @@ import scipy.sparse as sp
 
 from gearsx._utils import check_positive_int
 
-from ._targets import drop_self
+from ._knn import knn
 
 __all__ = ["locality_graph", "neighbor_average"]
-
-#: Above this many cells the embedding kNN search uses pynndescent (approximate) instead of an exact search.
-_EXACT_KNN_MAX = 50_000
 
 
 def _check_rows(x, k) -> tuple[np.ndarray, int]:
@@ -23,20 +20,6 @@ def _check_rows(x, k) -> tuple[np.ndarray, int]:
         msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
         raise ValueError(msg)
     return x, k
-
-
-def _knn(x: np.ndarray, k: int, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """``k`` nearest neighbours (self excluded): indices and distances, ``(n, k)`` each."""
-    if len(x) > _EXACT_KNN_MAX:
-        from pynndescent import NNDescent
-
-        idx, dist = NNDescent(x, n_neighbors=k + 1, random_state=random_state).neighbor_graph
-    else:
-        from sklearn.neighbors import NearestNeighbors
-
-        dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x)
-    dist, idx = drop_self(dist, idx)
-    return idx, dist
 
 
 def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_state: int = 0):
@@ -78,7 +61,7 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
 
     x, k = _check_rows(x, k)
     n = len(x)
-    idx, dist = _knn(x, k, random_state)
+    idx, dist = knn(x, k, random_state=random_state)
     rows = np.repeat(np.arange(n), k)
     a = sp.csr_matrix((np.ones(n * k), (rows, idx.ravel())), shape=(n, n))
     mutual = a.multiply(a.T).tocsr()
@@ -178,7 +161,7 @@ def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndar
     if k == 1:
         return x.copy()
     n = len(x)
-    idx, _ = _knn(x, k - 1, random_state)
+    idx, _ = knn(x, k - 1, random_state=random_state)
     # every row has exactly k entries (itself and its neighbours): build the CSR arrays directly
     cols = np.c_[np.arange(n), idx].ravel()
     w = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), cols, np.arange(0, n * k + 1, k)), shape=(n, n))

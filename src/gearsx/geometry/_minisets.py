@@ -1,4 +1,4 @@
-"""Locality-weighted miniset sampling on one slide (METHOD §4). Numpy only."""
+"""Locality-weighted miniset sampling on one slide (see :ref:`gears-minisets`). Numpy only."""
 
 from __future__ import annotations
 

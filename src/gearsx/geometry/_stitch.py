@@ -1,4 +1,4 @@
-"""Stitching of overlapping patch geometries into one global layout (METHOD §6, steps 4-7).
+"""Stitching of overlapping patch geometries into one global layout (see :ref:`gears-reconstruction`).
 
 Written here rather than taken from a library: no maintained package solves sparse,
 confidence-weighted distance geometry with per-patch unknown pose and scale at the
@@ -24,7 +24,7 @@ from gearsx._utils import as_rng, check_coords, check_positive_int
 
 from ._gauge import gauge_fix
 
-__all__ = ["StitchResult", "best_overlaps", "random_walk_patches", "stitch_patches"]
+__all__ = ["StitchResult", "stitch_patches"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,224 +52,6 @@ class StitchResult:
     distances: sp.csr_matrix
     weights: sp.csr_matrix
     diagnostics: dict = field(default_factory=dict)
-
-
-def random_walk_patches(
-    adjacency: sp.spmatrix,
-    patch_size: int,
-    *,
-    coverage: int = 2,
-    restart: float = 0.1,
-    revisit: float = 0.25,
-    min_overlap: int = 0,
-    max_patches: int | None = None,
-    prune: bool = False,
-    random_state=0,
-) -> list[np.ndarray]:
-    """Cover a graph with overlapping patches grown by random walks.
-
-    Each patch starts at a least-covered cell and grows by 32 simultaneous random
-    walks that restart, with probability ``restart``, from a random cell already in
-    the patch (so the patch grows as a compact blob and never stalls); cells join in
-    order of first visit until the patch holds ``patch_size`` distinct cells (or its
-    whole connected component). Patches are added until every
-    cell is covered at least ``coverage`` times, so neighbouring patches overlap.
-
-    Two corrections keep the cover close to the requested ``coverage`` instead of
-    many times denser. A plain walk visits cells in proportion to their degree, so
-    low-degree cells of a kNN graph are reached last and the final patches, each
-    seeded at one of them, re-cover cells that already have enough patches (a
-    coupon-collector tail: on the simulator's 10,000 cells the median cell ended up
-    in 12 patches for ``coverage=2``). Steps are therefore Metropolis-Hastings moves
-    (a proposed neighbour ``j`` of ``i`` is accepted with probability
-    ``min(1, deg_i / deg_j)``, so visits are uniform over cells), and a step onto a
-    cell that is already covered ``coverage`` times is taken only with probability
-    ``revisit`` — patches stay connected random-walk blobs but grow towards the
-    uncovered frontier (median coverage 6, half the patches, same accuracy).
-
-    With ``min_overlap``, every patch is then guaranteed to share at least that many
-    cells with another patch (the stitching needs shared cells to align patches):
-    a patch below it swaps cells that other patches cover enough for cells of its
-    best partner next to it in the graph, keeping its size and the coverage of
-    every cell; when too few of its cells are covered elsewhere to swap, a bridging
-    patch (its cells nearest the partner plus the partner's cells nearest it) is added.
-
-    Parameters
-    ----------
-    adjacency
-        Sparse symmetric adjacency (e.g. a kNN graph), ``(n, n)``.
-    patch_size
-        Cells per patch (smaller only for components with fewer cells).
-    coverage
-        Minimum number of patches covering each cell.
-    restart
-        Probability that a walker jumps back into the patch at each step (keeps patches compact).
-    revisit
-        Probability of stepping onto a cell already covered ``coverage`` times (1: unbiased walk).
-    min_overlap
-        Cells each patch must share with at least one other patch (0: no guarantee). Raises
-        when it cannot be met (``min_overlap`` larger than the patch or its component allows).
-    max_patches
-        Safety limit on the number of patches (default ``10 * coverage * n / patch_size + 10``).
-    prune
-        Drop redundant patches afterwards: visiting patches from the most to the least
-        redundant (mean coverage of their cells), a patch is dropped when every one of
-        its cells stays covered ``coverage`` times without it. On graphs whose walks
-        spread widely (embedding kNN graphs) the cover otherwise ends up several times
-        denser than asked, which multiplies prediction and stitching time.
-    random_state
-        Seed.
-
-    Returns
-    -------
-    A ``list`` of index arrays, one per patch.
-    """
-    a = sp.csr_matrix(adjacency)
-    n = a.shape[0]
-    patch_size = check_positive_int(patch_size, name="patch_size", minimum=2)
-    coverage = check_positive_int(coverage, name="coverage")
-    rng = as_rng(random_state)
-    indptr, indices = a.indptr, a.indices
-    deg = np.diff(indptr)
-    count = np.zeros(n, dtype=np.int64)
-    limit = max_patches or int(10 * coverage * n / patch_size) + 10
-    _, comp = connected_components(a, directed=False)
-    comp_size = np.bincount(comp)
-    n_walkers = 32
-    patches: list[np.ndarray] = []
-    while count.min() < coverage and len(patches) < limit:
-        seed = int(rng.choice(np.flatnonzero(count == count.min())))
-        target = min(patch_size, int(comp_size[comp[seed]]))
-        # Vectorised walkers: all step at once; cells join the patch in order of first visit.
-        seen = np.zeros(n, dtype=bool)
-        seen[seed] = True
-        order = [np.array([seed])]
-        n_seen = 1
-        cur = np.full(n_walkers, seed)
-        while n_seen < target:
-            d = deg[cur]
-            step = indices[indptr[cur] + (rng.random(n_walkers) * np.maximum(d, 1)).astype(np.int64) % np.maximum(d, 1)]
-            members = np.concatenate(order)
-            jump = members[rng.integers(len(members), size=n_walkers)]
-            # Metropolis-Hastings (uniform visits), and only rarely onto cells that are covered enough
-            accept = (rng.random(n_walkers) * deg[step] <= deg[cur]) & (
-                (count[step] < coverage) | (rng.random(n_walkers) < revisit)
-            )
-            step = np.where(accept, step, cur)
-            cur = np.where((rng.random(n_walkers) < restart) | (d == 0), jump, step)
-            new = np.unique(cur[~seen[cur]])
-            if len(new):
-                new = rng.permutation(new)[: target - n_seen]
-                seen[new] = True
-                order.append(new)
-                n_seen += len(new)
-        idx = np.sort(np.concatenate(order))
-        count[idx] += 1
-        patches.append(idx)
-    if count.min() < coverage:
-        msg = f"Patch cover stopped at max_patches={limit} with {int((count < coverage).sum())} cells under-covered."
-        raise RuntimeError(msg)
-    if prune:
-        redundancy = np.array([count[p].mean() for p in patches])
-        keep = np.ones(len(patches), dtype=bool)
-        for i in np.argsort(-redundancy, kind="stable"):
-            if count[patches[i]].min() > coverage:
-                count[patches[i]] -= 1
-                keep[i] = False
-        patches = [p for p, k in zip(patches, keep, strict=True) if k]
-    if min_overlap > 0 and len(patches) > 1:
-        patches = _enforce_overlap(a, patches, min_overlap, coverage, rng)
-    return patches
-
-
-def _incidence(patches: list[np.ndarray], n: int) -> sp.csr_matrix:
-    rows = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
-    return sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(patches))), shape=(len(patches), n))
-
-
-def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each patch, the most cells it shares with another patch, and that partner (-1 for none)."""
-    if len(patches) < 2:
-        return np.zeros(len(patches), dtype=np.int64), np.full(len(patches), -1)
-    inc = _incidence(patches, n)
-    shared = (inc @ inc.T).tocsr()
-    shared.setdiag(0)
-    shared.eliminate_zeros()
-    best = np.zeros(len(patches), dtype=np.int64)
-    partner = np.full(len(patches), -1)
-    for i in range(len(patches)):
-        row = slice(shared.indptr[i], shared.indptr[i + 1])
-        if shared.indptr[i + 1] > shared.indptr[i]:
-            j = int(np.argmax(shared.data[row]))
-            best[i], partner[i] = int(shared.data[row][j]), int(shared.indices[row][j])
-    return best, partner
-
-
-def _enforce_overlap(a: sp.csr_matrix, patches, min_overlap: int, coverage: int, rng) -> list[np.ndarray]:
-    """Swap cells (or add bridging patches) so every patch shares ``min_overlap`` cells with a partner."""
-    n = a.shape[0]
-    patches = [p.copy() for p in patches]
-    count = np.bincount(np.concatenate(patches), minlength=n)
-    for _ in range(3):  # a swap can lower a third patch's overlap: re-check
-        best, partner = best_overlaps(patches, n)
-        low = np.flatnonzero(best < min_overlap)
-        if not len(low):
-            return patches
-        patches.extend(_swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng))
-    best, _ = best_overlaps(patches, n)
-    if (best < min_overlap).any():
-        msg = (
-            f"{int((best < min_overlap).sum())} patches still share fewer than min_overlap={min_overlap} cells "
-            "with any other patch after repair. Lower `min_overlap` or raise `coverage`."
-        )
-        raise ValueError(msg)
-    return patches
-
-
-def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng) -> list[np.ndarray]:
-    """Repair the patches in ``low`` in place; return the bridging patches to add."""
-    n = a.shape[0]
-    added: list[np.ndarray] = []
-    for i in low:
-        p = patches[i]
-        need = min_overlap - int(best[i])
-        q = partner[i]
-        if q < 0:  # no partner at all: the patch whose cells are most connected to this one
-            touch = np.asarray(a[p].sum(0)).ravel() > 0
-            votes = np.array([touch[o].sum() if k != i else -1 for k, o in enumerate(patches)])
-            q = int(np.argmax(votes))
-        # candidates: cells of the partner not in p, nearest (in the graph) to p first
-        cand = np.setdiff1d(patches[q], p, assume_unique=True)
-        near = np.asarray(a[:, p].sum(1)).ravel()[cand] if len(cand) else cand
-        cand = cand[np.lexsort((rng.random(len(cand)), -near))]
-        # cells of p that can leave: covered more than `coverage` times and not shared with q
-        in_q = np.zeros(n, dtype=bool)
-        in_q[patches[q]] = True
-        leave = p[(count[p] > coverage) & ~in_q[p]]
-        leave = leave[np.lexsort((rng.random(len(leave)), -count[leave]))]
-        m = min(need, len(cand), len(leave))
-        if m < need:
-            if len(p) <= min_overlap:
-                msg = (
-                    f"Cannot give patch {i} ({len(p)} cells) a {min_overlap}-cell overlap with another patch: "
-                    "`min_overlap` must be smaller than the patch size. Lower `min_overlap` or raise `n_patch`."
-                )
-                raise ValueError(msg)
-            # too few cells of p are covered elsewhere to swap: add a bridging patch instead, made of
-            # the min_overlap cells of p nearest the partner and the partner's cells nearest p
-            to_q = np.asarray(a[:, patches[q]].sum(1)).ravel()[p]
-            ordered = p[np.lexsort((rng.random(len(p)), -to_q))]
-            bridge = np.concatenate([ordered[:min_overlap], cand[: len(p) - min_overlap]])
-            if len(bridge) < len(p):
-                bridge = np.concatenate([bridge, ordered[min_overlap : min_overlap + len(p) - len(bridge)]])
-            bridge = np.sort(bridge)
-            count[bridge] += 1
-            added.append(bridge)
-            continue
-        count[leave[:m]] -= 1
-        count[cand[:m]] += 1
-        patches[i] = np.sort(np.concatenate([np.setdiff1d(p, leave[:m], assume_unique=True), cand[:m]]))
-    return added
 
 
 def _patch_edges(y: np.ndarray, k: int, n_long: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -492,7 +274,7 @@ def stitch_patches(
     """Stitch overlapping patch geometries into one global 2-D layout.
 
     Each patch is a set of global cell indices with that patch's predicted 2-D
-    coordinates, in an arbitrary pose and scale. The steps follow METHOD §6:
+    coordinates, in an arbitrary pose and scale. The steps (see :ref:`gears-reconstruction`):
 
     1. Gauge-fix every patch (centre, unit RMS) and extract its edge set: kNN in the
        patch geometry (``k_edges``) plus ``n_long`` random longer-range edges per cell.
@@ -568,16 +350,70 @@ def stitch_patches(
     (400, 2)
     """
     n_obs = check_positive_int(n_obs, name="n_obs", minimum=3)
+    if residual not in ("absolute", "relative"):
+        msg = f"`residual` must be 'absolute' or 'relative'; got {residual!r}."
+        raise ValueError(msg)
+    idx_list, y_list = _checked_patches(patch_indices, patch_coords, n_obs)
+    rng = as_rng(random_state)
+    edges = _patch_edge_table(idx_list, y_list, k_edges, n_long, rng)
+    scales = _patch_scales(idx_list, y_list, n_obs, min_shared, rng)
+    graph = _consensus_edges(edges, scales, n_obs, max_dispersion, min_reliability)
+    x, comp = _solve_components(
+        graph,
+        n_obs,
+        rng,
+        n_landmarks=n_landmarks,
+        delta=huber_delta,
+        anchor=anchor,
+        max_iter=max_iter,
+        residual=residual,
+    )
+    # Express the result (and the stitched distances) in the unit-RMS gauge.
+    centre = x.mean(0)
+    rms = np.sqrt(((x - centre) ** 2).sum(1).mean()) or 1.0
+    x = (x - centre) / rms
+    # Stitched distances are defined up to a global scale: match them to X by least squares on the edges.
+    ei, ej, dist, conf = graph.i, graph.j, graph.dist, graph.conf
+    d_x = np.linalg.norm(x[ei] - x[ej], axis=1)
+    dist = dist * float((d_x * dist).sum() / max((dist * dist).sum(), 1e-300))
+    resid = np.abs(np.log(np.maximum(d_x, 1e-12) / np.maximum(dist, 1e-12)))
+    stress = float(np.sqrt(((d_x - dist) ** 2 * conf).sum() / max((dist**2 * conf).sum(), 1e-300)))
+
+    def sym(values: np.ndarray) -> sp.csr_matrix:
+        m = sp.coo_matrix((values, (ei, ej)), shape=(n_obs, n_obs))
+        return (m + m.T).tocsr()
+
+    n_comp = int(comp.max()) + 1
+    diagnostics = {
+        "patch_reliability": scales.reliability,
+        "patch_disagreement": np.nan_to_num(scales.disagreement, nan=-1.0),
+        "patch_log_scale": scales.log_scale,
+        "overlap_disagreement": scales.median_disagreement,
+        "solver_stress": stress,
+        "edge_residual_quantiles": dict(
+            zip(("q50", "q90", "q99"), np.quantile(resid, [0.5, 0.9, 0.99]).tolist(), strict=True)
+        )
+        if len(resid)
+        else {},
+        "n_edges": int(len(dist)),
+        "n_edges_dropped": graph.n_dropped,
+        "n_cells_reattached": graph.n_reattached,
+        "n_patches": len(idx_list),
+        "n_components": n_comp,
+        "components": comp.astype(np.int64),
+    }
+    logger.info("stitched %d patches: %d edges, stress %.3f, %d components", len(idx_list), len(dist), stress, n_comp)
+    return StitchResult(X=x, distances=sym(dist), weights=sym(conf), diagnostics=diagnostics)
+
+
+def _checked_patches(patch_indices, patch_coords, n_obs: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Validate the patches (clear errors naming the patch) and gauge-fix their coordinates."""
     if len(patch_indices) != len(patch_coords) or len(patch_indices) == 0:
         msg = (
             f"`patch_indices` and `patch_coords` must be non-empty lists of equal length; "
             f"got {len(patch_indices)} and {len(patch_coords)}."
         )
         raise ValueError(msg)
-    if residual not in ("absolute", "relative"):
-        msg = f"`residual` must be 'absolute' or 'relative'; got {residual!r}."
-        raise ValueError(msg)
-    rng = as_rng(random_state)
     idx_list, y_list = [], []
     for p, (ix, xy) in enumerate(zip(patch_indices, patch_coords, strict=True)):
         ix = np.asarray(ix, dtype=np.int64)
@@ -599,7 +435,6 @@ def stitch_patches(
             raise ValueError(msg)
         idx_list.append(ix)
         y_list.append(gauge_fix(xy))
-    n_patches = len(idx_list)
     covered = np.zeros(n_obs, dtype=bool)
     for ix in idx_list:
         covered[ix] = True
@@ -609,8 +444,11 @@ def stitch_patches(
             "so that every cell is predicted at least once."
         )
         raise ValueError(msg)
+    return idx_list, y_list
 
-    # 1. Within-patch edges (global ids) with patch-gauge log distances.
+
+def _patch_edge_table(idx_list, y_list, k_edges: int, n_long: int, rng) -> tuple[np.ndarray, ...]:
+    """Step 1: within-patch edges in global ids (``i < j``) with their patch and patch-gauge log distance."""
     e_patch, e_i, e_j, e_logd = [], [], [], []
     for p, (ix, y) in enumerate(zip(idx_list, y_list, strict=True)):
         a, b = _patch_edges(y, k_edges, n_long, rng)
@@ -621,9 +459,20 @@ def stitch_patches(
         e_i.append(gi)
         e_j.append(gj)
         e_logd.append(np.log(np.maximum(np.linalg.norm(y[a] - y[b], axis=1), 1e-12)))
-    e_patch, e_i, e_j, e_logd = map(np.concatenate, (e_patch, e_i, e_j, e_logd))
+    return tuple(map(np.concatenate, (e_patch, e_i, e_j, e_logd)))
 
-    # 2-3. Overlaps: relative log scales and disagreement per overlapping patch pair.
+
+@dataclass
+class _PatchScales:
+    log_scale: np.ndarray
+    disagreement: np.ndarray
+    reliability: np.ndarray
+    median_disagreement: float
+
+
+def _patch_scales(idx_list, y_list, n_obs: int, min_shared: int, rng) -> _PatchScales:
+    """Scale and weigh the patches (steps 2-3): log scales by least squares over overlaps, reliabilities."""
+    n_patches = len(idx_list)
     inc = sp.csr_matrix(
         (
             np.ones(sum(map(len, idx_list))),
@@ -654,11 +503,26 @@ def stitch_patches(
         patch_dis[who] = med_d
     med_dis = np.nanmedian(patch_dis) if np.isfinite(patch_dis).any() else 0.0
     reliability = np.where(np.isfinite(patch_dis), np.exp(-patch_dis / med_dis) if med_dis > 0 else 1.0, np.exp(-1.0))
-    reliability = np.clip(reliability, 1e-6, 1.0)
+    return _PatchScales(log_scale, patch_dis, np.clip(reliability, 1e-6, 1.0), float(med_dis))
 
-    # 4. Reliability-weighted median per edge, dispersion filter, confidence.
+
+@dataclass
+class _EdgeGraph:
+    i: np.ndarray
+    j: np.ndarray
+    dist: np.ndarray
+    conf: np.ndarray
+    core: np.ndarray  # edges that passed the filters (the initialisation uses only these)
+    n_dropped: int
+    n_reattached: int
+
+
+def _consensus_edges(edges, scales: _PatchScales, n_obs: int, max_dispersion: float, min_reliability: float):
+    """Step 4: reliability-weighted median per edge, dispersion filter, confidence."""
+    e_patch, e_i, e_j, e_logd = edges
+    reliability = scales.reliability
     key = e_i * np.int64(n_obs) + e_j
-    vals = e_logd + log_scale[e_patch]
+    vals = e_logd + scales.log_scale[e_patch]
     ukey, med, mad, counts = _weighted_median_by_group(key, vals, reliability[e_patch])
     mean_rel = np.bincount(np.searchsorted(ukey, key), reliability[e_patch], len(ukey)) / counts
     # Drop edges that disagree across patches, or that only unreliable patches measured (such edges
@@ -672,24 +536,35 @@ def stitch_patches(
     small = np.bincount(kept_comp)[kept_comp] < max(3, 0.01 * n_obs)
     reattach = ~ok & (small[all_i] | small[all_j])
     core = ok[ok | reattach]
+    n_dropped = int((~(ok | reattach)).sum())
     ok = ok | reattach
-    ei, ej = all_i[ok], all_j[ok]
-    dist = np.exp(med[ok])
     conf = (1.0 - np.exp(-counts[ok])) * np.exp(-mad[ok] / 0.1) * mean_rel[ok]
-    conf = np.clip(conf, 1e-6, 1.0)
+    return _EdgeGraph(
+        i=all_i[ok],
+        j=all_j[ok],
+        dist=np.exp(med[ok]),
+        conf=np.clip(conf, 1e-6, 1.0),
+        core=core,
+        n_dropped=n_dropped,
+        n_reattached=int(small.sum()),
+    )
 
-    # 5. Global solve per connected component.
-    graph = sp.coo_matrix((dist, (ei, ej)), shape=(n_obs, n_obs)).tocsr()
-    graph = graph + graph.T
-    n_comp, comp = connected_components(graph, directed=False)
+
+def _solve_components(graph: _EdgeGraph, n_obs: int, rng, **solve) -> tuple[np.ndarray, np.ndarray]:
+    """Step 5: Landmark Isomap start and Huber stress solve per connected component, laid side by side."""
+    ei, ej, dist, conf, core = graph.i, graph.j, graph.dist, graph.conf, graph.core
+    adjacency = sp.coo_matrix((dist, (ei, ej)), shape=(n_obs, n_obs)).tocsr()
+    adjacency = adjacency + adjacency.T
+    n_comp, comp = connected_components(adjacency, directed=False)
     if n_comp > 1:
         sizes = np.bincount(comp)
         warnings.warn(
             f"The stitched graph has {n_comp} connected components (sizes {sorted(sizes.tolist(), reverse=True)[:10]}); "
             "each is solved separately and laid out side by side. Increase patch overlap to connect them.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+    n_landmarks = solve.pop("n_landmarks")
     x = np.zeros((n_obs, 2))
     offset = 0.0
     for c in range(n_comp):
@@ -698,57 +573,13 @@ def stitch_patches(
             x[cells] = [offset, 0.0]
             offset += 1.0
             continue
-        sub = graph[cells][:, cells]
+        sub = adjacency[cells][:, cells]
         local = np.full(n_obs, -1)
         local[cells] = np.arange(len(cells))
         sel = comp[ei] == c
         x0 = _initial_layout(sub, local[ei[sel & core]], local[ej[sel & core]], dist[sel & core], n_landmarks, rng)
-        xi = _huber_stress_solve(
-            x0,
-            local[ei[sel]],
-            local[ej[sel]],
-            dist[sel],
-            conf[sel],
-            delta=huber_delta,
-            anchor=anchor,
-            max_iter=max_iter,
-            residual=residual,
-        )
+        xi = _huber_stress_solve(x0, local[ei[sel]], local[ej[sel]], dist[sel], conf[sel], **solve)
         xi = xi - xi.mean(0)
         x[cells] = xi + [offset - xi[:, 0].min(), 0.0]
         offset = x[cells, 0].max() + 0.1 * np.ptp(xi[:, 0]) + 1.0
-    # Express the result (and the stitched distances) in the unit-RMS gauge.
-    centre = x.mean(0)
-    rms = np.sqrt(((x - centre) ** 2).sum(1).mean()) or 1.0
-    x = (x - centre) / rms
-    # Stitched distances are defined up to a global scale: match them to X by least squares on the edges.
-    d_x = np.linalg.norm(x[ei] - x[ej], axis=1)
-    s = float((d_x * dist).sum() / max((dist * dist).sum(), 1e-300))
-    dist = dist * s
-    resid = np.abs(np.log(np.maximum(d_x, 1e-12) / np.maximum(dist, 1e-12)))
-    stress = float(np.sqrt(((d_x - dist) ** 2 * conf).sum() / max((dist**2 * conf).sum(), 1e-300)))
-
-    def sym(values: np.ndarray) -> sp.csr_matrix:
-        m = sp.coo_matrix((values, (ei, ej)), shape=(n_obs, n_obs))
-        return (m + m.T).tocsr()
-
-    diagnostics = {
-        "patch_reliability": reliability,
-        "patch_disagreement": np.nan_to_num(patch_dis, nan=-1.0),
-        "patch_log_scale": log_scale,
-        "overlap_disagreement": float(med_dis),
-        "solver_stress": stress,
-        "edge_residual_quantiles": dict(
-            zip(("q50", "q90", "q99"), np.quantile(resid, [0.5, 0.9, 0.99]).tolist(), strict=True)
-        )
-        if len(resid)
-        else {},
-        "n_edges": int(len(dist)),
-        "n_edges_dropped": int((~ok).sum()),
-        "n_cells_reattached": int(small.sum()),
-        "n_patches": n_patches,
-        "n_components": int(n_comp),
-        "components": comp.astype(np.int64),
-    }
-    logger.info("stitched %d patches: %d edges, stress %.3f, %d components", n_patches, len(dist), stress, n_comp)
-    return StitchResult(X=x, distances=sym(dist), weights=sym(conf), diagnostics=diagnostics)
+    return x, comp

@@ -1,4 +1,4 @@
-"""Intrinsic geometry targets of a miniset (METHOD §4).
+"""Intrinsic geometry targets of a miniset (see :ref:`gears-minisets`).
 
 Everything here is numpy and defined up to the gauge (translation, rotation,
 reflection, global scale): coordinates are gauge-fixed before any target is built,
@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
 from ._gauge import gauge_fix
+from ._knn import knn_without_self
 
 __all__ = [
     "GeometryTargets",
@@ -25,13 +26,13 @@ __all__ = [
     "knn_indices",
 ]
 
-#: Dimension of the over-complete Gram factor (METHOD §4).
+#: Dimension of the over-complete Gram factor (see :ref:`gears-minisets`).
 GRAM_DIM = 32
 _KINDS = ("rw_stress", "gram")
 
 
 def adaptive_params(n: int) -> dict[str, object]:
-    """Size-dependent graph parameters of a miniset of ``n`` points (METHOD §4).
+    """Size-dependent graph parameters of a miniset of ``n`` points (see :ref:`gears-minisets`).
 
     ``k = max(20, floor(0.15 n))`` (capped at ``n - 1``); random-walk steps ``[1, 2, 3]``
     for ``n <= 128``, ``[1..4]`` for ``n <= 256``, else ``[1..5]``; ``max(8, n // 16)``
@@ -70,27 +71,6 @@ def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state=0) -> np
     return chosen
 
 
-def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distances and indices of the ``k`` nearest neighbours of every point, the point itself excluded.
-
-    Robust to duplicated points: when a duplicate takes the point's own slot, the
-    farthest of the ``k + 1`` hits is dropped instead.
-    """
-    return drop_self(*tree.query(x, k=k + 1))
-
-
-def drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove each row's own index from ``k + 1``-neighbour results ``(n, k + 1)`` -> ``(n, k)``.
-
-    When a duplicate point took the row's own slot, the farthest hit is dropped instead.
-    """
-    n, k = idx.shape[0], idx.shape[1] - 1
-    is_self = idx == np.arange(n)[:, None]
-    is_self[~is_self.any(axis=1), -1] = True
-    keep = ~is_self
-    return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
-
-
 def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = None) -> np.ndarray:
     """``k`` nearest neighbours of every point (self excluded), shape ``(n, k)``.
 
@@ -98,7 +78,7 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
     point in miniset-local indices, ``-1`` where the neighbour is not in the miniset),
     the true neighbours present in the miniset come first and the list is filled up to
     ``k`` with miniset-local neighbours. This prefers real neighbours over points that
-    only look close because the miniset skipped the cells between them (METHOD §4).
+    only look close because the miniset skipped the cells between them (see :ref:`gears-minisets`).
     """
     x = np.asarray(coords, dtype=np.float64)
     n = len(x)
@@ -209,7 +189,7 @@ def build_targets(
     knn_global: np.ndarray | None = None,
     random_state=0,
 ) -> GeometryTargets:
-    """Build the intrinsic geometry targets of a miniset (METHOD §4).
+    """Build the intrinsic geometry targets of a miniset (see :ref:`gears-minisets`).
 
     The coordinates are first gauge-fixed (centred, unit RMS norm). Then:
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics (pure functions on arrays or AnnData) — METHOD §7."""
+"""Evaluation metrics (pure functions on arrays or AnnData) — see :ref:`gears-evaluation`."""
 
 from ._attention import attention_recall
 from ._distortion import distortion_matrix, morton_order

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from gearsx._utils import check_coords, check_positive_int
-from gearsx.geometry._targets import knn_without_self
+from gearsx.geometry._knn import knn_without_self
 
 __all__ = ["attention_recall"]
 

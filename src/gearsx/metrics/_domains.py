@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.spatial import cKDTree
 
 from gearsx._utils import check_coords, check_positive_int
-from gearsx.geometry._targets import knn_without_self
+from gearsx.geometry._knn import knn_without_self
 
 __all__ = ["domain_scores", "spatial_coherence"]
 

@@ -1,4 +1,4 @@
-"""Geometry-reconstruction metrics of the GEARS paper (Table 1; METHOD §7).
+"""Geometry-reconstruction metrics of the GEARS paper (Table 1; see :ref:`gears-evaluation`).
 
 All metrics compare a predicted point cloud ``X_pred`` with ground-truth
 coordinates ``X_gt`` of the same cells (rows correspond). Each one is invariant
@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
+from gearsx._anndata import check_obsm_key
 from gearsx._utils import as_rng, check_coords, check_positive_int, doc_params
 from gearsx.geometry import gauge_fix, procrustes
-from gearsx.geometry._targets import knn_without_self
+from gearsx.geometry._knn import knn_without_self
 
 from ._pairs import PairSample, pair_distances, sample_pairs
 
@@ -466,9 +467,7 @@ def evaluate_adata(
     import pandas as pd
 
     for key, arg in ((pred_key, "pred_key"), (gt_key, "gt_key")):
-        if key not in adata.obsm:
-            msg = f"`{arg}`={key!r} is not in `adata.obsm`; available keys: {sorted(adata.obsm.keys())}."
-            raise KeyError(msg)
+        check_obsm_key(adata, key, arg)
     scores = evaluate_geometry(
         np.asarray(adata.obsm[pred_key]),
         np.asarray(adata.obsm[gt_key]),

@@ -1,21 +1,15 @@
-"""Diagnostics of embeddings: spatial locality and mixing of batches or domains (METHOD §2-3)."""
+"""Diagnostics of embeddings: spatial locality and mixing of batches or domains (see :ref:`gears-encoder` and :ref:`gears-adapter`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx.geometry._knn import knn
 
 from ._probe import linear_probe
 
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
-
-
-def _knn(x: np.ndarray, k: int) -> np.ndarray:
-    """Return the ``k`` nearest neighbours of every row, itself excluded (scikit-learn leaves the query row out)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    return NearestNeighbors(n_neighbors=k).fit(x).kneighbors(return_distance=False)
 
 
 def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
@@ -44,7 +38,7 @@ def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
         if len(idx) <= k:
             msg = f"Group {g!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
             raise ValueError(msg)
-        a, b = _knn(z[idx], k), _knn(xy[idx], k)
+        a, b = knn(z[idx], k)[0], knn(xy[idx], k)[0]
         hits = (a[:, :, None] == b[:, None, :]).any(-1).sum(1)
         total += hits.sum() / k
         count += len(idx)
@@ -103,7 +97,7 @@ def knn_mixing(a, b, *, k: int = 30, max_points: int = 5000, random_state: int =
     m = min(len(a), len(b), max_points)
     x = np.vstack([a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]])
     label = np.r_[np.zeros(m), np.ones(m)]
-    p = label[_knn(x, k)].mean(1)
+    p = label[knn(x, k)[0]].mean(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.nan_to_num(p * np.log2(p)) - np.nan_to_num((1 - p) * np.log2(1 - p))
     return {"mixing_entropy": float(h.mean()), "ilisi": float((1.0 / (p**2 + (1 - p) ** 2)).mean())}

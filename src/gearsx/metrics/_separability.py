@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gearsx._anndata import check_obs_key, check_obsm_key
 from gearsx._utils import check_positive_int
 
 from ._probe import linear_probe
@@ -31,7 +32,7 @@ def slide_separability(
     centred and divided by one global scale rather than standardised per feature, so
     near-constant directions of an embedding cannot be inflated into a spurious signal. Values near
     ``chance`` (``1 / n_slides``) mean the slides are indistinguishable; values near 1
-    mean a strong batch effect (METHOD §1).
+    mean a strong batch effect (see :ref:`gears-preprocessing`).
 
     Parameters
     ----------
@@ -67,9 +68,7 @@ def slide_separability(
     """
     from sklearn.decomposition import PCA
 
-    if slide_key not in adata.obs:
-        msg = f"`slide_key`={slide_key!r} is not a column of `adata.obs`; columns: {list(adata.obs.columns)}."
-        raise KeyError(msg)
+    check_obs_key(adata, slide_key, "slide_key")
     check_positive_int(n_splits, name="n_splits", minimum=2)
     labels = adata.obs[slide_key].astype(str).to_numpy()
     slides, counts = np.unique(labels, return_counts=True)
@@ -80,9 +79,7 @@ def slide_separability(
         msg = f"Slide {slides[counts.argmin()]!r} has {counts.min()} observations; need >= n_splits={n_splits}."
         raise ValueError(msg)
     if use_rep is not None:
-        if use_rep not in adata.obsm:
-            msg = f"`use_rep`={use_rep!r} is not in `adata.obsm`; available keys: {sorted(adata.obsm.keys())}."
-            raise KeyError(msg)
+        check_obsm_key(adata, use_rep, "use_rep")
         x = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     else:
         if layer is not None and layer not in adata.layers:

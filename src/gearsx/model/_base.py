@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from gearsx._settings import settings
 
 from ._registry import Registration, Registry, slide_names
 
@@ -31,7 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Version of the on-disk model format; bump it (with a converter or a clear error) on any change.
 FORMAT_VERSION = 1
-_SHOWN_VAL = ("val_spearman", "val_recall15")
 _META_FILE, _STATE_FILE, _ADATA_FILE = "meta.json", "model.pt", "adata.h5ad"
 _META_REQUIRED = ("class", "format_version", "init_params", "setup_args", "var_names", "is_trained", "history")
 #: The ``Attributes`` section of every model's docstring (filled in with :func:`gearsx._utils.doc_params`).
@@ -42,30 +38,6 @@ MODEL_ATTRIBUTES = """history_
         The arguments of the last ``train`` call and the split it used.
     registration_
         What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data)."""
-_QUIET_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
-
-
-def _epoch_progress(max_epochs: int, history: list[dict[str, float]], *, enabled: bool):
-    """Lightning callback: one tqdm bar per ``train`` call, updated per epoch, loss in the postfix; fills ``history``."""
-    from lightning.pytorch.callbacks import Callback
-    from tqdm.auto import tqdm
-
-    class _EpochProgress(Callback):
-        def on_train_start(self, trainer, pl_module):
-            self.bar = tqdm(total=max_epochs, desc="training", unit="epoch", disable=not enabled)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            row = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            history.append(row)
-            post = {"loss": f"{row.get('train_total', float('nan')):.4f}"}
-            post |= {k[4:]: f"{v:.3f}" for k, v in row.items() if k in _SHOWN_VAL}
-            self.bar.set_postfix(post)
-            self.bar.update(1)
-
-        def on_train_end(self, trainer, pl_module):
-            self.bar.close()
-
-    return _EpochProgress()
 
 
 class GearsModelBase:
@@ -155,61 +127,13 @@ class GearsModelBase:
             msg = f"This {type(self).__name__} is not trained yet; call `.train()` first."
             raise RuntimeError(msg)
 
-    def _fit_lightning(
-        self,
-        plan,
-        loader,
-        *,
-        max_epochs: int,
-        accelerator: str,
-        devices,
-        progress: bool | None,
-        random_state: int,
-        val_loader=None,
-    ):
-        """Fit ``plan`` under a forked, seeded torch RNG; an untrained module is re-initialised from the seed first."""
-        import lightning.pytorch as lp
-        import torch
-
-        from gearsx._utils import resolve_device
-
-        device = resolve_device(accelerator)
-        history: list[dict[str, float]] = []
-        bar = _epoch_progress(max_epochs, history, enabled=settings.progress_bar if progress is None else progress)
-        levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
-        for name in _QUIET_LOGGERS:  # silence Lightning's banners and tips
-            logging.getLogger(name).setLevel(logging.WARNING)
-        try:
-            with warnings.catch_warnings():
-                # Lightning 2.6 warns about a torch pytree API on every fit; nothing for users to act on.
-                warnings.filterwarnings("ignore", message=".*treespec.*")
-                warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # validation=None is allowed
-                trainer = lp.Trainer(
-                    max_epochs=max_epochs,
-                    accelerator="gpu" if device.type == "cuda" else device.type,
-                    devices=devices if devices != "auto" else 1,
-                    logger=False,
-                    enable_checkpointing=False,
-                    enable_progress_bar=False,
-                    enable_model_summary=False,
-                    callbacks=[bar],
-                    deterministic="warn" if device.type == "cuda" else True,
-                    num_sanity_val_steps=0,
-                )
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(random_state)
-                    if not self.is_trained_:
-                        for m in self.module.modules():
-                            if hasattr(m, "reset_parameters"):
-                                m.reset_parameters()
-                    trainer.fit(plan, train_dataloaders=loader, val_dataloaders=val_loader)
-        finally:
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
+    def _fit_lightning(self, plan, loader, **kwargs) -> None:
+        """Fit ``plan`` with :func:`gearsx.train.fit_lightning`; append to ``history_``, mark trained."""
         import pandas as pd
 
-        new = pd.DataFrame(history)
-        new.index.name = "epoch"
+        from gearsx.train import fit_lightning
+
+        new, device = fit_lightning(plan, loader, reinitialise=not self.is_trained_, **kwargs)
         self.history_ = new if self.history_ is None else pd.concat([self.history_, new], ignore_index=True)
         self.is_trained_ = True
         self.module.to(device)

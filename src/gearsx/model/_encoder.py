@@ -4,11 +4,11 @@ import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 
+from gearsx._anndata import check_obsm_key, check_slide_key, get_obs_rep
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, doc_params, renamed_arguments
-from gearsx.pp._checks import check_finite_matrix, check_slide_key, get_matrix
+from gearsx.geometry._knn import group_knn
 
 from ._base import MODEL_ATTRIBUTES, GearsModelBase, _check_var_names
 
@@ -21,108 +21,22 @@ logger = logging.getLogger(__name__)
 
 
 def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
-    if layer is not None and layer not in adata.layers:
-        msg = (
-            f"`layer`={layer!r} is not in `adata.layers` (available: {sorted(adata.layers.keys())}). "
-            "For gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)."
-        )
-        raise KeyError(msg)
-    x = get_matrix(adata, layer)
-    check_finite_matrix(x, f"layers[{layer!r}]" if layer else "X")
-    x = x.toarray() if sp.issparse(x) else np.asarray(x)
-    return x.astype(np.float32, copy=False)
+    """Return the encoder's input, ``layers[layer]`` (or ``X``), as a dense, finite float32 matrix."""
+    hint = "for gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)"
+    return get_obs_rep(adata, layer=layer, dense=True, dtype=np.float32, hint=hint)
 
 
 def _spatial_neighbours(coords: np.ndarray, slides: np.ndarray, k: int, slide_names) -> np.ndarray:
     """``k`` physical nearest neighbours of every observation within its own slide (global indices)."""
-    from sklearn.neighbors import NearestNeighbors
-
     out = np.empty((len(coords), k), dtype=np.int64)
-    for s in np.unique(slides):
-        idx = np.flatnonzero(slides == s)
-        if len(idx) <= k:
-            msg = (
-                f"Slide {slide_names[s]!r} has {len(idx)} observations; the spatial neighbour search needs more than "
-                f"k_spatial={k}. Lower `k_spatial` or drop the slide."
-            )
-            raise ValueError(msg)
-        if len(idx) > 50_000:
-            from pynndescent import NNDescent
-
-            nn = NNDescent(coords[idx], n_neighbors=k + 1, random_state=0).neighbor_graph[0]
-        else:
-            nn = NearestNeighbors(n_neighbors=k + 1).fit(coords[idx]).kneighbors(return_distance=False)
-            nn = np.column_stack([np.arange(len(idx)), nn])
-        # drop self (first column after the prepend / NNDescent's own first hit)
-        out[idx] = idx[nn[:, 1 : k + 1]]
+    for rows, nbr in group_knn(coords, np.asarray(slide_names)[slides], k, name="k_spatial"):
+        out[rows] = nbr
     return out
-
-
-class _SlideBatches:
-    """Batches of row indices drawn from one slide at a time, in a seeded random order.
-
-    Keeping each batch within one slide matters: InfoNCE positives always come from the
-    anchor's own slide, so with mixed batches the negatives of other slides would reward
-    encoding slide identity. Each item is a whole batch: rows, one random physical
-    neighbour per row as its positive, and the slide codes (vectorised, no per-row Python).
-    """
-
-    def __init__(self, x: np.ndarray, neighbours: np.ndarray, slides: np.ndarray, batch_size: int, seed: int) -> None:
-        self.x, self.nbr, self.slides, self.batch_size = x, neighbours, slides, batch_size
-        self.rng = np.random.default_rng(seed)
-        self.groups = [np.flatnonzero(slides == s) for s in np.unique(slides)]
-
-    def _batches(self) -> list[np.ndarray]:
-        out = []
-        for idx in self.groups:
-            perm = self.rng.permutation(idx)
-            n_full = max(1, len(perm) // self.batch_size)  # drop the ragged tail (re-drawn next epoch)
-            out += [perm[i * self.batch_size : (i + 1) * self.batch_size] for i in range(n_full)]
-        return [out[i] for i in self.rng.permutation(len(out))]
-
-    def __len__(self) -> int:
-        return sum(max(1, len(g) // self.batch_size) for g in self.groups)
-
-    def __iter__(self):
-        import torch
-
-        for b in self._batches():
-            pos = self.nbr[b, self.rng.integers(self.nbr.shape[1], size=len(b))]
-            yield {
-                "x": torch.from_numpy(self.x[b]),
-                "x_pos": torch.from_numpy(self.x[pos]),
-                "slide": torch.from_numpy(self.slides[b]),
-            }
-
-
-def _make_plan(module, lr: float, weight_decay: float, loss_kwargs: dict):
-    import lightning.pytorch as lp
-    import torch
-
-    class _EncoderPlan(lp.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.module = module
-
-        def training_step(self, batch, batch_idx):
-            out = self.module.loss(batch["x"], batch["x_pos"], batch["slide"], **loss_kwargs)
-            self.log_dict(
-                {f"train_{k}": v for k, v in out.as_dict().items()},
-                on_step=False,
-                on_epoch=True,
-                batch_size=len(batch["x"]),
-            )
-            return out.total
-
-        def configure_optimizers(self):
-            return torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-
-    return _EncoderPlan()
 
 
 @doc_params(model_attributes=MODEL_ATTRIBUTES)
 class SharedEncoder(GearsModelBase):
-    """Shared expression encoder of GEARS (METHOD §2), in the style of scvi-tools models.
+    """Shared expression encoder of GEARS (see :ref:`gears-encoder`), in the style of scvi-tools models.
 
     An MLP (default ``G -> 512 -> 256 -> 128``, LayerNorm + GELU) trained on the
     mean-centred expression of the ST slides with VICReg on two augmented views and a
@@ -203,9 +117,9 @@ class SharedEncoder(GearsModelBase):
             ``obsm`` key of the coordinates (used to pick InfoNCE positives only).
         """
         check_slide_key(adata, slide_key)
-        if spatial_key not in adata.obsm:
-            msg = f"`adata.obsm[{spatial_key!r}]` is missing; the encoder needs spot coordinates to pick spatial positives."
-            raise KeyError(msg)
+        check_obsm_key(
+            adata, spatial_key, "spatial_key", "the encoder needs spot coordinates to pick spatial positives"
+        )
         _dense_layer(adata, layer)  # validates the layer and NaN before anything is registered
         coords = np.asarray(adata.obsm[spatial_key])
         if not np.isfinite(coords).all():
@@ -272,7 +186,9 @@ class SharedEncoder(GearsModelBase):
         if max_epochs is None:
             max_epochs = int(np.clip(round(1500 / steps), 20, 400))
         max_epochs = check_positive_int(max_epochs, name="max_epochs")
-        loader = _SlideBatches(x, neighbours, slides, min(batch_size, n), random_state)
+        from gearsx.train import EncoderTrainingPlan, SlideBatches
+
+        loader = SlideBatches(x, neighbours, slides, min(batch_size, n), random_state)
         logger.info(
             "SharedEncoder: training on %d spots of %d slide(s), %d genes; %d epochs",
             n,
@@ -280,7 +196,9 @@ class SharedEncoder(GearsModelBase):
             x.shape[1],
             max_epochs,
         )
-        plan = _make_plan(self.module, lr, weight_decay, {"temperature": temperature, "w_nce": w_nce})
+        plan = EncoderTrainingPlan(
+            self.module, lr=lr, weight_decay=weight_decay, loss_kwargs={"temperature": temperature, "w_nce": w_nce}
+        )
         self._fit_lightning(
             plan,
             loader,
@@ -330,8 +248,8 @@ class SharedEncoder(GearsModelBase):
             hidden layer (``n_hidden[-1]`` wide) before the final projection, the
             representation for spatial domains (``obsm['X_gears_backbone']``): as in
             self-supervised learning generally (VICReg, SimCLR), the layer before the projection
-            transfers better to other tasks; on the DLPFC slides mclust's ARI on it is about
-            twice that on the embedding (``benchmarks/results/domains_backbone.md``).
+            transfers better to other tasks (see :ref:`gears-domains`; figures in
+            :doc:`/benchmarks`).
 
         Returns
         -------

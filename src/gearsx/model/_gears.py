@@ -5,11 +5,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from gearsx._anndata import check_obsm_key, check_slide_key, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, doc_params, renamed_arguments
-from gearsx.pp._checks import check_slide_key, resolve_slide_key
 
 from ._base import MODEL_ATTRIBUTES, GearsModelBase
+from ._gears_inference import GearsInferenceMixin
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -19,84 +20,13 @@ __all__ = ["GEARS"]
 logger = logging.getLogger(__name__)
 
 _TARGETS = ("gram", "rw_stress")
-_VALIDATION = ("auto", "slide", "region", None)
-#: Noise caps of the refiner curriculum (units of s_d), one per stage of the refiner phase.
-_SIGMA_CAPS = (0.5, 1.0, 2.0, 3.0)
 #: Optimisation steps aimed at by ``GEARS.train(max_epochs=None)``.
 _DEFAULT_STEPS = 320
 
 
-def _set_metrics(pred: list[np.ndarray], true: list[np.ndarray]) -> dict[str, float]:
-    """Mean recall@15 and Spearman of distances over sets (numpy, via :mod:`gearsx.metrics`)."""
-    from gearsx.metrics import distance_correlation, knn_overlap
-
-    rec = [knn_overlap(p, t, k=min(15, len(t) - 1)) for p, t in zip(pred, true, strict=True)]
-    rho = [distance_correlation(p, t) for p, t in zip(pred, true, strict=True)]
-    return {"recall15": float(np.mean(rec)), "spearman": float(np.mean(rho))}
-
-
-def _make_plan(module, *, kind, lr, weight_decay, total_steps, refine_start, loss_weights, refine_steps, sigma_start):
-    import lightning.pytorch as lp
-    import torch
-
-    from gearsx.geometry import geo_loss
-    from gearsx.module import principal_coords
-
-    class _GearsPlan(lp.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.module = module
-
-        def _progress(self) -> float:
-            return self.global_step / max(total_steps, 1)
-
-        def training_step(self, batch, batch_idx):
-            p = self._progress()
-            refiner_on = p >= refine_start
-            stage = int(np.clip((p - refine_start) / max(1 - refine_start, 1e-9) * len(_SIGMA_CAPS), 0, 3))
-            out = self.module.loss(
-                batch["h"],
-                batch["targets"],
-                batch["factor"],
-                pairs=batch["pairs"],
-                kind=kind,
-                refiner_on=refiner_on,
-                sigma_cap=_SIGMA_CAPS[stage],
-                weights=loss_weights,
-            )
-            n_sets = batch["h"].shape[0]
-            self.log_dict({f"train_{k}": v for k, v in out.as_dict().items()}, on_epoch=True, batch_size=n_sets)
-            self.log("sigma_data", float(self.module.sigma_data), on_epoch=True, batch_size=n_sets)
-            return out.total
-
-        def validation_step(self, batch, batch_idx):
-            t = batch["targets"]
-            gen = torch.Generator().manual_seed(batch_idx)
-            v, vb = self.module(batch["h"], t.mask, refine_steps=refine_steps, sigma_start=sigma_start, generator=gen)
-            n = t.mask.sum(1).tolist()
-            true = [t.coords[i, : n[i]].cpu().numpy() for i in range(len(n))]
-            for name, out in (("", v), ("base_", vb)):
-                xy = principal_coords(out, t.mask)
-                pred = [xy[i, : n[i]].cpu().double().numpy() for i in range(len(n))]
-                logs = {f"val_{name}{k}": val for k, val in _set_metrics(pred, true).items()}
-                logs[f"val_{name}L_geo"] = float(geo_loss(xy, t))
-                self.log_dict(logs, on_epoch=True, batch_size=len(n))
-
-        def configure_optimizers(self):
-            opt = torch.optim.AdamW(self.module.parameters(), lr=lr, weight_decay=weight_decay)
-            warm = max(1, total_steps // 20)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt,
-                lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(s / total_steps, 1)))),
-            )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    return _GearsPlan()
-
-
 @doc_params(model_attributes=MODEL_ATTRIBUTES)
-class GEARS(GearsModelBase):
-    """GEARS geometry model (METHOD §5): a set generator with a residual EDM refiner.
+class GEARS(GearsInferenceMixin, GearsModelBase):
+    """GEARS geometry model (see :ref:`gears-geometry-model`): a set generator with a residual EDM refiner.
 
     Learns, from ST slides, to map the embeddings of a *miniset* of spots (a local
     set of 128-384 spots) to their intrinsic geometry: coordinates up to rotation,
@@ -109,7 +39,7 @@ class GEARS(GearsModelBase):
     over-complete), and an EDM-preconditioned denoiser of the residual between the
     target Gram factor and ``V_base``. Inference is the generator proposal plus a
     short deterministic refinement from moderate noise (``s_d`` by default; open-loop
-    sampling from high noise collapses the scale, see METHOD §5). 2-D coordinates are
+    sampling from high noise collapses the scale). 2-D coordinates are
     the first two principal axes of the ``d``-dimensional output.
 
     Parameters
@@ -138,9 +68,9 @@ class GEARS(GearsModelBase):
         gate; the gate is pretrained during the generator warm-up, then trained jointly with a
         trust region to its snapshot (see :class:`gearsx.module.StructureModule`). Attention
         weights are available from :meth:`get_attention` and :func:`gearsx.pl.attention`.
-        The default stays ``'refiner'``: over 3 seeds on the simulator, osmFISH and MERFISH
-        (``benchmarks/results/ipa.md``) ``'ipa'`` gains 0.003-0.011 Spearman, within about one
-        standard deviation, at about 5x the training time.
+        The default stays ``'refiner'``: in the benchmarks (:doc:`/benchmarks`) ``'ipa'``
+        measures within about one standard deviation over seeds, at several times the
+        training cost.
     n_recycles, k_candidates
         Structure-module settings (``structure='ipa'``).
 
@@ -251,38 +181,6 @@ class GEARS(GearsModelBase):
         model._saved_meta = {"var_names": list(meta["var_names"]), "slides": list(meta.get("slides", []))}
         return model
 
-    @property
-    def n_input(self) -> int:
-        """Width of the embeddings the model reads (the encoder's ``n_latent``)."""
-        return int(self.module.inp[0].in_features)
-
-    def check_embedding(self, x, *, name: str = "embeddings") -> np.ndarray:
-        """Validate query embeddings for this model and return them as float32.
-
-        Parameters
-        ----------
-        x
-            ``(n_obs, n_input)`` array.
-        name
-            How the array is named in error messages.
-
-        Returns
-        -------
-        The embeddings as a float32 array; a ValueError names ``name`` when the width is not the
-        model's or values are NaN/inf.
-        """
-        emb = np.asarray(x, dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[1] != self.n_input:
-            msg = (
-                f"{name} has shape {emb.shape}, but the model expects {self.n_input} embedding dimensions: embed "
-                "the cells with the encoder the model was trained on (same genes, same encoder)."
-            )
-            raise ValueError(msg)
-        if not np.isfinite(emb).all():
-            msg = f"{name} holds NaN or inf."
-            raise ValueError(msg)
-        return emb
-
     # --- registry -------------------------------------------------------------------------------
     @classmethod
     @renamed_arguments(embedding_key="use_rep")
@@ -307,16 +205,9 @@ class GEARS(GearsModelBase):
         spatial_key
             ``obsm`` key of the spot coordinates (training targets only; never an input).
         """
-        if use_rep not in adata.obsm:
-            msg = (
-                f"`adata.obsm[{use_rep!r}]` is missing; compute the embeddings first with "
-                "`gx.tl.fit_encoder(adata, ...)` or pass `use_rep=`."
-            )
-            raise KeyError(msg)
+        check_obsm_key(adata, use_rep, "use_rep", "compute the embeddings first with `gx.tl.fit_encoder(adata, ...)`")
         check_slide_key(adata, slide_key)
-        if spatial_key not in adata.obsm:
-            msg = f"`adata.obsm[{spatial_key!r}]` is missing; GEARS learns geometry from the spot coordinates."
-            raise KeyError(msg)
+        check_obsm_key(adata, spatial_key, "spatial_key", "GEARS learns geometry from the spot coordinates")
         emb = np.asarray(adata.obsm[use_rep])
         if emb.ndim != 2 or not np.isfinite(emb).all():
             msg = f"`adata.obsm[{use_rep!r}]` must be a finite 2-D array; got shape {emb.shape} with NaN/inf."
@@ -337,57 +228,7 @@ class GEARS(GearsModelBase):
                 raise ValueError(msg)
         cls._register(adata, {"use_rep": use_rep, "slide_key": slide_key, "spatial_key": spatial_key})
 
-    def _embedding(self, adata: AnnData | None = None) -> np.ndarray:
-        if adata is None and self.adata is None:
-            msg = (
-                "This GEARS model was loaded without its ST data; pass the query (an AnnData with embeddings "
-                "or an embedding array) explicitly."
-            )
-            raise ValueError(msg)
-        if adata is None:
-            return np.asarray(self.adata.obsm[self.setup_args["use_rep"]], dtype=np.float32)
-        key = self.setup_args["use_rep"]
-        if key not in adata.obsm:
-            msg = (
-                f"`adata.obsm[{key!r}]` is missing. For SC data run `gx.tl.fit_adapter(adata, encoder)` "
-                "(it writes the adapted embeddings there)."
-            )
-            raise KeyError(msg)
-        return np.asarray(adata.obsm[key], dtype=np.float32)
-
     # --- training -------------------------------------------------------------------------------
-    def _split(self, validation, validation_slide, slides: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, str]:
-        """Boolean validation mask and a description of the split."""
-        names = self._slide_names()
-        if validation not in _VALIDATION:
-            msg = f"`validation` must be one of {_VALIDATION}; got {validation!r}."
-            raise ValueError(msg)
-        if validation is None:
-            return np.zeros(len(slides), dtype=bool), "none"
-        if validation == "auto":
-            validation = "slide" if validation_slide is not None else "region"
-        if validation == "slide":
-            if len(names) < 2:
-                msg = (
-                    "validation='slide' holds out a whole slide, but the data have a single slide "
-                    f"(slide_key={self.setup_args['slide_key']!r}). Use validation='region' or None."
-                )
-                raise ValueError(msg)
-            name = names[-1] if validation_slide is None else str(validation_slide)
-            if name not in names:
-                msg = f"`validation_slide`={validation_slide!r} is not a slide; slides: {names}."
-                raise ValueError(msg)
-            return slides == names.index(name), f"slide {name}"
-        # region: the last 20% of each slide along its first principal axis (a contiguous band)
-        mask = np.zeros(len(slides), dtype=bool)
-        for s in np.unique(slides):
-            idx = np.flatnonzero(slides == s)
-            xy = coords[idx] - coords[idx].mean(0)
-            axis = np.linalg.svd(xy, full_matrices=False)[2][0]
-            proj = xy @ axis
-            mask[idx[proj >= np.quantile(proj, 0.8)]] = True
-        return mask, "region (20% band of each slide)"
-
     @renamed_arguments(enable_progress_bar="progress")
     def train(
         self,
@@ -409,7 +250,7 @@ class GEARS(GearsModelBase):
         random_state: int = 0,
         progress: bool | None = None,
     ) -> None:
-        """Train on minisets of the ST slides (METHOD §4-§5).
+        """Train on minisets of the ST slides (see :ref:`gears-minisets` and :ref:`gears-geometry-model`).
 
         An epoch is ``n_batches`` batches of ``batch_size`` pairs of overlapping
         minisets, freshly drawn (seeded by ``random_state`` and the epoch). The
@@ -465,7 +306,7 @@ class GEARS(GearsModelBase):
         spots, pass ``max_epochs`` for ~600 steps (``max_epochs=19`` at ``n_batches=32``) and
         ``dim=128`` to :class:`GEARS`.
         """
-        from gearsx.module import MinisetBatches
+        from gearsx.train import GearsTrainingPlan, miniset_loaders, validation_split
 
         if self.adata is None:
             msg = "This GEARS model was loaded without its ST data; load it with `adata=` to train it further."
@@ -481,50 +322,26 @@ class GEARS(GearsModelBase):
         emb = self._embedding()
         coords = self._coords()
         slides = self._slide_codes()
-        val_mask, split = self._split(validation, validation_slide, slides, coords)
-        names = self._slide_names()
+        val_mask, split = validation_split(
+            validation, validation_slide, slides, coords, self._slide_names(), slide_key=self.setup_args["slide_key"]
+        )
         train_idx = np.flatnonzero(~val_mask)
-        for s in np.unique(slides[train_idx]):
-            count = int((slides[train_idx] == s).sum())
-            if count < n_min:
-                msg = (
-                    f"Slide {names[s]!r} has {count} training spots, fewer than the miniset size n_min={n_min}. "
-                    "Lower `n_min`/`n_max`, or drop the slide."
-                )
-                raise ValueError(msg)
         kind = self._module_kwargs["targets"]
-        n_out = self._module_kwargs["n_out"]
-        sampler_kw = {"n_min": n_min, "n_max": n_max, "overlap": overlap}
-        loader = MinisetBatches(
-            emb[train_idx],
-            coords[train_idx],
-            slides[train_idx],
+        loader, val_loader = miniset_loaders(
+            emb,
+            coords,
+            slides,
+            val_mask,
+            slide_names=self._slide_names(),
             batch_size=batch_size,
             n_batches=n_batches,
             kind=kind,
-            n_out=n_out,
+            n_out=self._module_kwargs["n_out"],
+            n_min=n_min,
+            n_max=n_max,
+            overlap=overlap,
             seed=random_state,
-            **sampler_kw,
         )
-        val_loader = None
-        if val_mask.any():
-            v_idx = np.flatnonzero(val_mask)
-            smallest = min(int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx]))
-            v_max = min(n_max, smallest)
-            val_loader = MinisetBatches(
-                emb[v_idx],
-                coords[v_idx],
-                slides[v_idx],
-                batch_size=4,
-                n_batches=4,
-                kind="rw_stress",
-                n_out=n_out,
-                pairs=False,
-                fixed=True,
-                seed=random_state + 1,
-                n_min=min(n_min, v_max),
-                n_max=v_max,
-            )
         total_steps = max_epochs * n_batches
         logger.info(
             "GEARS: training on %d spots of %d slide(s), validation %s (%d spots); %d epochs x %d batches",
@@ -536,7 +353,7 @@ class GEARS(GearsModelBase):
             n_batches,
         )
         refine_steps, sigma_start = 4, 1.0
-        plan = _make_plan(
+        plan = GearsTrainingPlan(
             self.module,
             kind=kind,
             lr=lr,
@@ -578,172 +395,6 @@ class GEARS(GearsModelBase):
             "random_state": random_state,
         }
 
-    # --- prediction -----------------------------------------------------------------------------
-    def _sets(self, data, indices) -> tuple[np.ndarray, list[np.ndarray], bool]:
-        """Return the validated embeddings and index sets of :meth:`predict_geometry` / :meth:`get_attention`."""
-        self._check_if_trained()
-        if data is None or not isinstance(data, np.ndarray):
-            emb = self._embedding(data)
-        else:
-            emb = np.asarray(data, dtype=np.float32)
-        emb = self.check_embedding(emb)
-        single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
-        sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
-        sets = [np.asarray(s, dtype=np.int64) for s in sets]
-        for i, s in enumerate(sets):
-            if s.ndim != 1 or len(s) < 3:
-                msg = f"Set {i} of `indices` must be a 1-D index array of at least 3 observations; got shape {s.shape}."
-                raise ValueError(msg)
-            if s.min() < 0 or s.max() >= len(emb):
-                msg = f"Set {i} of `indices` has indices outside [0, {len(emb)})."
-                raise IndexError(msg)
-        return emb, sets, single
-
-    def predict_geometry(
-        self,
-        data: AnnData | np.ndarray | None = None,
-        indices=None,
-        *,
-        refine_steps: int = 4,
-        sigma_start: float = 1.0,
-        return_base: bool = False,
-        n_components: int = 2,
-        batch_size: int = 16,
-        random_state: int = 0,
-    ):
-        """Predict the intrinsic geometry of one or several sets of observations.
-
-        Parameters
-        ----------
-        data
-            ``None`` (the training ST data), an AnnData with embeddings in
-            ``obsm[use_rep]`` (ST or adapted SC), or an embedding array ``(N, h)``.
-        indices
-            One set (a 1-D integer array) or several (a list of them); ``None`` is the
-            whole of ``data`` as one set.
-        refine_steps
-            Refinement steps after the generator proposal (``0``: generator only).
-        sigma_start
-            Starting noise of the refinement, in units of the residual scale ``s_d``.
-        return_base
-            Also return the generator-only coordinates.
-        n_components
-            Output dimension: the first principal axes of the ``d``-dimensional
-            prediction, scaled to unit RMS norm (each set's own gauge).
-        batch_size
-            Sets per forward pass (sets are sorted by size to limit padding).
-        random_state
-            Seed of the refinement noise.
-
-        Returns
-        -------
-        ``(n, n_components)`` coordinates for one set, or a list of them for several
-        (in the order given); with ``return_base`` a pair ``(refined, base)``.
-        """
-        import torch
-
-        from gearsx.module import principal_coords
-
-        emb, sets, single = self._sets(data, indices)
-        width = emb.shape[1]
-        if self._module_kwargs.get("structure") == "ipa" and n_components > 2:
-            msg = f"structure='ipa' predicts 2-D coordinates; `n_components` must be 1 or 2, got {n_components}."
-            raise ValueError(msg)
-        batch_size = check_positive_int(batch_size, name="batch_size")
-        order = np.argsort([len(s) for s in sets], kind="stable")
-        out: list = [None] * len(sets)
-        base: list = [None] * len(sets)
-        dev = self.device
-        gen = torch.Generator().manual_seed(int(random_state))
-        self.module.eval()
-        with torch.inference_mode():
-            for start in range(0, len(sets), batch_size):
-                chunk = order[start : start + batch_size]
-                n = max(len(sets[i]) for i in chunk)
-                h = np.zeros((len(chunk), n, width), dtype=np.float32)
-                mask = np.zeros((len(chunk), n), dtype=bool)
-                for j, i in enumerate(chunk):
-                    h[j, : len(sets[i])] = emb[sets[i]]
-                    mask[j, : len(sets[i])] = True
-                ht, mt = torch.as_tensor(h, device=dev), torch.as_tensor(mask, device=dev)
-                v, vb = self.module(ht, mt, refine_steps=refine_steps, sigma_start=sigma_start, generator=gen)
-                xy = principal_coords(v, mt, n_components).double().cpu().numpy()
-                xb = principal_coords(vb, mt, n_components).double().cpu().numpy()
-                for j, i in enumerate(chunk):
-                    out[i], base[i] = xy[j, : len(sets[i])], xb[j, : len(sets[i])]
-        if single:
-            out, base = out[0], base[0]
-        return (out, base) if return_base else out
-
-    def get_attention(
-        self,
-        data: AnnData | np.ndarray | None = None,
-        indices=None,
-        *,
-        recycle: int | None = None,
-        oracle_coords: np.ndarray | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Attention weights of the structure module on one set of observations (``structure='ipa'``).
-
-        Parameters
-        ----------
-        data
-            As in :meth:`predict_geometry`.
-        indices
-            One set of at most 2,000 observations (``None``: all of ``data``).
-        recycle
-            One recycle (0-based; negative counts from the end) or ``None`` for all.
-        oracle_coords
-            True coordinates ``(len(indices), 2)`` of the set: evaluate the oracle path (true
-            spatial kNN edges, gate off) instead of the inference path (candidate graph + gate).
-
-        Returns
-        -------
-        ``{'attention': (R, H, n, n) or (H, n, n), 'graph': (n, n) bool, 'coords': (R, n, 2) or
-        (n, 2), 'indices': (n,)}`` — rows are queries, columns keys; ``graph`` holds the edges
-        attention was allowed on (self-loops are always allowed).
-
-        Examples
-        --------
-        >>> att = geo.get_attention(adata_st, indices=np.arange(256), recycle=-1)  # doctest: +SKIP
-        >>> att["attention"].mean(0)[0]  # query 0's attention, averaged over heads  # doctest: +SKIP
-        """
-        import torch
-
-        if self._module_kwargs.get("structure") != "ipa":
-            msg = "get_attention needs a model built with structure='ipa'; this one uses the refiner."
-            raise ValueError(msg)
-        emb, sets, single = self._sets(data, indices)
-        if not single:
-            msg = "`indices` must be one set (a 1-D index array) for get_attention."
-            raise ValueError(msg)
-        idx = sets[0]
-        if len(idx) > 2000:
-            msg = f"get_attention returns dense (n x n) weights; use at most 2,000 observations, got {len(idx)}."
-            raise ValueError(msg)
-        coords = None
-        if oracle_coords is not None:
-            coords = np.asarray(oracle_coords, dtype=np.float32)
-            if coords.shape != (len(idx), 2) or not np.isfinite(coords).all():
-                msg = f"`oracle_coords` must be finite with shape ({len(idx)}, 2); got {coords.shape}."
-                raise ValueError(msg)
-            coords = torch.as_tensor(coords - coords.mean(0), device=self.device)[None]
-        n_rec = self._module_kwargs["n_recycles"]
-        if recycle is not None and not -n_rec <= recycle < n_rec:
-            msg = f"`recycle` must be in [{-n_rec}, {n_rec}) for {n_rec} recycles; got {recycle}."
-            raise ValueError(msg)
-        h = torch.as_tensor(emb[idx], device=self.device)[None]
-        mask = torch.ones(1, len(idx), dtype=torch.bool, device=self.device)
-        self.module.eval()
-        with torch.inference_mode():
-            xs, attns, adj = self.module.attention(h, mask, coords=coords)
-        att = torch.stack(attns)[:, 0].double().cpu().numpy()
-        xy = torch.stack(xs)[:, 0].double().cpu().numpy()
-        if recycle is not None:
-            att, xy = att[recycle], xy[recycle]
-        return {"attention": att, "graph": adj[0].cpu().numpy(), "coords": xy, "indices": idx}
-
-    # --- reference (for anchored reconstruction) ------------------------------------------------
     def reference(self) -> dict[str, Any] | None:
         """Return the spots the model was trained on, as reference-anchored reconstruction needs them.
 

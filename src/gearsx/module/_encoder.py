@@ -29,7 +29,7 @@ class EncoderLossOutput:
 
 
 class SharedEncoderModule(nn.Module):
-    """Expression encoder ``f: R^G -> R^h`` trained with VICReg + spatial InfoNCE (METHOD §2).
+    """Expression encoder ``f: R^G -> R^h`` trained with VICReg + spatial InfoNCE (see :ref:`gears-encoder`).
 
     Pure torch: tensors in, tensors out. Augmentations (gene dropout, additive Gaussian
     noise, multiplicative scale jitter) draw from torch's default generator, which the
@@ -119,7 +119,7 @@ class SharedEncoderModule(nn.Module):
 
 
 class LinearAdapter(nn.Module):
-    """Affine map ``g(z) = W z + b`` of SC embeddings into the ST embedding distribution (METHOD §3)."""
+    """Affine map ``g(z) = W z + b`` of SC embeddings into the ST embedding distribution (see :ref:`gears-adapter`)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

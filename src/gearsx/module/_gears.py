@@ -1,4 +1,4 @@
-"""The GEARS geometry network (METHOD §5): context encoder, generator, residual EDM refiner.
+"""The GEARS geometry network (see :ref:`gears-geometry-model`): context encoder, generator, residual EDM refiner.
 
 Pure torch, no AnnData. Sets are padded batches ``(B, n, .)`` with a boolean mask
 ``(B, n)``; every block is permutation-equivariant over the valid elements.
@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from gearsx.geometry._losses import TargetBatch, geo_loss, gram_loss
-from gearsx.geometry._set_losses import (
+from ._blocks import MLP
+from ._geometry_losses import TargetBatch, geo_loss, gram_loss
+from ._set_losses import (
     align_to,
     factor_regression_loss,
     knn_edge_loss,
@@ -23,8 +24,6 @@ from gearsx.geometry._set_losses import (
     overlap_gram_loss,
     target_knn,
 )
-
-from ._blocks import MLP
 from ._set_transformer import ISAB, PMA
 from ._structure import StructureModule, dense_bias, gate_losses, one_step_operator
 
@@ -313,7 +312,7 @@ class GearsModule(nn.Module):
         k_nca: int = 10,
         weights: dict[str, float] | None = None,
     ) -> GearsLossOutput:
-        """Training losses of METHOD §5 for a padded batch of minisets.
+        """Training losses (see :ref:`gears-geometry-model`) for a padded batch of minisets.
 
         Parameters
         ----------

@@ -1,4 +1,4 @@
-"""Topo-IPA-R structure module with a learned topology gate (METHOD §5, last bullet).
+"""Topo-IPA-R structure module with a learned topology gate (see :ref:`gears-geometry-model`).
 
 Pure torch on padded miniset batches ``(B, n, .)`` with a boolean mask ``(B, n)``. Graphs on a
 miniset are dense boolean ``(B, n, n)`` matrices: minisets hold at most a few hundred points, and
@@ -21,9 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gearsx.geometry._set_losses import masked_center, masked_rms
-
 from ._blocks import MLP
+from ._set_losses import masked_center, masked_rms
 
 __all__ = [
     "EdgeGate",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gearsx.pp._checks import obsm_coords
+from gearsx._anndata import obsm_coords
 
 from ._reconstruction import _axes, _finish
 

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from gearsx._anndata import check_obs_key, obsm_coords
 from gearsx._keys import Key
 from gearsx._utils import renamed_arguments
-from gearsx.pp._checks import obsm_coords
 
 from ._reconstruction import _axes, _category_colors, _finish
 
@@ -119,12 +119,7 @@ def domains(
 
     keys = [color] if isinstance(color, str) else list(color)
     for k in keys:
-        if k not in adata.obs:
-            msg = (
-                f"`color={k!r}` is not a column of `adata.obs` (domains are written by gx.tl.cluster_domains); "
-                f"available: {list(adata.obs.columns)}."
-            )
-            raise KeyError(msg)
+        check_obs_key(adata, k, "color", "domains are written by gx.tl.cluster_domains")
     xy = obsm_coords(adata, basis, "spot coordinates")
     found = _image(adata, library_id, img_key) if img is not False else None
     if img is True and found is None:

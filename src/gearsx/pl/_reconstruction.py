@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gearsx._anndata import obsm_coords
 from gearsx._keys import Key
-from gearsx.pp._checks import obsm_coords
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -48,7 +48,7 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
     """Colours of ``cats``: ``palette``, else ``uns[f'{key}_colors']`` (scanpy's convention), else tab10/tab20."""
     import matplotlib.pyplot as plt
 
-    stored = adata.uns.get(f"{key}_colors")
+    stored = adata.uns.get(Key.colors(key))
     if palette is None and stored is not None and len(stored) >= len(cats):
         return list(stored)
     if palette is None:
@@ -192,7 +192,7 @@ def reconstruction(
 
 def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
     """Draw the anchored slide's spots (and tissue image) and return the image's scale factor (or 1)."""
-    from gearsx.pp._checks import resolve_slide_key
+    from gearsx._anndata import resolve_slide_key
 
     from ._domains import _image
 
@@ -318,7 +318,7 @@ def stitching_diagnostics(
         msg = f"`adata.uns[{key!r}]['diagnostics']` is missing; run gx.tl.reconstruct or gx.tl.stitch first."
         raise KeyError(msg)
     diag = adata.uns[key]["diagnostics"]
-    x = obsm_coords(adata, f"X_{key}_spatial", "the layout")
+    x = obsm_coords(adata, Key.layout(key), "the layout")
     d = sp.triu(adata.obsp[Key.distances(key)], k=1).tocoo()
     resid = np.abs(np.log(np.maximum(np.linalg.norm(x[d.row] - x[d.col], axis=1), 1e-12) / np.maximum(d.data, 1e-12)))
     rel = np.asarray(diag["patch_reliability"], dtype=float)

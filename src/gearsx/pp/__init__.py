@@ -1,4 +1,4 @@
-"""Preprocessing: AnnData in, AnnData out (METHOD §1)."""
+"""Preprocessing: AnnData in, AnnData out (see :ref:`gears-preprocessing`)."""
 
 from ._centering import mean_center_per_slide
 from ._genes import highly_variable_genes, prepare, shared_genes

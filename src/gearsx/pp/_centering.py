@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from gearsx._anndata import check_finite_matrix, check_slide_key, get_matrix, set_obs_rep
 from gearsx._keys import Key
 from gearsx._version import __version__
-
-from ._checks import check_finite_matrix, check_slide_key, get_matrix
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -33,7 +32,7 @@ def mean_center_per_slide(
     allow_large: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
-    """Per-slide, per-gene mean centring: ``x - mean_slide + mean_all`` (METHOD §1).
+    """Per-slide, per-gene mean centring: ``x - mean_slide + mean_all`` (see :ref:`gears-preprocessing`).
 
     The single most effective batch correction in the GEARS research notes: it removes
     each slide's gene-wise offset (on log-normalised data, a per-slide capture
@@ -119,9 +118,7 @@ def mean_center_per_slide(
         block = x[s : s + _ROW_BLOCK]
         block = block.toarray() if sp.issparse(block) else np.asarray(block)
         out[s : s + _ROW_BLOCK] = block + shift[codes[s : s + _ROW_BLOCK]]
-    if key_added in adata.layers:
-        logger.info("replacing existing layer %r", key_added)
-    adata.layers[key_added] = out
+    set_obs_rep(adata, out, layer=key_added)
     adata.uns[key_added] = {
         "params": {"slide_key": slide_key or "", "layer": layer or "", "version": __version__},
         "slides": np.asarray(slides.cat.categories.astype(str)),

@@ -6,11 +6,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from gearsx._anndata import check_finite_matrix, check_slide_key
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 from gearsx._version import __version__
-
-from ._checks import check_finite_matrix, check_slide_key
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -178,7 +177,7 @@ def prepare(
     subset: bool = True,
     min_shared: int = MIN_SHARED_GENES,
 ) -> tuple[AnnData, AnnData]:
-    """Prepare ST slides and an SC data set for gearsx (METHOD §1).
+    """Prepare ST slides and an SC data set for gearsx (see :ref:`gears-preprocessing`).
 
     1. Restrict both to their shared genes (:func:`shared_genes`).
     2. Library-size normalisation + ``log1p`` with scanpy, unless the data already look

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gearsx._anndata import check_obsm_key
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 from gearsx._version import __version__
@@ -48,7 +49,7 @@ def extract_patches(
     pad_value: float = 0,
     key_added: str = Key.patches,
 ) -> np.memmap:
-    """Cut a square image tile centred on every spot (METHOD §1, histology patches).
+    """Cut a square image tile centred on every spot (see :ref:`gears-preprocessing`).
 
     ``obsm[spatial_key]`` holds full-resolution (x, y) = (column, row) pixel
     coordinates. A tile is cut from the image of the chosen ``resolution`` around
@@ -103,9 +104,7 @@ def extract_patches(
         msg = f"`resolution` must be one of {_RESOLUTIONS}; got {resolution!r}."
         raise ValueError(msg)
     size = check_positive_int(size, name="size")
-    if spatial_key not in adata.obsm:
-        msg = f"`adata.obsm[{spatial_key!r}]` is missing; patches need full-resolution spot coordinates."
-        raise KeyError(msg)
+    check_obsm_key(adata, spatial_key, "spatial_key", "patches need full-resolution spot coordinates")
     coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]", n_dims=2)
     lib = ""
     if resolution == "fullres":

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from gearsx._anndata import obsm_coords
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 from gearsx._version import __version__
-from gearsx.pp._checks import obsm_coords
 
 if TYPE_CHECKING:
     from anndata import AnnData

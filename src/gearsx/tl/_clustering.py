@@ -1,4 +1,4 @@
-"""Clustering algorithms on feature arrays, used by :func:`gearsx.tl.cluster_domains` (METHOD §8)."""
+"""Clustering algorithms on feature arrays, used by :func:`gearsx.tl.cluster_domains` (see :ref:`gears-domains`)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import logging
 import warnings
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from gearsx._settings import settings
 from gearsx._utils import as_rng, resolve_device
-from gearsx.geometry._targets import knn_without_self
+from gearsx.geometry._knn import group_knn, knn
 
 __all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
 
@@ -268,14 +267,13 @@ def scan(
     import torch
     from tqdm.auto import tqdm
 
-    from gearsx.geometry._graph import _knn
     from gearsx.module._scan import ScanHead, scan_loss, self_label_loss
 
     rng = as_rng(random_state)
     seed = _seed(rng)
     z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
     k = min(n_neighbors, len(z) - 1)
-    nbrs = _knn(z, k, seed)[0]
+    nbrs = knn(z, k, random_state=seed)[0]
     device = resolve_device(accelerator)
     progress = settings.progress_bar if progress is None else progress
     with torch.random.fork_rng(devices=[]):
@@ -362,17 +360,11 @@ def spatial_majority_vote(
     """
     codes, labels_i = np.unique(labels, return_inverse=True)
     out = labels_i.copy()
-    groups = np.zeros(len(labels_i), dtype=int) if groups is None else np.unique(groups, return_inverse=True)[1]
-    for g in np.unique(groups):
-        sel = np.flatnonzero(groups == g)
-        kk = min(k, len(sel) - 1)
-        if kk < 1:
-            continue
-        idx = knn_without_self(cKDTree(coords[sel]), coords[sel], kk)[1].reshape(len(sel), kk)
+    for sel, nbr in group_knn(coords, groups, k, clip=True):
         own = labels_i[sel]
-        lab = np.column_stack([own, own[idx]])  # the point itself, then its neighbours
+        lab = np.column_stack([own, labels_i[nbr]])  # the point itself, then its neighbours
         counts = np.zeros((len(sel), len(codes)), dtype=np.int32)
-        np.add.at(counts, (np.repeat(np.arange(len(sel)), kk + 1), lab.ravel()), 1)
+        np.add.at(counts, (np.repeat(np.arange(len(sel)), lab.shape[1]), lab.ravel()), 1)
         keep = counts[np.arange(len(sel)), own] == counts.max(1)
         out[sel] = np.where(keep, own, counts.argmax(1))
     return codes[out]

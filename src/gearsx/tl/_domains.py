@@ -1,4 +1,4 @@
-"""``gx.tl.cluster_domains``: spatial domains from a representation (METHOD §8)."""
+"""``gx.tl.cluster_domains``: spatial domains from a representation (see :ref:`gears-domains`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
+from gearsx._anndata import get_obs_rep, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
-from gearsx.pp._checks import resolve_slide_key
 
 from . import _clustering
 
@@ -25,33 +26,20 @@ logger = logging.getLogger(__name__)
 _METHODS = ("mclust", "scan", "leiden", "kmeans")
 
 
-def _block(adata: AnnData, rep: str) -> np.ndarray:
-    if rep == "X":
-        x = adata.X
-    elif rep in adata.obsm:
-        x = adata.obsm[rep]
-    else:
-        hint = (
-            "run gx.tl.fit_encoder first, which writes 'X_gears' and 'X_gears_backbone'"
-            if rep in (Key.embedding, Key.backbone)
-            else "run sc.pp.pca first"
-            if rep == "X_pca"
-            else "run gx.tl.embed_patches first"
-            if rep == Key.image
-            else "check the key"
-        )
-        msg = f"`use_rep={rep!r}` is not in `adata.obsm` ({hint}); available: {list(adata.obsm.keys())}, or 'X'."
-        raise KeyError(msg)
-    if hasattr(x, "toarray"):
-        if rep != "X":
-            x = x.toarray()
-        else:
-            return x
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        msg = f"`use_rep={rep!r}` must be a non-empty 2-D (n_obs, n_features) array; got shape {x.shape}."
-        raise ValueError(msg)
-    return check_coords(x.reshape(len(x), -1), name=f"obsm[{rep!r}]" if rep != "X" else "X")
+def _block(adata: AnnData, rep: str):
+    """``obsm[rep]`` (or ``X`` for ``rep='X'``, sparse kept sparse) as a finite 2-D matrix; errors say how to get it."""
+    hint = (
+        "run gx.tl.fit_encoder first, which writes 'X_gears' and 'X_gears_backbone'"
+        if rep in (Key.embedding, Key.backbone)
+        else "run sc.pp.pca first"
+        if rep == "X_pca"
+        else "run gx.tl.embed_patches first"
+        if rep == Key.image
+        else "check the key, or pass 'X'"
+    )
+    if rep == "X" and sp.issparse(adata.X):
+        return adata.X
+    return get_obs_rep(adata, use_rep=rep, dense=True, hint=hint)
 
 
 def domain_representation(
@@ -138,7 +126,7 @@ def cluster_domains(
     copy: bool = False,
     **method_kwargs,
 ) -> AnnData | None:
-    """Spatial domains by clustering a representation (METHOD §8).
+    """Spatial domains by clustering a representation (see :ref:`gears-domains`).
 
     The methods are:
 
@@ -169,12 +157,11 @@ def cluster_domains(
 
     The default representation, ``obsm['X_gears_backbone']``, is the encoder's last hidden
     layer, written by :func:`gearsx.tl.fit_encoder` next to the embedding ``obsm['X_gears']``
-    (the layer before the final projection clusters better: DLPFC mean ARI of mclust 0.355
-    vs 0.197 on ``'X_gears'``; on a 33-gene osmFISH panel ``'X_gears'`` does better, 0.556 vs
-    0.438; ``benchmarks/results/domains_backbone.md``).
+    (the layer before the final projection clusters better on Visium slides; on small targeted
+    panels ``'X_gears'`` can do better; see :ref:`gears-domains`).
     Neighbourhood-averaged representations cluster into more contiguous domains: run
     :func:`gearsx.tl.spatial_smooth` first and cluster the ``..._smoothed`` key
-    (``benchmarks/results/domains.md`` compares both on DLPFC and osmFISH).
+    (:doc:`/benchmarks` compares both on DLPFC and osmFISH).
 
     Image features: ``use_rep='X_image'`` after :func:`gearsx.tl.embed_patches`; fuse image
     and expression with ``use_rep=['X_gears_backbone', 'X_image']`` (see

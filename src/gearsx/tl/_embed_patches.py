@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gearsx._anndata import set_obs_rep
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int, renamed_arguments, resolve_device
@@ -124,7 +125,7 @@ def embed_patches(
         emb = np.load(cache)
         if emb.shape[0] == adata.n_obs:
             logger.info("loaded cached embeddings from %s", cache)
-            adata.obsm[key_added] = emb.astype(np.float32, copy=False)
+            set_obs_rep(adata, emb.astype(np.float32, copy=False), obsm=key_added)
             adata.uns[key_added] = {"params": {"cache": str(cache), "from_cache": True}}
             return
         logger.warning("cache %s has %d rows, not %d; recomputing", cache, emb.shape[0], adata.n_obs)
@@ -143,7 +144,7 @@ def embed_patches(
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, emb)
-    adata.obsm[key_added] = emb
+    set_obs_rep(adata, emb, obsm=key_added)
     adata.uns[key_added] = {
         "params": {
             "encoder": type(encoder).__name__,

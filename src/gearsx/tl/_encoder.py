@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gearsx._anndata import set_obs_rep
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int
@@ -38,7 +39,7 @@ def fit_encoder(
     adversarial: bool = False,
     **train_kwargs,
 ) -> SharedEncoder:
-    """Train the shared expression encoder on ST slides and write their embeddings (METHOD §2).
+    """Train the shared expression encoder on ST slides and write their embeddings (see :ref:`gears-encoder`).
 
     Parameters
     ----------
@@ -94,13 +95,9 @@ def fit_encoder(
         model.train(max_epochs=max_epochs, random_state=random_state, **train_kwargs)
     reps = model._representations(None, ("embedding", "backbone"))
     z = reps["embedding"]
-    if key_added in adata_st.obsm:
-        logger.info("replacing existing obsm[%r]", key_added)
-    adata_st.obsm[key_added] = z
-    backbone_key = f"{key_added}_backbone"
-    if backbone_key in adata_st.obsm:
-        logger.info("replacing existing obsm[%r]", backbone_key)
-    adata_st.obsm[backbone_key] = reps["backbone"]
+    backbone_key = Key.backbone_of(key_added)
+    set_obs_rep(adata_st, z, obsm=key_added)
+    set_obs_rep(adata_st, reps["backbone"], obsm=backbone_key)
     slides = adata_st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(adata_st.n_obs, "all")
     names = np.unique(slides)
     coords = np.asarray(adata_st.obsm[spatial_key], dtype=np.float64)
@@ -176,7 +173,7 @@ def fit_adapter(
     key_added: str = Key.embedding,
     progress: bool | None = None,
 ) -> None:
-    """Map SC embeddings into the ST embedding distribution with an affine adapter (METHOD §3).
+    """Map SC embeddings into the ST embedding distribution with an affine adapter (see :ref:`gears-adapter`).
 
     The encoder is frozen and ST embeddings are untouched. The adapter
     ``g(z) = W z + b`` starts from the closed-form whitening-colouring map
@@ -313,9 +310,7 @@ def fit_adapter(
         z_adapted = adapter(zs).numpy()
     before = _alignment_report(z_sc, z_st, random_state)
     after = _alignment_report(z_adapted, z_st, random_state)
-    if key_added in adata_sc.obsm:
-        logger.info("replacing existing obsm[%r]", key_added)
-    adata_sc.obsm[key_added] = z_adapted
+    set_obs_rep(adata_sc, z_adapted, obsm=key_added)
     params = {
         "mode": mode,
         "max_epochs": max_epochs,

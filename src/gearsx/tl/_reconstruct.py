@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gearsx._anndata import check_obsm_key, set_obs_rep
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int, renamed_arguments
@@ -48,7 +49,7 @@ def reconstruct(
     progress: bool | None = None,
     copy: bool = False,
 ) -> AnnData | None:
-    """Reconstruct a spatial layout of (dissociated) cells from their embeddings (METHOD §6).
+    """Reconstruct a spatial layout of (dissociated) cells from their embeddings (see :ref:`gears-reconstruction`).
 
     0. Each cell's embedding is averaged with its ``smooth_k - 1`` nearest neighbours
        (:func:`gearsx.geometry.neighbor_average`; see Notes).
@@ -137,15 +138,12 @@ def reconstruct(
     Notes
     -----
     Why the averaging (``smooth_k``): the geometry model is trained on ST spots, each the sum
-    of several cells, and it places spots well (on the MERFISH and Xenium pseudo-spot
-    benchmarks, Spearman 0.77 and 0.69 on the spots' own layout), but single cells are
-    dominated by their cell type: with raw cell embeddings the predicted within-patch
-    distances barely correlate with the true ones (Spearman 0.07 and 0.10 on the stitched
-    edges), even when patches are cut from the true positions. Averaging over expression
-    neighbours brings cells towards the spot domain: with the same trained models, going from
-    ``smooth_k=1`` to ``60`` raised the final Spearman from 0.18 to 0.20 (MERFISH) and from 0.27
-    to 0.37 (Xenium), and the edge ROC-AUC from 0.59 to 0.61 and from 0.67 to 0.75
-    (``benchmarks/bench_peers.py`` protocol; every ``smooth_k`` from 5 to 150 helped).
+    of several cells, and it places spots well, but single cells are dominated by their cell
+    type: with raw cell embeddings the predicted within-patch distances barely correlate with
+    the true ones, even when patches are cut from the true positions. Averaging over
+    expression neighbours brings cells towards the spot domain and raised both the Spearman
+    correlation and the edge ROC-AUC of the intrinsic layout on real data (see
+    :ref:`gears-reconstruction`; figures in :doc:`/benchmarks`).
 
     When to anchor: a reference-anchored layout lives in the frame of a reference slide, so it can be
     drawn over it, and it uses the strongest signal there is when the cells come from the tissue the
@@ -168,61 +166,14 @@ def reconstruct(
     from tqdm.auto import tqdm
 
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
-    from gearsx.model import GEARS
 
     from ._anchored import plan_anchor
     from ._stitch import stitch
 
-    if not isinstance(model, GEARS):
-        msg = f"`model` must be a trained gx.model.GEARS; got {type(model).__name__}."
-        raise TypeError(msg)
-    if not model.is_trained:
-        msg = "`model` is not trained yet; call `model.train()` first (or load a trained model)."
-        raise RuntimeError(msg)
-    if use_rep not in adata.obsm:
-        msg = (
-            f"`adata.obsm[{use_rep!r}]` is missing. Embed the cells first: "
-            "`gx.tl.fit_adapter(adata, encoder)` for scRNA-seq (it writes obsm['X_gears'])."
-        )
-        raise KeyError(msg)
-    if not allow_unadapted and Key.adapter not in adata.uns:
-        msg = (
-            f"`adata.uns[{Key.adapter!r}]` is missing: these embeddings were not adapted to the ST space. "
-            "Run `gx.tl.fit_adapter(adata, encoder)` first, or pass allow_unadapted=True for held-out ST spots."
-        )
-        raise ValueError(msg)
-    x = model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
-    if adata.n_obs < _MIN_PATCH:
-        msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {adata.n_obs}."
-        raise ValueError(msg)
-    n_patch = check_positive_int(n_patch, name="n_patch", minimum=_MIN_PATCH)
-    if n_patch > adata.n_obs:
-        msg = (
-            f"`n_patch`={n_patch} is larger than the data ({adata.n_obs} cells); pass n_patch={adata.n_obs} "
-            f"(one patch of all cells) with min_overlap < n_patch, e.g. min_overlap={max(1, adata.n_obs // 6)}."
-        )
-        raise ValueError(msg)
-    min_overlap = check_positive_int(min_overlap, name="min_overlap")
-    if min_overlap >= n_patch:
-        msg = (
-            f"`min_overlap`={min_overlap} must be smaller than `n_patch`={n_patch}: neighbouring patches share "
-            f"`min_overlap` cells; pass a smaller min_overlap (e.g. {max(1, n_patch // 6)}) or a larger n_patch."
-        )
-        raise ValueError(msg)
-    knn = check_positive_int(knn, name="knn")
-    if knn >= adata.n_obs:
-        msg = f"`knn`={knn} must be smaller than the number of cells ({adata.n_obs})."
-        raise ValueError(msg)
-    smooth_k = check_positive_int(smooth_k, name="smooth_k")
-    if smooth_k >= adata.n_obs:
-        msg = (
-            f"`smooth_k`={smooth_k} must be smaller than the number of cells ({adata.n_obs}); pass a smaller smooth_k."
-        )
-        raise ValueError(msg)
-    anchor_k = check_positive_int(anchor_k, name="anchor_k")
-    if not np.isfinite(anchor_weight) or anchor_weight < 0:
-        msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
-        raise ValueError(msg)
+    x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted)
+    n_patch, min_overlap, knn, smooth_k, anchor_k = _checked_sizes(
+        adata.n_obs, n_patch, min_overlap, knn, smooth_k, anchor_k, anchor_weight
+    )
     plan = plan_anchor(x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state)
     adata = adata.copy() if copy else adata
 
@@ -282,19 +233,75 @@ def reconstruct(
     return adata if copy else None
 
 
+def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: bool) -> np.ndarray:
+    """Validate the model and the cells' embeddings (clear errors, nothing written); return the embeddings."""
+    from gearsx.model import GEARS
+
+    if not isinstance(model, GEARS):
+        msg = f"`model` must be a trained gx.model.GEARS; got {type(model).__name__}."
+        raise TypeError(msg)
+    if not model.is_trained:
+        msg = "`model` is not trained yet; call `model.train()` first (or load a trained model)."
+        raise RuntimeError(msg)
+    check_obsm_key(
+        adata, use_rep, "use_rep", "embed the cells first: `gx.tl.fit_adapter(adata, encoder)` for scRNA-seq writes it"
+    )
+    if not allow_unadapted and Key.adapter not in adata.uns:
+        msg = (
+            f"`adata.uns[{Key.adapter!r}]` is missing: these embeddings were not adapted to the ST space. "
+            "Run `gx.tl.fit_adapter(adata, encoder)` first, or pass allow_unadapted=True for held-out ST spots."
+        )
+        raise ValueError(msg)
+    return model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
+
+
+def _checked_sizes(n_obs: int, n_patch, min_overlap, knn, smooth_k, anchor_k, anchor_weight) -> tuple[int, ...]:
+    """Validate the sizes against the number of cells; return ``n_patch, min_overlap, knn, smooth_k, anchor_k``."""
+    if n_obs < _MIN_PATCH:
+        msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {n_obs}."
+        raise ValueError(msg)
+    n_patch = check_positive_int(n_patch, name="n_patch", minimum=_MIN_PATCH)
+    if n_patch > n_obs:
+        msg = (
+            f"`n_patch`={n_patch} is larger than the data ({n_obs} cells); pass n_patch={n_obs} "
+            f"(one patch of all cells) with min_overlap < n_patch, e.g. min_overlap={max(1, n_obs // 6)}."
+        )
+        raise ValueError(msg)
+    min_overlap = check_positive_int(min_overlap, name="min_overlap")
+    if min_overlap >= n_patch:
+        msg = (
+            f"`min_overlap`={min_overlap} must be smaller than `n_patch`={n_patch}: neighbouring patches share "
+            f"`min_overlap` cells; pass a smaller min_overlap (e.g. {max(1, n_patch // 6)}) or a larger n_patch."
+        )
+        raise ValueError(msg)
+    knn = check_positive_int(knn, name="knn")
+    if knn >= n_obs:
+        msg = f"`knn`={knn} must be smaller than the number of cells ({n_obs})."
+        raise ValueError(msg)
+    smooth_k = check_positive_int(smooth_k, name="smooth_k")
+    if smooth_k >= n_obs:
+        msg = f"`smooth_k`={smooth_k} must be smaller than the number of cells ({n_obs}); pass a smaller smooth_k."
+        raise ValueError(msg)
+    anchor_k = check_positive_int(anchor_k, name="anchor_k")
+    if not np.isfinite(anchor_weight) or anchor_weight < 0:
+        msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
+        raise ValueError(msg)
+    return n_patch, min_overlap, knn, smooth_k, anchor_k
+
+
 def _write_anchored(adata: AnnData, plan, patches, coords, *, key_added: str, weight: float) -> None:
     """Fuse the stitched layout with the anchors (when anchored) and write layout, uncertainty and record."""
     import scipy.sparse as sp
 
     from ._anchored import apply_anchor
 
-    obsm_key = f"X_{key_added}_spatial"
+    obsm_key = Key.layout(key_added)
     intrinsic = np.asarray(adata.obsm[obsm_key], dtype=np.float64)
     layout, uncertainty = apply_anchor(plan, intrinsic, patches, coords, weight=weight)
     if plan.anchored:
-        adata.obsm[f"X_{key_added}_intrinsic"] = intrinsic
-        adata.obsm[f"X_{key_added}_anchor"] = plan.anchors
-        adata.obsm[obsm_key] = layout
+        set_obs_rep(adata, intrinsic, obsm=Key.intrinsic(key_added))
+        set_obs_rep(adata, plan.anchors, obsm=Key.anchors(key_added))
+        adata.obsm[obsm_key] = layout  # the stitched layout, now fused
         # stitched distances into reference units: the scale between the two layouts over the stitched edges
         dist = adata.obsp[Key.distances(key_added)]
         d = sp.triu(dist, k=1).tocoo()
@@ -303,9 +310,9 @@ def _write_anchored(adata: AnnData, plan, patches, coords, *, key_added: str, we
             intr = np.linalg.norm(intrinsic[d.row] - intrinsic[d.col], axis=1)
             adata.obsp[Key.distances(key_added)] = dist * float(np.median(lay) / max(np.median(intr), 1e-12))
     else:  # an earlier anchored run's keys would describe another layout
-        for key in (f"X_{key_added}_intrinsic", f"X_{key_added}_anchor"):
+        for key in (Key.intrinsic(key_added), Key.anchors(key_added)):
             if key in adata.obsm:
                 logger.info("removing obsm[%r] of an earlier anchored run", key)
                 del adata.obsm[key]
-    adata.obs[f"{key_added}_uncertainty"] = uncertainty
+    adata.obs[Key.uncertainty(key_added)] = uncertainty
     adata.uns[key_added]["anchor"] = {**plan.record, "weight": weight}

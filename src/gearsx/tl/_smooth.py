@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
+from gearsx._anndata import resolve_slide_key, set_obs_rep
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
-from gearsx.geometry._targets import knn_without_self
-from gearsx.pp._checks import resolve_slide_key
+from gearsx.geometry._knn import group_knn
 
 from ._domains import _block
 
@@ -50,21 +49,11 @@ def spatial_smoothing_operator(
     coords = check_coords(coords, name="coords")
     n = len(coords)
     n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=0)
-    codes = np.zeros(n, dtype=np.int64) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
     rows, cols = [np.arange(n)], [np.arange(n)]
     if n_neighbors > 0:
-        for g in np.unique(codes):
-            sel = np.flatnonzero(codes == g)
-            if len(sel) <= n_neighbors:
-                where = "" if groups is None else f" in group {np.unique(np.asarray(groups))[g]!r}"
-                msg = (
-                    f"`n_neighbors={n_neighbors}` needs more than {n_neighbors} points{where}; found {len(sel)}. "
-                    "Lower `n_neighbors`."
-                )
-                raise ValueError(msg)
-            idx = knn_without_self(cKDTree(coords[sel]), coords[sel], n_neighbors)[1].reshape(len(sel), n_neighbors)
+        for sel, nbr in group_knn(coords, groups, n_neighbors, name="n_neighbors"):
             rows.append(np.repeat(sel, n_neighbors))
-            cols.append(sel[idx].ravel())
+            cols.append(nbr.ravel())
     r, c = np.concatenate(rows), np.concatenate(cols)
     w = np.full(len(r), 1.0 / (n_neighbors + 1))
     return sp.csr_matrix((w, (r, c)), shape=(n, n))
@@ -149,9 +138,9 @@ def spatial_smooth(
     x = x.toarray() if sp.issparse(x) else x
     w = spatial_smoothing_operator(coords, n_neighbors, groups=groups)
     out = np.asarray(w @ np.asarray(x, dtype=np.float64), dtype=np.float32)
-    key_added = f"{use_rep}_smoothed" if key_added is None else key_added
+    key_added = Key.smoothed(use_rep) if key_added is None else key_added
     adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = out
+    set_obs_rep(adata, out, obsm=key_added)
     params = {"use_rep": use_rep, "n_neighbors": n_neighbors, "spatial_key": spatial_key}
     if slide_key is not None:
         params["slide_key"] = slide_key

@@ -81,7 +81,7 @@ def stitch(
     res = stitch_patches(
         [p[0] for p in patches], [p[1] for p in patches], adata.n_obs, random_state=random_state, **kwargs
     )
-    obsm_key = f"X_{key_added}_spatial"
+    obsm_key = Key.layout(key_added)
     dist_key, conn_key = Key.distances(key_added), Key.connectivities(key_added)
     for slot, key in ((adata.obsm, obsm_key), (adata.obsp, dist_key), (adata.obsp, conn_key), (adata.uns, key_added)):
         if key in slot:

@@ -1,6 +1,6 @@
-"""Batches of minisets with their intrinsic targets, for training the geometry model (METHOD §4).
+"""The training data loaders: miniset batches for the geometry model, slide batches for the encoder.
 
-Arrays in, padded torch batches out; no AnnData.
+Arrays in, torch batches out; no AnnData (see :ref:`gears-minisets` and :ref:`gears-encoder`).
 """
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from gearsx.geometry._losses import collate_targets
 from gearsx.geometry._minisets import MinisetSampler
 from gearsx.geometry._targets import adaptive_params, build_targets
+from gearsx.module._geometry_losses import collate_targets
 
-__all__ = ["MinisetBatches"]
+__all__ = ["VALIDATION", "MinisetBatches", "SlideBatches", "miniset_loaders", "validation_split"]
 
 
 class MinisetBatches:
@@ -150,3 +150,150 @@ class MinisetBatches:
         self.epoch += 1
         for _ in range(self.n_batches):
             yield self._batch(rng)
+
+
+class SlideBatches:
+    """Batches of row indices drawn from one slide at a time, in a seeded random order.
+
+    Keeping each batch within one slide matters: InfoNCE positives always come from the
+    anchor's own slide, so with mixed batches the negatives of other slides would reward
+    encoding slide identity. Each item is a whole batch: rows, one random physical
+    neighbour per row as its positive, and the slide codes (vectorised, no per-row Python).
+    """
+
+    def __init__(self, x: np.ndarray, neighbours: np.ndarray, slides: np.ndarray, batch_size: int, seed: int) -> None:
+        self.x, self.nbr, self.slides, self.batch_size = x, neighbours, slides, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.groups = [np.flatnonzero(slides == s) for s in np.unique(slides)]
+
+    def _batches(self) -> list[np.ndarray]:
+        out = []
+        for idx in self.groups:
+            perm = self.rng.permutation(idx)
+            n_full = max(1, len(perm) // self.batch_size)  # drop the ragged tail (re-drawn next epoch)
+            out += [perm[i * self.batch_size : (i + 1) * self.batch_size] for i in range(n_full)]
+        return [out[i] for i in self.rng.permutation(len(out))]
+
+    def __len__(self) -> int:
+        return sum(max(1, len(g) // self.batch_size) for g in self.groups)
+
+    def __iter__(self):
+        import torch
+
+        for b in self._batches():
+            pos = self.nbr[b, self.rng.integers(self.nbr.shape[1], size=len(b))]
+            yield {
+                "x": torch.from_numpy(self.x[b]),
+                "x_pos": torch.from_numpy(self.x[pos]),
+                "slide": torch.from_numpy(self.slides[b]),
+            }
+
+
+def miniset_loaders(
+    emb: np.ndarray,
+    coords: np.ndarray,
+    slides: np.ndarray,
+    val_mask: np.ndarray,
+    *,
+    slide_names,
+    batch_size: int,
+    n_batches: int,
+    kind: str,
+    n_out: int,
+    n_min: int,
+    n_max: int,
+    overlap,
+    seed: int,
+) -> tuple[MinisetBatches, MinisetBatches | None]:
+    """Training and validation miniset loaders of the geometry model, split by ``val_mask``.
+
+    Training draws fresh pairs of overlapping minisets every epoch; validation draws four fixed
+    batches of four single minisets (``rw_stress`` targets), at most as large as the smallest
+    validation slide. Raises a ``ValueError`` naming the slide when one has fewer training spots
+    than ``n_min``.
+    """
+    train_idx = np.flatnonzero(~val_mask)
+    for s in np.unique(slides[train_idx]):
+        count = int((slides[train_idx] == s).sum())
+        if count < n_min:
+            msg = (
+                f"Slide {slide_names[s]!r} has {count} training spots, fewer than the miniset size n_min={n_min}. "
+                "Lower `n_min`/`n_max`, or drop the slide."
+            )
+            raise ValueError(msg)
+    loader = MinisetBatches(
+        emb[train_idx],
+        coords[train_idx],
+        slides[train_idx],
+        batch_size=batch_size,
+        n_batches=n_batches,
+        kind=kind,
+        n_out=n_out,
+        seed=seed,
+        n_min=n_min,
+        n_max=n_max,
+        overlap=overlap,
+    )
+    if not val_mask.any():
+        return loader, None
+    v_idx = np.flatnonzero(val_mask)
+    smallest = min(int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx]))
+    v_max = min(n_max, smallest)
+    val_loader = MinisetBatches(
+        emb[v_idx],
+        coords[v_idx],
+        slides[v_idx],
+        batch_size=4,
+        n_batches=4,
+        kind="rw_stress",
+        n_out=n_out,
+        pairs=False,
+        fixed=True,
+        seed=seed + 1,
+        n_min=min(n_min, v_max),
+        n_max=v_max,
+    )
+    return loader, val_loader
+
+
+#: What ``GEARS.train(validation=...)`` accepts.
+VALIDATION = ("auto", "slide", "region", None)
+
+
+def validation_split(
+    validation, validation_slide, slides: np.ndarray, coords: np.ndarray, names: list[str], *, slide_key=None
+) -> tuple[np.ndarray, str]:
+    """Boolean validation mask of ``GEARS.train`` and a description of the split.
+
+    ``'region'`` (and ``'auto'`` without ``validation_slide``) holds out the last 20% of each slide
+    along its first principal axis (a contiguous band), so every slide trains; ``'slide'`` holds
+    out a whole slide (``validation_slide``, default the last); ``None`` holds out nothing.
+    """
+    if validation not in VALIDATION:
+        msg = f"`validation` must be one of {VALIDATION}; got {validation!r}."
+        raise ValueError(msg)
+    if validation is None:
+        return np.zeros(len(slides), dtype=bool), "none"
+    if validation == "auto":
+        validation = "slide" if validation_slide is not None else "region"
+    if validation == "slide":
+        if len(names) < 2:
+            msg = (
+                "validation='slide' holds out a whole slide, but the data have a single slide "
+                f"(slide_key={slide_key!r}). Use validation='region' or None."
+            )
+            raise ValueError(msg)
+        name = names[-1] if validation_slide is None else str(validation_slide)
+        if name not in names:
+            msg = f"`validation_slide`={validation_slide!r} is not a slide; slides: {names}."
+            raise ValueError(msg)
+        return slides == names.index(name), f"slide {name}"
+    # region: the last 20% of each slide along its first principal axis (a contiguous band)
+    mask = np.zeros(len(slides), dtype=bool)
+    for s in np.unique(slides):
+        idx = np.flatnonzero(slides == s)
+        xy = coords[idx] - coords[idx].mean(0)
+        axis = np.linalg.svd(xy, full_matrices=False)[2][0]
+        proj = xy @ axis
+        mask[idx[proj >= np.quantile(proj, 0.8)]] = True
+    return mask, "region (20% band of each slide)"

@@ -1,4 +1,4 @@
-"""Differentiable geometry losses (torch), batched over padded minisets with masks (METHOD §4).
+"""Differentiable geometry losses (torch), batched over padded minisets with masks (see :ref:`gears-minisets`).
 
 Every loss first gauge-fixes the prediction (masked centring, unit RMS), so it is
 invariant to translation, rotation, reflection and global scale of the prediction,
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._targets import GeometryTargets
+from gearsx.geometry._targets import GeometryTargets
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +26,7 @@ STRESS_WEIGHT = 0.1
 
 @dataclass
 class TargetBatch:
-    """Padded, batched targets of ``B`` minisets of at most ``n`` points (see :func:`~gearsx.geometry.collate_targets`)."""
+    """Padded, batched targets of ``B`` minisets of at most ``n`` points (see :func:`~gearsx.module.collate_targets`)."""
 
     mask: torch.Tensor  # (B, n) valid points
     coords: torch.Tensor  # (B, n, 2) gauge-fixed targets (zeros at padding)
@@ -49,7 +49,7 @@ class TargetBatch:
 
 
 def collate_targets(targets: list[GeometryTargets], *, device=None, dtype=None) -> TargetBatch:
-    """Pad a list of :class:`~gearsx.geometry.GeometryTargets` to one :class:`~gearsx.geometry.TargetBatch` (torch tensors).
+    """Pad a list of :class:`~gearsx.geometry.GeometryTargets` to one :class:`~gearsx.module.TargetBatch` (torch tensors).
 
     Random-walk and stress fields are included only when every miniset has them
     (``kind='rw_stress'``).
@@ -130,7 +130,7 @@ def rw_kl_loss(coords: torch.Tensor, targets) -> torch.Tensor:
     coords
         Predicted coordinates, ``(n, d)`` or ``(B, n, d)``.
     targets
-        :class:`~gearsx.geometry.GeometryTargets` (single miniset) or :class:`~gearsx.geometry.TargetBatch`.
+        :class:`~gearsx.geometry.GeometryTargets` (single miniset) or :class:`~gearsx.module.TargetBatch`.
     """
     import torch
 
@@ -193,14 +193,14 @@ def gram_loss(coords: torch.Tensor, targets) -> torch.Tensor:
 
 
 def geo_loss(coords: torch.Tensor, targets) -> torch.Tensor:
-    """Compute the geometry loss ``L_geo = L_RW + 0.1 L_stress`` (METHOD §4).
+    """Compute the geometry loss ``L_geo = L_RW + 0.1 L_stress`` (see :ref:`gears-minisets`).
 
     Parameters
     ----------
     coords
         Predicted coordinates, ``(n, 2)`` for one miniset or ``(B, n, 2)`` for a padded batch.
     targets
-        :class:`~gearsx.geometry.GeometryTargets` of one miniset or a :class:`~gearsx.geometry.TargetBatch` from :func:`~gearsx.geometry.collate_targets`.
+        :class:`~gearsx.geometry.GeometryTargets` of one miniset or a :class:`~gearsx.module.TargetBatch` from :func:`~gearsx.module.collate_targets`.
 
     Returns
     -------
@@ -209,7 +209,8 @@ def geo_loss(coords: torch.Tensor, targets) -> torch.Tensor:
     Examples
     --------
     >>> import numpy as np, torch
-    >>> from gearsx.geometry import build_targets, geo_loss
+    >>> from gearsx.geometry import build_targets
+    >>> from gearsx.module import geo_loss
     >>> y = np.random.default_rng(0).uniform(size=(128, 2))
     >>> float(geo_loss(torch.as_tensor(3 * y + 1, dtype=torch.float64), build_targets(y))) < 1e-6
     True

@@ -1,4 +1,4 @@
-"""Batched, masked torch losses of the geometry model (METHOD §5) on ``d``-dimensional set outputs.
+"""Batched, masked torch losses of the geometry model (see :ref:`gears-geometry-model`) on ``d``-dimensional set outputs.
 
 All functions take predictions ``(B, n, d)`` with a validity ``mask`` ``(B, n)`` and
 average over valid points and over the batch. They complement :mod:`._losses`
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._losses import _pairwise_sq, masked_gauge_fix
+from ._geometry_losses import _pairwise_sq, masked_gauge_fix
 
 if TYPE_CHECKING:
     import torch

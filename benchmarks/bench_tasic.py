@@ -1,0 +1,118 @@
+"""Tasic 2016 scRNA-seq onto the seqFISH visual cortex: do the dissection layers land in order? (issue #21).
+
+Run: ``pip install --group bench -e .`` once, then ``.venv/bin/python benchmarks/bench_tasic.py --seeds 0 1 2``.
+Writes ``benchmarks/results/tasic_seqfish.md``.
+
+The seqFISH section (Zhu et al. 2018, 1,597 cells) is the reference, every cell a "spot"; the
+Tasic et al. (2016) cells are the query (same 113 genes). Each Tasic cell carries the layer it was
+microdissected from. The section's long axis runs through the cortical depth (oriented so that its
+oligodendrocytes, a white-matter type, sit at the deep end). Score: |Spearman| between the layer rank
+(L1, L1-L2/3, L4, L5, L6/L6a, L6b) and each layer's mean position on that axis, on all cells with a
+layer and on glutamatergic neurons alone; cells dissected as 'All', 'upper' or 'lower' are left out.
+Methods as in ``bench_peers.py`` (gearsx with its defaults, the kNN probe, novoSpaRc, Tangram,
+moscot), plus random placement (each cell at a random reference cell).
+"""
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from _common import DATA, PeakRSS
+from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_tangram
+from scipy.stats import spearmanr
+
+import gearsx as gx
+
+warnings.filterwarnings("ignore")
+OUT = Path(__file__).resolve().parent / "results" / "tasic_seqfish.md"
+LAYER_RANK = {"L1": 0, "L1-L2/3": 1, "L4": 2, "L5": 3, "L6": 4, "L6a": 4, "L6b": 5}
+
+
+def layer_order(pos, obs, centre, axis, subset=None) -> float:
+    """|Spearman| between the dissection-layer rank and each layer's mean depth."""
+    label = obs["layer_dissection"].astype(str)
+    keep = label.isin(list(LAYER_RANK)).to_numpy()
+    if subset is not None:
+        keep &= subset
+    depth = (np.asarray(pos) - centre) @ axis
+    means = pd.Series(depth[keep]).groupby(label[keep].map(LAYER_RANK).to_numpy()).mean()
+    return float(abs(spearmanr(means.index, means.to_numpy())[0]))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--methods", nargs="+", default=["gearsx", "knn-probe", "novosparc", "tangram", "moscot", "random"]
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    gx.settings.progress_bar = False
+    folder = DATA / "seqfish_mouse_visualcortex"
+    if not (folder / "tasic2016_scrna_reference.h5ad").exists():
+        print(f"data not found under {folder}; nothing to do")
+        return
+    ref = ad.read_h5ad(folder / "seqfish_visualcortex_zhu2018.h5ad")
+    cells = ad.read_h5ad(folder / "tasic2016_scrna_reference.h5ad")
+    xy = np.asarray(ref.obsm["spatial"], float)
+    centre = xy.mean(0)
+    axis = np.linalg.svd(xy - centre, full_matrices=False)[2][0]
+    oligo = ref.obs["cell_type"].str.startswith("Oligodendrocyte").to_numpy()
+    if ((xy[oligo] - centre) @ axis).mean() < 0:
+        axis = -axis
+    glut = (cells.obs["cell_type"] == "Glutamatergic Neuron").to_numpy()
+    runners = {
+        "gearsx": run_gearsx,
+        "knn-probe": run_knn_probe,
+        "novosparc": run_novosparc,
+        "tangram": run_tangram,
+        "moscot": run_moscot,
+        "random": lambda spots, query, seed: xy[np.random.default_rng(seed).integers(0, len(xy), query.n_obs)],
+    }
+    rows = []
+    for seed in args.seeds:
+        for method in args.methods:
+            t = time.perf_counter()
+            try:
+                with PeakRSS() as mem:
+                    pos = runners[method](ref.copy(), cells.copy(), seed)
+            except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
+                print(f"{method} seed {seed}: failed: {err!r}", flush=True)
+                continue
+            row = {
+                "seed": seed,
+                "method": method,
+                "all cells": layer_order(pos, cells.obs, centre, axis),
+                "glutamatergic": layer_order(pos, cells.obs, centre, axis, glut),
+                "time (s)": time.perf_counter() - t,
+                "peak mem (GB)": mem.gb,
+            }
+            if method == "gearsx":
+                row["gearsx mode"] = run_gearsx.last.uns["gears"]["anchor"]["mode"]
+            rows.append(row)
+            print(row, flush=True)
+    table = pd.DataFrame(rows)
+    cols = ["all cells", "glutamatergic", "time (s)"]
+    grouped = table.groupby("method", sort=False)[cols]
+    mean, sd = grouped.mean(), grouped.std().fillna(0.0)
+    summary = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(
+        "# Tasic 2016 scRNA-seq onto the seqFISH visual cortex: dissection-layer order "
+        "(benchmarks/bench_tasic.py, 2-core CPU machine)\n\n"
+        "|Spearman| between the dissection-layer rank and each layer's mean position on the reference's "
+        "cortical-depth axis (higher is better; 1 = every layer in order).\n\n"
+        + table.round(3).to_markdown(index=False)
+        + f"\n\nMean ± SD over seeds {args.seeds}:\n\n"
+        + summary.reset_index().to_markdown(index=False)
+        + "\n"
+    )
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

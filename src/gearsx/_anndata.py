@@ -1,0 +1,180 @@
+"""Reading, checking and writing AnnData: the one getter/setter pair and the key checks of gearsx.
+
+In the style of scanpy's ``_get_obs_rep`` / ``_set_obs_rep``: every function that reads a matrix
+from ``X``, a layer or ``obsm``, or writes one back, goes through :func:`get_obs_rep` and
+:func:`set_obs_rep`, so that the errors (naming the argument, the key and the fix) and the
+"replacing" log lines are written once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = [
+    "check_finite_matrix",
+    "check_obs_key",
+    "check_obsm_key",
+    "check_slide_key",
+    "get_matrix",
+    "get_obs_rep",
+    "obsm_coords",
+    "resolve_slide_key",
+    "set_obs_rep",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``uns`` records whose parameters name the slide column, in the order they are trusted.
+_SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare")
+
+
+def check_obs_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
+    """Raise a KeyError naming ``arg`` (and a ``hint`` on how to get the column) when ``key`` is not in ``obs``."""
+    if key not in adata.obs:
+        why = f" ({hint})" if hint else ""
+        msg = f"`{arg}`={key!r} is not a column of `adata.obs`{why}; available columns: {list(adata.obs.columns)}."
+        raise KeyError(msg)
+
+
+def check_obsm_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
+    """Raise a KeyError naming ``arg`` (and a ``hint`` on how to get the key) when ``key`` is not in ``obsm``."""
+    if key not in adata.obsm:
+        why = f" ({hint})" if hint else ""
+        msg = f"`{arg}={key!r}` is not in `adata.obsm`{why}; available: {sorted(adata.obsm.keys())}."
+        raise KeyError(msg)
+
+
+def check_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_key") -> None:
+    """Raise when ``slide_key`` is not an ``obs`` column or has missing values (``None`` passes)."""
+    if slide_key is None:
+        return
+    check_obs_key(adata, slide_key, arg)
+    missing = adata.obs[slide_key].isna().to_numpy()
+    if missing.any():
+        msg = (
+            f"`adata.obs[{slide_key!r}]` ({arg}) has {int(missing.sum())} missing values; every observation "
+            "needs a slide. Fill them (e.g. `adata.obs[key] = adata.obs[key].cat.add_categories('unknown')"
+            ".fillna('unknown')`) or drop those observations."
+        )
+        raise ValueError(msg)
+
+
+def check_finite_matrix(x, name: str) -> None:
+    """Raise a ValueError when a dense or sparse matrix holds NaN or inf."""
+    if sp.issparse(x):
+        csr = sp.csr_matrix(x)
+        bad_rows = np.unique(np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[~np.isfinite(csr.data)])
+        n_bad, n = len(bad_rows), csr.shape[0]
+    else:
+        finite = np.isfinite(np.asarray(x))
+        n_bad = int((~finite.reshape(len(finite), -1).all(1)).sum()) if finite.ndim else int(not finite)
+        n = len(finite) if finite.ndim else 1
+    if n_bad:
+        msg = f"`{name}` holds NaN or inf in {n_bad} of {n} rows; impute or remove them before preprocessing."
+        raise ValueError(msg)
+
+
+def get_matrix(adata: AnnData, layer: str | None, hint: str = ""):
+    """``adata.layers[layer]`` or ``adata.X`` as stored (sparse stays sparse), with a KeyError naming the layer."""
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        why = f" ({hint})" if hint else ""
+        msg = f"`layer`={layer!r} is not in `adata.layers`{why}; available: {sorted(adata.layers.keys())}."
+        raise KeyError(msg)
+    return adata.layers[layer]
+
+
+def get_obs_rep(
+    adata: AnnData,
+    *,
+    use_rep: str | None = None,
+    layer: str | None = None,
+    dense: bool = False,
+    dtype=None,
+    arg: str = "use_rep",
+    hint: str = "",
+):
+    """Return the ``(n_obs, n_features)`` matrix in ``obsm[use_rep]``, ``layers[layer]`` or ``X``.
+
+    ``use_rep='X'`` (or neither key) reads ``X``. With ``dense=True`` a sparse matrix is densified
+    and the result checked to be a finite, non-empty 2-D array (the error names ``arg``); ``dtype``
+    casts it. Missing keys raise a ``KeyError`` naming ``arg``, the key and the ``hint``.
+    """
+    if use_rep is not None and layer is not None:
+        msg = "Pass `use_rep` or `layer`, not both."
+        raise ValueError(msg)
+    if use_rep is not None and use_rep != "X":
+        check_obsm_key(adata, use_rep, arg, hint)
+        x, name = adata.obsm[use_rep], f"obsm[{use_rep!r}]"
+    else:
+        x, name = get_matrix(adata, layer, hint), f"layers[{layer!r}]" if layer else "X"
+    if not dense:
+        return x
+    x = x.toarray() if sp.issparse(x) else np.asarray(x)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        msg = f"`{arg}`: `adata.{name}` must be a non-empty 2-D (n_obs, n_features) array; got shape {x.shape}."
+        raise ValueError(msg)
+    check_finite_matrix(x, name)
+    return x if dtype is None else x.astype(dtype, copy=False)
+
+
+def set_obs_rep(adata: AnnData, value, *, obsm: str | None = None, layer: str | None = None) -> None:
+    """Write ``value`` to ``adata.obsm[obsm]`` or ``adata.layers[layer]``, logging when it replaces a key."""
+    if (obsm is None) == (layer is None):
+        msg = "Pass exactly one of `obsm` and `layer`."
+        raise ValueError(msg)
+    slot, key = (adata.obsm, obsm) if obsm is not None else (adata.layers, layer)
+    if key in slot:
+        logger.info("replacing existing %s[%r]", "obsm" if obsm is not None else "layers", key)
+    slot[key] = value
+
+
+def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_key") -> str | None:
+    """Return ``slide_key``, or the slide column recorded by an earlier gearsx step when it is ``None``.
+
+    Functions that look at physical neighbours must never pool spots of different slides,
+    which share one coordinate frame. When ``slide_key`` is not passed, the column recorded
+    in ``uns['gears_encoder']``, ``uns['gears_centered']`` or ``uns['gears_prepare']`` is used
+    (and logged); ``None`` is returned only when no step recorded one (a single slide).
+    """
+    if slide_key is not None:
+        check_slide_key(adata, slide_key, arg)
+        return slide_key
+    for record in _SLIDE_RECORDS:
+        entry = adata.uns.get(record)
+        if not isinstance(entry, dict):
+            continue
+        params = entry.get("params", entry)
+        key = params.get("slide_key") if isinstance(params, dict) else None
+        if key:
+            key = str(key)
+            if key not in adata.obs:
+                msg = (
+                    f"`adata.uns[{record!r}]` records slide_key={key!r}, which is no longer a column of `adata.obs`; "
+                    f"pass `{arg}=` explicitly."
+                )
+                raise KeyError(msg)
+            check_slide_key(adata, key, arg)
+            logger.info("using %s=%r recorded in uns[%r]", arg, key, record)
+            return key
+    return None
+
+
+def obsm_coords(adata: AnnData, key: str, what: str) -> np.ndarray:
+    """Return the first two columns of ``adata.obsm[key]`` as float64; errors name ``key`` and ``what`` it holds."""
+    if key not in adata.obsm:
+        msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
+        raise KeyError(msg)
+    x = np.asarray(adata.obsm[key], dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] < 2:
+        msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
+        raise ValueError(msg)
+    return x[:, :2]

@@ -1,0 +1,104 @@
+"""Nearest neighbours, in one place: exact or approximate search, self excluded, within groups (slides).
+
+Every kNN search of gearsx goes through this module, so the switch between an exact search
+(scikit-learn, SciPy's KD-tree) and an approximate one (pynndescent, above :data:`EXACT_MAX` rows)
+and the handling of a point's own hit are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+__all__ = ["EXACT_MAX", "drop_self", "group_knn", "knn", "knn_query", "knn_without_self"]
+
+#: Above this many rows a search is approximate (pynndescent) instead of exact.
+EXACT_MAX = 50_000
+
+
+def drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove each row's own index from ``k + 1``-neighbour results ``(n, k + 1)`` -> ``(n, k)``.
+
+    When a duplicate point took the row's own slot, the farthest hit is dropped instead.
+    """
+    n, k = idx.shape[0], idx.shape[1] - 1
+    is_self = idx == np.arange(n)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
+
+
+def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices of the ``k`` nearest neighbours of every point of a KD-tree, itself excluded.
+
+    Robust to duplicated points (see :func:`drop_self`). For low-dimensional coordinates.
+    """
+    dist, idx = tree.query(x, k=k + 1)
+    return drop_self(np.asarray(dist).reshape(len(x), k + 1), np.asarray(idx).reshape(len(x), k + 1))
+
+
+def knn(x: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` nearest neighbours of every row of ``x`` among the others: indices and distances, ``(n, k)`` each.
+
+    Exact up to :data:`EXACT_MAX` rows (scikit-learn), approximate above (pynndescent, seeded).
+    """
+    if len(x) > EXACT_MAX:
+        from pynndescent import NNDescent
+
+        idx, dist = NNDescent(x, n_neighbors=k + 1, metric=metric, random_state=random_state).neighbor_graph
+    else:
+        from sklearn.neighbors import NearestNeighbors
+
+        algorithm = "brute" if metric == "cosine" else "auto"
+        dist, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm=algorithm).fit(x).kneighbors(x)
+    dist, idx = drop_self(dist, idx)
+    return idx, dist
+
+
+def knn_query(
+    query: np.ndarray, reference: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int = 0
+) -> np.ndarray:
+    """Find the ``k`` nearest reference rows of every query row: indices ``(n_query, k)``, nearest first.
+
+    Exact up to :data:`EXACT_MAX` reference rows, approximate above (pynndescent, seeded).
+    """
+    if len(reference) > EXACT_MAX:
+        from pynndescent import NNDescent
+
+        index = NNDescent(reference, metric=metric, n_neighbors=30, random_state=random_state)
+        return index.query(query, k=k)[0]
+    from sklearn.neighbors import NearestNeighbors
+
+    algorithm = "brute" if metric == "cosine" else "auto"
+    nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm=algorithm).fit(reference)
+    return nn.kneighbors(query, return_distance=False)
+
+
+def group_knn(
+    x: np.ndarray, groups: np.ndarray | None, k: int, *, name: str = "k", clip: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Nearest neighbours of low-dimensional points (coordinates) within each group (slide).
+
+    Yields ``(rows, neighbours)`` per group: ``rows`` are the group's global row indices, ``neighbours`` ``(len(rows), k)`` global indices of
+    each row's ``k`` nearest rows of the same group, itself excluded. A group with ``k`` rows or fewer
+    raises a ``ValueError`` naming the group and the argument ``name``; with ``clip=True`` it uses
+    ``len(rows) - 1`` neighbours instead (and is skipped when that is 0). Exact at any size (a KD-tree
+    per group, fast in two or three dimensions).
+    """
+    labels = np.zeros(len(x), dtype=np.int64) if groups is None else np.asarray(groups)
+    values, codes = np.unique(labels, return_inverse=True)
+    for g, value in enumerate(values):
+        rows = np.flatnonzero(codes == g)
+        kk = k
+        if len(rows) <= k:
+            if not clip:
+                where = "" if groups is None else f" in group {value!r}"
+                msg = f"`{name}`={k} needs more than {k} points{where}; found {len(rows)}. Lower `{name}`."
+                raise ValueError(msg)
+            kk = len(rows) - 1
+            if kk < 1:
+                continue
+        pts = x[rows]
+        yield rows, rows[knn_without_self(cKDTree(pts), pts, kk)[1]]

@@ -1,0 +1,19 @@
+"""The training wing (torch and Lightning): one runner, the training plans and the data loaders.
+
+The models of :mod:`gearsx.model` import it when they train; importing :mod:`gearsx` does not.
+"""
+
+from ._loaders import MinisetBatches, SlideBatches, miniset_loaders, validation_split
+from ._plans import EncoderTrainingPlan, GearsTrainingPlan
+from ._runner import EpochProgress, fit_lightning
+
+__all__ = [
+    "EncoderTrainingPlan",
+    "EpochProgress",
+    "GearsTrainingPlan",
+    "MinisetBatches",
+    "SlideBatches",
+    "fit_lightning",
+    "miniset_loaders",
+    "validation_split",
+]
