@@ -11,7 +11,7 @@ Three steps, numpy/scipy only:
    query looks like the reference's tissue at all.
 3. :func:`~gearsx.geometry.fuse_anchor` — one sparse linear solve that keeps each cell near its anchor (weighted by
    confidence) and, between neighbours of an intrinsic layout, the offsets of that layout after a
-   local similarity alignment to the anchors. The anchor is globally right but locally noisy; the
+   local similarity alignment to the anchors, weighted by how well that alignment fits. The anchor is globally right but locally noisy; the
    intrinsic layout is locally right but may be globally bent; the fusion takes the global frame from
    the first and the local arrangement from the second.
 """

@@ -178,8 +178,6 @@ class SlideBatches:
         return sum(max(1, len(g) // self.batch_size) for g in self.groups)
 
     def __iter__(self):
-        import torch
-
         for b in self._batches():
             pos = self.nbr[b, self.rng.integers(self.nbr.shape[1], size=len(b))]
             yield {
