@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key, get_matrix, set_obs_rep
+from gearsx._anndata import check_finite_matrix, check_slide_key, get_obs_rep, set_obs_rep
 from gearsx._keys import Key
 from gearsx._version import __version__
 
@@ -74,7 +74,7 @@ def mean_center_per_slide(
     True
     """
     check_slide_key(adata, slide_key)
-    x = get_matrix(adata, layer)
+    x = get_obs_rep(adata, layer=layer)
     name = f"layers[{layer!r}]" if layer else "X"
     check_finite_matrix(x, name)
     data = x.data if sp.issparse(x) else np.asarray(x)
