@@ -205,6 +205,9 @@ def main():
         action="store_true",
         help="also score the gearsx run's intrinsic layout (before anchoring), from the same trained model",
     )
+    parser.add_argument(
+        "--dump", type=Path, default=None, help="folder for one .npz per gearsx run (layouts, anchors, truth)"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="markdown table to write")
     args = parser.parse_args()
     gx.settings.progress_bar = False
@@ -274,6 +277,14 @@ def main():
                 )
                 lines.append(row + f" | {dt:.0f} | {mem.gb:.2f} | {mode} | {unc_r} |")
                 print(lines[-1], flush=True)
+                if method == "gearsx" and args.dump is not None:
+                    c = run_gearsx.last
+                    args.dump.mkdir(parents=True, exist_ok=True)
+                    np.savez(
+                        args.dump / f"{name}_{seed}.npz", truth=truth, layout=xy,
+                        **{k: c.obsm[f"X_gears_{k}"] for k in ("intrinsic", "anchor") if f"X_gears_{k}" in c.obsm},
+                        uncertainty=c.obs["gears_uncertainty"].to_numpy(),
+                    )  # fmt: skip
                 if method == "gearsx" and args.with_intrinsic:
                     # the same run's intrinsic layout (before anchoring; the layout itself when not anchored)
                     key = "X_gears_intrinsic" if mode == "reference" else "X_gears_spatial"

@@ -114,6 +114,12 @@ def _nan_slide(a):
     a.obs["slide"] = pd.Categorical(s)
 
 
+def _nan_x(a):
+    x = a.X.toarray() if hasattr(a.X, "toarray") else np.array(a.X, dtype=np.float32)
+    x[0, 0] = np.nan
+    a.X = x
+
+
 def _fresh_st(e: Env) -> ad.AnnData:
     """A copy of the prepared ST data, not registered anywhere (fresh uns without registry ids)."""
     a = e.st.copy()
@@ -688,6 +694,36 @@ def _cases() -> list[Case]:
             on(lambda e: e.st[:5].copy(), lambda e, a: gx.tl.cluster_domains(a, n_clusters=6)),
             ValueError,
             "n_clusters",
+        ),
+        C(
+            "domain-embedding-missing-slide-key",
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, slide_key="section", max_epochs=1)),
+            KeyError,
+            "slide_key",
+        ),
+        C(
+            "domain-embedding-missing-image",
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, image_key="X_image", max_epochs=1)),
+            KeyError,
+            "embed_patches",
+        ),
+        C(
+            "domain-embedding-missing-genes-mask",
+            on(lambda e: _with(e.st, lambda a: a.var.pop("highly_variable")), lambda e, a: gx.tl.domain_embedding(a)),
+            KeyError,
+            "mask_var",
+        ),
+        C(
+            "domain-embedding-missing-spatial",
+            on(lambda e: _with(e.st, lambda a: a.obsm.pop("spatial")), lambda e, a: gx.tl.domain_embedding(a)),
+            KeyError,
+            "spatial_key",
+        ),
+        C(
+            "domain-embedding-nan-expression",
+            on(lambda e: _with(e.st, _nan_x), lambda e, a: gx.tl.domain_embedding(a, max_epochs=1)),
+            ValueError,
+            "NaN",
         ),
         C(
             "smooth-missing-spatial",

@@ -39,8 +39,10 @@ def test_readme_example_runs(monkeypatch):
     assert namespace["scores"].loc["X_gears_spatial", "spearman"] > 0.3
     assert adata_sc.obs["gears_community"].nunique() > 1
     assert adata_st.obs["gears_domain"].nunique() == 6
-    # refine=True followed the slide column fit_encoder recorded
+    # refine=True and the domain embedding followed the slide column fit_encoder recorded
     assert adata_st.uns["gears_domain"]["params"]["slide_key"] == "slide"
+    assert adata_st.uns["gears_domain"]["params"]["use_rep"] == "X_gears_domain"
+    assert adata_st.uns["X_gears_domain"]["params"]["slide_key"] == "slide"
 
 
 @pytest.mark.parametrize("name", ["adata_st", "adata_sc"])

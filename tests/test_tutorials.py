@@ -30,8 +30,9 @@ CHECKS = {
     ),
     "03_spatial_domains_dlpfc.ipynb": (
         "if HAVE_DATA:\n"
-        "    assert scores['mclust (gearsx)']['ari'] > 0.2\n"
-        "    assert adata.obsm['X_scan'].shape[0] == adata.n_obs"
+        "    assert st.obsm['X_gears_domain'].shape == (st.n_obs, 30)\n"
+        "    assert st.uns['gears_domain']['params']['use_rep'] == 'X_gears_domain'  # the new default\n"
+        "    assert joint['ari'].mean() > 0.2 and adata.obs['gearsx (joint)'].nunique() == 7"
     ),
     "04_tasic_to_seqfish.ipynb": (
         "if HAVE_DATA:\n"

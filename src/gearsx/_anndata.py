@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from gearsx._version import __version__
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -27,6 +29,7 @@ __all__ = [
     "obsm_coords",
     "resolve_slide_key",
     "set_obs_rep",
+    "write_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,6 +138,18 @@ def set_obs_rep(adata: AnnData, value, *, obsm: str | None = None, layer: str | 
     if key in slot:
         logger.info("replacing existing %s[%r]", "obsm" if obsm is not None else "layers", key)
     slot[key] = value
+
+
+def write_record(adata: AnnData, key: str, params: dict, **diagnostics) -> dict:
+    """Write the ``uns[key]`` record of a step: ``{'params': {..., 'version': ...}, **diagnostics}``.
+
+    Every gearsx function records its call the same way: the parameters (``None`` values left out,
+    since h5ad cannot store them) with the gearsx version, next to the step's diagnostics. An
+    existing record under ``key`` is replaced. Returns the record.
+    """
+    record = {"params": {**{k: v for k, v in params.items() if v is not None}, "version": __version__}, **diagnostics}
+    adata.uns[key] = record
+    return record
 
 
 def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_key") -> str | None:

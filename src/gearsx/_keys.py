@@ -29,6 +29,7 @@ class _Keys:
     adapter: str = "gears_adapter"
     patches: str = "gears_patches"
     image: str = "X_image"
+    domain_embedding: str = "X_gears_domain"
 
     def layout(self, key: str) -> str:
         """``obsm`` key of the layout written under ``key_added`` (``X_gears_spatial`` by default)."""

@@ -33,7 +33,7 @@ def test_prepare(small_tissue):
         np.expm1(st_p.X[:5].toarray()).sum(1), np.expm1(st_p.X[:5].toarray()).sum(1).mean(), rtol=0.5
     )
     assert "counts" in st_p.layers
-    assert st_p.uns["gears_prepare"]["normalisation_st"] == "normalize_total + log1p"
+    assert st_p.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p"
     assert "log1p" not in st.uns  # inputs untouched
     # spatially variable gene kinds dominate the selection over housekeeping genes
     kinds = st_p.var["gene_kind"].astype(str).value_counts()
@@ -46,7 +46,7 @@ def test_prepare_detects_logged_input(small_tissue, caplog):
     with caplog.at_level("WARNING"):
         again, _ = gx.pp.prepare(st_p, sc_p, slide_key="slide", n_top_genes=60)
     assert "looks log-transformed" in caplog.text
-    assert again.uns["gears_prepare"]["normalisation_st"] == "input already log-normalised"
+    assert again.uns["gears_prepare"]["params"]["normalisation_st"] == "input already log-normalised"
 
 
 def test_prepare_bad_input(small_tissue):

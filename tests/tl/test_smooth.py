@@ -40,7 +40,12 @@ def test_matches_brute_force_neighbour_mean():
     gx.tl.spatial_smooth(a, n_neighbors=6, key_added="sm")
     _, idx = NearestNeighbors(n_neighbors=7, algorithm="brute").fit(xy).kneighbors(xy)  # self first
     np.testing.assert_allclose(a.obsm["sm"], x[idx].mean(1), rtol=1e-5, atol=1e-5)
-    assert a.uns["sm"]["params"] == {"use_rep": "X_gears", "n_neighbors": 6, "spatial_key": "spatial"}
+    assert a.uns["sm"]["params"] == {
+        "use_rep": "X_gears",
+        "n_neighbors": 6,
+        "spatial_key": "spatial",
+        "version": gx.__version__,
+    }
     np.testing.assert_array_equal(a.obsm["X_gears"], x)  # input untouched
     assert len(a.obsp) == 0
 

@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gearsx._anndata import write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -164,17 +165,20 @@ def pseudo_spots(
             counts, index=out.obs_names, columns=labels.categories.astype(str)
         )
         out.obs[label_key] = pd.Categorical.from_codes(counts.argmax(1), categories=labels.categories)
-    out.uns[Key.pseudo_spots] = {
-        "params": {
-            "spot_diameter": float(spot_diameter),
-            "center_to_center": float(center_to_center),
-            "layout": layout,
-            "min_cells": min_cells,
-            "spatial_key": spatial_key,
-            "label_key": label_key if label_key is not None else "",
-        },
-        "cell_spot": cell_spot,
-        "n_cells_in_spots": int(len(assigned)),
-        "n_cells_total": int(adata_cells.n_obs),
+    params = {
+        "spot_diameter": float(spot_diameter),
+        "center_to_center": float(center_to_center),
+        "layout": layout,
+        "min_cells": min_cells,
+        "spatial_key": spatial_key,
+        "label_key": label_key if label_key is not None else "",
     }
+    write_record(
+        out,
+        Key.pseudo_spots,
+        params,
+        cell_spot=cell_spot,
+        n_cells_in_spots=int(len(assigned)),
+        n_cells_total=int(adata_cells.n_obs),
+    )
     return out

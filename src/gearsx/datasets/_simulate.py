@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from gearsx._anndata import write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int
@@ -384,5 +385,5 @@ def simulate_tissue(
         "z_sc": z_sc,
     }
     for a, role in ((adata_st, "st"), (adata_sc, "sc")):
-        a.uns[Key.simulation] = {"params": params, "role": role}
+        write_record(a, Key.simulation, params, role=role)
     return adata_st, adata_sc

@@ -7,7 +7,7 @@ nothing here reads or writes AnnData.
 from ._anchor import AnchorMatch, fuse_anchor, match_reference, match_score, patch_residuals, shuffled
 from ._cover import best_overlaps, random_walk_patches
 from ._gauge import gauge_fix, procrustes
-from ._graph import locality_graph, neighbor_average
+from ._graph import locality_graph, neighbor_average, spatial_edges
 from ._minisets import MinisetPair, MinisetSampler
 from ._stitch import StitchResult, stitch_patches
 from ._targets import GeometryTargets, adaptive_params, build_targets, farthest_point_sampling, knn_indices
@@ -47,6 +47,7 @@ __all__ = [
     "knn_indices",
     "locality_graph",
     "neighbor_average",
+    "spatial_edges",
     "MinisetPair",
     "MinisetSampler",
     "procrustes",

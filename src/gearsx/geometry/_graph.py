@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_coords, check_positive_int
 
-from ._knn import knn
+from ._knn import group_knn, knn
 
-__all__ = ["locality_graph", "neighbor_average"]
+__all__ = ["locality_graph", "neighbor_average", "spatial_edges"]
 
 
 def _check_rows(x, k) -> tuple[np.ndarray, int]:
@@ -166,3 +166,41 @@ def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndar
     cols = np.c_[np.arange(n), idx].ravel()
     w = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), cols, np.arange(0, n * k + 1, k)), shape=(n, n))
     return np.asarray(w @ x, dtype=np.float32)
+
+
+def spatial_edges(coords: np.ndarray, n_neighbors: int = 6, *, groups: np.ndarray | None = None) -> tuple:
+    """Edge list ``src -> dst`` of the spatial kNN graph within each group, with a self-loop on every node.
+
+    Every node receives edges from its ``n_neighbors`` nearest points of its own group (slide)
+    and from itself, so the graph never links two slides. ``n_neighbors=6`` is the first ring of
+    a Visium hexagonal grid.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` coordinates.
+    n_neighbors
+        Neighbours of each node.
+    groups
+        Group (slide) of each node, or ``None`` for one group.
+
+    Returns
+    -------
+    ``(src, dst)``, two int64 arrays of length ``n * (n_neighbors + 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import spatial_edges
+    >>> src, dst = spatial_edges(np.random.default_rng(0).normal(size=(50, 2)), n_neighbors=4)
+    >>> len(src), int(np.bincount(dst).min())
+    (250, 5)
+    """
+    coords = check_coords(coords, name="coords")
+    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors")
+    n = len(coords)
+    src, dst = [np.arange(n)], [np.arange(n)]
+    for rows, nbr in group_knn(coords, groups, n_neighbors, name="n_neighbors"):
+        src.append(nbr.ravel())
+        dst.append(np.repeat(rows, n_neighbors))
+    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)

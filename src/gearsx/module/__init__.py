@@ -4,6 +4,7 @@ from ._blocks import MLP, GradientReversal
 from ._encoder import EncoderLossOutput, LinearAdapter, SharedEncoderModule
 from ._gears import GearsLossOutput, GearsModule, principal_coords
 from ._geometry_losses import TargetBatch, collate_targets, geo_loss, gram_loss, log_stress_loss, rw_kl_loss
+from ._graph_autoencoder import GraphAttentionAutoencoder
 from ._losses import coral_loss, info_nce, mmd_rbf, vicreg
 from ._scan import ScanHead, scan_loss, self_label_loss
 from ._set_transformer import ISAB, MAB, PMA
@@ -30,6 +31,7 @@ def __getattr__(name: str):
 __all__ = [
     "GearsLossOutput",
     "GearsModule",
+    "GraphAttentionAutoencoder",
     "ISAB",
     "MAB",
     "PMA",

@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key, get_obs_rep, set_obs_rep
+from gearsx._anndata import check_finite_matrix, check_slide_key, get_obs_rep, set_obs_rep, write_record
 from gearsx._keys import Key
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -119,9 +118,11 @@ def mean_center_per_slide(
         block = block.toarray() if sp.issparse(block) else np.asarray(block)
         out[s : s + _ROW_BLOCK] = block + shift[codes[s : s + _ROW_BLOCK]]
     set_obs_rep(adata, out, layer=key_added)
-    adata.uns[key_added] = {
-        "params": {"slide_key": slide_key or "", "layer": layer or "", "version": __version__},
-        "slides": np.asarray(slides.cat.categories.astype(str)),
-        "n_obs_per_slide": counts.astype(np.int64),
-    }
+    write_record(
+        adata,
+        key_added,
+        {"slide_key": slide_key or "", "layer": layer or ""},
+        slides=np.asarray(slides.cat.categories.astype(str)),
+        n_obs_per_slide=counts.astype(np.int64),
+    )
     return adata if copy else None

@@ -6,10 +6,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key
+from gearsx._anndata import check_finite_matrix, check_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -247,7 +246,6 @@ def prepare(
         "n_shared_genes": int(st.n_vars),
         "normalisation_st": how_st,
         "normalisation_sc": how_sc,
-        "version": __version__,
     }
     out = []
     for a in (st, sc):
@@ -255,6 +253,6 @@ def prepare(
             a.var[c] = both.var[c].to_numpy()
         if subset:
             a = a[:, a.var["highly_variable"].to_numpy()].copy()
-        a.uns[Key.prepare] = dict(params)
+        write_record(a, Key.prepare, params)
         out.append(a)
     return out[0], out[1]

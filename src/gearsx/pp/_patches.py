@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key
+from gearsx._anndata import check_obsm_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -167,17 +166,7 @@ def extract_patches(
     out.flush()
     if outside:
         logger.warning("%d of %d spots lie outside the image; their tiles are all padding.", outside, len(coords))
-    adata.uns[key_added] = {
-        "path": str(path),
-        "shape": np.asarray(out.shape, dtype=np.int64),
-        "scalef": scalef,
-        "params": {
-            "library_id": lib,
-            "size": size,
-            "resolution": resolution,
-            "spatial_key": spatial_key,
-            "version": __version__,
-        },
-    }
+    params = {"library_id": lib, "size": size, "resolution": resolution, "spatial_key": spatial_key}
+    write_record(adata, key_added, params, path=str(path), shape=np.asarray(out.shape, dtype=np.int64), scalef=scalef)
     del out
     return np.load(path, mmap_mode="r")

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from gearsx._anndata import obsm_coords
+from gearsx._anndata import obsm_coords, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -167,17 +166,15 @@ def attention(
     else:
         weights = weights.mean(0)
     pos = np.searchsorted(members, queries)
-    params = {"recycle": recycle, "basis": basis, "n_cells": n_cells, "oracle": oracle, "version": __version__}
-    if head is not None:
-        params["head"] = head
-    if truth_key is not None:
-        params["truth_key"] = truth_key
-    adata.uns[key_added] = {
-        "members": members.astype(np.int64),
-        "queries": queries,
-        "weights": np.asarray(weights[pos], dtype=np.float32),
-        "params": params,
-    }
+    params = {"recycle": recycle, "basis": basis, "n_cells": n_cells, "oracle": oracle, "head": head}
+    write_record(
+        adata,
+        key_added,
+        {**params, "truth_key": truth_key},
+        members=members.astype(np.int64),
+        queries=queries,
+        weights=np.asarray(weights[pos], dtype=np.float32),
+    )
 
 
 def attention_summary(
@@ -249,16 +246,6 @@ def attention_summary(
                 for r in range(att.shape[0])
             ]
     table = pd.DataFrame(rows)
-    adata.uns[key_added] = {
-        "table": table,
-        "params": {
-            "n_sets": int(n_sets),
-            "n_cells": n_cells,
-            "k": k,
-            "truth_key": truth_key,
-            "oracle": oracle,
-            "random_state": random_state,
-            "version": __version__,
-        },
-    }
+    params = {"n_sets": int(n_sets), "n_cells": n_cells, "k": k, "truth_key": truth_key, "oracle": oracle}
+    write_record(adata, key_added, {**params, "random_state": random_state}, table=table)
     return table

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from gearsx._anndata import get_obs_rep, resolve_slide_key
+from gearsx._anndata import get_obs_rep, resolve_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -28,15 +28,14 @@ _METHODS = ("mclust", "scan", "leiden", "kmeans")
 
 def _block(adata: AnnData, rep: str):
     """``obsm[rep]`` (or ``X`` for ``rep='X'``, sparse kept sparse) as a finite 2-D matrix; errors say how to get it."""
-    hint = (
-        "run gx.tl.fit_encoder first, which writes 'X_gears' and 'X_gears_backbone'"
-        if rep in (Key.embedding, Key.backbone)
-        else "run sc.pp.pca first"
-        if rep == "X_pca"
-        else "run gx.tl.embed_patches first"
-        if rep == Key.image
-        else "check the key, or pass 'X'"
-    )
+    hints = {
+        Key.domain_embedding: "run gx.tl.domain_embedding first",
+        Key.backbone: "run gx.tl.domain_embedding (the default representation) or gx.tl.fit_encoder first",
+        Key.embedding: "run gx.tl.fit_encoder first, which writes 'X_gears' and 'X_gears_backbone'",
+        "X_pca": "run sc.pp.pca first",
+        Key.image: "run gx.tl.embed_patches first",
+    }
+    hint = hints.get(rep, "check the key, or pass 'X'")
     if rep == "X" and sp.issparse(adata.X):
         return adata.X
     return get_obs_rep(adata, use_rep=rep, dense=True, hint=hint)
@@ -113,7 +112,7 @@ def cluster_domains(
     adata: AnnData,
     *,
     method: Literal["mclust", "scan", "leiden", "kmeans"] = "mclust",
-    use_rep: str | Sequence[str] = Key.backbone,
+    use_rep: str | Sequence[str] | None = None,
     n_clusters: int | None = None,
     n_pcs: int | None = 20,
     backend: Literal["python", "r"] = "python",
@@ -155,13 +154,11 @@ def cluster_domains(
     ``refine_k`` nearest physical neighbours in ``obsm[spatial_key]`` (within each slide of
     ``obs[slide_key]``); ``refine_k=6`` is the first ring of a Visium hexagonal grid.
 
-    The default representation, ``obsm['X_gears_backbone']``, is the encoder's last hidden
-    layer, written by :func:`gearsx.tl.fit_encoder` next to the embedding ``obsm['X_gears']``
-    (the layer before the final projection clusters better on Visium slides; on small targeted
-    panels ``'X_gears'`` can do better; see :ref:`gears-domains`).
-    Neighbourhood-averaged representations cluster into more contiguous domains: run
-    :func:`gearsx.tl.spatial_smooth` first and cluster the ``..._smoothed`` key
-    (:doc:`/benchmarks` compares both on DLPFC and osmFISH).
+    The default representation is the spatially aware ``obsm['X_gears_domain']`` of
+    :func:`gearsx.tl.domain_embedding` when it exists, else the geometry encoder's last hidden
+    layer ``obsm['X_gears_backbone']`` (:func:`gearsx.tl.fit_encoder`); the choice is logged
+    and recorded in ``uns[key_added]['params']['use_rep']`` (see :ref:`gears-domains`;
+    :doc:`/benchmarks` compares them on DLPFC and osmFISH).
 
     Image features: ``use_rep='X_image'`` after :func:`gearsx.tl.embed_patches`; fuse image
     and expression with ``use_rep=['X_gears_backbone', 'X_image']`` (see
@@ -174,8 +171,8 @@ def cluster_domains(
     method
         Clustering method (above).
     use_rep
-        ``obsm`` key(s) to cluster (``'X'``: the expression matrix); a list is fused. The
-        default is the encoder's backbone representation (above).
+        ``obsm`` key(s) to cluster (``'X'``: the expression matrix); a list is fused. ``None``:
+        the domain embedding, else the encoder's backbone (above).
     n_clusters
         Number of domains (required for ``'scan'`` and ``'kmeans'``).
     n_pcs
@@ -240,6 +237,9 @@ def cluster_domains(
     if n_clusters is not None and adata.n_obs < n_clusters:
         msg = f"`n_clusters={n_clusters}` exceeds the number of observations (adata has shape {adata.shape})."
         raise ValueError(msg)
+    if use_rep is None:
+        use_rep = Key.domain_embedding if Key.domain_embedding in adata.obsm else Key.backbone
+        logger.info("cluster_domains: clustering obsm[%r]", use_rep)
     coords = groups = None
     if refine:
         if spatial_key not in adata.obsm:
@@ -289,7 +289,6 @@ def cluster_domains(
         "random_state": random_state,
         **{k: v for k, v in method_kwargs.items() if isinstance(v, int | float | str | bool)},
     }
-    params = {k: v for k, v in params.items() if v is not None}  # h5ad cannot store None
-    adata.uns[key_added] = {"params": params, **info}
+    write_record(adata, key_added, params, **info)
     logger.info("cluster_domains(%s): %d domains in obs[%r]", method, len(uniq), key_added)
     return adata if copy else None

@@ -6,11 +6,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import set_obs_rep
+from gearsx._anndata import set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int, renamed_arguments, resolve_device
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -126,7 +125,7 @@ def embed_patches(
         if emb.shape[0] == adata.n_obs:
             logger.info("loaded cached embeddings from %s", cache)
             set_obs_rep(adata, emb.astype(np.float32, copy=False), obsm=key_added)
-            adata.uns[key_added] = {"params": {"cache": str(cache), "from_cache": True}}
+            write_record(adata, key_added, {"cache": str(cache), "from_cache": True})
             return
         logger.warning("cache %s has %d rows, not %d; recomputing", cache, emb.shape[0], adata.n_obs)
     dev = resolve_device(accelerator)
@@ -145,13 +144,5 @@ def embed_patches(
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, emb)
     set_obs_rep(adata, emb, obsm=key_added)
-    adata.uns[key_added] = {
-        "params": {
-            "encoder": type(encoder).__name__,
-            "batch_size": batch_size,
-            "device": str(dev),
-            "cache": str(cache) if cache else "",
-            "from_cache": False,
-            "version": __version__,
-        }
-    }
+    params = {"encoder": type(encoder).__name__, "batch_size": batch_size, "device": str(dev)}
+    write_record(adata, key_added, {**params, "cache": str(cache) if cache else "", "from_cache": False})

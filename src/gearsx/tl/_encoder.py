@@ -6,11 +6,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import set_obs_rep
+from gearsx._anndata import set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import check_positive_int
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -111,21 +110,18 @@ def fit_encoder(
     if len(names) > 1:
         probe = slide_separability(adata_st, slide_key=slide_key, use_rep=key_added, random_state=random_state)
         diag["slide_probe"] = {"balanced_accuracy": probe["balanced_accuracy"], "chance": probe["chance"]}
-    adata_st.uns[Key.encoder] = {
-        "params": {
-            "slide_key": slide_key or "",
-            "spatial_key": spatial_key,
-            "layer": layer or "",
-            "key_added": key_added,
-            "backbone_key": backbone_key,
-            "random_state": random_state,
-            "n_latent": n_latent,
-            "adversarial": adversarial,
-            **{k: v for k, v in model.train_params_.items() if k != "random_state"},
-            "version": __version__,
-        },
-        **diag,
+    params = {
+        "slide_key": slide_key or "",
+        "spatial_key": spatial_key,
+        "layer": layer or "",
+        "key_added": key_added,
+        "backbone_key": backbone_key,
+        "random_state": random_state,
+        "n_latent": n_latent,
+        "adversarial": adversarial,
+        **{k: v for k, v in model.train_params_.items() if k != "random_state"},
     }
+    write_record(adata_st, Key.encoder, params, **diag)
     logger.info("encoder diagnostics: %s", diag)
     return model
 
@@ -325,9 +321,8 @@ def fit_adapter(
         "support_dim": int(support.shape[1]),
         "random_state": random_state,
         "key_added": key_added,
-        "version": __version__,
     }
-    adata_sc.uns[Key.adapter] = {"params": params, "before": before, "after": after}
+    params = write_record(adata_sc, Key.adapter, params, before=before, after=after)["params"]
     encoder.adapter_ = adapter
     encoder.adapter_info_ = {"params": params, "after": after}
     logger.info("adapter: domain accuracy %.3f -> %.3f", before["domain_accuracy"], after["domain_accuracy"])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import resolve_slide_key, set_obs_rep
+from gearsx._anndata import resolve_slide_key, set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 from gearsx.geometry._knn import group_knn
@@ -141,9 +141,7 @@ def spatial_smooth(
     key_added = Key.smoothed(use_rep) if key_added is None else key_added
     adata = adata.copy() if copy else adata
     set_obs_rep(adata, out, obsm=key_added)
-    params = {"use_rep": use_rep, "n_neighbors": n_neighbors, "spatial_key": spatial_key}
-    if slide_key is not None:
-        params["slide_key"] = slide_key
-    adata.uns[key_added] = {"params": params}
+    params = {"use_rep": use_rep, "n_neighbors": n_neighbors, "spatial_key": spatial_key, "slide_key": slide_key}
+    write_record(adata, key_added, params)
     logger.info("spatial_smooth: obsm[%r] averaged over %d neighbours -> obsm[%r]", use_rep, n_neighbors, key_added)
     return adata if copy else None

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gearsx._anndata import write_record
 from gearsx._keys import Key
-from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -90,10 +90,12 @@ def stitch(
     adata.obsp[dist_key] = res.distances
     adata.obsp[conn_key] = res.weights
     diag = dict(res.diagnostics)
-    adata.uns[key_added] = {
-        "params": {"random_state": random_state, "n_patches": len(patches), "version": __version__, **kwargs},
-        "diagnostics": diag,
-        "distances_key": dist_key,
-        "connectivities_key": conn_key,
-    }
+    write_record(
+        adata,
+        key_added,
+        {"random_state": random_state, "n_patches": len(patches), **kwargs},
+        diagnostics=diag,
+        distances_key=dist_key,
+        connectivities_key=conn_key,
+    )
     return adata if copy else None

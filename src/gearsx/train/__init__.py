@@ -3,14 +3,16 @@
 The models of :mod:`gearsx.model` import it when they train; importing :mod:`gearsx` does not.
 """
 
-from ._loaders import MinisetBatches, SlideBatches, miniset_loaders, validation_split
-from ._plans import EncoderTrainingPlan, GearsTrainingPlan
+from ._loaders import GraphBatch, MinisetBatches, SlideBatches, miniset_loaders, validation_split
+from ._plans import EncoderTrainingPlan, GearsTrainingPlan, GraphAutoencoderTrainingPlan
 from ._runner import EpochProgress, fit_lightning
 
 __all__ = [
     "EncoderTrainingPlan",
     "EpochProgress",
     "GearsTrainingPlan",
+    "GraphAutoencoderTrainingPlan",
+    "GraphBatch",
     "MinisetBatches",
     "SlideBatches",
     "fit_lightning",

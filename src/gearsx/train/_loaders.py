@@ -13,7 +13,7 @@ from gearsx.geometry._minisets import MinisetSampler
 from gearsx.geometry._targets import adaptive_params, build_targets
 from gearsx.module._geometry_losses import collate_targets
 
-__all__ = ["VALIDATION", "MinisetBatches", "SlideBatches", "miniset_loaders", "validation_split"]
+__all__ = ["VALIDATION", "GraphBatch", "MinisetBatches", "SlideBatches", "miniset_loaders", "validation_split"]
 
 
 class MinisetBatches:
@@ -185,6 +185,23 @@ class SlideBatches:
                 "x_pos": torch.from_numpy(self.x[pos]),
                 "slide": torch.from_numpy(self.slides[b]),
             }
+
+
+class GraphBatch:
+    """The whole graph as one batch, once per epoch: node features and the edge list ``src -> dst``."""
+
+    def __init__(self, x: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+        self.batch = {
+            "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+            "src": torch.from_numpy(np.asarray(src, dtype=np.int64)),
+            "dst": torch.from_numpy(np.asarray(dst, dtype=np.int64)),
+        }
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield self.batch
 
 
 def miniset_loaders(

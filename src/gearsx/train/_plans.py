@@ -12,7 +12,7 @@ import torch
 
 from gearsx.module import geo_loss, principal_coords
 
-__all__ = ["EncoderTrainingPlan", "GearsTrainingPlan"]
+__all__ = ["EncoderTrainingPlan", "GearsTrainingPlan", "GraphAutoencoderTrainingPlan"]
 
 #: Noise caps of the refiner curriculum (units of s_d), one per stage of the refiner phase.
 SIGMA_CAPS = (0.5, 1.0, 2.0, 3.0)
@@ -127,3 +127,31 @@ class EncoderTrainingPlan(lp.LightningModule):
     def configure_optimizers(self):
         """Return AdamW."""
         return torch.optim.AdamW(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class GraphAutoencoderTrainingPlan(lp.LightningModule):
+    """Training plan of :class:`gearsx.module.GraphAttentionAutoencoder`: mean squared reconstruction error, Adam.
+
+    Gradients are clipped to norm ``grad_clip`` (the autoencoder sees the whole graph in every
+    step, so one step is one epoch).
+    """
+
+    def __init__(self, module, *, lr: float, weight_decay: float, grad_clip: float = 5.0) -> None:
+        super().__init__()
+        self.module = module
+        self.lr, self.weight_decay, self.grad_clip = lr, weight_decay, grad_clip
+
+    def training_step(self, batch, batch_idx):
+        """Reconstruct the features of every node from the graph and log the error."""
+        _, recon = self.module(batch["x"], batch["src"], batch["dst"])
+        loss = torch.nn.functional.mse_loss(recon, batch["x"])
+        self.log("train_total", loss, on_step=False, on_epoch=True, batch_size=len(batch["x"]))
+        return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip the gradient norm to ``grad_clip``."""
+        self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def configure_optimizers(self):
+        """Return Adam with L2 weight decay."""
+        return torch.optim.Adam(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
