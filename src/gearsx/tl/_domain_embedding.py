@@ -163,7 +163,7 @@ def domain_embedding(
     Returns
     -------
     ``None`` (or the copy) — sets ``obsm[key_added]`` (``n_latent`` wide) and ``uns[key_added]``
-    (``params``, ``version``, the final ``loss`` and ``time_s``).
+    (``params`` with the gearsx version, the final training ``loss`` and ``time_s``).
 
     Examples
     --------
