@@ -22,6 +22,18 @@ _ROW_BLOCK = 8192
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def slide_means(x, codes: np.ndarray, n_slides: int) -> np.ndarray:
+    """Per-slide column means ``(n_slides, n_features)`` (float64) of a dense or sparse ``x``.
+
+    Computed as ``(indicator^T x) / counts``: sparse-friendly, ``x`` is never densified.
+    """
+    n = x.shape[0]
+    indicator = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_slides, n))
+    sums = indicator @ x
+    sums = np.asarray(sums.toarray() if sp.issparse(sums) else sums, dtype=np.float64)
+    return sums / np.maximum(np.bincount(codes, minlength=n_slides), 1)[:, None]
+
+
 def mean_center_per_slide(
     adata: AnnData,
     *,
@@ -102,13 +114,8 @@ def mean_center_per_slide(
     codes = slides.cat.codes.to_numpy()
     n_slides = len(slides.cat.categories)
     counts = np.bincount(codes, minlength=n_slides)
-    # Slide means as (indicator^T X) / counts: sparse-friendly, no densification of X.
-    indicator = sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_slides, n))
-    sums = indicator @ x
-    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
-    sums = sums.astype(np.float64)
-    means = sums / np.maximum(counts, 1)[:, None]
-    overall = sums.sum(0) / n
+    means = slide_means(x, codes, n_slides)
+    overall = (counts[:, None] * means).sum(0) / n
     shift = (overall[None, :] - means).astype(np.float32)  # added to each row of its slide
     if n_slides == 1:
         logger.info("mean_center_per_slide: a single slide in obs[%r]; centring is the identity.", slide_key)

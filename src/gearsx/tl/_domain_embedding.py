@@ -20,6 +20,7 @@ from gearsx._anndata import (
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 from gearsx.geometry._graph import spatial_edges
+from gearsx.pp._centering import slide_means
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -30,13 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def _center_per_slide(x: np.ndarray, slides: np.ndarray | None) -> np.ndarray:
-    """Subtract each slide's column means (in place on a float32 copy)."""
-    x = np.array(x, dtype=np.float32)
+    """Subtract each slide's column means (float32; :func:`gearsx.pp._centering.slide_means`)."""
     codes = np.zeros(len(x), dtype=np.int64) if slides is None else np.unique(slides, return_inverse=True)[1]
-    for g in np.unique(codes):
-        rows = codes == g
-        x[rows] -= x[rows].mean(0)
-    return x
+    return (x - slide_means(x, codes, int(codes.max()) + 1)[codes]).astype(np.float32)
 
 
 def _expression(adata: AnnData, layer: str | None, mask_var: str | None) -> np.ndarray:
@@ -195,9 +192,10 @@ def domain_embedding(
     t0 = time.perf_counter()
     module = GraphAttentionAutoencoder(x.shape[1], n_hidden=n_hidden, n_latent=n_latent)
     plan = GraphAutoencoderTrainingPlan(module, lr=lr, weight_decay=weight_decay)
+    graph = GraphBatch(x, src, dst)  # tensors built once: for training and for the final encoding
     history, device = fit_lightning(
         plan,
-        GraphBatch(x, src, dst),
+        graph,
         max_epochs=max_epochs,
         accelerator=accelerator,
         devices="auto",
@@ -205,12 +203,11 @@ def domain_embedding(
         random_state=random_state,
         reinitialise=True,
     )
-    batch = next(iter(GraphBatch(x, src, dst)))
     module = module.to(device).eval()
     import torch
 
     with torch.no_grad():
-        z = module.encode(*(batch[k].to(device) for k in ("x", "src", "dst")))[0].cpu().numpy()
+        z = module.encode(*(graph.batch[k].to(device) for k in ("x", "src", "dst")))[0].cpu().numpy()
     elapsed = time.perf_counter() - t0
 
     adata = adata.copy() if copy else adata
