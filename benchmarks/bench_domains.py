@@ -3,19 +3,31 @@
 Run: ``.venv/bin/python benchmarks/bench_domains.py [--sets dlpfc osmfish] [--reps ...] [--seeds 0 1 2]``.
 Writes ``benchmarks/results/domains.md`` (or ``--out``) and the per-run rows next to it (``.csv``). GraphST needs the ``bench`` dependency group.
 
-Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (the Python mclust EEE,
-``n_clusters`` = number of reference labels) with and without ``refine=True`` (6 neighbours):
+Preprocessing (scanpy's standard recipe, the one STAGATE and GraphST use): UMI counts (the DLPFC files
+hold library-size-normalised counts; the counts are recovered exactly, see
+:func:`counts_from_library_normalised`), 3,000 highly variable genes by scanpy's ``'seurat_v3'``
+flavour on the counts, ``normalize_total(target_sum=1e4)`` and ``log1p``. osmFISH (33 genes, all kept) is
+normalised to its median library size instead, scanpy's default for such a small targeted panel.
 
-* ``pca``: non-spatial baseline: 3,000 highly variable genes (scanpy ``'seurat'`` flavour) of the
-  log-normalised expression, 20 principal components, per slide;
+Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (the Python mclust EEE,
+``n_clusters`` = number of reference labels, default ``n_pcs='auto'``) with and without
+``refine=True`` (6 neighbours):
+
+* ``pca``: non-spatial baseline: 20 principal components of the log-normalised expression of the
+  highly variable genes, per slide;
 * ``gearsx_domain``: :func:`gearsx.tl.domain_embedding` (the default representation of
   ``cluster_domains``) on the same genes, per slide;
+* ``gearsx_domain_pc20``: the same embedding clustered after a 20-component PCA (the default
+  ``n_pcs`` before ``'auto'``), to show how much the clustering step moves the score;
+* ``gearsx_domain_image``: the same with the optional image view (``image_key``, default
+  ``image_weight``): the colour layout of the low-resolution H&E around each spot (see
+  :func:`image_features`), per slide;
 * ``gearsx_domain_joint``: the same, trained on all slides of the data set at once (``slide_key``),
   clustered once over all spots; ARI is then computed per slide;
 * ``gearsx_backbone``: the geometry encoder's backbone (:func:`gearsx.tl.fit_encoder`, all slides),
   the default before the domain embedding existed;
 * ``graphst``: GraphST 1.1.1 (Long et al. 2023) with its defaults (its own preprocessing of the
-  library-size-normalised counts, 600 epochs, CPU), its ``obsm['emb']`` clustered by the same mclust
+  counts, 600 epochs, CPU), its ``obsm['emb']`` clustered by the same mclust
   after a 20-component PCA (GraphST's own recipe), per slide. Not run on osmFISH: its preprocessing
   selects 3,000 highly variable genes and osmFISH has 33.
 
@@ -33,6 +45,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scanpy as sc
+import scipy.sparse as sp
 from _common import DATA
 
 import gearsx as gx
@@ -40,12 +53,33 @@ from gearsx.tl._clustering import spatial_majority_vote
 
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).resolve().parent / "results" / "domains.md"
-ALL_REPS = ("pca", "gearsx_domain", "gearsx_domain_joint", "gearsx_backbone", "graphst")
+ALL_REPS = ("pca", "gearsx_domain", "gearsx_domain_image", "gearsx_domain_joint", "gearsx_backbone", "graphst")
+
+
+def counts_from_library_normalised(x: sp.csr_matrix) -> sp.csr_matrix:
+    """UMI counts of a library-size-normalised count matrix: each spot's smallest non-zero value is one count.
+
+    The DLPFC files hold Banksy's "count normalized" values (counts times one factor per spot, see
+    their PROVENANCE.md). Dividing each row by its smallest non-zero entry recovers integer counts
+    (checked: the largest deviation from an integer is below 1e-5), assuming every spot has a gene
+    seen once, which holds for all spots of these slides (68% of non-zero counts are 1).
+    """
+    x = sp.csr_matrix(x, dtype=np.float64)
+    mins = np.ones(x.shape[0])
+    filled = np.diff(x.indptr) > 0
+    mins[filled] = np.minimum.reduceat(x.data, x.indptr[:-1][filled])
+    counts = sp.diags(1.0 / mins) @ x
+    dev = np.abs(counts.data - np.round(counts.data)).max() if counts.nnz else 0.0
+    if dev > 1e-3:
+        msg = f"the matrix is not a per-spot multiple of integer counts (deviation {dev:.3g})"
+        raise ValueError(msg)
+    counts.data = np.round(counts.data)
+    return counts.astype(np.float32).tocsr()
 
 
 def load(name):
-    """Slides as one AnnData with obs['slide'], obs['truth'] and library-size-normalised counts in
-    ``layers['norm']``, log1p in ``X`` (None when the data are missing)."""
+    """Slides as one AnnData with obs['slide'], obs['truth'], UMI counts in ``layers['counts']`` and
+    ``normalize_total`` (1e4 for Visium, the median for osmFISH) + ``log1p`` in ``X`` (None when the data are missing)."""
     if name == "dlpfc":
         files = sorted((DATA / "dlpfc_visium_libd").glob("dlpfc_*.h5ad"))
         if not files:
@@ -57,8 +91,9 @@ def load(name):
             a.obs["truth"] = a.obs["layer"].astype(str).replace("NA", np.nan)
             a.var_names = a.var["gene_symbol"].astype(str)
             a.var_names_make_unique()
+            a.X = counts_from_library_normalised(a.X)  # the files hold library-size-normalised counts
             parts.append(a)
-        a = ad.concat(parts, join="inner", uns_merge="unique")  # X is library-size normalised already
+        a = ad.concat(parts, join="inner", uns_merge="unique")
     elif name == "osmfish":
         f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
         if not f.exists():
@@ -68,18 +103,20 @@ def load(name):
         a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
         a.obs["slide"] = "osmfish"
         a.obs["truth"] = a.obs["Region"].astype(str)
-        sc.pp.normalize_total(a)
     else:
         raise ValueError(name)
-    a.layers["norm"] = a.X.copy()
+    a.layers["counts"] = a.X.copy()
+    # Visium: scanpy's standard 1e4 counts per spot; the 33-gene osmFISH panel (a few hundred counts per
+    # cell): the median library size, scanpy's default, as in every earlier osmFISH run here.
+    sc.pp.normalize_total(a, target_sum=1e4 if name == "dlpfc" else None)
     sc.pp.log1p(a)
     return a
 
 
-def select_genes(s):
-    """Mark 3,000 highly variable genes (all genes when there are fewer)."""
+def select_genes(s, batch_key=None):
+    """Mark 3,000 highly variable genes (scanpy's ``'seurat_v3'`` flavour on the counts; all genes when there are fewer)."""
     if s.n_vars > 3000:
-        sc.pp.highly_variable_genes(s, n_top_genes=3000, flavor="seurat")
+        sc.pp.highly_variable_genes(s, n_top_genes=3000, flavor="seurat_v3", layer="counts", batch_key=batch_key)
     else:
         s.var["highly_variable"] = True
 
@@ -88,10 +125,29 @@ def graphst_embedding(s, seed):
     import torch
     from GraphST import GraphST
 
-    raw = ad.AnnData(s.layers["norm"].copy(), obs=s.obs[[]].copy(), var=s.var[[]].copy())
+    raw = ad.AnnData(s.layers["counts"].copy(), obs=s.obs[[]].copy(), var=s.var[[]].copy())
     raw.obsm["spatial"] = np.asarray(s.obsm["spatial"], dtype=np.float64)
     out = GraphST.GraphST(raw, device=torch.device("cpu"), random_seed=seed).train()
     return np.asarray(out.obsm["emb"], dtype=np.float64)
+
+
+def image_features(s, slide):
+    """Colour layout of the low-resolution H&E around each spot: mean RGB of the 2 x 2 quarters of an 8-pixel tile.
+
+    Only the low-resolution image ships with these data (600 x 600 pixels, about 7 pixels between
+    spot centres), so an 8-pixel tile is one spot and its first ring; a pretrained vision model has
+    nothing to read at that size. The features go through :func:`gearsx.pp.extract_patches` (scale
+    factors from ``uns['spatial']``) and :func:`gearsx.tl.embed_patches` like any image model's.
+    """
+    import tempfile
+
+    import torch
+
+    s.uns["spatial"] = {slide: s.uns["spatial"][slide]}
+    with tempfile.TemporaryDirectory() as tmp:
+        gx.pp.extract_patches(s, library_id=slide, size=8, resolution="lowres", path=Path(tmp) / "tiles.npy")
+        pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+        gx.tl.embed_patches(s, pool, progress=False)
 
 
 def score(rows, base, truth, labels, coords):
@@ -117,6 +173,14 @@ def per_slide(a, name, seed, reps, rows, backbone):
                 select_genes(s)
                 gx.tl.domain_embedding(s, random_state=seed, progress=False)
                 key, kw = "X_gears_domain", {}
+            elif rep == "gearsx_domain_image":
+                if "spatial" not in s.uns:
+                    print(f"{name}: no H&E image, image view skipped", flush=True)
+                    continue
+                select_genes(s)
+                image_features(s, slide)
+                gx.tl.domain_embedding(s, image_key="X_image", random_state=seed, progress=False)
+                key, kw = "X_gears_domain", {}
             elif rep == "gearsx_backbone":
                 s.obsm["X_gears_backbone"] = backbone[(a.obs["slide"] == slide).to_numpy()]
                 key = "X_gears_backbone"
@@ -132,12 +196,16 @@ def per_slide(a, name, seed, reps, rows, backbone):
             dt = time.perf_counter() - t
             base = {"data": name, "slide": slide, "seed": seed, "rep": rep, "time_s": dt}
             score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"])
+            if rep == "gearsx_domain":  # sensitivity: the same embedding through 20 PCs (the default before 'auto')
+                gx.tl.cluster_domains(s, method="mclust", n_clusters=k, n_pcs=20, random_state=seed)
+                base = {**base, "rep": "gearsx_domain_pc20"}
+                score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"])
 
 
 def joint(a, name, seed, rows):
     s = a.copy()
     t = time.perf_counter()
-    select_genes(s)
+    select_genes(s, batch_key="slide")
     gx.tl.domain_embedding(s, slide_key="slide", random_state=seed, progress=False)
     k = s.obs["truth"].nunique()
     gx.tl.cluster_domains(s, method="mclust", n_clusters=k, random_state=seed)
@@ -192,10 +260,24 @@ def main():
     parser.add_argument("--sets", nargs="+", default=["dlpfc", "osmfish"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--reps", nargs="+", default=list(ALL_REPS), choices=ALL_REPS)
+    parser.add_argument(
+        "--graphst-seeds", nargs="+", type=int, default=None,
+        help="run GraphST for these seeds only (default: all --seeds; it takes ~8 min per slide on 2 cores)",
+    )  # fmt: skip
     parser.add_argument("--out", default=str(OUT), help="markdown table to write")
+    parser.add_argument(
+        "--append", action="store_true",
+        help="keep the rows of the existing csv next to --out, except those this run recomputes",
+    )  # fmt: skip
     args = parser.parse_args()
     gx.settings.progress_bar = False
     rows = []
+    old = Path(args.out).with_suffix(".csv")
+    if args.append and old.exists():
+        prev = pd.read_csv(old, dtype={"slide": str})
+        reps = set(args.reps) | ({"gearsx_domain_pc20"} if "gearsx_domain" in args.reps else set())
+        redo = prev["data"].isin(args.sets) & prev["rep"].isin(reps) & prev["seed"].isin(args.seeds)
+        rows = prev[~redo].to_dict("records")
     for name in args.sets:
         a = load(name)
         if a is None:
@@ -203,7 +285,8 @@ def main():
             continue
         for seed in args.seeds:
             backbone = encoder_backbone(a, seed) if "gearsx_backbone" in args.reps else None
-            per_slide(a, name, seed, args.reps, rows, backbone)
+            reps = [r for r in args.reps if r != "graphst" or args.graphst_seeds is None or seed in args.graphst_seeds]
+            per_slide(a, name, seed, reps, rows, backbone)
             if "gearsx_domain_joint" in args.reps and a.obs["slide"].nunique() > 1:
                 joint(a, name, seed, rows)
             write(rows, args)  # after every data set and seed, so a long run leaves its table behind

@@ -386,13 +386,13 @@ def _cases() -> list[Case]:
             "n_hidden",
         ),
         C(
-            "fit_encoder-k_spatial-too-large",
+            "fit_encoder-n_spatial_neighbors-too-large",
             on(
                 lambda e: _fresh_st(e),
-                lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", k_spatial=100_000, max_epochs=1),
+                lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", n_spatial_neighbors=100_000, max_epochs=1),
             ),
             ValueError,
-            "k_spatial",
+            "n_spatial_neighbors",
         ),
         C(
             "fit_encoder-missing-layer",

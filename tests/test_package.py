@@ -133,3 +133,31 @@ def test_old_argument_names_warn_and_still_work():
         )
     with pytest.raises(TypeError, match="pass `progress` only"):
         geo.train(enable_progress_bar=False, progress=False)
+
+
+def test_old_neighbour_count_names_warn_and_give_the_same_result():
+    """refine_k -> n_spatial_neighbors (cluster_domains), knn -> n_neighbors (reconstruct), k_spatial -> n_spatial_neighbors."""
+    import anndata as ad
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(200, 2))
+    adata = ad.AnnData(
+        np.zeros((200, 1), dtype=np.float32), obsm={"spatial": xy, "rep": xy + rng.normal(0, 0.3, (200, 2))}
+    )
+    gx.tl.cluster_domains(adata, method="kmeans", use_rep="rep", n_clusters=3, refine=True, n_spatial_neighbors=4)
+    new = adata.obs["gears_domain"].copy()
+    with pytest.warns(FutureWarning, match="`refine_k` of cluster_domains\\(\\) is renamed `n_spatial_neighbors`"):
+        gx.tl.cluster_domains(adata, method="kmeans", use_rep="rep", n_clusters=3, refine=True, refine_k=4)
+    assert (adata.obs["gears_domain"] == new).all()
+    assert adata.uns["gears_domain"]["params"]["n_spatial_neighbors"] == 4
+    with pytest.raises(TypeError, match="pass `n_neighbors` only"):
+        gx.tl.reconstruct(adata, None, knn=5, n_neighbors=5)
+    from tests.model.make_saved_model import tiny_adata
+
+    st = tiny_adata()
+    gx.model.SharedEncoder.setup_anndata(st, slide_key="slide")
+    enc = gx.model.SharedEncoder(st, n_hidden=(8,), n_latent=4)
+    with pytest.warns(FutureWarning, match="`k_spatial` of SharedEncoder.train\\(\\) is renamed `n_spatial_neighbors`"):
+        enc.train(max_epochs=1, batch_size=16, k_spatial=3, progress=False)
+    assert enc.train_params_["n_spatial_neighbors"] == 3

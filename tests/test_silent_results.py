@@ -87,7 +87,9 @@ def _stacked_slides():
 
 def test_refinement_never_pools_slides_without_slide_key():
     adata = _stacked_slides()
-    gx.tl.cluster_domains(adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, refine_k=6)
+    gx.tl.cluster_domains(
+        adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, n_spatial_neighbors=6
+    )
     labels = adata.obs["gears_domain"].to_numpy()
     # each slide is one domain; pooling the slides' coincident spots would flip about half of them
     assert len(set(labels[:150])) == 1
@@ -95,7 +97,9 @@ def test_refinement_never_pools_slides_without_slide_key():
     assert labels[0] != labels[-1]
     assert adata.uns["gears_domain"]["params"]["slide_key"] == "slide"
     del adata.uns["gears_encoder"]  # without any record the data are one slide, and pooling shows
-    gx.tl.cluster_domains(adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, refine_k=6)
+    gx.tl.cluster_domains(
+        adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, n_spatial_neighbors=6
+    )
     assert adata.obs["gears_domain"].iloc[:150].nunique() == 2
 
 

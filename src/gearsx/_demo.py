@@ -48,6 +48,7 @@ def run_demo(
     -------
     The output folder.
     """
+    # Over 80 lines on purpose: the demo is one script users read top to bottom, one public call per step.
     import matplotlib
 
     matplotlib.use("Agg")

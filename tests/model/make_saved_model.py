@@ -29,7 +29,7 @@ def main() -> None:
     adata = tiny_adata()
     gx.model.SharedEncoder.setup_anndata(adata, slide_key="slide")
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=2, batch_size=16, k_spatial=3, progress=False)
+    model.train(max_epochs=2, batch_size=16, n_spatial_neighbors=3, progress=False)
     model.save(HERE, overwrite=True)
     np.save(HERE / "expected_latent.npy", model.get_latent_representation())
 

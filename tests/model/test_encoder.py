@@ -115,10 +115,10 @@ def test_same_seed_same_embedding():
     za = gx.model.SharedEncoder(a, n_hidden=(8,), n_latent=4)
     zb = gx.model.SharedEncoder(b, n_hidden=(8,), n_latent=4)
     for m in (za, zb):
-        m.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=5, progress=False)
+        m.train(max_epochs=3, batch_size=16, n_spatial_neighbors=3, random_state=5, progress=False)
     np.testing.assert_array_equal(za.get_latent_representation(), zb.get_latent_representation())
     zc = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
-    zc.train(max_epochs=3, batch_size=16, k_spatial=3, random_state=6, progress=False)
+    zc.train(max_epochs=3, batch_size=16, n_spatial_neighbors=3, random_state=6, progress=False)
     assert not np.allclose(za.get_latent_representation(), zc.get_latent_representation())
 
 
@@ -140,7 +140,7 @@ def test_load_with_other_genes_raises():
 def test_single_slide_is_valid():
     adata = _tiny(slide_key=None)
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=2, batch_size=16, k_spatial=3, progress=False)
+    model.train(max_epochs=2, batch_size=16, n_spatial_neighbors=3, progress=False)
     assert model.get_latent_representation().shape == (60, 4)
 
 
@@ -167,14 +167,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match="not set up"):
         gx.model.SharedEncoder(tiny_adata())
     model = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
-    with pytest.raises(ValueError, match="k_spatial"):
-        model.train(max_epochs=1, k_spatial=40, progress=False)
+    with pytest.raises(ValueError, match="n_spatial_neighbors"):
+        model.train(max_epochs=1, n_spatial_neighbors=40, progress=False)
 
 
 def test_adapter_bad_input():
     adata = _tiny()
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=1, batch_size=16, k_spatial=3, progress=False)
+    model.train(max_epochs=1, batch_size=16, n_spatial_neighbors=3, progress=False)
     other_genes = tiny_adata()[:, :6].copy()
     with pytest.raises(ValueError, match="genes of `adata`"):
         gx.tl.fit_adapter(other_genes, model)
@@ -189,7 +189,7 @@ def test_adapter_bad_input():
 def test_adapter_max_steps_caps_epochs_and_is_inert_when_large():
     adata = _tiny()
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
-    model.train(max_epochs=1, batch_size=16, k_spatial=3, progress=False)
+    model.train(max_epochs=1, batch_size=16, n_spatial_neighbors=3, progress=False)
     sc = tiny_adata()
     per_epoch = -(-sc.n_obs // 16)
     gx.tl.fit_adapter(sc, model, max_epochs=10, batch_size=16, max_steps=2 * per_epoch, progress=False)
@@ -202,3 +202,49 @@ def test_adapter_max_steps_caps_epochs_and_is_inert_when_large():
     np.testing.assert_array_equal(capped, sc.obsm["X_gears"])  # a cap that is not reached changes nothing
     with pytest.raises(ValueError, match="max_steps"):
         gx.tl.fit_adapter(sc, model, max_steps=0)
+
+
+def test_sc_adapter_class_fits_attaches_and_round_trips(tmp_path):
+    """gx.model.SCAdapter: the closed-form start whitens/colours exactly, fitting attaches it to its encoder,
+    transform equals the encoder's adapted output, and save/load restores the same map."""
+    adata = _tiny()
+    model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
+    model.train(max_epochs=1, batch_size=16, n_spatial_neighbors=3, progress=False)
+    sc = tiny_adata()
+    sc.layers["gears_centered"] = sc.layers["gears_centered"] * 3.0 + 1.0  # a batch shift the map must undo
+    adapter = gx.model.SCAdapter(model)
+    assert not adapter.is_fitted
+    assert model.adapter is None
+    assert "not fitted" in repr(adapter)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        adapter.transform(np.zeros((2, 4)))
+    adapter.fit(sc, max_epochs=0, progress=False)  # closed form only: W0 C_SC W0^T = C_ST (shrunk covariances)
+    assert model.adapter is adapter
+    assert adapter.params_["epochs_run"] == 0
+    z_sc, z_st = model.get_latent_representation(sc), model.get_latent_representation()
+    mapped = adapter.transform(z_sc)
+    np.testing.assert_allclose(mapped.mean(0), z_st.mean(0), atol=1e-4)
+    np.testing.assert_allclose(mapped, model.get_latent_representation(sc, adapt=True), atol=1e-5)
+    adapter.fit(sc, max_epochs=3, batch_size=16, progress=False)
+    assert len(adapter.history_) == 3
+    assert set(adapter.report_) == {"before", "after"}
+    assert adapter.report_["after"]["centroid_distance"] < adapter.report_["before"]["centroid_distance"]
+    with pytest.raises(ValueError, match=r"\(n_obs, 4\)"):
+        adapter.transform(np.zeros((2, 3)))
+    adapter.save(tmp_path / "a")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        adapter.save(tmp_path / "a")
+    other = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=4)
+    other.train(max_epochs=1, batch_size=16, n_spatial_neighbors=3, progress=False)
+    back = gx.model.SCAdapter.load(tmp_path / "a", other)
+    assert other.adapter is back
+    assert back.params_ == adapter.params_
+    np.testing.assert_allclose(back.transform(z_sc), adapter.transform(z_sc), atol=0)
+    with pytest.raises(ValueError, match="fitted on this encoder"):
+        model.adapter = back
+    wide = gx.model.SharedEncoder(_tiny(), n_hidden=(8,), n_latent=6)
+    wide.train(max_epochs=1, batch_size=16, n_spatial_neighbors=3, progress=False)
+    with pytest.raises(ValueError, match="6-dimensional"):
+        gx.model.SCAdapter.load(tmp_path / "a", wide)
+    with pytest.raises(TypeError, match="SharedEncoder"):
+        gx.model.SCAdapter(adata)

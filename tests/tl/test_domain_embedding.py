@@ -55,20 +55,24 @@ def test_attention_is_normalised_and_the_model_is_permutation_equivariant():
     assert torch.allclose(recon2, recon[perm], atol=1e-5)
 
 
-def test_planted_domains_are_recovered_better_than_from_expression_alone(planted):
-    one = planted[planted.obs["slide"] == "slide_0"].copy()
+def test_planted_domains_are_recovered_where_expression_alone_fails():
+    """Noisy simulated Visium spots (depth 10): mclust on the expression misses the planted domains, the
+    domain embedding (clustered by the defaults) recovers them."""
+    one, _ = gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=30000, n_genes=150, depth=10.0, random_state=3)
+    sc.pp.normalize_total(one)
+    sc.pp.log1p(one)
     truth = one.obs["domain"].to_numpy()
     k = len(np.unique(truth))
-    gx.tl.domain_embedding(one, mask_var=None, max_epochs=300, random_state=0, progress=False)
+    gx.tl.domain_embedding(one, mask_var=None, max_epochs=500, random_state=0, progress=False)
     gx.tl.cluster_domains(one, method="mclust", n_clusters=k, random_state=0)
     gx.tl.cluster_domains(one, method="mclust", use_rep="X", n_clusters=k, random_state=0, key_added="pca")
     ari = adjusted_rand_score(truth, one.obs["gears_domain"])
     ari_pca = adjusted_rand_score(truth, one.obs["pca"])
-    # measured: 0.94 vs 0.87; expression alone is good on these strong simulated markers, the
-    # neighbourhood still removes a third of its errors
-    assert ari > 0.9, ari
-    assert ari > ari_pca + 0.05, (ari, ari_pca)
+    # measured: 0.92 vs 0.71 (20 PCs of the expression)
+    assert ari > 0.85, ari
+    assert ari_pca < 0.8, ari_pca
     assert one.uns["gears_domain"]["params"]["use_rep"] == "X_gears_domain"  # the default, once it exists
+    assert one.uns["gears_domain"]["params"]["n_features"] == 30  # n_pcs='auto' keeps the 30-d code whole
     rec = one.uns["X_gears_domain"]
     assert rec["params"]["n_latent"] == one.obsm["X_gears_domain"].shape[1] == 30
     assert np.isfinite(rec["loss"])

@@ -147,7 +147,7 @@ def test_cluster_domains_refine_records_changes_and_raises_without_coordinates()
     x, _ = _elongated_blobs(n_per=100)
     a = _adata(feat=x, spatial=x)
     gx.tl.cluster_domains(a, method="kmeans", use_rep="feat", n_clusters=3, refine=True)
-    assert a.uns["gears_domain"]["params"]["refine_k"] == 6
+    assert a.uns["gears_domain"]["params"]["n_spatial_neighbors"] == 6
     assert "refine_changed" in a.uns["gears_domain"]
     b = _adata(feat=x)
     with pytest.raises(KeyError, match="obsm\\['spatial'\\]"):
@@ -180,6 +180,24 @@ def test_pca_of_expression_and_copy():
     assert gx.tl.domain_representation(st, "X", n_pcs=10).shape == (st.n_obs, 10)
     with pytest.raises(ValueError, match="n_pcs"):
         gx.tl.domain_representation(st, "X", n_pcs=None)
+
+
+def test_auto_n_pcs_keeps_narrow_embeddings_whole_and_reduces_wide_ones():
+    """n_pcs='auto' (the default): <= 50 columns are clustered as they are, wider ones and X get 20 PCs."""
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.normal(size=(200, 30)), rng.normal(size=(200, 60))
+    a = _adata(narrow=narrow, wide=wide)
+    np.testing.assert_array_equal(gx.tl.domain_representation(a, "narrow"), narrow)
+    assert gx.tl.domain_representation(a, "wide").shape == (200, 20)
+    gx.tl.cluster_domains(a, method="kmeans", use_rep="narrow", n_clusters=3)
+    assert a.uns["gears_domain"]["params"]["n_pcs"] == "auto"
+    assert a.uns["gears_domain"]["params"]["n_features"] == 30
+    gx.tl.cluster_domains(a, method="kmeans", use_rep="wide", n_clusters=3)
+    assert a.uns["gears_domain"]["params"]["n_features"] == 20
+    st, _ = gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=3000, n_genes=40, random_state=0)
+    assert gx.tl.domain_representation(st, "X").shape == (st.n_obs, 20)  # X is reduced whatever its width
+    with pytest.raises(ValueError, match="'auto'"):
+        gx.tl.domain_representation(a, "narrow", n_pcs="all")
 
 
 def test_input_errors_name_the_problem():

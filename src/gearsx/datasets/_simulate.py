@@ -262,6 +262,7 @@ def simulate_tissue(
     >>> sc.obsm["spatial_gt"].shape
     (2500, 2)
     """
+    # Over 80 lines on purpose: checks of its 16 arguments, then the generative steps (helpers above) wired in order.
     import anndata as ad
     import pandas as pd
 

@@ -15,6 +15,8 @@ from ._base import MODEL_ATTRIBUTES, GearsModelBase, _check_var_names
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from ._adapter import SCAdapter
+
 __all__ = ["SharedEncoder"]
 
 logger = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
 def _spatial_neighbours(coords: np.ndarray, slides: np.ndarray, k: int, slide_names) -> np.ndarray:
     """``k`` physical nearest neighbours of every observation within its own slide (global indices)."""
     out = np.empty((len(coords), k), dtype=np.int64)
-    for rows, nbr in group_knn(coords, np.asarray(slide_names)[slides], k, name="k_spatial"):
+    for rows, nbr in group_knn(coords, np.asarray(slide_names)[slides], k, name="n_spatial_neighbors"):
         out[rows] = nbr
     return out
 
@@ -91,8 +93,7 @@ class SharedEncoder(GearsModelBase):
         self.module = SharedEncoderModule(
             adata.n_vars, tuple(n_hidden), n_latent, n_slides=n_slides, adversarial=adversarial
         )
-        self.adapter_ = None
-        self.adapter_info_: dict[str, Any] = {}
+        self._adapter = None
 
     @classmethod
     def setup_anndata(
@@ -127,7 +128,7 @@ class SharedEncoder(GearsModelBase):
             raise ValueError(msg)
         cls._register(adata, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
 
-    @renamed_arguments(enable_progress_bar="progress")
+    @renamed_arguments(enable_progress_bar="progress", k_spatial="n_spatial_neighbors")
     def train(
         self,
         max_epochs: int | None = None,
@@ -135,7 +136,7 @@ class SharedEncoder(GearsModelBase):
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
-        k_spatial: int = 8,
+        n_spatial_neighbors: int = 8,
         temperature: float = 0.1,
         w_nce: float = 5.0,
         accelerator: str = "auto",
@@ -155,8 +156,9 @@ class SharedEncoder(GearsModelBase):
             physical neighbour as its positive.
         lr, weight_decay
             AdamW settings.
-        k_spatial
-            Physical neighbours per spot from which positives are drawn.
+        n_spatial_neighbors
+            Physical neighbours per spot (within its slide) from which positives are drawn
+            (formerly ``k_spatial``).
         temperature
             InfoNCE temperature.
         w_nce
@@ -176,11 +178,11 @@ class SharedEncoder(GearsModelBase):
             msg = "early_stopping is not supported by SharedEncoder yet (it has no validation objective)."
             raise NotImplementedError(msg)
         batch_size = check_positive_int(batch_size, name="batch_size", minimum=2)
-        k_spatial = check_positive_int(k_spatial, name="k_spatial")
+        n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
         x = _dense_layer(self.adata, self.setup_args["layer"])
         slides = self._slide_codes()
         coords = self._coords()
-        neighbours = _spatial_neighbours(coords, slides, k_spatial, self._slide_names())
+        neighbours = _spatial_neighbours(coords, slides, n_spatial_neighbors, self._slide_names())
         n = len(x)
         steps = max(1, n // batch_size)
         if max_epochs is None:
@@ -212,7 +214,7 @@ class SharedEncoder(GearsModelBase):
             "max_epochs": max_epochs,
             "batch_size": batch_size,
             "lr": lr,
-            "k_spatial": k_spatial,
+            "n_spatial_neighbors": n_spatial_neighbors,
             "temperature": temperature,
             "w_nce": w_nce,
             "random_state": random_state,
@@ -280,7 +282,7 @@ class SharedEncoder(GearsModelBase):
         import torch
 
         self._check_if_trained()
-        if adapt and self.adapter_ is None:
+        if adapt and self._adapter is None:
             msg = "No adapter fitted; run gx.tl.fit_adapter(adata_sc, model) first."
             raise RuntimeError(msg)
         adata = self.adata if adata is None else adata
@@ -302,25 +304,48 @@ class SharedEncoder(GearsModelBase):
                 if "embedding" in out:
                     z = self.module.project(h)
                     if adapt:
-                        z = self.adapter_.to(dev)(z)
+                        z = self._adapter.module.to(dev)(z)
                     out["embedding"].append(z.float().cpu().numpy())
         return {name: np.concatenate(parts) for name, parts in out.items()}
 
-    # adapter persistence -------------------------------------------------------------------------
+    # --- the SC adapter ---------------------------------------------------------------------------
+    @property
+    def n_latent(self) -> int:
+        """Width of the embedding."""
+        return int(self._module_kwargs["n_latent"])
+
+    @property
+    def adapter(self) -> SCAdapter | None:
+        """The fitted :class:`~gearsx.model.SCAdapter` attached to this encoder (``None`` before :func:`gearsx.tl.fit_adapter`).
+
+        It is saved with the encoder and applied by ``get_latent_representation(..., adapt=True)``.
+        """
+        return self._adapter
+
+    @adapter.setter
+    def adapter(self, adapter: SCAdapter | None) -> None:
+        from ._adapter import SCAdapter
+
+        if adapter is not None and (not isinstance(adapter, SCAdapter) or adapter.encoder is not self):
+            msg = "`adapter` must be a gx.model.SCAdapter fitted on this encoder (SCAdapter(encoder).fit(adata_sc))."
+            raise ValueError(msg)
+        if adapter is not None and not adapter.is_fitted:
+            msg = "`adapter` is not fitted; call `.fit(adata_sc)` first."
+            raise ValueError(msg)
+        self._adapter = adapter
+
     def _extra_state(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"slides": self._slide_names(), "train_params": getattr(self, "train_params_", {})}
-        if self.adapter_ is not None:
-            extra["tensors"] = {f"adapter.{k}": v.detach().cpu() for k, v in self.adapter_.state_dict().items()}
-            extra["adapter"] = self.adapter_info_
+        if self._adapter is not None:
+            tensors, meta = self._adapter.state()
+            extra["tensors"] = {f"adapter.{k}": v for k, v in tensors.items()}
+            extra["adapter"] = meta
         return extra
 
     def _load_extra_state(self, meta: dict, state: dict) -> None:
-        from gearsx.module import LinearAdapter
+        from ._adapter import SCAdapter
 
         self.train_params_ = meta.get("train_params", {})
         if "adapter" in meta:
-            self.adapter_ = LinearAdapter(self._module_kwargs["n_latent"])
-            self.adapter_.load_state_dict(
-                {k[len("adapter.") :]: v for k, v in state.items() if k.startswith("adapter.")}
-            )
-            self.adapter_info_ = meta["adapter"]
+            tensors = {k[len("adapter.") :]: v for k, v in state.items() if k.startswith("adapter.")}
+            self._adapter = SCAdapter.from_state(self, tensors, meta["adapter"])

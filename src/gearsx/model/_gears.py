@@ -296,16 +296,13 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
 
         Notes
         -----
-        The defaults (``dim=64``, about 320 steps) were chosen for CPU speed on the
-        pseudo-spot benchmarks (``benchmarks/bench_peers.py``, ~900 spots): ~40 s of training on
-        2 cores instead of 170-210 s for the earlier ``dim=128`` / 600 steps, with the
-        reconstruction of held-out cells unchanged (Spearman on MERFISH 0.197 vs 0.199, on Xenium
-        0.378 vs 0.367, with :func:`gearsx.tl.reconstruct`'s neighbour averaging). The
-        held-out-band spot metrics move both ways
-        (``val_spearman`` MERFISH 0.58 vs 0.53, Xenium 0.42 vs 0.57): for the best geometry on
+        The defaults (``dim=64``, about 320 steps) were chosen for CPU speed on the pseudo-spot
+        benchmarks, with the reconstruction of held-out cells unchanged against ``dim=128`` and
+        600 steps (the figures are on the :doc:`/benchmarks` page). For the best geometry on
         spots, pass ``max_epochs`` for ~600 steps (``max_epochs=19`` at ``n_batches=32``) and
         ``dim=128`` to :class:`GEARS`.
         """
+        # Over 80 lines on purpose: argument checks, then split -> loaders -> plan -> runner -> record, one call each.
         from gearsx.train import GearsTrainingPlan, miniset_loaders, validation_split
 
         if self.adata is None:

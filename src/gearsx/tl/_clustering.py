@@ -7,8 +7,7 @@ import warnings
 
 import numpy as np
 
-from gearsx._settings import settings
-from gearsx._utils import as_rng, resolve_device
+from gearsx._utils import as_rng
 from gearsx.geometry._knn import group_knn, knn
 
 __all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
@@ -251,6 +250,8 @@ def scan(
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """SCAN on fixed features: kNN mining, neighbour-consistency training, self-labelling.
 
+    Both training phases run through the one runner (:class:`gearsx.train.ScanTrainingPlan`).
+
     Features are standardised per dimension. Step 1 mines the ``n_neighbors`` nearest
     neighbours (exact, or pynndescent above 50,000 points). Step 2 trains a
     :class:`~gearsx.module.ScanHead` so each point and a random mined neighbour get the same
@@ -265,52 +266,46 @@ def scan(
     Labels ``(n,)``, the trunk embedding ``(n, n_hidden)``, and a dict of diagnostics.
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from gearsx.module._scan import ScanHead, scan_loss, self_label_loss
+    from gearsx.module import ScanHead, scan_loss
+    from gearsx.train import ScanTrainingPlan, fit_lightning
 
     rng = as_rng(random_state)
     seed = _seed(rng)
     z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
     k = min(n_neighbors, len(z) - 1)
     nbrs = knn(z, k, random_state=seed)[0]
-    device = resolve_device(accelerator)
-    progress = settings.progress_bar if progress is None else progress
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = ScanHead(z.shape[1], n_clusters, n_hidden=n_hidden, n_heads=n_heads).to(device)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+        head = ScanHead(z.shape[1], n_clusters, n_hidden=n_hidden, n_heads=n_heads)
     data = torch.as_tensor(z, dtype=torch.float32)
     nbr_t = torch.as_tensor(nbrs, dtype=torch.long)
-    n = len(z)
 
-    def perturb(t: torch.Tensor, scale: float) -> torch.Tensor:
-        keep = (torch.rand(t.shape, generator=gen) > 0.1 * scale).float() / (1 - 0.1 * scale)
-        return (t * keep + scale * noise * torch.randn(t.shape, generator=gen)).to(device)
+    def run(plan, epochs: int, phase_seed: int):
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(torch.arange(len(z))),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(phase_seed),
+        )
+        fit_lightning(
+            plan,
+            loader,
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=1,
+            progress=progress,
+            random_state=phase_seed,
+            reinitialise=False,
+        )
 
-    def batches():
-        order = torch.randperm(n, generator=gen)
-        for s in range(0, n, batch_size):
-            yield order[s : s + batch_size]
-
-    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=1e-4)
-    bar = tqdm(total=max_epochs + self_label_epochs, desc="SCAN", disable=not progress)
-    head.train()
-    for _ in range(max_epochs):
-        for idx in batches():
-            pick = nbr_t[idx, torch.randint(k, (len(idx),), generator=gen)]
-            total, _, _ = scan_loss(
-                head(perturb(data[idx], 1.0)), head(perturb(data[pick], 1.0)), entropy_weight=entropy_weight
-            )
-            opt.zero_grad()
-            total.sum().backward()
-            opt.step()
-        bar.update()
-    head.eval()
+    scan_plan = ScanTrainingPlan(head, data, nbr_t, phase="scan", lr=lr, noise=noise, entropy_weight=entropy_weight)
+    if max_epochs > 0:
+        run(scan_plan, max_epochs, seed)
+    head = head.cpu().eval()
     with torch.no_grad():
-        logits = head(data.to(device))
-        full_nbr = logits[nbr_t[:, 0].to(device)]
-        totals, cons, ent = scan_loss(logits, full_nbr, entropy_weight=entropy_weight)
+        logits = head(data)
+        totals, cons, ent = scan_loss(logits, logits[nbr_t[:, 0]], entropy_weight=entropy_weight)
     best = int(torch.argmin(totals))
     info = {
         "best_head": best,
@@ -321,26 +316,16 @@ def scan(
     }
     n_conf = 0
     if self_label_epochs > 0:
-        head.train()
-        opt = torch.optim.Adam(head.parameters(), lr=lr * 0.1, weight_decay=1e-4)
-        for _ in range(self_label_epochs):
-            n_conf = 0
-            for idx in batches():
-                weak = head(data[idx].to(device))[:, best]
-                strong = head(perturb(data[idx], 2.0))[:, best]
-                loss, nc = self_label_loss(weak, strong, threshold=threshold)
-                n_conf += nc
-                if nc:
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-            bar.update()
-        head.eval()
-    bar.close()
+        head.train()  # Lightning keeps the mode it finds; the self-labelling phase trains
+        label_plan = ScanTrainingPlan(
+            head, data, nbr_t, phase="self_label", lr=lr * 0.1, noise=noise, threshold=threshold, head=best
+        )
+        run(label_plan, self_label_epochs, seed + 1)
+        n_conf = label_plan.n_confident
+    head = head.cpu().eval()
     with torch.no_grad():
-        d = data.to(device)
-        prob = torch.softmax(head(d)[:, best], dim=-1).cpu().numpy()
-        emb = head.embed(d).cpu().numpy()
+        prob = torch.softmax(head(data)[:, best], dim=-1).numpy()
+        emb = head.embed(data).numpy()
     if not (np.isfinite(prob).all() and np.isfinite(emb).all()):
         msg = "SCAN produced non-finite outputs; lower `lr` or check the features for extreme values."
         raise FloatingPointError(msg)

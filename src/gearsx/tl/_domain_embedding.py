@@ -43,7 +43,8 @@ def _expression(adata: AnnData, layer: str | None, mask_var: str | None) -> np.n
         if mask_var not in adata.var:
             msg = (
                 f"`mask_var={mask_var!r}` is not a column of `adata.var`; run "
-                "`sc.pp.highly_variable_genes(adata, n_top_genes=3000)` first, or pass `mask_var=None` to use all genes."
+                "`sc.pp.highly_variable_genes(adata, flavor='seurat_v3', n_top_genes=3000)` on the counts first, "
+                "or pass `mask_var=None` to use all genes."
             )
             raise KeyError(msg)
         mask = adata.var[mask_var].to_numpy()
@@ -122,7 +123,9 @@ def domain_embedding(
     ----------
     adata
         Spatial data: log-normalised expression in ``X`` (or ``layers[layer]``) and coordinates
-        in ``obsm[spatial_key]``.
+        in ``obsm[spatial_key]``. Scanpy's standard recipe works best (see :ref:`gears-domains`):
+        ``sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=3000)`` on the
+        counts, then ``sc.pp.normalize_total(adata, target_sum=1e4)`` and ``sc.pp.log1p(adata)``.
     slide_key
         ``obs`` column of the slides. ``None`` takes the column recorded by an earlier gearsx
         step (:func:`gearsx.tl.fit_encoder`, :func:`gearsx.pp.mean_center_per_slide`); with no
@@ -133,7 +136,7 @@ def domain_embedding(
         Layer with the log-normalised expression (``None``: ``X``).
     mask_var
         Boolean ``var`` column selecting the genes (scanpy's convention; ``None``: all genes).
-        About 3,000 highly variable genes work well on Visium.
+        About 3,000 highly variable genes (``'seurat_v3'`` flavour, on counts) work well on Visium.
     image_key
         ``obsm`` key of image features (optional second view).
     image_weight

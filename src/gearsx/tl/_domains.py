@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import get_obs_rep, resolve_slide_key, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int
+from gearsx._utils import check_coords, check_positive_int, renamed_arguments
 
 from . import _clustering
 
@@ -41,8 +41,18 @@ def _block(adata: AnnData, rep: str):
     return get_obs_rep(adata, use_rep=rep, dense=True, hint=hint)
 
 
+#: ``n_pcs='auto'``: representations wider than this many columns (and ``X``) are reduced by PCA ...
+AUTO_PCA_ABOVE = 50
+#: ... to this many components; narrower ones (learned embeddings such as ``X_gears_domain``) are clustered as they are.
+AUTO_N_PCS = 20
+
+
 def domain_representation(
-    adata: AnnData, use_rep: str | Sequence[str] = Key.backbone, *, n_pcs: int | None = 20, random_state: int = 0
+    adata: AnnData,
+    use_rep: str | Sequence[str] = Key.backbone,
+    *,
+    n_pcs: int | Literal["auto"] | None = "auto",
+    random_state: int = 0,
 ) -> np.ndarray:
     """Build the feature matrix that :func:`~gearsx.tl.cluster_domains` clusters: fused representations, then PCA.
 
@@ -52,6 +62,11 @@ def domain_representation(
     30-d expression PCA). Then, when ``n_pcs`` is smaller than the width, the PCA of the
     result (:func:`scanpy.pp.pca`, which keeps sparse ``X`` sparse) is returned.
 
+    ``n_pcs='auto'`` reduces wide matrices (``X``, the 256-d encoder backbone, image features:
+    more than 50 columns) to 20 principal components and keeps narrow learned embeddings
+    (the 30-d ``X_gears_domain``) whole: such an embedding was trained to be clustered, and
+    dropping a third of its axes throws away part of what separates its domains.
+
     Parameters
     ----------
     adata
@@ -59,7 +74,7 @@ def domain_representation(
     use_rep
         ``obsm`` key(s), or ``'X'``.
     n_pcs
-        Number of principal components (``None``: no PCA; not allowed with ``'X'``).
+        Number of principal components (``None``: no PCA, not allowed with ``'X'``; ``'auto'``: above).
     random_state
         Seed of the PCA solver.
 
@@ -95,6 +110,11 @@ def domain_representation(
                 raise ValueError(msg)
             dense.append(b / np.sqrt(total))
         x = np.hstack(dense)
+    if isinstance(n_pcs, str):
+        if n_pcs != "auto":
+            msg = f"`n_pcs` must be an integer, None or 'auto'; got {n_pcs!r}."
+            raise ValueError(msg)
+        n_pcs = AUTO_N_PCS if "X" in reps or sp.issparse(x) or x.shape[1] > AUTO_PCA_ABOVE else None
     if n_pcs is None:
         if sp.issparse(x):
             msg = "`n_pcs=None` with a sparse `use_rep='X'` would cluster the full gene space; give `n_pcs`."
@@ -108,16 +128,17 @@ def domain_representation(
     return np.asarray(sc.pp.pca(x, n_comps=n_pcs, random_state=random_state), dtype=np.float64)
 
 
+@renamed_arguments(refine_k="n_spatial_neighbors")
 def cluster_domains(
     adata: AnnData,
     *,
     method: Literal["mclust", "scan", "leiden", "kmeans"] = "mclust",
     use_rep: str | Sequence[str] | None = None,
     n_clusters: int | None = None,
-    n_pcs: int | None = 20,
+    n_pcs: int | Literal["auto"] | None = "auto",
     backend: Literal["python", "r"] = "python",
     refine: bool = False,
-    refine_k: int = 6,
+    n_spatial_neighbors: int = 6,
     spatial_key: str = Key.spatial,
     slide_key: str | None = None,
     random_state: int = 0,
@@ -151,8 +172,8 @@ def cluster_domains(
         :class:`sklearn.cluster.KMeans` with 10 k-means++ restarts.
 
     ``refine=True`` then relabels every observation by a majority vote over itself and its
-    ``refine_k`` nearest physical neighbours in ``obsm[spatial_key]`` (within each slide of
-    ``obs[slide_key]``); ``refine_k=6`` is the first ring of a Visium hexagonal grid.
+    ``n_spatial_neighbors`` nearest physical neighbours in ``obsm[spatial_key]`` (within each slide of
+    ``obs[slide_key]``); ``n_spatial_neighbors=6`` is the first ring of a Visium hexagonal grid.
 
     The default representation is the spatially aware ``obsm['X_gears_domain']`` of
     :func:`gearsx.tl.domain_embedding` when it exists, else the geometry encoder's last hidden
@@ -176,13 +197,15 @@ def cluster_domains(
     n_clusters
         Number of domains (required for ``'scan'`` and ``'kmeans'``).
     n_pcs
-        PCA of the representation before clustering (``None``: cluster it as is).
+        PCA of the representation before clustering (``None``: cluster it as is; ``'auto'``:
+        20 components for representations wider than 50 columns and for ``X``, none for
+        narrower ones such as the domain embedding; see :func:`domain_representation`).
     backend
         mclust backend, ``'python'`` or ``'r'``.
     refine
         Spatial majority-vote refinement.
-    refine_k
-        Neighbours in the vote.
+    n_spatial_neighbors
+        Physical neighbours in the vote (formerly ``refine_k``).
     spatial_key
         ``obsm`` key of the coordinates (for ``refine``).
     slide_key
@@ -246,7 +269,7 @@ def cluster_domains(
             msg = f"`refine=True` needs coordinates in `adata.obsm[{spatial_key!r}]`; available: {list(adata.obsm.keys())}."
             raise KeyError(msg)
         coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
-        refine_k = check_positive_int(refine_k, name="refine_k")
+        n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
         slide_key = resolve_slide_key(adata, slide_key)
         if slide_key is not None:
             groups = adata.obs[slide_key].to_numpy()
@@ -266,7 +289,7 @@ def cluster_domains(
         labels, info = _clustering.kmeans(x, n_clusters, random_state=random_state, **method_kwargs)
     if refine:
         before = labels
-        labels = _clustering.spatial_majority_vote(labels, coords, k=refine_k, groups=groups)
+        labels = _clustering.spatial_majority_vote(labels, coords, k=n_spatial_neighbors, groups=groups)
         info["refine_changed"] = int((before != labels).sum())
 
     adata = adata.copy() if copy else adata
@@ -282,9 +305,10 @@ def cluster_domains(
         "use_rep": use_rep if isinstance(use_rep, str) else list(use_rep),
         "n_clusters": n_clusters,
         "n_pcs": n_pcs,
+        "n_features": int(x.shape[1]),  # what was clustered (after the PCA that n_pcs asked for, if any)
         "backend": backend,
         "refine": refine,
-        "refine_k": refine_k if refine else None,
+        "n_spatial_neighbors": n_spatial_neighbors if refine else None,
         "slide_key": slide_key if refine else None,
         "random_state": random_state,
         **{k: v for k, v in method_kwargs.items() if isinstance(v, int | float | str | bool)},

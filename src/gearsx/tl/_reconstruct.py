@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 _MIN_PATCH = 16
 
 
-@renamed_arguments(embedding_key="use_rep")
+@renamed_arguments(embedding_key="use_rep", knn="n_neighbors")
 def reconstruct(
     adata: AnnData,
     model: GEARS,
@@ -34,7 +34,7 @@ def reconstruct(
     min_overlap: int = 64,
     coverage: int = 2,
     prune: bool = False,
-    knn: int = 15,
+    n_neighbors: int = 15,
     jaccard: float = 0.1,
     smooth_k: int = 50,
     anchor: Literal["auto", "reference"] | None = "auto",
@@ -90,8 +90,9 @@ def reconstruct(
         Drop redundant patches of the cover (see :func:`gearsx.geometry.random_walk_patches`).
         Pruning trades accuracy for speed (fewer overlaps constrain the stitch), and the
         cover is already thin (walks rarely revisit covered cells), so it is off by default.
-    knn, jaccard
-        Locality graph parameters.
+    n_neighbors, jaccard
+        Locality graph: neighbours per cell in embedding space (formerly ``knn``) and the
+        Jaccard threshold of its edge pruning.
     smooth_k
         Cells averaged per embedding before the graph and the patch predictions (the cell
         and its ``smooth_k - 1`` nearest neighbours in embedding space); ``1`` uses the raw
@@ -171,14 +172,14 @@ def reconstruct(
     from ._stitch import stitch
 
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted)
-    n_patch, min_overlap, knn, smooth_k, anchor_k = _checked_sizes(
-        adata.n_obs, n_patch, min_overlap, knn, smooth_k, anchor_k, anchor_weight
+    n_patch, min_overlap, n_neighbors, smooth_k, anchor_k = _checked_sizes(
+        adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight
     )
     plan = plan_anchor(x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state)
     adata = adata.copy() if copy else adata
 
     x = neighbor_average(x, smooth_k, random_state=random_state)
-    graph, graph_diag = locality_graph(x, k=knn, jaccard=jaccard, random_state=random_state)
+    graph, graph_diag = locality_graph(x, k=n_neighbors, jaccard=jaccard, random_state=random_state)
     patches = random_walk_patches(
         graph, n_patch, coverage=coverage, min_overlap=min_overlap, prune=prune, random_state=random_state
     )
@@ -215,7 +216,7 @@ def reconstruct(
             "min_overlap": min_overlap,
             "coverage": coverage,
             "prune": prune,
-            "knn": knn,
+            "n_neighbors": n_neighbors,
             "jaccard": jaccard,
             "smooth_k": smooth_k,
             "anchor": "none" if anchor is None else anchor,
@@ -255,8 +256,8 @@ def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: 
     return model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
 
 
-def _checked_sizes(n_obs: int, n_patch, min_overlap, knn, smooth_k, anchor_k, anchor_weight) -> tuple[int, ...]:
-    """Validate the sizes against the number of cells; return ``n_patch, min_overlap, knn, smooth_k, anchor_k``."""
+def _checked_sizes(n_obs: int, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight) -> tuple[int, ...]:
+    """Validate the sizes against the number of cells; return ``n_patch, min_overlap, n_neighbors, smooth_k, anchor_k``."""
     if n_obs < _MIN_PATCH:
         msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {n_obs}."
         raise ValueError(msg)
@@ -274,9 +275,9 @@ def _checked_sizes(n_obs: int, n_patch, min_overlap, knn, smooth_k, anchor_k, an
             f"`min_overlap` cells; pass a smaller min_overlap (e.g. {max(1, n_patch // 6)}) or a larger n_patch."
         )
         raise ValueError(msg)
-    knn = check_positive_int(knn, name="knn")
-    if knn >= n_obs:
-        msg = f"`knn`={knn} must be smaller than the number of cells ({n_obs})."
+    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors")
+    if n_neighbors >= n_obs:
+        msg = f"`n_neighbors`={n_neighbors} must be smaller than the number of cells ({n_obs})."
         raise ValueError(msg)
     smooth_k = check_positive_int(smooth_k, name="smooth_k")
     if smooth_k >= n_obs:
@@ -286,7 +287,7 @@ def _checked_sizes(n_obs: int, n_patch, min_overlap, knn, smooth_k, anchor_k, an
     if not np.isfinite(anchor_weight) or anchor_weight < 0:
         msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
         raise ValueError(msg)
-    return n_patch, min_overlap, knn, smooth_k, anchor_k
+    return n_patch, min_overlap, n_neighbors, smooth_k, anchor_k
 
 
 def _write_anchored(adata: AnnData, plan, patches, coords, *, key_added: str, weight: float) -> None:

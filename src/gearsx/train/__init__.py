@@ -4,16 +4,24 @@ The models of :mod:`gearsx.model` import it when they train; importing :mod:`gea
 """
 
 from ._loaders import GraphBatch, MinisetBatches, SlideBatches, miniset_loaders, validation_split
-from ._plans import EncoderTrainingPlan, GearsTrainingPlan, GraphAutoencoderTrainingPlan
+from ._plans import (
+    AdapterTrainingPlan,
+    EncoderTrainingPlan,
+    GearsTrainingPlan,
+    GraphAutoencoderTrainingPlan,
+    ScanTrainingPlan,
+)
 from ._runner import EpochProgress, fit_lightning
 
 __all__ = [
+    "AdapterTrainingPlan",
     "EncoderTrainingPlan",
     "EpochProgress",
     "GearsTrainingPlan",
     "GraphAutoencoderTrainingPlan",
     "GraphBatch",
     "MinisetBatches",
+    "ScanTrainingPlan",
     "SlideBatches",
     "fit_lightning",
     "miniset_loaders",

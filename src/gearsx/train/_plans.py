@@ -10,9 +10,18 @@ import lightning.pytorch as lp
 import numpy as np
 import torch
 
-from gearsx.module import geo_loss, principal_coords
+from gearsx.module import coral_loss, geo_loss, mmd_rbf, principal_coords, scan_loss, self_label_loss
 
-__all__ = ["EncoderTrainingPlan", "GearsTrainingPlan", "GraphAutoencoderTrainingPlan"]
+__all__ = [
+    "AdapterTrainingPlan",
+    "EncoderTrainingPlan",
+    "GearsTrainingPlan",
+    "GraphAutoencoderTrainingPlan",
+    "ScanTrainingPlan",
+]
+
+#: Smallest SC batch the adapter loss is computed on (CORAL and MMD need a few points); smaller tails are skipped.
+ADAPTER_MIN_BATCH = 8
 
 #: Noise caps of the refiner curriculum (units of s_d), one per stage of the refiner phase.
 SIGMA_CAPS = (0.5, 1.0, 2.0, 3.0)
@@ -155,3 +164,128 @@ class GraphAutoencoderTrainingPlan(lp.LightningModule):
     def configure_optimizers(self):
         """Return Adam with L2 weight decay."""
         return torch.optim.Adam(self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class AdapterTrainingPlan(lp.LightningModule):
+    """Training plan of :class:`gearsx.module.LinearAdapter`: CORAL + RBF-MMD to the ST embeddings, Adam.
+
+    Each step maps a batch of SC embeddings, keeps them on the ST support (``support``: the
+    orthogonal projector onto the directions in which the ST embeddings vary, about their mean
+    ``center``), and compares them with as many ST embeddings drawn at random; an identity term
+    ``(||W - W0||^2 + ||b - b0||^2) / d`` keeps the map near its closed-form start.
+    """
+
+    def __init__(
+        self,
+        module,
+        z_st: torch.Tensor,
+        *,
+        support: torch.Tensor,
+        center: torch.Tensor,
+        lr: float,
+        w_coral: float,
+        w_mmd: float,
+        w_identity: float,
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.register_buffer("z_st", z_st)
+        self.register_buffer("support", support)
+        self.register_buffer("center", center)
+        self.register_buffer("w0", module.weight.detach().clone())
+        self.register_buffer("b0", module.bias.detach().clone())
+        self.lr, self.w_coral, self.w_mmd, self.w_identity = lr, w_coral, w_mmd, w_identity
+
+    def on_support(self, z: torch.Tensor) -> torch.Tensor:
+        """Project ``z`` onto the ST support (about the ST mean)."""
+        return (z - self.center) @ self.support + self.center
+
+    def training_step(self, batch, batch_idx):
+        """Alignment loss of one SC batch against a random ST batch of the same size."""
+        (z_sc,) = batch
+        if len(z_sc) < ADAPTER_MIN_BATCH:
+            return None
+        a = self.on_support(self.module(z_sc))
+        b = self.z_st[torch.randint(len(self.z_st), (len(a),), device=self.z_st.device)]
+        drift = ((self.module.weight - self.w0) ** 2).sum() + ((self.module.bias - self.b0) ** 2).sum()
+        loss = self.w_coral * coral_loss(a, b) + self.w_mmd * mmd_rbf(a, b) + self.w_identity * drift / len(self.b0)
+        self.log("train_total", loss, on_step=False, on_epoch=True, batch_size=len(a))
+        return loss
+
+    def configure_optimizers(self):
+        """Return Adam."""
+        return torch.optim.Adam(self.module.parameters(), lr=self.lr)
+
+
+class ScanTrainingPlan(lp.LightningModule):
+    """Training plan of :class:`gearsx.module.ScanHead`: SCAN's two phases on fixed features, Adam.
+
+    Batches are row indices into ``features``. ``phase='scan'``: each point and one of its mined
+    ``neighbors`` (drawn at random) should get the same cluster, both views perturbed
+    (:func:`gearsx.module.scan_loss`, summed over the heads). ``phase='self_label'``: confident
+    predictions of head ``head`` on the clean features become targets for a strongly perturbed view
+    (:func:`gearsx.module.self_label_loss`); a batch without a confident point is skipped. The
+    perturbation is Gaussian noise (``noise`` x unit std, x2 for the strong view) and 10% feature
+    dropout (20% strong), the vector analogue of SCAN's image augmentations.
+    """
+
+    def __init__(
+        self,
+        module,
+        features: torch.Tensor,
+        neighbors: torch.Tensor,
+        *,
+        phase: str,
+        lr: float,
+        noise: float,
+        entropy_weight: float = 5.0,
+        threshold: float = 0.99,
+        head: int = 0,
+    ) -> None:
+        super().__init__()
+        if phase not in ("scan", "self_label"):
+            msg = f"`phase` must be 'scan' or 'self_label'; got {phase!r}."
+            raise ValueError(msg)
+        self.module = module
+        self.register_buffer("features", features)
+        self.register_buffer("neighbors", neighbors)
+        self.phase, self.lr, self.noise = phase, lr, noise
+        self.entropy_weight, self.threshold, self.head = entropy_weight, threshold, head
+        self.n_confident = 0  # confident points in the last self-labelling epoch
+
+    def perturb(self, t: torch.Tensor, scale: float) -> torch.Tensor:
+        """Dropout of ``10% x scale`` of the entries (rescaled) plus Gaussian noise of ``scale x noise``."""
+        keep = (torch.rand_like(t) > 0.1 * scale).float() / (1 - 0.1 * scale)
+        return t * keep + scale * self.noise * torch.randn_like(t)
+
+    def on_train_epoch_start(self):
+        """Reset the count of confident points."""
+        self.n_confident = 0
+
+    def training_step(self, batch, batch_idx):
+        """One SCAN or self-labelling step on the points ``batch``."""
+        (idx,) = batch
+        x = self.features[idx]
+        if self.phase == "scan":
+            col = torch.randint(self.neighbors.shape[1], (len(idx),), device=idx.device)
+            pick = self.neighbors[idx, col]
+            total, _, _ = scan_loss(
+                self.module(self.perturb(x, 1.0)),
+                self.module(self.perturb(self.features[pick], 1.0)),
+                entropy_weight=self.entropy_weight,
+            )
+            loss = total.sum()
+        else:
+            weak = self.module(x)[:, self.head]
+            loss, n_conf = self_label_loss(
+                weak, self.module(self.perturb(x, 2.0))[:, self.head], threshold=self.threshold
+            )
+            self.n_confident += n_conf
+            if n_conf == 0:
+                return None
+        self.log("train_total", loss, on_step=False, on_epoch=True, batch_size=len(idx))
+        return loss
+
+    def configure_optimizers(self):
+        """Return Adam (weight decay 1e-4)."""
+        return torch.optim.Adam(self.module.parameters(), lr=self.lr, weight_decay=1e-4)

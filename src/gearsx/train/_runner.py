@@ -74,6 +74,8 @@ def fit_lightning(
             # Lightning 2.6 warns about a torch pytree API on every fit; nothing for users to act on.
             warnings.filterwarnings("ignore", message=".*treespec.*")
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # validation=None is allowed
+            # plans skip a step by returning None (a batch too small for the loss, no confident point)
+            warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
             trainer = lp.Trainer(
                 max_epochs=max_epochs,
                 accelerator="gpu" if device.type == "cuda" else device.type,
