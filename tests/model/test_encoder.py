@@ -227,6 +227,9 @@ def test_sc_adapter_class_fits_attaches_and_round_trips(tmp_path):
     np.testing.assert_allclose(mapped, model.get_latent_representation(sc, adapt=True), atol=1e-5)
     adapter.fit(sc, max_epochs=3, batch_size=16, progress=False)
     assert len(adapter.history_) == 3
+    adapter.fit(sc, max_epochs=0, progress=False)
+    assert adapter.history_ is None  # the closed-form refit keeps no stale loss curve
+    adapter.fit(sc, max_epochs=3, batch_size=16, progress=False)
     assert set(adapter.report_) == {"before", "after"}
     assert adapter.report_["after"]["centroid_distance"] < adapter.report_["before"]["centroid_distance"]
     with pytest.raises(ValueError, match=r"\(n_obs, 4\)"):
@@ -248,3 +251,14 @@ def test_sc_adapter_class_fits_attaches_and_round_trips(tmp_path):
         gx.model.SCAdapter.load(tmp_path / "a", wide)
     with pytest.raises(TypeError, match="SharedEncoder"):
         gx.model.SCAdapter(adata)
+
+
+def test_get_representations_is_one_pass_of_both(trained):
+    st, sc, model = trained
+    reps = model.get_representations(sc, ("embedding", "backbone"), adapt=False)
+    np.testing.assert_allclose(reps["embedding"], model.get_latent_representation(sc), atol=1e-6)
+    np.testing.assert_allclose(
+        reps["backbone"], model.get_latent_representation(sc, representation="backbone"), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="'embedding' and 'backbone' only"):
+        model.get_representations(sc, ("hidden",))

@@ -118,10 +118,9 @@ def stitch_patches(
         ``'absolute'``: residuals ``d_X - d`` in units of the median stitched edge length
         (Kruskal's stress: long edges weigh as much as short ones); ``'relative'``:
         ``(d_X - d) / d``, which fits short edges more tightly. Predicted short distances are
-        the least reliable part of a patch: on the simulator's 10,000 cells with a trained
-        model the relative solve lowered Spearman below its own initialisation (0.717 ->
-        0.696) while the absolute one raised it (0.724) and halved the sliced Wasserstein
-        distance.
+        the least reliable part of a patch, which is why ``'absolute'`` is the default: on the
+        simulator the relative solve fell below its own initialisation while the absolute one
+        improved on it.
     anchor
         Weight of the anchor to the Landmark Isomap initialisation.
     n_landmarks

@@ -270,6 +270,7 @@ class SCAdapter:
         n_epochs = max_epochs
         if max_steps is not None:
             n_epochs = min(max_epochs, math.ceil(max_steps / math.ceil(len(z_sc) / batch_size)))
+        self.history_ = None  # a refit never keeps the loss curve of an earlier fit
         if n_epochs > 0:
             plan = AdapterTrainingPlan(
                 adapter, torch.as_tensor(z_st), support=proj, center=center, lr=lr, **weights

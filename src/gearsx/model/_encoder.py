@@ -163,8 +163,8 @@ class SharedEncoder(GearsModelBase):
             InfoNCE temperature.
         w_nce
             Weight of the InfoNCE term (VICReg weights are 25, 25, 1). The default 5 keeps
-            embedding neighbours spatially local (overlap@20 0.45 -> 0.60 on the simulator
-            compared with 1).
+            embedding neighbours spatially local (on the simulator, markedly more of each spot's
+            20 embedding neighbours are physical neighbours than with 1).
         accelerator, devices
             ``'auto'`` uses CUDA when available.
         random_state
@@ -263,12 +263,11 @@ class SharedEncoder(GearsModelBase):
         if adapt and representation == "backbone":
             msg = "`adapt=True` maps the embedding only; the SC adapter is not defined on the backbone."
             raise ValueError(msg)
-        reps = self._representations(
+        return self.get_representations(
             adata, (representation,), indices=indices, batch_size=batch_size, layer=layer, adapt=adapt
-        )
-        return reps[representation]
+        )[representation]
 
-    def _representations(
+    def get_representations(
         self,
         adata: AnnData | None,
         which: tuple[str, ...],
@@ -278,7 +277,26 @@ class SharedEncoder(GearsModelBase):
         layer: str | None | bool = True,
         adapt: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Compute the requested representations in one pass (the embedding projects the backbone)."""
+        """Compute several representations in one pass over the data (the embedding projects the backbone).
+
+        Parameters
+        ----------
+        adata
+            Data with the model's genes (default: the training data).
+        which
+            Any of ``'embedding'`` and ``'backbone'`` (see :meth:`get_latent_representation`).
+        indices, batch_size, layer, adapt
+            As in :meth:`get_latent_representation`.
+
+        Returns
+        -------
+        dict
+            ``{name: (n_obs, width) array}`` for each name in ``which``.
+        """
+        unknown = set(which) - {"embedding", "backbone"}
+        if unknown:
+            msg = f"`which` may name 'embedding' and 'backbone' only; got {sorted(unknown)}."
+            raise ValueError(msg)
         import torch
 
         self._check_if_trained()

@@ -26,6 +26,11 @@ class GearsInferenceMixin:
         """Width of the embeddings the model reads (the encoder's ``n_latent``)."""
         return int(self.module.inp[0].in_features)
 
+    @property
+    def structure(self) -> str:
+        """Which coordinate refiner the model was built with, ``'refiner'`` (the default diffusion refiner) or ``'ipa'``."""
+        return str(self._module_kwargs.get("structure", "refiner"))
+
     def check_embedding(self, x, *, name: str = "embeddings") -> np.ndarray:
         """Validate query embeddings for this model and return them as float32.
 

@@ -59,7 +59,7 @@ def _query_positions(adata: AnnData, query_cells) -> np.ndarray:
 def _check_ipa(model) -> None:
     from gearsx.model import GEARS
 
-    if not isinstance(model, GEARS) or model._module_kwargs.get("structure") != "ipa":
+    if not isinstance(model, GEARS) or model.structure != "ipa":
         msg = "`model` must be a trained gx.model.GEARS built with structure='ipa' (the refiner has no attention)."
         raise TypeError(msg)
 

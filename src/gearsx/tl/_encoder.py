@@ -88,7 +88,7 @@ def fit_encoder(
         SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
         model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
         model.train(max_epochs=max_epochs, random_state=random_state, **train_kwargs)
-    reps = model._representations(None, ("embedding", "backbone"))
+    reps = model.get_representations(None, ("embedding", "backbone"))
     z = reps["embedding"]
     backbone_key = Key.backbone_of(key_added)
     set_obs_rep(adata_st, z, obsm=key_added)
