@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet --group dev -e ".[squidpy]"
+	$(BIN)/python -m pip install --quiet --group dev -e ".[squidpy,dask]"
 	touch $(STAMP)
 
 install: $(STAMP)

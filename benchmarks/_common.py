@@ -19,6 +19,47 @@ def lognorm(a):
     return a
 
 
+def simulator_models(models: str | None, epochs: int = 12):
+    """The default simulator's prepared ST slides, a trained encoder and a trained GEARS model.
+
+    Trained here, or loaded from ``models`` when that folder holds them (saved there after training).
+    """
+    import gearsx as gx
+
+    st, some_cells = gx.datasets.simulate_tissue(n_sc_cells=10, random_state=0)
+    st, _ = gx.pp.prepare(st, some_cells, slide_key="slide", n_top_genes=2000)
+    gx.pp.mean_center_per_slide(st, slide_key="slide")
+    if models is not None and (Path(models) / "geo" / "meta.json").exists():
+        enc = gx.model.SharedEncoder.load(Path(models) / "enc", adata=st)
+        st.obsm["X_gears"] = enc.get_latent_representation(st)
+        print(f"loaded the encoder and GEARS from {models}", flush=True)
+        return st, enc, gx.model.GEARS.load(Path(models) / "geo", adata=st)
+    enc = gx.tl.fit_encoder(st, slide_key="slide", progress=False)
+    geo = gx.model.GEARS(st, slide_key="slide")
+    t = time.perf_counter()
+    geo.train(max_epochs=epochs, progress=False)
+    print(f"GEARS training: {time.perf_counter() - t:.0f} s ({epochs} epochs x 32 batches)", flush=True)
+    if models is not None:
+        enc.save(Path(models) / "enc", overwrite=True)
+        geo.save(Path(models) / "geo", overwrite=True)
+    return st, enc, geo
+
+
+def simulated_query(n: int, st, enc):
+    """A simulated single-cell section of ``n`` cells (same tissue), normalised, centred and adapted."""
+    import gearsx as gx
+
+    t = time.perf_counter()
+    _, cells = gx.datasets.simulate_tissue(n_sc_cells=n, random_state=0)
+    cells = cells[:, st.var_names].copy()
+    sc.pp.normalize_total(cells)
+    sc.pp.log1p(cells)
+    gx.pp.mean_center_per_slide(cells, slide_key=None)
+    gx.tl.fit_adapter(cells, enc)
+    print(f"{n:>9,} cells simulated and adapted in {time.perf_counter() - t:.0f} s", flush=True)
+    return cells
+
+
 def band_split(xy, frac=0.6):
     """Boolean mask of the first ``frac`` of the points along the cloud's long (first principal) axis."""
     c = xy - xy.mean(0)
@@ -27,7 +68,14 @@ def band_split(xy, frac=0.6):
 
 
 class PeakRSS:
-    """Peak resident memory of this process above its level at entry (GB), sampled in a thread."""
+    """Peak resident memory of this process above its level at entry (GB), sampled in a thread.
+
+    With ``children=True`` the memory of every descendant process counts too (the workers of a
+    dask LocalCluster).
+    """
+
+    def __init__(self, *, children: bool = False):
+        self.children = children
 
     def __enter__(self):
         self.base = self.peak = self._rss()
@@ -36,8 +84,18 @@ class PeakRSS:
         self.thread.start()
         return self
 
-    @staticmethod
-    def _rss() -> float:
+    def _rss(self) -> float:
+        if self.children:
+            import psutil
+
+            proc = psutil.Process()
+            total = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:  # a worker that just exited
+                    pass
+            return total / 1024**3
         with Path("/proc/self/status").open() as f:
             for line in f:
                 if line.startswith("VmRSS"):

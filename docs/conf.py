@@ -32,7 +32,8 @@ extensions = [
 ONLINE = bool(os.environ.get("READTHEDOCS") or os.environ.get("GEARSX_DOCS_ONLINE"))
 EXTERNAL = (
     "anndata", "numpy", "torch", "pandas", "scipy", "sklearn", "scanpy", "matplotlib", "typing",
-    "collections", "pathlib", "tqdm", "logging", "lightning", "squidpy", "seaborn", "python",
+    "collections", "pathlib", "tqdm", "logging", "lightning", "squidpy", "seaborn", "python", "distributed",
+    "dask",
 )  # fmt: skip
 if ONLINE:
     extensions.append("sphinx.ext.intersphinx")
@@ -45,6 +46,7 @@ if ONLINE:
         "sklearn": ("https://scikit-learn.org/stable/", None),
         "torch": ("https://docs.pytorch.org/docs/stable/", None),
         "python": ("https://docs.python.org/3", None),
+        "distributed": ("https://distributed.dask.org/en/stable/", None),
     }
 nitpicky = True
 if not ONLINE:

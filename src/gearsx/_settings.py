@@ -41,6 +41,7 @@ class _Settings:
 
     def __init__(self) -> None:
         self.progress_bar: bool = True
+        self._dask_client = None
         self._logger = logging.getLogger("gearsx")
         if not any(getattr(h, "_gearsx", False) for h in self._logger.handlers):
             handler = logging.StreamHandler(_StderrProxy())
@@ -76,8 +77,21 @@ class _Settings:
             raise ValueError(msg)
         self._logger.setLevel(value)
 
+    @property
+    def dask_client(self):
+        return self._dask_client
+
+    @dask_client.setter
+    def dask_client(self, client) -> None:
+        from gearsx._utils import check_client
+
+        self._dask_client = check_client(client, name="dask_client")
+
     def __repr__(self) -> str:
-        return f"gearsx settings: progress_bar={self.progress_bar}, verbosity={self.verbosity!r}"
+        return (
+            f"gearsx settings: progress_bar={self.progress_bar}, verbosity={self.verbosity!r}, "
+            f"dask_client={self._dask_client!r}"
+        )
 
 
 class _StderrProxy:

@@ -206,3 +206,50 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model):
     with pytest.raises(ValueError, match="intrinsic"):
         gx.pl.reconstruction(sc, reference=st, show=False)
     plt.close("all")
+
+
+def test_localisation_tells_informative_anchors_from_scattered_ones(toy_model, caplog):
+    from gearsx.tl._anchored import localisation, plan_anchor
+
+    _, sc = _reference_and_query()
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+    assert sc.uns["gears"]["anchor"]["localisation"] > 0.6  # matches sit together
+    assert "barely localised" not in caplog.text
+    assert 0.0 < sc.uns["gears"]["anchor"]["global_agreement"] <= 1.0
+
+    # a reference whose embedding says which of 5 types a spot is, not where it is (types scattered)
+    rng = np.random.default_rng(4)
+    codes = rng.normal(size=(5, 16))
+    spot_type = rng.integers(0, 5, 900)
+
+    class TypeOnlyReference:
+        def reference(self):
+            return {
+                "embedding": codes[spot_type] + 0.1 * rng.normal(size=(900, 16)),
+                "coords": rng.uniform(0, 10, size=(900, 2)),
+                "slides": np.zeros(900, dtype=int),
+                "slide_names": np.array(["s0"]),
+            }
+
+    cells = codes[rng.integers(0, 5, 300)] + 0.1 * rng.normal(size=(300, 16))
+    plan = plan_anchor(cells, TypeOnlyReference(), anchor="reference", reference_slide=None, k=20, random_state=0)
+    assert abs(plan.record["localisation"]) < 0.15  # as scattered as random spots
+    assert "barely localised" in caplog.text
+    # the known answers of the measure itself
+    xy = rng.uniform(size=(500, 2))
+    assert localisation(np.zeros(100), xy, k=20, random_state=0) == 1.0
+    pts = xy[rng.integers(0, 500, size=(400, 20))]
+    spread = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    assert abs(localisation(spread, xy, k=20, random_state=0)) < 0.05
+
+
+def test_global_agreement_known_answers():
+    from gearsx.tl._anchored import global_agreement
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(300, 2))
+    turned = 3.0 * xy[:, ::-1] @ np.array([[0.6, -0.8], [0.8, 0.6]]) + 5.0  # reflected, rotated, scaled, moved
+    assert global_agreement(turned, xy) == pytest.approx(1.0)
+    assert global_agreement(rng.permutation(xy), xy) < 0.1  # no shared shape
+    bent = np.c_[xy[:, 0], xy[:, 1] + 2 * (xy[:, 0] - 0.5) ** 2]
+    assert 0.3 < global_agreement(bent, xy) < 0.99

@@ -20,6 +20,9 @@ def test_reconstruct_simulator_beats_pca(trained_encoder, trained_gears):
     assert rec["params"]["smooth_k"] == 50
     assert rec["graph"]["n_components"] == 1
     assert rec["n_patches"] >= 2 * 3000 / 384
+    steps = rec["seconds"]  # where the time went, step by step
+    assert list(steps) == ["match", "average", "graph", "cover", "predict", "stitch", "fuse"]
+    assert all(v >= 0 for v in steps.values())
     m = gx.metrics.evaluate_geometry(xy, sc.obsm["spatial_gt"])
     base = gx.metrics.evaluate_geometry(PCA(2, random_state=0).fit_transform(sc.obsm["X_gears"]), sc.obsm["spatial_gt"])
     print(

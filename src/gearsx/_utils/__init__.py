@@ -1,7 +1,17 @@
+from ._dask import check_client, resolve_client
 from ._deprecation import renamed_arguments
 from ._device import resolve_device
 from ._docs import doc_params
 from ._random import as_rng
 from ._validation import check_coords, check_positive_int
 
-__all__ = ["as_rng", "doc_params", "check_coords", "check_positive_int", "renamed_arguments", "resolve_device"]
+__all__ = [
+    "as_rng",
+    "check_client",
+    "doc_params",
+    "resolve_client",
+    "check_coords",
+    "check_positive_int",
+    "renamed_arguments",
+    "resolve_device",
+]

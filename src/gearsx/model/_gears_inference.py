@@ -133,40 +133,100 @@ class GearsInferenceMixin:
         ``(n, n_components)`` coordinates for one set, or a list of them for several
         (in the order given); with ``return_base`` a pair ``(refined, base)``.
         """
-        import torch
-
-        from gearsx.module import principal_coords
+        from ._predict import predict_sets
 
         emb, sets, single = self._sets(data, indices)
-        width = emb.shape[1]
         if self._module_kwargs.get("structure") == "ipa" and n_components > 2:
             msg = f"structure='ipa' predicts 2-D coordinates; `n_components` must be 1 or 2, got {n_components}."
             raise ValueError(msg)
         batch_size = check_positive_int(batch_size, name="batch_size")
-        order = np.argsort([len(s) for s in sets], kind="stable")
-        out: list = [None] * len(sets)
-        base: list = [None] * len(sets)
-        dev = self.device
-        gen = torch.Generator().manual_seed(int(random_state))
-        self.module.eval()
-        with torch.inference_mode():
-            for start in range(0, len(sets), batch_size):
-                chunk = order[start : start + batch_size]
-                n = max(len(sets[i]) for i in chunk)
-                h = np.zeros((len(chunk), n, width), dtype=np.float32)
-                mask = np.zeros((len(chunk), n), dtype=bool)
-                for j, i in enumerate(chunk):
-                    h[j, : len(sets[i])] = emb[sets[i]]
-                    mask[j, : len(sets[i])] = True
-                ht, mt = torch.as_tensor(h, device=dev), torch.as_tensor(mask, device=dev)
-                v, vb = self.module(ht, mt, refine_steps=refine_steps, sigma_start=sigma_start, generator=gen)
-                xy = principal_coords(v, mt, n_components).double().cpu().numpy()
-                xb = principal_coords(vb, mt, n_components).double().cpu().numpy()
-                for j, i in enumerate(chunk):
-                    out[i], base[i] = xy[j, : len(sets[i])], xb[j, : len(sets[i])]
+        out, base = predict_sets(
+            self.module,
+            emb,
+            sets,
+            refine_steps=refine_steps,
+            sigma_start=sigma_start,
+            n_components=n_components,
+            batch_size=batch_size,
+            random_state=random_state,
+        )
         if single:
             out, base = out[0], base[0]
         return (out, base) if return_base else out
+
+    def predict_patches(
+        self,
+        data: AnnData | np.ndarray,
+        patches,
+        *,
+        refine_steps: int = 4,
+        batch_size: int = 16,
+        random_state: int = 0,
+        client=None,
+        progress: bool | None = None,
+    ) -> list[np.ndarray]:
+        """Predict the geometry of many patches, streamed in chunks, in this process or on a dask cluster.
+
+        The patch step of :func:`gearsx.tl.reconstruct`. Patches go in chunks of ``4 * batch_size``;
+        each chunk's refinement noise is seeded with ``random_state`` plus the index of its first
+        patch, so the result does not depend on where a chunk runs. With ``client`` the model's
+        weights are sent to every worker once and each task carries only the embeddings of the
+        cells its chunk holds (see :doc:`/scaling`).
+
+        Parameters
+        ----------
+        data
+            An AnnData with embeddings in ``obsm[use_rep]`` or an ``(N, h)`` embedding array.
+        patches
+            Index arrays into ``data``, one per patch (at least 3 cells each).
+        refine_steps
+            Refinement steps after the generator proposal (``0``: generator only).
+        batch_size
+            Patches per forward pass.
+        random_state
+            Seed of the refinement noise.
+        client
+            A running :class:`distributed.Client`: run the chunks as tasks on its workers (on
+            their CPUs). ``None``: in this process, on the model's device.
+        progress
+            Show a progress bar over patches (default: ``gx.settings.progress_bar``).
+
+        Returns
+        -------
+        One ``(len(patch), 2)`` coordinate array per patch, in the order given.
+
+        Examples
+        --------
+        >>> xy = geo.predict_patches(sc_adata.obsm["X_gears"], patches)  # doctest: +SKIP
+        >>> from distributed import Client
+        >>> xy = geo.predict_patches(sc_adata.obsm["X_gears"], patches, client=Client())  # doctest: +SKIP
+        """
+        from tqdm.auto import tqdm
+
+        from gearsx._settings import settings
+        from gearsx._utils import check_client
+
+        from ._predict import predict_patches
+
+        emb, sets, _ = self._sets(data, list(patches))
+        batch_size = check_positive_int(batch_size, name="batch_size")
+        client = check_client(client)
+        with tqdm(
+            total=len(sets),
+            desc="predicting patches",
+            unit="patch",
+            disable=not (settings.progress_bar if progress is None else progress),
+        ) as bar:
+            return predict_patches(
+                self.module,
+                emb,
+                sets,
+                refine_steps=refine_steps,
+                batch_size=batch_size,
+                random_state=random_state,
+                client=client,
+                bar=bar,
+            )
 
     def get_attention(
         self,

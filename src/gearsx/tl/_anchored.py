@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
+from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, procrustes, shuffled
 
 logger = logging.getLogger(__name__)
 
 _MODES = ("auto", "reference", None)
 #: ``anchor='auto'`` anchors when the match score (0: shuffled null, 1: the reference itself) reaches this.
 AUTO_THRESHOLD = 0.5
+#: Below this localisation an anchored run warns that single cells' positions carry little information.
+WEAK_LOCALISATION = 0.25
 
 
 @dataclass
@@ -34,6 +36,19 @@ def _cell_sd(match, null_sim: float, ref_sim: float) -> np.ndarray:
     """
     rel = (match.similarity.mean(1) - null_sim) / max(ref_sim - null_sim, 1e-12)
     return match.spread / np.clip(rel, 0.05, 1.0)
+
+
+def localisation(spread: np.ndarray, coords: np.ndarray, k: int, random_state: int) -> float:
+    """How localised matched spots are: ``1 - median(spread) / median(spread of k random spots)``.
+
+    ``1``: every cell's matches sit on one spot; ``0``: they are scattered like spots drawn at random
+    from the slide, so a single cell's anchor says little about where it sits (averages over many
+    cells, such as a cell type's mean position, can still be right).
+    """
+    rng = np.random.default_rng(random_state)
+    pts = coords[rng.integers(0, len(coords), size=(512, k))]
+    rand = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    return float(1.0 - np.median(spread) / max(float(np.median(rand)), 1e-12))
 
 
 def plan_anchor(
@@ -86,6 +101,14 @@ def plan_anchor(
         else f"match score {score:.3f} {'>=' if anchored else '<'} {AUTO_THRESHOLD}"
     )
     null_sim, ref_sim = (float(np.median(v.similarity.mean(1))) for v in (null, own))
+    local = localisation(match.spread, coords, k, random_state)
+    if anchored and local < WEAK_LOCALISATION:
+        logger.warning(
+            "reconstruct: the cells' matched spots are barely localised (localisation %.2f; 0 = scattered like "
+            "random spots): single cells' anchored positions carry little information, averages over many cells "
+            "(a cell type's mean position) more. See `uns['gears']['anchor']` and 'When to anchor' in the docs.",
+            local,
+        )
     record = {
         "mode": "reference" if anchored else "intrinsic",
         "decision": decision,
@@ -94,12 +117,26 @@ def plan_anchor(
         "similarity": float(np.median(match.similarity.mean(1))),
         "null_similarity": null_sim,
         "reference_similarity": ref_sim,
+        "localisation": local,
         "anchor_k": k,
     }
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
     return AnchorPlan(
         anchored=anchored, record=record, anchors=match.anchors, anchor_sd=_cell_sd(match, null_sim, ref_sim)
     )
+
+
+def global_agreement(intrinsic: np.ndarray, anchors: np.ndarray) -> float:
+    """Share of the anchors' spread that the intrinsic layout explains after one similarity transform (R²).
+
+    ``1``: the two layouts have the same global shape; near ``0``: they disagree at large scale, so
+    one of them is wrong there (which one, this number cannot tell).
+    """
+    y = intrinsic - intrinsic.mean(0)
+    a = anchors - anchors.mean(0)
+    mapped = y @ procrustes(y, a)
+    scale = float((mapped * a).sum() / max(float((mapped**2).sum()), 1e-300))
+    return float(1.0 - ((a - scale * mapped) ** 2).sum() / max(float((a**2).sum()), 1e-300))
 
 
 def apply_anchor(
@@ -115,6 +152,7 @@ def apply_anchor(
     """
     if not plan.anchored:
         return intrinsic, patch_residuals(patches, patch_coords, intrinsic)
+    plan.record["global_agreement"] = global_agreement(intrinsic, plan.anchors)
     sd = plan.anchor_sd
     confidence = 1.0 / (1.0 + (sd / max(float(np.median(sd)), 1e-12)) ** 2)
     layout = fuse_anchor(intrinsic, plan.anchors, confidence, weight=weight)

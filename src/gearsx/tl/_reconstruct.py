@@ -1,18 +1,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from gearsx._anndata import check_obsm_key, set_obs_rep
 from gearsx._keys import Key
-from gearsx._settings import settings
-from gearsx._utils import check_positive_int, renamed_arguments
+from gearsx._utils import check_positive_int, renamed_arguments, resolve_client
 from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from distributed import Client
 
     from gearsx.model import GEARS
 
@@ -46,6 +47,7 @@ def reconstruct(
     allow_unadapted: bool = False,
     random_state: int = 0,
     key_added: str = Key.result,
+    client: Client | None = None,
     progress: bool | None = None,
     copy: bool = False,
 ) -> AnnData | None:
@@ -60,7 +62,9 @@ def reconstruct(
     2. Patches of ``n_patch`` cells grown by random walks until every cell is covered
        ``coverage`` times, each sharing at least ``min_overlap`` cells with another patch
        (:func:`gearsx.geometry.random_walk_patches`).
-    3. Each patch's geometry predicted by ``model`` (batched; generator + refinement).
+    3. Each patch's geometry predicted by ``model`` (batched; generator + refinement), in this
+       process or, with ``client``, as tasks on a dask cluster
+       (:meth:`gearsx.model.GEARS.predict_patches`).
     4. Stitched into one layout by :func:`gearsx.tl.stitch` (the *intrinsic* layout).
     5. Reference anchoring (``anchor``): each cell is matched to its ``anchor_k`` most similar
        spots of the model's reference in the shared embedding (cosine), and anchored at their mean
@@ -121,6 +125,11 @@ def reconstruct(
         Seed of the graph search, patches, refinement noise and stitching.
     key_added
         Prefix of the written keys.
+    client
+        A running :class:`distributed.Client`: predict the patches as tasks on its workers (the
+        model's weights are sent once; patches stream in chunks). Default: ``gx.settings.dask_client``,
+        which is ``None`` (in process) unless set. The coordinates are the same either way at a fixed
+        ``random_state`` (see :doc:`/scaling`).
     progress
         Show a progress bar over patch batches (default: ``gx.settings.progress_bar``).
     copy
@@ -133,7 +142,8 @@ def reconstruct(
     (per-cell positional uncertainty: in anchored mode the spread of the matched spots combined
     with the patches' disagreement, in reference units; else the patches' disagreement) and
     ``uns['gears']`` (stitching parameters and diagnostics, ``uns['gears']['reconstruct']`` with the
-    graph and patch diagnostics, ``uns['gears']['anchor']`` with the anchoring decision). Anchored
+    graph and patch diagnostics and the wall time of each step in ``seconds``,
+    ``uns['gears']['anchor']`` with the anchoring decision). Anchored
     runs also keep ``obsm['X_gears_intrinsic']`` and ``obsm['X_gears_anchor']``.
 
     Notes
@@ -164,22 +174,25 @@ def reconstruct(
     >>> sc_adata.obsm["X_gears_spatial"].shape  # doctest: +SKIP
     (10000, 2)
     """
-    from tqdm.auto import tqdm
-
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
 
     from ._anchored import plan_anchor
     from ._stitch import stitch
 
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted)
+    client = resolve_client(client)
     n_patch, min_overlap, n_neighbors, smooth_k, anchor_k = _checked_sizes(
         adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight
     )
+    clock = _StepClock()
     plan = plan_anchor(x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state)
+    clock.lap("match")
     adata = adata.copy() if copy else adata
 
     x = neighbor_average(x, smooth_k, random_state=random_state)
+    clock.lap("average")
     graph, graph_diag = locality_graph(x, k=n_neighbors, jaccard=jaccard, random_state=random_state)
+    clock.lap("graph")
     patches = random_walk_patches(
         graph, n_patch, coverage=coverage, min_overlap=min_overlap, prune=prune, random_state=random_state
     )
@@ -191,24 +204,22 @@ def reconstruct(
         coverage,
         int(graph_diag.get("n_components", 1)),
     )
-    coords: list[np.ndarray] = []
-    chunk = batch_size * 4
-    bar = tqdm(
-        total=len(patches),
-        desc="predicting patches",
-        unit="patch",
-        disable=not (settings.progress_bar if progress is None else progress),
+    clock.lap("cover")
+    coords = model.predict_patches(
+        x,
+        patches,
+        refine_steps=refine_steps,
+        batch_size=batch_size,
+        random_state=random_state,
+        client=client,
+        progress=progress,
     )
-    for start in range(0, len(patches), chunk):
-        part = patches[start : start + chunk]
-        coords += model.predict_geometry(
-            x, indices=part, refine_steps=refine_steps, batch_size=batch_size, random_state=random_state + start
-        )
-        bar.update(len(part))
-    bar.close()
+    clock.lap("predict")
     best_overlap, _ = best_overlaps(patches, adata.n_obs)
     stitch(adata, list(zip(patches, coords, strict=True)), key_added=key_added, random_state=random_state)
+    clock.lap("stitch")
     _write_anchored(adata, plan, patches, coords, key_added=key_added, weight=anchor_weight)
+    clock.lap("fuse")
     adata.uns[key_added]["reconstruct"] = {
         "params": {
             "use_rep": use_rep,
@@ -225,13 +236,28 @@ def reconstruct(
             **({"reference_slide": str(reference_slide)} if reference_slide is not None else {}),
             "refine_steps": refine_steps,
             "random_state": random_state,
+            "executor": "in-process" if client is None else f"dask {client.scheduler.address}",
             "version": __version__,
         },
         "graph": graph_diag,
+        "seconds": clock.seconds,
         "n_patches": len(patches),
         "median_best_overlap": float(np.median(best_overlap)),
     }
     return adata if copy else None
+
+
+class _StepClock:
+    """Wall time of each step of a reconstruction (recorded in ``uns``, for users who need to know where it goes)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 3)
+        self._last = now
 
 
 def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: bool) -> np.ndarray:
