@@ -270,6 +270,36 @@ def fuse_anchor(
     return out
 
 
+def localisation(spread: np.ndarray, coords: np.ndarray, k: int, random_state: int) -> float:
+    """How localised matched spots are: ``1 - median(spread) / median(spread of k random spots)``.
+
+    ``1``: every cell's matches sit on one spot; ``0``: they are scattered like spots drawn at random
+    from the slide, so a single cell's anchor says little about where it sits (averages over many
+    cells, such as a cell type's mean position, can still be right).
+    """
+    rng = np.random.default_rng(random_state)
+    pts = coords[rng.integers(0, len(coords), size=(512, k))]
+    rand = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    return float(1.0 - np.median(spread) / max(float(np.median(rand)), 1e-12))
+
+
+def _similarity_fit(y: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``y`` mapped onto ``target`` by the best similarity transform (rotation/reflection, scale), both centred."""
+    yc, tc = y - y.mean(0), target - target.mean(0)
+    mapped = yc @ procrustes(yc, tc)
+    return mapped * float((mapped * tc).sum() / max(float((mapped**2).sum()), 1e-300))
+
+
+def global_agreement(intrinsic: np.ndarray, anchors: np.ndarray) -> float:
+    """Share of the anchors' spread that the intrinsic layout explains after one similarity transform (R²).
+
+    ``1``: the two layouts have the same global shape; near ``0``: they disagree at large scale, so
+    one of them is wrong there (which one, this number cannot tell).
+    """
+    a = anchors - anchors.mean(0)
+    return float(1.0 - ((a - _similarity_fit(intrinsic, anchors)) ** 2).sum() / max(float((a**2).sum()), 1e-300))
+
+
 def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], layout: np.ndarray) -> np.ndarray:
     """Per-cell disagreement between the patches that predicted a cell and the final layout.
 
@@ -296,10 +326,6 @@ def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], l
     count = np.zeros(len(xy))
     for idx, y in zip(patches, patch_coords, strict=True):
         target = xy[idx]
-        yc, tc = y - y.mean(0), target - target.mean(0)
-        rot = procrustes(yc, tc)
-        pr = yc @ rot
-        scale = float((pr * tc).sum() / max((pr**2).sum(), 1e-300))
-        total[idx] += ((scale * pr - tc) ** 2).sum(1)
+        total[idx] += ((_similarity_fit(y, target) - (target - target.mean(0))) ** 2).sum(1)
         count[idx] += 1
     return np.sqrt(total / np.maximum(count, 1))

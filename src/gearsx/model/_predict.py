@@ -105,9 +105,8 @@ def predict_patches(
     if client is None:
         coords: list[np.ndarray] = []
         for start in starts:
-            part = patches[start : start + chunk]
-            rows, local = _local(emb, part)
-            coords += _predict_chunk(module, rows, local, {**kwargs, "random_state": random_state + start})
+            part = patches[start : start + chunk]  # in process: index the embeddings directly, no re-indexing
+            coords += _predict_chunk(module, emb, list(part), {**kwargs, "random_state": random_state + start})
             if bar is not None:
                 bar.update(len(part))
         return coords

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, procrustes, shuffled
+from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
+from gearsx.geometry._anchor import global_agreement, localisation
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +37,6 @@ def _cell_sd(match, null_sim: float, ref_sim: float) -> np.ndarray:
     """
     rel = (match.similarity.mean(1) - null_sim) / max(ref_sim - null_sim, 1e-12)
     return match.spread / np.clip(rel, 0.05, 1.0)
-
-
-def localisation(spread: np.ndarray, coords: np.ndarray, k: int, random_state: int) -> float:
-    """How localised matched spots are: ``1 - median(spread) / median(spread of k random spots)``.
-
-    ``1``: every cell's matches sit on one spot; ``0``: they are scattered like spots drawn at random
-    from the slide, so a single cell's anchor says little about where it sits (averages over many
-    cells, such as a cell type's mean position, can still be right).
-    """
-    rng = np.random.default_rng(random_state)
-    pts = coords[rng.integers(0, len(coords), size=(512, k))]
-    rand = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
-    return float(1.0 - np.median(spread) / max(float(np.median(rand)), 1e-12))
 
 
 def plan_anchor(
@@ -124,19 +112,6 @@ def plan_anchor(
     return AnchorPlan(
         anchored=anchored, record=record, anchors=match.anchors, anchor_sd=_cell_sd(match, null_sim, ref_sim)
     )
-
-
-def global_agreement(intrinsic: np.ndarray, anchors: np.ndarray) -> float:
-    """Share of the anchors' spread that the intrinsic layout explains after one similarity transform (R²).
-
-    ``1``: the two layouts have the same global shape; near ``0``: they disagree at large scale, so
-    one of them is wrong there (which one, this number cannot tell).
-    """
-    y = intrinsic - intrinsic.mean(0)
-    a = anchors - anchors.mean(0)
-    mapped = y @ procrustes(y, a)
-    scale = float((mapped * a).sum() / max(float((mapped**2).sum()), 1e-300))
-    return float(1.0 - ((a - scale * mapped) ** 2).sum() / max(float((a**2).sum()), 1e-300))
 
 
 def apply_anchor(
