@@ -129,6 +129,34 @@ def get_obs_rep(
     return x if dtype is None else x.astype(dtype, copy=False)
 
 
+def dense_row_batches(x, batch_size: int, *, indices=None, name: str = "X"):
+    """Yield the rows of a matrix as dense float32 blocks of ``batch_size`` rows, checked finite.
+
+    ``x`` may be dense, SciPy-sparse, a backed AnnData matrix (h5py dataset or sparse dataset) or a
+    Dask array: only one block is ever dense in memory, so inference over a million cells never
+    densifies the whole matrix. ``indices`` selects rows, in their order (each block is read in
+    increasing row order, as backed files require). At least one (possibly empty) block is
+    yielded, so the width survives empty input.
+    """
+    indices = None if indices is None else np.asarray(indices)
+    n = x.shape[0] if indices is None else len(indices)
+    for start in range(0, max(n, 1), batch_size):
+        back = None
+        if indices is None:
+            block = x[start : start + batch_size]
+        else:
+            rows, back = np.unique(indices[start : start + batch_size], return_inverse=True)
+            block = x[rows]
+        if hasattr(block, "compute"):  # dask
+            block = block.compute()
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        block = block.astype(np.float32, copy=False)
+        if back is not None:
+            block = block[np.asarray(back).ravel()]
+        check_finite_matrix(block, name)
+        yield block
+
+
 def set_obs_rep(adata: AnnData, value, *, obsm: str | None = None, layer: str | None = None) -> None:
     """Write ``value`` to ``adata.obsm[obsm]`` or ``adata.layers[layer]``, logging when it replaces a key."""
     if (obsm is None) == (layer is None):

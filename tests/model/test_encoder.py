@@ -262,3 +262,42 @@ def test_get_representations_is_one_pass_of_both(trained):
     )
     with pytest.raises(ValueError, match="'embedding' and 'backbone' only"):
         model.get_representations(sc, ("hidden",))
+
+
+def test_embeddings_stream_from_backed_sparse_and_dask_input(trained, tmp_path):
+    """Inference reads one block at a time: backed files, sparse and dask matrices give the in-memory result."""
+    import dask.array as da
+    import scipy.sparse as sp
+
+    st, sc, model = trained
+    cells = sc[:700].copy()
+    want = model.get_latent_representation(cells, layer="gears_centered")
+    cells.X = cells.layers["gears_centered"].copy()
+    cells.layers["sparse"] = sp.csr_matrix(cells.X)
+    cells.layers["dask"] = da.from_array(np.asarray(cells.X), chunks=(97, -1))
+    for layer in (None, "sparse", "dask"):
+        got = model.get_latent_representation(cells, layer=layer, batch_size=128)
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=str(layer))
+    pick = np.random.default_rng(0).permutation(700)[:300]
+    pick[5] = pick[6]  # a repeated row
+    np.testing.assert_allclose(
+        model.get_latent_representation(cells, indices=pick, batch_size=64), want[pick], atol=1e-5
+    )
+    del cells.layers["dask"]
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    np.testing.assert_allclose(model.get_latent_representation(backed, layer=None, batch_size=128), want, atol=1e-5)
+    np.testing.assert_allclose(
+        model.get_latent_representation(backed, layer=None, indices=pick, batch_size=64), want[pick], atol=1e-5
+    )
+    backed.file.close()
+    cells.X = sp.csr_matrix(cells.X)
+    cells.write_h5ad(tmp_path / "sparse.h5ad")
+    backed = ad.read_h5ad(tmp_path / "sparse.h5ad", backed="r")
+    np.testing.assert_allclose(model.get_latent_representation(backed, layer=None, batch_size=128), want, atol=1e-5)
+    backed.file.close()
+    bad = cells.copy()
+    bad.X = bad.X.toarray()
+    bad.X[3, 2] = np.nan
+    with pytest.raises(ValueError, match="holds NaN or inf"):
+        model.get_latent_representation(bad, layer=None)

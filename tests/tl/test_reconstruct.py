@@ -87,3 +87,22 @@ def test_neighbor_average_matches_brute_force(rng):
         gx.geometry.neighbor_average(x, 300)
     with pytest.raises(ValueError, match="k"):
         gx.geometry.neighbor_average(x, 0)
+
+
+def test_reconstruct_reads_backed_files_and_dask_embeddings(trained_encoder, trained_gears, tmp_path):
+    """Large queries may stay on disk (backed AnnData) or in a Dask array: same layout as in memory."""
+    import anndata as ad
+    import dask.array as da
+
+    cells = trained_encoder[1][:1200].copy()
+    _, geo = trained_gears
+    want = gx.tl.reconstruct(cells, geo, anchor=None, progress=False, copy=True).obsm["X_gears_spatial"]
+    lazy = cells.copy()
+    lazy.obsm["X_gears"] = da.from_array(np.asarray(cells.obsm["X_gears"]), chunks=(250, -1))
+    gx.tl.reconstruct(lazy, geo, anchor=None, progress=False)
+    np.testing.assert_array_equal(lazy.obsm["X_gears_spatial"], want)
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cells.h5ad", backed="r")
+    gx.tl.reconstruct(backed, geo, anchor=None, progress=False)
+    np.testing.assert_array_equal(backed.obsm["X_gears_spatial"], want)
+    backed.file.close()

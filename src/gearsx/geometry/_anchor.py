@@ -112,11 +112,15 @@ def match_reference(
         keep = ~own
         keep[~own.any(1), -1] = False
         idx = idx[keep].reshape(len(idx), k)
-    sim = np.einsum("nd,nkd->nk", qn, rn[idx])
+    # similarity of each match, in blocks of rows: rn[idx] whole would be an (n, k, d) copy (10 GB at a million cells)
+    sim = np.empty(idx.shape, dtype=np.float64)
+    for start in range(0, len(idx), 16_384):
+        rows = slice(start, start + 16_384)
+        sim[rows] = np.einsum("nd,nkd->nk", qn[rows], rn[idx[rows]])
     pts = xy[idx]
     anchors = pts.mean(1)
     spread = np.sqrt(((pts - anchors[:, None]) ** 2).sum(-1).mean(1))
-    return AnchorMatch(indices=idx, similarity=sim.astype(np.float64), anchors=anchors, spread=spread)
+    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=spread)
 
 
 def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, reference_similarity: np.ndarray) -> float:
@@ -147,7 +151,8 @@ def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
     """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`)."""
     rng = as_rng(random_state)
     x = np.asarray(x)
-    return np.take_along_axis(x, rng.permuted(np.tile(np.arange(len(x))[:, None], (1, x.shape[1])), axis=0), axis=0)
+    rows = np.arange(len(x), dtype=np.int32 if len(x) < np.iinfo(np.int32).max else np.int64)
+    return np.take_along_axis(x, rng.permuted(np.tile(rows[:, None], (1, x.shape[1])), axis=0), axis=0)
 
 
 def _local_alignments(y: np.ndarray, a: np.ndarray, w: np.ndarray, nbr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -104,13 +104,13 @@ def random_walk_patches(
     n_walkers = 32
     patches: list[np.ndarray] = []
     seeds = _LeastCovered(count)
+    seen = np.zeros(n, dtype=bool)
     while len(patches) < limit:
         seed = seeds.draw(rng)
         if seeds.level >= coverage:  # the least-covered cells are covered enough (count.min() is O(n))
             break
         target = min(patch_size, int(comp_size[comp[seed]]))
         # Vectorised walkers: all step at once; cells join the patch in order of first visit.
-        seen = np.zeros(n, dtype=bool)
         seen[seed] = True
         order = [np.array([seed])]
         n_seen = 1
@@ -133,6 +133,7 @@ def random_walk_patches(
                 order.append(new)
                 n_seen += len(new)
         idx = np.sort(np.concatenate(order))
+        seen[idx] = False  # reset only what this patch touched (one O(n) array for all patches)
         count[idx] += 1
         patches.append(idx)
     if count.min() < coverage:
@@ -227,6 +228,17 @@ def _enforce_overlap(a: sp.csr_matrix, patches, min_overlap: int, coverage: int,
     return patches
 
 
+def _weight_into(a: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Edge weight from each of ``rows`` into the set ``cols``: ``a[rows][:, cols].sum(1)``.
+
+    Read from the rows' own entries, ``O(their edges + n)``; slicing the columns of the whole graph
+    (``a[:, cols]``) scans every edge, once per repaired patch, which made the repair quadratic.
+    """
+    into = np.zeros(a.shape[1])
+    into[cols] = 1.0
+    return a[rows] @ into
+
+
 def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng) -> list[np.ndarray]:
     """Repair the patches in ``low`` in place; return the bridging patches to add."""
     n = a.shape[0]
@@ -241,7 +253,7 @@ def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng
             q = int(np.argmax(votes))
         # candidates: cells of the partner not in p, nearest (in the graph) to p first
         cand = np.setdiff1d(patches[q], p, assume_unique=True)
-        near = np.asarray(a[:, p].sum(1)).ravel()[cand] if len(cand) else cand
+        near = _weight_into(a, cand, p) if len(cand) else cand
         cand = cand[np.lexsort((rng.random(len(cand)), -near))]
         # cells of p that can leave: covered more than `coverage` times and not shared with q
         in_q = np.zeros(n, dtype=bool)
@@ -258,7 +270,7 @@ def _swap_pass(a, patches, low, best, partner, count, min_overlap, coverage, rng
                 raise ValueError(msg)
             # too few cells of p are covered elsewhere to swap: add a bridging patch instead, made of
             # the min_overlap cells of p nearest the partner and the partner's cells nearest p
-            to_q = np.asarray(a[:, patches[q]].sum(1)).ravel()[p]
+            to_q = _weight_into(a, p, patches[q])
             ordered = p[np.lexsort((rng.random(len(p)), -to_q))]
             bridge = np.concatenate([ordered[:min_overlap], cand[: len(p) - min_overlap]])
             if len(bridge) < len(p):

@@ -59,7 +59,9 @@ def _weighted_median_by_group(group: np.ndarray, values: np.ndarray, weights: np
     return g[starts], med, mad, counts
 
 
-def _overlap_log_ratios(idx_list, y_list, pa, pb, rng, max_cells: int = 64, n_shifts: int = 8):
+def _overlap_log_ratios(
+    idx_list, y_list, pa, pb, rng, max_cells: int = 64, n_shifts: int = 8, block_rows: int = 4_000_000
+):
     """Median log-ratio and mean absolute deviation of distances between shared cells, per patch pair.
 
     Vectorised over all overlapping pairs ``(pa[t], pb[t])``: every cell's memberships give its
@@ -97,23 +99,33 @@ def _overlap_log_ratios(idx_list, y_list, pa, pb, rng, max_cells: int = 64, n_sh
     gfirst = np.repeat(np.r_[0, np.cumsum(m)[:-1]], m)
     msize = np.repeat(m, m)
     y_all = np.concatenate(y_list)
-    u_parts, v_parts = [], []
-    for shift in range(1, n_shifts + 1):
-        ok = (msize > 2 * shift) | (shift == 1)  # larger shifts would repeat pairs in small groups
-        u = np.flatnonzero(ok)
-        v = gfirst[u] + (rank[u] + shift) % msize[u]
-        u_parts.append(u)
-        v_parts.append(v)
-    u = np.concatenate(u_parts) if u_parts else np.zeros(0, dtype=np.int64)
-    v = np.concatenate(v_parts) if v_parts else np.zeros(0, dtype=np.int64)
-    dp = np.linalg.norm(y_all[ra[u]] - y_all[ra[v]], axis=1)
-    dq = np.linalg.norm(y_all[rb[u]] - y_all[rb[v]], axis=1)
-    ok = (dp > 0) & (dq > 0)
-    logr = np.log(dp[ok]) - np.log(dq[ok])
+    # Blocks of whole patch pairs of about `block_rows` compared distances, so that only one block's
+    # log-ratios and sorting temporaries are held at a time (37 million comparisons at 300,000 cells).
+    group_rows = np.r_[0, np.cumsum(m)]
+    cuts = group_rows[np.searchsorted(group_rows, np.arange(0, group_rows[-1], max(1, block_rows // n_shifts)))]
+    bounds = np.unique(np.r_[cuts, group_rows[-1]])
+    g_parts, med_parts, mad_parts = [], [], []
+    for r0, r1 in zip(bounds[:-1], bounds[1:], strict=True):
+        key_parts, logr_parts = [], []
+        for shift in range(1, n_shifts + 1):
+            # larger shifts would repeat pairs in small groups
+            u = r0 + np.flatnonzero((msize[r0:r1] > 2 * shift) | (shift == 1))
+            v = gfirst[u] + (rank[u] + shift) % msize[u]
+            dp = np.linalg.norm(y_all[ra[u]] - y_all[ra[v]], axis=1)
+            dq = np.linalg.norm(y_all[rb[u]] - y_all[rb[v]], axis=1)
+            ok = (dp > 0) & (dq > 0)
+            key_parts.append(key[u[ok]])
+            logr_parts.append(np.log(dp[ok]) - np.log(dq[ok]))
+        logr = np.concatenate(logr_parts)
+        if len(logr):
+            g, med, mad, _ = _weighted_median_by_group(np.concatenate(key_parts), logr, np.ones(len(logr)))
+            g_parts.append(g)
+            med_parts.append(med)
+            mad_parts.append(mad)
     rel_scale = np.zeros(len(pa))
     disagreement = np.zeros(len(pa))
-    if len(logr):
-        g, med, mad, _ = _weighted_median_by_group(key[u[ok]], logr, np.ones(len(logr)))
+    if g_parts:
+        g, med, mad = np.concatenate(g_parts), np.concatenate(med_parts), np.concatenate(mad_parts)
         where = np.searchsorted(wanted, g)
         pair_key = pa.astype(np.int64) * n_patches + pb
         slot = np.searchsorted(wanted, pair_key)
@@ -169,18 +181,28 @@ def checked_patches(patch_indices, patch_coords, n_obs: int) -> tuple[list[np.nd
 
 
 def patch_edge_table(idx_list, y_list, k_edges: int, n_long: int, rng) -> tuple[np.ndarray, ...]:
-    """Step 1: within-patch edges in global ids (``i < j``) with their patch and patch-gauge log distance."""
-    e_patch, e_i, e_j, e_logd = [], [], [], []
+    """Step 1: within-patch edges in global ids (``i < j``) with their patch and patch-gauge log distance.
+
+    Filled into arrays sized once (32-bit patch and cell ids where they fit), so a million-cell
+    table of about 70 million rows is never held twice.
+    """
+    n_rows = sum(len(ix) * (min(k_edges, len(ix) - 1) + n_long) for ix in idx_list)
+    top = max((int(ix.max()) for ix in idx_list), default=0)
+    index = np.int32 if max(top, len(idx_list)) < np.iinfo(np.int32).max else np.int64
+    e_patch = np.empty(n_rows, dtype=index)
+    e_i, e_j = np.empty(n_rows, dtype=index), np.empty(n_rows, dtype=index)
+    e_logd = np.empty(n_rows)
+    at = 0
     for p, (ix, y) in enumerate(zip(idx_list, y_list, strict=True)):
         a, b = _patch_edges(y, k_edges, n_long, rng)
         gi, gj = ix[a], ix[b]
-        swap = gi > gj
-        gi, gj = np.where(swap, gj, gi), np.where(swap, gi, gj)
-        e_patch.append(np.full(len(a), p))
-        e_i.append(gi)
-        e_j.append(gj)
-        e_logd.append(np.log(np.maximum(np.linalg.norm(y[a] - y[b], axis=1), 1e-12)))
-    return tuple(map(np.concatenate, (e_patch, e_i, e_j, e_logd)))
+        end = at + len(a)
+        e_patch[at:end] = p
+        e_i[at:end] = np.minimum(gi, gj)
+        e_j[at:end] = np.maximum(gi, gj)
+        e_logd[at:end] = np.log(np.maximum(np.linalg.norm(y[a] - y[b], axis=1), 1e-12))
+        at = end
+    return e_patch[:at], e_i[:at], e_j[:at], e_logd[:at]
 
 
 @dataclass
@@ -238,20 +260,45 @@ class EdgeGraph:
     n_reattached: int
 
 
+def _edge_statistics(edges, scales: PatchScales, n_obs: int, block_rows: int = 8_000_000) -> list[np.ndarray]:
+    """Summarise the measurements of every edge: key, weighted median, dispersion, count, mean reliability.
+
+    Keys are ``i * n_obs + j``, sorted; the statistics are of the edge's scaled log distances and of
+    the reliability of the patches that measured it. Computed over blocks of first cells of about ``block_rows`` measurements each (an edge's measurements
+    all fall in one block), so the sorting temporaries stay a fraction of the table at a million cells.
+    """
+    e_patch, e_i, e_j, e_logd = edges
+    n_blocks = max(1, -(-len(e_i) // block_rows))
+    step = -(-n_obs // n_blocks)
+    block = e_i // step if n_blocks > 1 else None
+    parts = []
+    for b in range(n_blocks):
+        rows = slice(None) if block is None else np.flatnonzero(block == b)
+        patch = e_patch[rows]
+        if len(patch) == 0:
+            continue
+        rel = scales.reliability[patch]
+        key = e_i[rows] * np.int64(n_obs) + e_j[rows]
+        ukey, med, mad, counts = _weighted_median_by_group(key, e_logd[rows] + scales.log_scale[patch], rel)
+        mean_rel = np.bincount(np.searchsorted(ukey, key), rel, len(ukey)) / counts
+        parts.append((ukey, med, mad, counts, mean_rel))
+    if not parts:
+        return [np.zeros(0, dtype=np.int64), *(np.zeros(0) for _ in range(4))]
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]
+
+
 def consensus_edges(edges, scales: PatchScales, n_obs: int, max_dispersion: float, min_reliability: float):
     """Step 4: reliability-weighted median per edge, dispersion filter, confidence."""
-    e_patch, e_i, e_j, e_logd = edges
     reliability = scales.reliability
-    key = e_i * np.int64(n_obs) + e_j
-    vals = e_logd + scales.log_scale[e_patch]
-    ukey, med, mad, counts = _weighted_median_by_group(key, vals, reliability[e_patch])
-    mean_rel = np.bincount(np.searchsorted(ukey, key), reliability[e_patch], len(ukey)) / counts
+    ukey, med, mad, counts, mean_rel = _edge_statistics(edges, scales, n_obs)
     # Drop edges that disagree across patches, or that only unreliable patches measured (such edges
     # would otherwise create geodesic shortcuts in the initialisation).
     ok = (mad <= max_dispersion) & (mean_rel >= min_reliability * np.median(reliability))
     # Cells that filtering cut off from the main graph keep their dropped edges (reported), rather than
     # floating free: their positions are then as uncertain as their low confidence says.
-    all_i, all_j = ukey // n_obs, ukey % n_obs
+    index = np.int32 if n_obs < np.iinfo(np.int32).max else np.int64
+    all_i, all_j = (ukey // n_obs).astype(index), (ukey % n_obs).astype(index)
+    del ukey
     kept_graph = sp.coo_matrix((np.ones(int(ok.sum())), (all_i[ok], all_j[ok])), shape=(n_obs, n_obs))
     _, kept_comp = connected_components(kept_graph, directed=False)
     small = np.bincount(kept_comp)[kept_comp] < max(3, 0.01 * n_obs)

@@ -6,6 +6,7 @@ Used by :func:`gearsx.geometry.stitch_patches`.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING
 
@@ -61,11 +62,13 @@ def _initial_layout(sub: sp.csr_matrix, ci, cj, cd, n_landmarks: int, rng: np.ra
     x0[main] = (
         _landmark_isomap(core[main][:, main], n_landmarks, rng) if len(main) > 2 else rng.normal(size=(len(main), 2))
     )
-    adj = (sub > 0).astype(float).tocsr()
+    adj = None
     for _ in range(m):
         todo = np.isnan(x0[:, 0])
         if not todo.any():
             break
+        if adj is None:
+            adj = (sub > 0).astype(float).tocsr()
         placed = (~todo).astype(float)
         total = adj @ np.nan_to_num(x0)
         cnt = adj @ placed
@@ -78,6 +81,36 @@ def _initial_layout(sub: sp.csr_matrix, ci, cj, cd, n_landmarks: int, rng: np.ra
     return x0
 
 
+def _huber_loss_grad(x, i, j, d, inv_u, wu, wl, delta, grad):  # pragma: no cover - compiled by numba
+    """Weighted Huber stress of the edges and its gradient, in one pass over the edges (adds into ``grad``)."""
+    f = 0.0
+    for e in range(len(i)):
+        a, b = i[e], j[e]
+        dx = x[a, 0] - x[b, 0]
+        dy = x[a, 1] - x[b, 1]
+        dist = np.sqrt(dx * dx + dy * dy + 1e-18)
+        r = (dist - d[e]) * inv_u[e]
+        if abs(r) <= delta:
+            f += wl[e] * 0.5 * r * r
+        else:
+            f += wl[e] * delta * (abs(r) - 0.5 * delta)
+            r = delta if r > 0 else -delta
+        c = r * wu[e] / dist
+        grad[a, 0] += c * dx
+        grad[a, 1] += c * dy
+        grad[b, 0] -= c * dx
+        grad[b, 1] -= c * dy
+    return f
+
+
+@functools.cache
+def _compiled_kernel():
+    """Compile the edge loop with numba (a dependency of pynndescent), once per process, cached on disk."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_huber_loss_grad)
+
+
 def _huber_stress_solve(
     x0, i, j, d, w, *, delta: float, anchor: float, max_iter: int, residual: str = "absolute"
 ) -> np.ndarray:
@@ -87,43 +120,56 @@ def _huber_stress_solve(
     (``'relative'``). The objective is a per-cell average, so its gradient per coordinate does
     not shrink with the number of cells (L-BFGS-B's gradient tolerance stopped a 100,000-cell
     solve after 3 iterations when it was normalised by the total weight). ``O(edges)`` per step.
+
+    Why a compiled loop (numba) rather than array operations: loss and gradient are one pass over
+    the edges with no temporaries, 2.7x faster than two signed-incidence sparse products and the
+    elementwise steps between them (0.25 s against 0.68 s per step on 12 million edges), and it
+    allocates nothing per step, where the array form held six edge-sized temporaries.
     """
     from scipy.optimize import minimize
 
-    n, m = len(x0), len(i)
+    kernel = _compiled_kernel()
+    n = len(x0)
+    index = np.int32 if n < np.iinfo(np.int32).max else np.int64
+    i, j = np.ascontiguousarray(i, dtype=index), np.ascontiguousarray(j, dtype=index)
+    d = np.ascontiguousarray(d, dtype=np.float64)
     u = d if residual == "relative" else np.full_like(d, np.median(d))
-    wu = w / u * (n / w.sum())  # per-edge factor of the gradient
+    wu = w / u * (n / w.sum()) / n  # per-edge factor of the gradient (mean over cells)
     wl = w * (n / w.sum()) / n  # per-edge factor of the loss (mean over cells)
     inv_u = 1.0 / u
-    # Signed incidence (edges x cells): D @ x gives x_i - x_j for every edge and D.T @ g sums edge
-    # gradients onto cells, one sparse product each (1.6x faster per step than indexing + bincount).
-    # Built directly in CSR form (two entries per row, 32-bit indices: 28 bytes per edge, no COO
-    # temporaries); D.T is a free CSC view, and its product is the faster of the two.
-    index = np.int32 if max(n, 2 * m) < np.iinfo(np.int32).max else np.int64
-    cols = np.empty(2 * m, dtype=index)
-    cols[0::2], cols[1::2] = i, j
-    inc = sp.csr_matrix((np.tile([1.0, -1.0], m), cols, np.arange(0, 2 * m + 1, 2, dtype=index)), shape=(m, n))
-    del cols
+    del u
+    grad = np.empty((n, 2))
 
     def fun(flat):
         x = flat.reshape(n, 2)
-        diff = inc @ x
-        dist = np.sqrt(np.einsum("ec,ec->e", diff, diff) + 1e-18)
-        r = (dist - d) * inv_u
-        ar = np.abs(r)
-        loss = np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
-        np.clip(r, -delta, delta, out=r)  # huber'(r) = clip(r)
-        r *= wu
-        r /= dist * n
-        diff *= r[:, None]
-        grad = inc.T @ diff
+        grad.fill(0.0)
+        f = kernel(x, i, j, d, inv_u, wu, wl, delta, grad)
         an = x - x0
-        f = float(wl @ loss + anchor * np.einsum("ec,ec->", an, an) / n)
-        grad += 2 * anchor * an / n
-        return f * n, grad.ravel() * n
+        f += anchor * float(np.einsum("ec,ec->", an, an)) / n
+        return f * n, (grad + 2 * anchor / n * an).ravel() * n
 
-    res = minimize(fun, x0.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    res = minimize(
+        fun,
+        np.ascontiguousarray(x0, dtype=np.float64).ravel(),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter},
+    )
     return res.x.reshape(n, 2)
+
+
+def _edge_scale(x, i, j, d, w) -> float:
+    """Least-squares factor that brings the layout's edge lengths to the stitched distances.
+
+    The initial layout comes out at another scale than the edges (5.5 times too small on a
+    300,000-cell simulator section); started from it, the stress solve first crumples the layout to
+    fit the short edges and spends hundreds of steps unfolding it (Spearman 0.69 at the start, 0.63
+    after 150 steps, 0.68 after 400). Rescaled, it keeps the global arrangement and converges in about
+    100 steps to a lower stress.
+    """
+    dx = np.linalg.norm(x[i] - x[j], axis=1)
+    den = float((w * dx * dx).sum())
+    return float((w * dx * d).sum()) / den if den > 0 else 1.0
 
 
 def solve_components(graph: EdgeGraph, n_obs: int, rng, **solve) -> tuple[np.ndarray, np.ndarray]:
@@ -149,12 +195,20 @@ def solve_components(graph: EdgeGraph, n_obs: int, rng, **solve) -> tuple[np.nda
             x[cells] = [offset, 0.0]
             offset += 1.0
             continue
-        sub = adjacency[cells][:, cells]
-        local = np.full(n_obs, -1)
-        local[cells] = np.arange(len(cells))
-        sel = comp[ei] == c
-        x0 = _initial_layout(sub, local[ei[sel & core]], local[ej[sel & core]], dist[sel & core], n_landmarks, rng)
-        xi = _huber_stress_solve(x0, local[ei[sel]], local[ej[sel]], dist[sel], conf[sel], **solve)
+        if n_comp == 1:  # the usual case: no copies of the graph
+            sub, ci, cj, cd, cw, kept = adjacency, ei, ej, dist, conf, core
+        else:
+            sub = adjacency[cells][:, cells]
+            local = np.full(n_obs, -1)
+            local[cells] = np.arange(len(cells))
+            sel = comp[ei] == c
+            ci, cj, cd, cw, kept = local[ei[sel]], local[ej[sel]], dist[sel], conf[sel], core[sel]
+        x0 = _initial_layout(sub, ci[kept], cj[kept], cd[kept], n_landmarks, rng)
+        x0 *= _edge_scale(x0, ci, cj, cd, cw)
+        del sub
+        if n_comp == 1:
+            adjacency = None  # free the graph (about 1 GB at a million cells) before the solve
+        xi = _huber_stress_solve(x0, ci, cj, cd, cw, **solve)
         xi = xi - xi.mean(0)
         x[cells] = xi + [offset - xi[:, 0].min(), 0.0]
         offset = x[cells, 0].max() + 0.1 * np.ptp(xi[:, 0]) + 1.0

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, check_slide_key, get_obs_rep
+from gearsx._anndata import check_obsm_key, check_slide_key, dense_row_batches, get_obs_rep
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, doc_params, renamed_arguments
 from gearsx.geometry._knn import group_knn
@@ -22,10 +22,12 @@ __all__ = ["SharedEncoder"]
 logger = logging.getLogger(__name__)
 
 
+_LAYER_HINT = "for gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)"
+
+
 def _dense_layer(adata: AnnData, layer: str | None) -> np.ndarray:
     """Return the encoder's input, ``layers[layer]`` (or ``X``), as a dense, finite float32 matrix."""
-    hint = "for gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)"
-    return get_obs_rep(adata, layer=layer, dense=True, dtype=np.float32, hint=hint)
+    return get_obs_rep(adata, layer=layer, dense=True, dtype=np.float32, hint=_LAYER_HINT)
 
 
 def _spatial_neighbours(coords: np.ndarray, slides: np.ndarray, k: int, slide_names) -> np.ndarray:
@@ -306,17 +308,15 @@ class SharedEncoder(GearsModelBase):
         adata = self.adata if adata is None else adata
         _check_var_names(adata, self.adata.var_names)
         layer = self.setup_args["layer"] if layer is True else layer
-        x = _dense_layer(adata, layer)
-        if indices is not None:
-            x = x[np.asarray(indices)]
-        bs = batch_size or 4096
+        x = get_obs_rep(adata, layer=layer, arg="layer", hint=_LAYER_HINT)  # as stored: sparse, backed or dask
+        source = f"layers[{layer!r}]" if layer else "X"
         dev = self.device
         self.module.eval()
         out: dict[str, list[np.ndarray]] = {name: [] for name in which}
         with torch.inference_mode():
-            # at least one (possibly empty) batch, so empty input keeps the output width
-            for s in range(0, max(len(x), 1), bs):
-                h = self.module.backbone(torch.as_tensor(x[s : s + bs], device=dev))
+            # one dense block at a time (at least one, possibly empty, so empty input keeps the width)
+            for block in dense_row_batches(x, batch_size or 4096, indices=indices, name=source):
+                h = self.module.backbone(torch.as_tensor(block, device=dev))
                 if "backbone" in out:
                     out["backbone"].append(h.float().cpu().numpy())
                 if "embedding" in out:
