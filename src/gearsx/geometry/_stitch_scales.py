@@ -264,8 +264,9 @@ def _edge_statistics(edges, scales: PatchScales, n_obs: int, block_rows: int = 8
     """Summarise the measurements of every edge: key, weighted median, dispersion, count, mean reliability.
 
     Keys are ``i * n_obs + j``, sorted; the statistics are of the edge's scaled log distances and of
-    the reliability of the patches that measured it. Computed over blocks of first cells of about ``block_rows`` measurements each (an edge's measurements
-    all fall in one block), so the sorting temporaries stay a fraction of the table at a million cells.
+    the reliability of the patches that measured it. Computed over blocks of first cells ``i`` of
+    about ``block_rows`` measurements each (all measurements of an edge fall in one block), so the
+    sorting temporaries stay a fraction of the table at a million cells.
     """
     e_patch, e_i, e_j, e_logd = edges
     n_blocks = max(1, -(-len(e_i) // block_rows))
