@@ -2,6 +2,7 @@ from ._dask import check_client, resolve_client
 from ._deprecation import renamed_arguments
 from ._device import resolve_device
 from ._docs import doc_params
+from ._dtypes import index_dtype
 from ._random import as_rng
 from ._validation import check_coords, check_positive_int
 
@@ -9,6 +10,7 @@ __all__ = [
     "as_rng",
     "check_client",
     "doc_params",
+    "index_dtype",
     "resolve_client",
     "check_coords",
     "check_positive_int",

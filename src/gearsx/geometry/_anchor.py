@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_positive_int, index_dtype
 
 from ._gauge import procrustes
 from ._knn import knn_query
@@ -151,7 +151,7 @@ def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
     """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`)."""
     rng = as_rng(random_state)
     x = np.asarray(x)
-    rows = np.arange(len(x), dtype=np.int32 if len(x) < np.iinfo(np.int32).max else np.int64)
+    rows = np.arange(len(x), dtype=index_dtype(len(x)))
     return np.take_along_axis(x, rng.permuted(np.tile(rows[:, None], (1, x.shape[1])), axis=0), axis=0)
 
 

@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import lsqr
 from scipy.spatial import cKDTree
 
-from gearsx._utils import check_coords
+from gearsx._utils import check_coords, index_dtype
 
 from ._gauge import gauge_fix
 
@@ -188,7 +188,7 @@ def patch_edge_table(idx_list, y_list, k_edges: int, n_long: int, rng) -> tuple[
     """
     n_rows = sum(len(ix) * (min(k_edges, len(ix) - 1) + n_long) for ix in idx_list)
     top = max((int(ix.max()) for ix in idx_list), default=0)
-    index = np.int32 if max(top, len(idx_list)) < np.iinfo(np.int32).max else np.int64
+    index = index_dtype(max(top, len(idx_list)))
     e_patch = np.empty(n_rows, dtype=index)
     e_i, e_j = np.empty(n_rows, dtype=index), np.empty(n_rows, dtype=index)
     e_logd = np.empty(n_rows)
@@ -297,8 +297,7 @@ def consensus_edges(edges, scales: PatchScales, n_obs: int, max_dispersion: floa
     ok = (mad <= max_dispersion) & (mean_rel >= min_reliability * np.median(reliability))
     # Cells that filtering cut off from the main graph keep their dropped edges (reported), rather than
     # floating free: their positions are then as uncertain as their low confidence says.
-    index = np.int32 if n_obs < np.iinfo(np.int32).max else np.int64
-    all_i, all_j = (ukey // n_obs).astype(index), (ukey % n_obs).astype(index)
+    all_i, all_j = (ukey // n_obs).astype(index_dtype(n_obs)), (ukey % n_obs).astype(index_dtype(n_obs))
     del ukey
     kept_graph = sp.coo_matrix((np.ones(int(ok.sum())), (all_i[ok], all_j[ok])), shape=(n_obs, n_obs))
     _, kept_comp = connected_components(kept_graph, directed=False)

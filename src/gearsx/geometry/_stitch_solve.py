@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from gearsx._utils import index_dtype
+
 if TYPE_CHECKING:
     from ._stitch_scales import EdgeGraph
 
@@ -130,8 +132,7 @@ def _huber_stress_solve(
 
     kernel = _compiled_kernel()
     n = len(x0)
-    index = np.int32 if n < np.iinfo(np.int32).max else np.int64
-    i, j = np.ascontiguousarray(i, dtype=index), np.ascontiguousarray(j, dtype=index)
+    i, j = np.ascontiguousarray(i, dtype=index_dtype(n)), np.ascontiguousarray(j, dtype=index_dtype(n))
     d = np.ascontiguousarray(d, dtype=np.float64)
     u = d if residual == "relative" else np.full_like(d, np.median(d))
     wu = w / u * (n / w.sum()) / n  # per-edge factor of the gradient (mean over cells)
