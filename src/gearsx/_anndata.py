@@ -35,7 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: ``uns`` records whose parameters name the slide column, in the order they are trusted.
-_SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare")
+_SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare", "X_gears_domain")
 
 
 def check_obs_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
@@ -185,7 +185,8 @@ def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_k
 
     Functions that look at physical neighbours must never pool spots of different slides,
     which share one coordinate frame. When ``slide_key`` is not passed, the column recorded
-    in ``uns['gears_encoder']``, ``uns['gears_centered']`` or ``uns['gears_prepare']`` is used
+    in ``uns['gears_encoder']``, ``uns['gears_centered']``, ``uns['gears_prepare']`` or
+    ``uns['X_gears_domain']`` (:func:`gearsx.tl.domain_embedding`) is used
     (and logged); ``None`` is returned only when no step recorded one (a single slide).
     """
     if slide_key is not None:

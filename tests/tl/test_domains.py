@@ -200,6 +200,35 @@ def test_auto_n_pcs_keeps_narrow_embeddings_whole_and_reduces_wide_ones():
         gx.tl.domain_representation(a, "narrow", n_pcs="all")
 
 
+def test_auto_n_pcs_reduces_a_narrow_embedding_of_several_slides():
+    """Several slides: a narrow embedding is reduced to 20 PCs too, which drop the low-variance axes
+    that only tell the slides apart; the slide column comes from the argument or from the record of
+    gx.tl.domain_embedding, and one slide keeps the embedding whole."""
+    rng = np.random.default_rng(0)
+    n = 400
+    slide = np.repeat(["s1", "s2"], n // 2)
+    head = rng.normal(size=(n, 20)) * np.linspace(3.0, 1.0, 20)
+    tail = rng.normal(scale=0.01, size=(n, 10))
+    tail[:, 0] += np.where(slide == "s1", -0.05, 0.05)  # a slide offset on a near-silent axis
+    x = np.hstack([head, tail])
+    a = _adata(emb=x)
+    a.obs["slide"] = pd.Categorical(slide)
+    np.testing.assert_array_equal(gx.tl.domain_representation(a, "emb"), x)  # no slide column known
+    reduced = gx.tl.domain_representation(a, "emb", slide_key="slide")
+    assert reduced.shape == (n, 20)
+    # the 20 components span the high-variance axes, not the slide axis
+    proj = np.linalg.lstsq(reduced, x - x.mean(0), rcond=None)[0]
+    explained = 1 - ((x - x.mean(0) - reduced @ proj) ** 2).sum(0) / ((x - x.mean(0)) ** 2).sum(0)
+    assert explained[:20].min() > 0.99
+    assert explained[20] < 0.1
+    a.uns["X_gears_domain"] = {"params": {"slide_key": "slide"}}  # as gx.tl.domain_embedding records it
+    gx.tl.cluster_domains(a, method="kmeans", use_rep="emb", n_clusters=2)
+    assert a.uns["gears_domain"]["params"]["n_features"] == 20
+    assert a.uns["gears_domain"]["params"]["slide_key"] == "slide"
+    one = a[a.obs["slide"] == "s1"].copy()
+    assert gx.tl.domain_representation(one, "emb").shape == (n // 2, 30)  # one slide: kept whole
+
+
 def test_input_errors_name_the_problem():
     x, _ = _elongated_blobs(n_per=10)
     a = _adata(feat=x)

@@ -52,6 +52,7 @@ def domain_representation(
     use_rep: str | Sequence[str] = Key.backbone,
     *,
     n_pcs: int | Literal["auto"] | None = "auto",
+    slide_key: str | None = None,
     random_state: int = 0,
 ) -> np.ndarray:
     """Build the feature matrix that :func:`~gearsx.tl.cluster_domains` clusters: fused representations, then PCA.
@@ -63,9 +64,13 @@ def domain_representation(
     result (:func:`scanpy.pp.pca`, which keeps sparse ``X`` sparse) is returned.
 
     ``n_pcs='auto'`` reduces wide matrices (``X``, the 256-d encoder backbone, image features:
-    more than 50 columns) to 20 principal components and keeps narrow learned embeddings
-    (the 30-d ``X_gears_domain``) whole: such an embedding was trained to be clustered, and
-    dropping a third of its axes throws away part of what separates its domains.
+    more than 50 columns) to 20 principal components. A narrow learned embedding (the 30-d
+    ``X_gears_domain``) of one slide is kept whole: it was trained to be clustered, and dropping a
+    third of its axes throws away part of what separates its domains. When the observations
+    span several slides (``obs[slide_key]``), narrow embeddings are reduced to 20 components
+    too: the last axes of a joint embedding hold little variance and mostly tell the slides
+    apart, and mclust's model, which does not care about the scale of an axis, would weigh
+    them like the domain axes (see :ref:`gears-domains`).
 
     Parameters
     ----------
@@ -75,6 +80,10 @@ def domain_representation(
         ``obsm`` key(s), or ``'X'``.
     n_pcs
         Number of principal components (``None``: no PCA, not allowed with ``'X'``; ``'auto'``: above).
+    slide_key
+        ``obs`` column of the slides, for ``n_pcs='auto'``. ``None`` takes the column recorded by an
+        earlier gearsx step (:func:`gearsx.tl.domain_embedding`, :func:`gearsx.tl.fit_encoder`, ...);
+        with no record the data are one slide.
     random_state
         Seed of the PCA solver.
 
@@ -114,7 +123,8 @@ def domain_representation(
         if n_pcs != "auto":
             msg = f"`n_pcs` must be an integer, None or 'auto'; got {n_pcs!r}."
             raise ValueError(msg)
-        n_pcs = AUTO_N_PCS if "X" in reps or sp.issparse(x) or x.shape[1] > AUTO_PCA_ABOVE else None
+        wide = "X" in reps or sp.issparse(x) or x.shape[1] > AUTO_PCA_ABOVE
+        n_pcs = AUTO_N_PCS if wide or _n_slides(adata, slide_key) > 1 else None
     if n_pcs is None:
         if sp.issparse(x):
             msg = "`n_pcs=None` with a sparse `use_rep='X'` would cluster the full gene space; give `n_pcs`."
@@ -126,6 +136,12 @@ def domain_representation(
             x = x.toarray()
         return np.asarray(x, dtype=np.float64)
     return np.asarray(sc.pp.pca(x, n_comps=n_pcs, random_state=random_state), dtype=np.float64)
+
+
+def _n_slides(adata: AnnData, slide_key: str | None) -> int:
+    """Count the slides in ``obs[slide_key]`` (or the recorded slide column); 1 without one."""
+    slide_key = resolve_slide_key(adata, slide_key)
+    return 1 if slide_key is None else int(adata.obs[slide_key].nunique())
 
 
 @renamed_arguments(refine_k="n_spatial_neighbors")
@@ -198,8 +214,9 @@ def cluster_domains(
         Number of domains (required for ``'scan'`` and ``'kmeans'``).
     n_pcs
         PCA of the representation before clustering (``None``: cluster it as is; ``'auto'``:
-        20 components for representations wider than 50 columns and for ``X``, none for
-        narrower ones such as the domain embedding; see :func:`domain_representation`).
+        20 components for representations wider than 50 columns, for ``X`` and for any
+        representation of several slides; none for a narrower one of one slide, such as the
+        domain embedding; see :func:`domain_representation`).
     backend
         mclust backend, ``'python'`` or ``'r'``.
     refine
@@ -209,9 +226,11 @@ def cluster_domains(
     spatial_key
         ``obsm`` key of the coordinates (for ``refine``).
     slide_key
-        ``obs`` column with slides, so refinement never mixes slides. ``None`` takes the column
-        recorded by :func:`gearsx.tl.fit_encoder` (or :func:`gearsx.pp.mean_center_per_slide`,
-        :func:`gearsx.pp.prepare`) in ``uns``; with no record the data are one slide.
+        ``obs`` column with slides, so refinement never mixes slides (and ``n_pcs='auto'`` knows
+        whether the representation spans several). ``None`` takes the column recorded by
+        :func:`gearsx.tl.domain_embedding` or :func:`gearsx.tl.fit_encoder` (or
+        :func:`gearsx.pp.mean_center_per_slide`, :func:`gearsx.pp.prepare`) in ``uns``; with no
+        record the data are one slide.
     random_state
         Seed; the same seed gives the same labels.
     key_added
@@ -264,17 +283,17 @@ def cluster_domains(
         use_rep = Key.domain_embedding if Key.domain_embedding in adata.obsm else Key.backbone
         logger.info("cluster_domains: clustering obsm[%r]", use_rep)
     coords = groups = None
+    slide_key = resolve_slide_key(adata, slide_key)
     if refine:
         if spatial_key not in adata.obsm:
             msg = f"`refine=True` needs coordinates in `adata.obsm[{spatial_key!r}]`; available: {list(adata.obsm.keys())}."
             raise KeyError(msg)
         coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
         n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
-        slide_key = resolve_slide_key(adata, slide_key)
         if slide_key is not None:
             groups = adata.obs[slide_key].to_numpy()
 
-    x = domain_representation(adata, use_rep, n_pcs=n_pcs, random_state=random_state)
+    x = domain_representation(adata, use_rep, n_pcs=n_pcs, slide_key=slide_key, random_state=random_state)
     emb = None
     if method == "mclust":
         if backend == "r":
@@ -309,7 +328,7 @@ def cluster_domains(
         "backend": backend,
         "refine": refine,
         "n_spatial_neighbors": n_spatial_neighbors if refine else None,
-        "slide_key": slide_key if refine else None,
+        "slide_key": slide_key,
         "random_state": random_state,
         **{k: v for k, v in method_kwargs.items() if isinstance(v, int | float | str | bool)},
     }
