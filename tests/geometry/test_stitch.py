@@ -154,3 +154,51 @@ def test_bad_input(rng):
         stitch_patches([np.arange(50)], [np.full((50, 2), np.nan)], 50)
     with pytest.raises(ValueError, match="equal length"):
         stitch_patches([np.arange(50)], [], 50)
+    with pytest.raises(ValueError, match="n_communities"):
+        stitch_patches([np.arange(50)], [xy], 50, n_communities=0)
+
+
+def test_align_communities_recovers_known_similarities_and_reflections(rng):
+    """Three overlapping views of one point set, each rotated, scaled, shifted (one mirrored):
+    the alignment puts them back into one frame exactly (up to one similarity)."""
+    from gearsx.geometry._stitch_communities import align_communities
+
+    xy = rng.uniform(size=(300, 2)) * [3.0, 1.0]
+    cells = [
+        np.flatnonzero(xy[:, 0] < 1.3),
+        np.flatnonzero((xy[:, 0] > 1.0) & (xy[:, 0] < 2.3)),
+        np.flatnonzero(xy[:, 0] > 2.0),
+    ]
+    layouts = []
+    for g, c in enumerate(cells):
+        th = rng.uniform(0, 2 * np.pi)
+        rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+        if g == 1:
+            rot = rot @ np.diag([1.0, -1.0])
+        layouts.append(rng.uniform(0.2, 5.0) * xy[c] @ rot + rng.normal(0, 10, 2))
+    pos, count, c, _ = align_communities(layouts, cells, 300)
+    assert c[0] == 1.0  # the first community is the gauge
+    np.testing.assert_array_equal(count, np.bincount(np.concatenate(cells), minlength=300))
+    from scipy.spatial import procrustes
+
+    assert procrustes(xy, pos)[2] < 1e-16  # disparity after the best similarity: none
+
+
+def test_stitch_by_communities_recovers_the_layout_of_one_stitch(rng):
+    """Patches in random poses (half mirrored): stitched as 4 communities and aligned, the layout is the
+    planted one, as with one stitch; the communities partition the patches and their cells overlap."""
+    xy = rng.uniform(size=(2400, 2)) * [3.0, 1.0]
+    patches = random_walk_patches(kneighbors_graph(xy, 10), 150, coverage=2, random_state=1)
+    coords = _perturbed_patches(xy, patches, rng, noise=0.02)
+    one = stitch_patches(patches, coords, 2400, random_state=0)
+    four = stitch_patches(patches, coords, 2400, n_communities=4, random_state=0)
+    d = four.diagnostics
+    assert d["n_communities"] == 4
+    assert sum(d["community_sizes"]) > 2400  # neighbouring communities share cells
+    assert len(d["patch_reliability"]) == len(patches)
+    assert gx.metrics.distance_correlation(four.X, xy) > 0.99
+    assert gx.metrics.distance_correlation(four.X, xy) > gx.metrics.distance_correlation(one.X, xy) - 0.005
+    assert four.distances.shape == (2400, 2400)
+    assert (four.distances != four.distances.T).nnz == 0
+    again = stitch_patches(patches, coords, 2400, n_communities=4, random_state=0)
+    np.testing.assert_array_equal(again.X, four.X)

@@ -59,3 +59,23 @@ def test_settings_client_is_used_and_validated(trained_encoder, trained_gears, l
     finally:
         gx.settings.dask_client = None
     assert sc.uns["gears"]["reconstruct"]["params"]["executor"].startswith("dask tcp://")
+
+
+def test_community_stitch_on_local_cluster_matches_in_process(local_cluster):
+    """Each community of patches is stitched as a task: the same layout as the in-process loop."""
+    import anndata as ad
+    from sklearn.neighbors import kneighbors_graph
+
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(1500, 2)) * [3.0, 1.0]
+    patches = gx.geometry.random_walk_patches(kneighbors_graph(xy, 10), 120, coverage=2, random_state=0)
+    pairs = [(p, 4.0 * xy[p] + rng.normal(0, 0.01, (len(p), 2))) for p in patches]
+    adata = ad.AnnData(np.zeros((1500, 1), dtype=np.float32))
+    here = gx.tl.stitch(adata, pairs, n_communities=3, copy=True)
+    there = gx.tl.stitch(adata, pairs, n_communities=3, client=local_cluster, copy=True)
+    np.testing.assert_array_equal(there.obsm["X_gears_spatial"], here.obsm["X_gears_spatial"])
+    assert (there.obsp["gears_distances"] != here.obsp["gears_distances"]).nnz == 0
+    assert here.uns["gears"]["params"]["executor"] == "in-process"
+    assert there.uns["gears"]["params"]["executor"].startswith("dask tcp://")
+    assert there.uns["gears"]["diagnostics"]["n_communities"] == 3
+    assert gx.metrics.distance_correlation(there.obsm["X_gears_spatial"], xy) > 0.99

@@ -43,3 +43,7 @@ def test_bad_patches(halves):
     adata, _ = halves
     with pytest.raises(ValueError, match="patches"):
         gx.tl.stitch(adata, [])
+    halves_list = [(np.arange(50), np.random.default_rng(0).uniform(size=(50, 2)))]
+    with pytest.raises(ValueError, match="n_communities"):
+        gx.tl.stitch(adata, halves_list, n_communities=0)
+    assert "X_gears_spatial" not in adata.obsm  # nothing written on bad input

@@ -42,7 +42,10 @@ class StitchResult:
         ``patch_reliability``, ``patch_disagreement`` (per patch), ``overlap_disagreement``
         (median), ``solver_stress`` (normalised stress of ``X`` on the stitched edges),
         ``edge_residual_quantiles`` (of ``|log(d_X / d_stitched)|`` at 0.5, 0.9, 0.99),
-        ``n_edges``, ``n_components`` and ``components`` (component label per cell).
+        ``n_edges``, ``n_components`` and ``components`` (component label per cell). A stitch by
+        communities reports each patch's reliability and disagreement within its community, the
+        median of the communities' overlap disagreements, and ``n_communities``,
+        ``community_sizes``, ``community_stress`` and ``median_communities_per_cell``.
     """
 
     X: np.ndarray
@@ -66,6 +69,8 @@ def stitch_patches(
     anchor: float = 1e-3,
     n_landmarks: int = 64,
     max_iter: int = 150,
+    n_communities: int | None = None,
+    client=None,
     random_state=0,
 ) -> StitchResult:
     """Stitch overlapping patch geometries into one global 2-D layout.
@@ -94,6 +99,14 @@ def stitch_patches(
     Disconnected stitched graphs are not collapsed: each connected component is
     solved on its own, components are laid side by side, a warning is emitted and
     the labels are reported in ``diagnostics['components']``.
+
+    With ``n_communities``, the patches are first grouped into that many communities of
+    overlapping patches (a Voronoi partition of the graph of patches sharing cells, each
+    community widened by the patches overlapping it); every community is stitched on its own by
+    the steps above, in this process or as a task on ``client``, and the communities' layouts are
+    put in one frame by a least-squares similarity alignment on the cells they share, then
+    averaged per cell (see :doc:`/scaling`). No process then holds more than one community's
+    problem, at the price of no global stress solve across communities.
 
     Parameters
     ----------
@@ -127,6 +140,11 @@ def stitch_patches(
         Landmarks of the initialisation.
     max_iter
         L-BFGS iterations of the stress solve.
+    n_communities
+        Stitch this many communities of patches separately and align them (``None``: one stitch).
+    client
+        A running :class:`distributed.Client` to stitch the communities on (with ``n_communities``);
+        ``None``: in this process. The layout is the same either way.
     random_state
         Seed of the long-range edges and of the landmarks.
 
@@ -151,6 +169,39 @@ def stitch_patches(
         raise ValueError(msg)
     idx_list, y_list = checked_patches(patch_indices, patch_coords, n_obs)
     rng = as_rng(random_state)
+    if n_communities is not None:
+        n_communities = check_positive_int(n_communities, name="n_communities")
+        if client is not None:
+            from gearsx._utils import check_client
+
+            check_client(client)
+    if n_communities is not None and n_communities > 1 and len(idx_list) > 1:
+        from ._stitch_communities import stitch_by_communities
+
+        x, dist_m, conf_m, extra = stitch_by_communities(
+            idx_list,
+            y_list,
+            n_obs,
+            n_communities=n_communities,
+            min_shared=min_shared,
+            random_state=random_state if isinstance(random_state, int) else int(rng.integers(2**32)),
+            client=client,
+            k_edges=k_edges,
+            n_long=n_long,
+            max_dispersion=max_dispersion,
+            min_reliability=min_reliability,
+            huber_delta=huber_delta,
+            residual=residual,
+            anchor=anchor,
+            n_landmarks=n_landmarks,
+            max_iter=max_iter,
+        )
+        upper = sp.triu(dist_m.tocsr(), k=1).tocoo()
+        w_upper = sp.triu(conf_m.tocsr(), k=1).tocoo()
+        from scipy.sparse.csgraph import connected_components
+
+        _, comp = connected_components(dist_m, directed=False)
+        return _result(x, upper.row, upper.col, upper.data, w_upper.data, comp, n_obs, extra, len(idx_list))
     edges = patch_edge_table(idx_list, y_list, k_edges, n_long, rng)
     scales = patch_scales(idx_list, y_list, n_obs, min_shared, rng)
     graph = consensus_edges(edges, scales, n_obs, max_dispersion, min_reliability)
@@ -164,12 +215,23 @@ def stitch_patches(
         max_iter=max_iter,
         residual=residual,
     )
-    # Express the result (and the stitched distances) in the unit-RMS gauge.
+    extra = {
+        "patch_reliability": scales.reliability,
+        "patch_disagreement": np.nan_to_num(scales.disagreement, nan=-1.0),
+        "patch_log_scale": scales.log_scale,
+        "overlap_disagreement": scales.median_disagreement,
+        "n_edges_dropped": graph.n_dropped,
+        "n_cells_reattached": graph.n_reattached,
+    }
+    return _result(x, graph.i, graph.j, graph.dist, graph.conf, comp, n_obs, extra, len(idx_list))
+
+
+def _result(x, ei, ej, dist, conf, comp, n_obs: int, extra: dict, n_patches: int) -> StitchResult:
+    """Put a layout in the unit-RMS gauge, scale the stitched distances to it and add the diagnostics."""
     centre = x.mean(0)
     rms = np.sqrt(((x - centre) ** 2).sum(1).mean()) or 1.0
     x = (x - centre) / rms
     # Stitched distances are defined up to a global scale: match them to X by least squares on the edges.
-    ei, ej, dist, conf = graph.i, graph.j, graph.dist, graph.conf
     d_x = np.linalg.norm(x[ei] - x[ej], axis=1)
     dist = dist * float((d_x * dist).sum() / max((dist * dist).sum(), 1e-300))
     resid = np.abs(np.log(np.maximum(d_x, 1e-12) / np.maximum(dist, 1e-12)))
@@ -181,10 +243,7 @@ def stitch_patches(
 
     n_comp = int(comp.max()) + 1
     diagnostics = {
-        "patch_reliability": scales.reliability,
-        "patch_disagreement": np.nan_to_num(scales.disagreement, nan=-1.0),
-        "patch_log_scale": scales.log_scale,
-        "overlap_disagreement": scales.median_disagreement,
+        **extra,
         "solver_stress": stress,
         "edge_residual_quantiles": dict(
             zip(("q50", "q90", "q99"), np.quantile(resid, [0.5, 0.9, 0.99]).tolist(), strict=True)
@@ -192,11 +251,9 @@ def stitch_patches(
         if len(resid)
         else {},
         "n_edges": int(len(dist)),
-        "n_edges_dropped": graph.n_dropped,
-        "n_cells_reattached": graph.n_reattached,
-        "n_patches": len(idx_list),
+        "n_patches": n_patches,
         "n_components": n_comp,
         "components": comp.astype(np.int64),
     }
-    logger.info("stitched %d patches: %d edges, stress %.3f, %d components", len(idx_list), len(dist), stress, n_comp)
+    logger.info("stitched %d patches: %d edges, stress %.3f, %d components", n_patches, len(dist), stress, n_comp)
     return StitchResult(X=x, distances=sym(dist), weights=sym(conf), diagnostics=diagnostics)

@@ -45,6 +45,7 @@ def reconstruct(
     refine_steps: int = 4,
     batch_size: int = 16,
     allow_unadapted: bool = False,
+    n_communities: int | None = None,
     random_state: int = 0,
     key_added: str = Key.result,
     client: Client | None = None,
@@ -117,6 +118,10 @@ def reconstruct(
         Refinement steps of the geometry model (0: generator only).
     batch_size
         Patches per forward pass.
+    n_communities
+        Stitch this many communities of patches separately and align them, instead of one stitch of
+        all patches (``None``); with ``client``, each community is a task on the cluster (see
+        :func:`gearsx.tl.stitch` and :doc:`/scaling`).
     allow_unadapted
         Accept embeddings without an adapter record in ``uns['gears_adapter']`` (e.g.
         held-out ST spots). By default their absence is an error, because unadapted SC
@@ -181,6 +186,8 @@ def reconstruct(
 
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted)
     client = resolve_client(client)
+    if n_communities is not None:
+        n_communities = check_positive_int(n_communities, name="n_communities")
     n_patch, min_overlap, n_neighbors, smooth_k, anchor_k = _checked_sizes(
         adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight
     )
@@ -216,7 +223,14 @@ def reconstruct(
     )
     clock.lap("predict")
     best_overlap, _ = best_overlaps(patches, adata.n_obs)
-    stitch(adata, list(zip(patches, coords, strict=True)), key_added=key_added, random_state=random_state)
+    stitch(
+        adata,
+        list(zip(patches, coords, strict=True)),
+        key_added=key_added,
+        n_communities=n_communities,
+        client=client,
+        random_state=random_state,
+    )
     clock.lap("stitch")
     _write_anchored(adata, plan, patches, coords, key_added=key_added, weight=anchor_weight)
     clock.lap("fuse")
@@ -235,6 +249,7 @@ def reconstruct(
             "anchor_weight": anchor_weight,
             **({"reference_slide": str(reference_slide)} if reference_slide is not None else {}),
             "refine_steps": refine_steps,
+            "n_communities": n_communities,
             "random_state": random_state,
             "executor": "in-process" if client is None else f"dask {client.scheduler.address}",
             "version": __version__,

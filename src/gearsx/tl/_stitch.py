@@ -8,9 +8,11 @@ import numpy as np
 
 from gearsx._anndata import write_record
 from gearsx._keys import Key
+from gearsx._utils import check_positive_int, resolve_client
 
 if TYPE_CHECKING:
     from anndata import AnnData
+    from distributed import Client
 
 __all__ = ["stitch"]
 
@@ -22,6 +24,8 @@ def stitch(
     patches: Sequence[tuple[np.ndarray, np.ndarray]],
     *,
     key_added: str = Key.result,
+    n_communities: int | None = None,
+    client: Client | None = None,
     random_state: int = 0,
     copy: bool = False,
     **kwargs,
@@ -40,6 +44,13 @@ def stitch(
         their predicted 2-D coordinates in that patch's own pose and scale.
     key_added
         Prefix of the written keys (an existing entry under these keys is replaced, with a log message).
+    n_communities
+        Stitch this many communities of patches separately, then align them (``None``: one stitch of
+        all patches; see :func:`gearsx.geometry.stitch_patches` and :doc:`/scaling`).
+    client
+        A running :class:`distributed.Client`: with ``n_communities``, each community is stitched as a
+        task on its workers. Default: ``gx.settings.dask_client`` (``None``: in process); the layout is the
+        same either way.
     random_state
         Seed of the stitching.
     copy
@@ -77,9 +88,18 @@ def stitch(
     if not patches or any(len(p) != 2 for p in patches):
         msg = "`patches` must be a non-empty sequence of (indices, coords) pairs."
         raise ValueError(msg)
+    client = resolve_client(client)
+    if n_communities is not None:
+        n_communities = check_positive_int(n_communities, name="n_communities")
     adata = adata.copy() if copy else adata
     res = stitch_patches(
-        [p[0] for p in patches], [p[1] for p in patches], adata.n_obs, random_state=random_state, **kwargs
+        [p[0] for p in patches],
+        [p[1] for p in patches],
+        adata.n_obs,
+        n_communities=n_communities,
+        client=client if n_communities is not None else None,
+        random_state=random_state,
+        **kwargs,
     )
     obsm_key = Key.layout(key_added)
     dist_key, conn_key = Key.distances(key_added), Key.connectivities(key_added)
@@ -93,7 +113,13 @@ def stitch(
     write_record(
         adata,
         key_added,
-        {"random_state": random_state, "n_patches": len(patches), **kwargs},
+        {
+            "random_state": random_state,
+            "n_patches": len(patches),
+            "n_communities": n_communities,
+            "executor": "in-process" if client is None or n_communities is None else f"dask {client.scheduler.address}",
+            **kwargs,
+        },
         diagnostics=diag,
         distances_key=dist_key,
         connectivities_key=conn_key,
