@@ -202,3 +202,19 @@ def test_stitch_by_communities_recovers_the_layout_of_one_stitch(rng):
     assert (four.distances != four.distances.T).nnz == 0
     again = stitch_patches(patches, coords, 2400, n_communities=4, random_state=0)
     np.testing.assert_array_equal(again.X, four.X)
+
+
+def test_communities_that_share_no_cells_are_laid_side_by_side(rng):
+    left = rng.uniform(size=(300, 2))
+    right = rng.uniform(size=(300, 2)) + [5.0, 0.0]
+    xy = np.vstack([left, right])
+    graph = sp.block_diag([kneighbors_graph(left, 8), kneighbors_graph(right, 8)]).tocsr()
+    patches = random_walk_patches(graph, 80, coverage=2, random_state=0)
+    coords = _perturbed_patches(xy, patches, rng, noise=0.0)
+    with pytest.warns(UserWarning, match="share no cells"):
+        res = stitch_patches(patches, coords, 600, n_communities=2, random_state=0)
+    assert res.diagnostics["n_components"] == 2
+    x = res.X
+    assert x[:300, 0].max() < x[300:, 0].min() or x[300:, 0].max() < x[:300, 0].min()  # apart, not on top
+    assert gx.metrics.distance_correlation(x[:300], left) > 0.99
+    assert gx.metrics.distance_correlation(x[300:], right) > 0.99

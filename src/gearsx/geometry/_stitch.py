@@ -101,12 +101,12 @@ def stitch_patches(
     the labels are reported in ``diagnostics['components']``.
 
     With ``n_communities``, the patches are first grouped into that many communities of
-    overlapping patches (a Voronoi partition of the graph of patches sharing cells, each
-    community widened by the patches overlapping it); every community is stitched on its own by
-    the steps above, in this process or as a task on ``client``, and the communities' layouts are
-    put in one frame by a least-squares similarity alignment on the cells they share, then
-    averaged per cell (see :doc:`/scaling`). No process then holds more than one community's
-    problem, at the price of no global stress solve across communities.
+    overlapping patches (a Voronoi partition of the graph of patches sharing cells); every
+    community is stitched on its own by the steps above, in this process or as a task on
+    ``client``, and the communities' layouts are put in one frame by a least-squares similarity
+    alignment on the cells they share, then averaged per cell (see :doc:`/scaling`). No process
+    then holds more than one community's problem, at the price of no global stress solve across
+    communities.
 
     Parameters
     ----------
@@ -141,7 +141,7 @@ def stitch_patches(
     max_iter
         L-BFGS iterations of the stress solve.
     n_communities
-        Stitch this many communities of patches separately and align them (``None``: one stitch).
+        Stitch this many communities of patches separately and align them (``None`` or 1: one stitch).
     client
         A running :class:`distributed.Client` to stitch the communities on (with ``n_communities``);
         ``None``: in this process. The layout is the same either way.
@@ -184,7 +184,7 @@ def stitch_patches(
             n_obs,
             n_communities=n_communities,
             min_shared=min_shared,
-            random_state=random_state if isinstance(random_state, int) else int(rng.integers(2**32)),
+            random_state=int(random_state) if isinstance(random_state, int | np.integer) else int(rng.integers(2**32)),
             client=client,
             k_edges=k_edges,
             n_long=n_long,

@@ -12,6 +12,7 @@ a few lines of sparse linear algebra once the reflections are fixed; no maintain
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,8 +53,8 @@ def patch_communities(
     sampling in hops (a component of the graph without a seed gets one, even beyond
     ``n_communities``), and every patch joins its nearest seed: a Voronoi partition of the patch graph,
     so each community is connected. Two neighbouring communities share the cells that patches of both
-    cover (every cell is covered at least ``coverage`` times by the patch cover), which is what aligns
-    them. A halo of the neighbouring patches was tried and dropped: patches drawn by random walks in
+    cover (the patch cover of :func:`gearsx.tl.reconstruct` puts every cell in at least two patches),
+    which is what aligns them. A halo of the neighbouring patches was tried and dropped: patches drawn by random walks in
     expression space overlap widely, and one ring of them made each of 8 communities of 100,000 cells
     hold 36,000-80,000 cells.
 
@@ -99,7 +100,8 @@ def align_communities(
     propagated along the spanning tree of largest overlaps from the first. Then ``c`` and ``t`` of all
     communities minimise, over every cell two communities share, the squared distance between its two
     mapped positions, with ``c_0 = 1, t_0 = 0``: a linear least-squares problem with two unknowns per
-    community. Each cell's position is the mean of its mapped positions.
+    community (one such gauge per group of communities linked by shared cells; groups sharing no cells
+    are laid side by side, with a warning). Each cell's position is the mean of its mapped positions.
 
     Returns the positions, the number of communities holding each cell, and the maps ``c`` and ``t``.
     """
@@ -126,6 +128,7 @@ def align_communities(
     tree_sym = sp.coo_matrix(
         (np.ones(2 * tree.nnz), (np.r_[tree.row, tree.col], np.r_[tree.col, tree.row])), shape=(n_g, n_g)
     ).tocsr()
+    _, group = connected_components(tree_sym, directed=False)
     flip = np.ones(n_g)
     seen = np.zeros(n_g, dtype=bool)
     for root in range(n_g):
@@ -153,10 +156,9 @@ def align_communities(
     x[:n_g] = 1.0
     if r:
         a = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, 2 * n_g))
-        _, comm_comp = connected_components(tree_sym, directed=False)
         fixed = np.zeros(2 * n_g, dtype=bool)
-        for c in np.unique(comm_comp):  # one gauge per group of connected communities
-            first = int(np.flatnonzero(comm_comp == c)[0])
+        for c in np.unique(group):  # one gauge per group of connected communities
+            first = int(np.flatnonzero(group == c)[0])
             fixed[[first, n_g + first]] = True
         free = ~fixed
         rhs = -(a[:, fixed] @ x[fixed])
@@ -170,7 +172,24 @@ def align_communities(
         total[cells[g]] += c[g] * z[g] + t[g]
         count[cells[g]] += 1
     pos = total / np.maximum(count, 1)
-    return np.c_[pos.real, pos.imag], count, list(c), list(t)
+    xy = np.c_[pos.real, pos.imag]
+    if group.max() > 0:  # communities sharing no cells: lay their groups side by side, as disconnected components
+        warnings.warn(
+            f"The communities form {group.max() + 1} groups that share no cells; each group is laid out "
+            "separately, side by side. Increase patch overlap to connect them.",
+            UserWarning,
+            stacklevel=4,
+        )
+        cell_group = np.full(n_obs, -1)
+        for g in range(n_g):
+            cell_group[cells[g]] = group[g]
+        offset = 0.0
+        for k in range(group.max() + 1):
+            sel = cell_group == k
+            part = xy[sel] - xy[sel].mean(0)
+            xy[sel] = part + [offset - part[:, 0].min(), 0.0]
+            offset = xy[sel, 0].max() + 0.1 * np.ptp(part[:, 0]) + 1.0
+    return xy, count, list(c), list(t)
 
 
 def _stitch_one(idx: list[np.ndarray], ys: list[np.ndarray], n: int, seed: int, kw: dict) -> StitchResult:
