@@ -184,16 +184,19 @@ class _LeastCovered:
                 misses = 0
 
 
-def _incidence(patches: list[np.ndarray], n: int) -> sp.csr_matrix:
-    rows = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
-    return sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(patches))), shape=(len(patches), n))
+def patch_incidence(patches: list[np.ndarray], n: int) -> sp.csr_matrix:
+    """Cells x patches matrix of ones: ``inc.T @ inc`` counts the cells every two patches share."""
+    cols = np.repeat(np.arange(len(patches)), [len(p) for p in patches])
+    return sp.csr_matrix(
+        (np.ones(len(cols), dtype=np.float32), (np.concatenate(patches), cols)), shape=(n, len(patches))
+    )
 
 
 def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
     """For each patch, the most cells it shares with another patch, and that partner (-1 for none)."""
     if len(patches) < 2:
         return np.zeros(len(patches), dtype=np.int64), np.full(len(patches), -1)
-    inc = _incidence(patches, n)
+    inc = patch_incidence(patches, n).T.tocsr()  # patches x cells
     shared = (inc @ inc.T).tocsr()
     shared.setdiag(0)
     shared.eliminate_zeros()

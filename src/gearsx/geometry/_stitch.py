@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from gearsx._utils import as_rng, check_positive_int
 
@@ -178,7 +179,7 @@ def stitch_patches(
     if n_communities is not None and n_communities > 1 and len(idx_list) > 1:
         from ._stitch_communities import stitch_by_communities
 
-        x, dist_m, conf_m, extra = stitch_by_communities(
+        x, (ei, ej, dist, conf), extra = stitch_by_communities(
             idx_list,
             y_list,
             n_obs,
@@ -196,12 +197,8 @@ def stitch_patches(
             n_landmarks=n_landmarks,
             max_iter=max_iter,
         )
-        upper = sp.triu(dist_m.tocsr(), k=1).tocoo()
-        w_upper = sp.triu(conf_m.tocsr(), k=1).tocoo()
-        from scipy.sparse.csgraph import connected_components
-
-        _, comp = connected_components(dist_m, directed=False)
-        return _result(x, upper.row, upper.col, upper.data, w_upper.data, comp, n_obs, extra, len(idx_list))
+        _, comp = connected_components(sp.coo_matrix((dist, (ei, ej)), shape=(n_obs, n_obs)), directed=False)
+        return _result(x, ei, ej, dist, conf, comp, n_obs, extra, len(idx_list))
     edges = patch_edge_table(idx_list, y_list, k_edges, n_long, rng)
     scales = patch_scales(idx_list, y_list, n_obs, min_shared, rng)
     graph = consensus_edges(edges, scales, n_obs, max_dispersion, min_reliability)

@@ -19,6 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import breadth_first_order, connected_components, dijkstra, minimum_spanning_tree
 
+from ._cover import patch_incidence
+from ._gauge import procrustes
+
 if TYPE_CHECKING:
     from ._stitch import StitchResult
 
@@ -27,11 +30,8 @@ __all__ = ["align_communities", "patch_communities", "stitch_by_communities"]
 
 def _patch_graph(idx_list: list[np.ndarray], n_obs: int, min_shared: int) -> sp.csr_matrix:
     """Patches x patches: the number of cells two patches share, where it is at least ``min_shared``."""
-    n_p = len(idx_list)
-    rows = np.concatenate(idx_list)
-    cols = np.repeat(np.arange(n_p), [len(i) for i in idx_list])
-    incidence = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_obs, n_p))
-    shared = (incidence.T @ incidence).tocsr()
+    inc = patch_incidence(idx_list, n_obs)
+    shared = (inc.T @ inc).tocsr()
     shared.setdiag(0)
     shared.data[shared.data < min_shared] = 0
     shared.eliminate_zeros()
@@ -82,9 +82,7 @@ def patch_communities(
 
 def _reflection_sign(a: np.ndarray, b: np.ndarray) -> float:
     """+1 when ``b`` maps onto ``a`` by a proper similarity (rotation), -1 when it needs a reflection."""
-    ac, bc = a - a.mean(0), b - b.mean(0)
-    u, _, vt = np.linalg.svd(ac.T @ bc)
-    return float(np.sign(np.linalg.det(u @ vt)) or 1.0)
+    return float(np.sign(np.linalg.det(procrustes(b - b.mean(0), a - a.mean(0)))) or 1.0)
 
 
 def align_communities(
@@ -106,13 +104,7 @@ def align_communities(
     Returns the positions, the number of communities holding each cell, and the maps ``c`` and ``t``.
     """
     n_g = len(layouts)
-    membership = sp.csr_matrix(
-        (
-            np.ones(sum(len(c) for c in cells)),
-            (np.concatenate(cells), np.repeat(np.arange(n_g), [len(c) for c in cells])),
-        ),
-        shape=(n_obs, n_g),
-    )
+    membership = patch_incidence(cells, n_obs)
     overlap = sp.triu(membership.T @ membership, k=1).tocoo()
     shared = {}  # (g, h) -> positions of the shared cells in cells[g] and in cells[h] (both sorted)
     for g, h, v in zip(overlap.row.tolist(), overlap.col.tolist(), overlap.data.tolist(), strict=True):
@@ -217,25 +209,23 @@ def stitch_by_communities(
     random_state: int,
     client: Any = None,
     **stitch_kw,
-) -> tuple[np.ndarray, sp.coo_matrix, sp.coo_matrix, dict]:
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict]:
     """Stitch each community on its own (in process or as tasks on ``client``), then align them.
 
     Every community's stitch is seeded by ``random_state`` and its position, so a cluster and this
-    process give the same layout. Returns the layout, the merged stitched distances and weights (each
-    community's in the common frame, averaged where communities overlap; COO, upper and lower
-    triangles) and the diagnostics of the step.
+    process give the same layout. Returns the layout, the stitched edges ``(i, j, distance, weight)``
+    with ``i < j`` (each community's in the common frame, averaged where communities overlap) and the
+    diagnostics of the step.
     """
     _, members = patch_communities(idx_list, n_obs, n_communities, min_shared=min_shared, random_state=random_state)
     seeds = np.random.SeedSequence(random_state).spawn(len(members))
     jobs = []
     for g, pats in enumerate(members):
         cells = np.unique(np.concatenate([idx_list[p] for p in pats]))
-        local = np.full(n_obs, -1, dtype=np.int64)
-        local[cells] = np.arange(len(cells))
         jobs.append(
             (
                 cells,
-                [local[idx_list[p]] for p in pats],
+                [np.searchsorted(cells, idx_list[p]) for p in pats],  # local indices: cells is sorted
                 [y_list[p] for p in pats],
                 int(seeds[g].generate_state(1)[0]),
             )
@@ -249,21 +239,24 @@ def stitch_by_communities(
         results = client.gather(futures)
     cells = [j[0] for j in jobs]
     x, count, c, _ = align_communities([res.X for res in results], cells, n_obs)
-    # merge the stitched graphs in the common frame (a community's distances scale by |c_g|)
+    # merge the stitched graphs in the common frame (a community's distances scale by |c_g|), one entry per
+    # edge (i < j: the local order is the global one), averaged where communities overlap
     di, dj, dd, dw = [], [], [], []
     for g, res in enumerate(results):
-        d = res.distances.tocoo()
-        w = res.weights.tocoo()
+        d = sp.triu(res.distances, k=1).tocoo()
+        w = sp.triu(res.weights, k=1).tocoo()  # the same edges, in the same order
         di.append(cells[g][d.row])
         dj.append(cells[g][d.col])
         dd.append(d.data * abs(c[g]))
         dw.append(w.data)
     i, j = np.concatenate(di), np.concatenate(dj)
-    ones = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(n_obs, n_obs)).tocsr()
-    dist = sp.coo_matrix((np.concatenate(dd), (i, j)), shape=(n_obs, n_obs)).tocsr()
-    conf = sp.coo_matrix((np.concatenate(dw), (i, j)), shape=(n_obs, n_obs)).tocsr()
-    dist.data /= ones.data
-    conf.data /= ones.data
+    merged = [
+        sp.coo_matrix((v, (i, j)), shape=(n_obs, n_obs)).tocsr()
+        for v in (np.ones(len(i)), np.concatenate(dd), np.concatenate(dw))
+    ]
+    times, dist, conf = merged
+    edges = times.tocoo()
+    edges = (edges.row, edges.col, dist.data / times.data, conf.data / times.data)
     n_p = len(idx_list)
     reliability = np.zeros(n_p)
     disagreement = np.zeros(n_p)
@@ -281,4 +274,4 @@ def stitch_by_communities(
         "n_cells_reattached": int(sum(r.diagnostics["n_cells_reattached"] for r in results)),
         "median_communities_per_cell": float(np.median(count)),
     }
-    return x, dist.tocoo(), conf.tocoo(), diag
+    return x, edges, diag

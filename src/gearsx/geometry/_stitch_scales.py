@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._utils import check_coords, index_dtype
 
+from ._cover import patch_incidence
 from ._gauge import gauge_fix
 
 __all__ = ["EdgeGraph", "PatchScales", "checked_patches", "consensus_edges", "patch_edge_table", "patch_scales"]
@@ -216,13 +217,7 @@ class PatchScales:
 def patch_scales(idx_list, y_list, n_obs: int, min_shared: int, rng) -> PatchScales:
     """Scale and weigh the patches (steps 2-3): log scales by least squares over overlaps, reliabilities."""
     n_patches = len(idx_list)
-    inc = sp.csr_matrix(
-        (
-            np.ones(sum(map(len, idx_list))),
-            (np.concatenate(idx_list), np.repeat(np.arange(n_patches), [len(i) for i in idx_list])),
-        ),
-        shape=(n_obs, n_patches),
-    )
+    inc = patch_incidence(idx_list, n_obs)
     overlap = sp.triu(inc.T @ inc, k=1).tocoo()
     keep = overlap.data >= min_shared
     pa, pb, n_shared = overlap.row[keep], overlap.col[keep], overlap.data[keep]
