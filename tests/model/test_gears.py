@@ -154,3 +154,15 @@ def test_rw_stress_targets_train():
     geo.train(**_FAST)
     assert geo.history_["train_gen_regression"].eq(0).all()  # L_geo replaces the factor regression
     assert np.isfinite(geo.history_["train_total"]).all()
+
+
+def test_training_plans_keep_weighted_epoch_means():
+    import torch
+
+    from gearsx.train._plans import _Plan
+
+    plan = _Plan()
+    plan.add_to_epoch({"train_total": torch.tensor(1.0, requires_grad=True), "sigma_data": 3.0}, 2)
+    plan.add_to_epoch({"train_total": torch.tensor(4.0), "sigma_data": 0.0}, 1)
+    assert plan.pop_epoch_means() == {"train_total": 2.0, "sigma_data": 2.0}  # (1*2 + 4) / 3, (3*2 + 0) / 3
+    assert plan.pop_epoch_means() == {}  # a new epoch starts empty

@@ -72,6 +72,20 @@ def test_locality_graph_links_disconnected_clusters(rng):
     np.testing.assert_array_equal(g.diagonal(), 0)
 
 
+def test_locality_graph_joins_components_that_are_each_others_nearest(rng):
+    # two small clusters, far from the bulk, whose kNN edges only reach each other: linking each
+    # component by its own shortest crossing edge would join them to each other and leave the pair
+    # apart from the bulk (found on a 10k Xenium query: the cover then failed on a 42-cell patch)
+    bulk = rng.normal(size=(300, 3))
+    a = rng.normal(scale=0.1, size=(8, 3)) + [40, 0, 0]
+    b = rng.normal(scale=0.1, size=(8, 3)) + [42, 0, 0]
+    g, info = gx.geometry.locality_graph(np.concatenate([bulk, a, b]), k=10, jaccard=0.5)
+    assert info["n_components_before_linking"] >= 3
+    assert info["n_components"] == 1
+    assert info["n_components_linked"] == info["n_components_before_linking"] - 1  # a spanning tree, no extra edge
+    assert (g != g.T).nnz == 0
+
+
 def test_neighbor_average_matches_brute_force(rng):
     from scipy.spatial.distance import cdist
 

@@ -28,10 +28,10 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
     An edge ``i - j`` is kept when ``i`` and ``j`` are in each other's ``k`` nearest
     neighbours and the Jaccard index of their neighbour sets (each including the cell
     itself) exceeds ``jaccard``. Cells left without an edge are attached to their
-    nearest neighbour, and every connected component but the largest is attached to
-    the rest by its shortest kNN edge leaving it (or, when no kNN edge leaves it, by
-    its cell nearest to the largest component), so no cell is dropped and the patch
-    cover reaches every cell.
+    nearest neighbour, and the connected components are joined into one: by the
+    shortest kNN edges between components that form a minimum spanning tree of them,
+    then any group that no kNN edge reaches by its cell nearest to the largest
+    component. So no cell is dropped and the patch cover reaches every cell.
 
     Parameters
     ----------
@@ -77,36 +77,10 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
     if extra_i:
         g = g + sp.csr_matrix((np.ones(2 * len(extra_i)), (extra_i + extra_j, extra_j + extra_i)), shape=(n, n))
     n_comp_before, comp = connected_components(g, directed=False)
-    n_linked = 0
-    if n_comp_before > 1:
-        largest = np.bincount(comp).argmax()
-        cross = comp[rows] != comp[idx.ravel()]
-        ci, cj, cd = rows[cross], idx.ravel()[cross], dist.ravel()[cross]
-        links_i, links_j, isolated_comps = [], [], []
-        for c in range(n_comp_before):
-            if c == largest:
-                continue
-            sel = np.flatnonzero(comp[ci] == c)
-            if len(sel):
-                best = sel[np.argmin(cd[sel])]
-                links_i.append(ci[best])
-                links_j.append(cj[best])
-            else:  # no kNN edge leaves it: link its cell nearest to the largest component
-                isolated_comps.append(c)
-        if isolated_comps:
-            from sklearn.neighbors import NearestNeighbors
-
-            big = np.flatnonzero(comp == largest)
-            nn = NearestNeighbors(n_neighbors=1).fit(x[big])
-            for c in isolated_comps:
-                members = np.flatnonzero(comp == c)
-                d, j = nn.kneighbors(x[members])
-                best = int(np.argmin(d[:, 0]))
-                links_i.append(int(members[best]))
-                links_j.append(int(big[j[best, 0]]))
-        if links_i:
-            n_linked = len(links_i)
-            g = g + sp.csr_matrix((np.ones(2 * n_linked), (links_i + links_j, links_j + links_i)), shape=(n, n))
+    links_i, links_j = _component_links(x, comp, rows, idx.ravel(), dist.ravel())
+    n_linked = len(links_i)
+    if n_linked:
+        g = g + sp.csr_matrix((np.ones(2 * n_linked), (links_i + links_j, links_j + links_i)), shape=(n, n))
     g.data[:] = 1.0
     n_comp, _ = connected_components(g, directed=False)
     diag = {
@@ -120,6 +94,56 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
         "n_components": int(n_comp),
     }
     return g.tocsr(), diag
+
+
+def _component_links(x, comp, src, dst, dist) -> tuple[list[int], list[int]]:
+    """Cell pairs that join the components ``comp`` into one connected graph.
+
+    The kNN edges ``src -> dst`` (lengths ``dist``) that cross components give a graph of
+    components weighted by their shortest crossing edge; its minimum spanning forest links
+    components by those edges. Linking each component by its own shortest crossing edge is not
+    enough: two small components that are each other's nearest would link only to each other.
+    Groups the forest leaves apart (no kNN edge reaches them) are then linked by their cell
+    nearest to the largest component.
+    """
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+    n_comp = int(comp.max()) + 1
+    if n_comp == 1:
+        return [], []
+    cross = comp[src] != comp[dst]
+    ci, cj, cd = src[cross], dst[cross], dist[cross]
+    order = np.lexsort((cj, ci, cd))  # shortest first (ties by cell), so the first of a pair is its shortest
+    a, b = np.minimum(comp[ci], comp[cj])[order], np.maximum(comp[ci], comp[cj])[order]
+    _, first = np.unique(a * n_comp + b, return_index=True)
+    pick = order[first]
+    # minimum_spanning_tree drops zero weights: shift the lengths (only their order matters)
+    w = sp.csr_matrix((cd[pick] + 1.0, (comp[ci[pick]], comp[cj[pick]])), shape=(n_comp, n_comp))
+    tree = minimum_spanning_tree(w + w.T).tocoo()
+    pair_of = {
+        (int(min(u, v)), int(max(u, v))): k for k, u, v in zip(pick, comp[ci[pick]], comp[cj[pick]], strict=True)
+    }
+    links_i, links_j = [], []
+    for u, v in zip(tree.row, tree.col, strict=True):
+        k = pair_of[(int(min(u, v)), int(max(u, v)))]
+        links_i.append(int(ci[k]))
+        links_j.append(int(cj[k]))
+    n_groups, group = connected_components(tree + tree.T, directed=False)
+    if n_groups > 1:
+        from sklearn.neighbors import NearestNeighbors
+
+        main = group[np.bincount(comp).argmax()]
+        big = np.flatnonzero(group[comp] == main)
+        nn = NearestNeighbors(n_neighbors=1).fit(x[big])
+        for h in range(n_groups):
+            if h == main:
+                continue
+            members = np.flatnonzero(group[comp] == h)
+            d, j = nn.kneighbors(x[members])
+            best = int(np.argmin(d[:, 0]))
+            links_i.append(int(members[best]))
+            links_j.append(int(big[j[best, 0]]))
+    return links_i, links_j
 
 
 def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndarray:

@@ -68,7 +68,8 @@ def alignment_report(z_sc: np.ndarray, z_st: np.ndarray, random_state: int) -> d
     return {
         "domain_accuracy": domain_classifier_accuracy(a, b, random_state=random_state),
         "coral": coral_distance(z_sc, z_st),
-        "mmd": mmd_rbf(z_sc, z_st, random_state=random_state),
+        # 1,000 rows a side, not 2,000: the two reports' MMDs took 1.7 s of a 9 s fit at 10,000 cells
+        "mmd": mmd_rbf(z_sc, z_st, max_points=1000, random_state=random_state),
         "centroid_distance": float(np.linalg.norm(z_sc.mean(0) - z_st.mean(0)) / max(rms_st, 1e-12)),
         "norm_ratio": float(np.linalg.norm(z_sc, axis=1).mean() / max(np.linalg.norm(z_st, axis=1).mean(), 1e-12)),
         **knn_mixing(z_sc, z_st, random_state=random_state),
@@ -108,7 +109,7 @@ max_steps
     At most this many optimisation steps in all (``None``: no limit): with many cells
     the number of epochs is lowered to ``ceil(max_steps / batches per epoch)``. The
     affine map has ``d^2 + d`` parameters, so a capped number of steps fits it as well
-    as full epochs do (below 16,000 cells the default changes nothing).
+    as full epochs do (below 5,120 cells the default changes nothing).
 w_coral, w_mmd, w_identity
     Loss weights.
 support_tol
@@ -213,7 +214,7 @@ class SCAdapter:
         adata_st: AnnData | None = None,
         *,
         max_epochs: int = 30,
-        max_steps: int | None = 1000,
+        max_steps: int | None = 300,
         batch_size: int = 512,
         lr: float = 1e-3,
         w_coral: float = 1.0,

@@ -33,7 +33,9 @@ class EpochProgress(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         """Record the epoch's metrics and advance the bar."""
-        row = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {k: float(v) for k, v in trainer.callback_metrics.items()}  # validation (logged through Lightning)
+        if hasattr(pl_module, "pop_epoch_means"):  # training means, kept by the plan (see train._plans._Plan)
+            row |= pl_module.pop_epoch_means()
         self.history.append(row)
         post = {"loss": f"{row.get('train_total', float('nan')):.4f}"}
         post |= {k[4:]: f"{v:.3f}" for k, v in row.items() if k in _SHOWN_VAL}
