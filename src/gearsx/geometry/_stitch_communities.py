@@ -249,14 +249,15 @@ def stitch_by_communities(
         dj.append(cells[g][d.col])
         dd.append(d.data * abs(c[g]))
         dw.append(w.data)
-    i, j = np.concatenate(di), np.concatenate(dj)
-    merged = [
-        sp.coo_matrix((v, (i, j)), shape=(n_obs, n_obs)).tocsr()
-        for v in (np.ones(len(i)), np.concatenate(dd), np.concatenate(dw))
-    ]
-    times, dist, conf = merged
-    edges = times.tocoo()
-    edges = (edges.row, edges.col, dist.data / times.data, conf.data / times.data)
+    key = np.concatenate(di).astype(np.int64) * n_obs + np.concatenate(dj)
+    edge, which = np.unique(key, return_inverse=True)  # sorted by (i, j)
+    times = np.bincount(which)
+    edges = (
+        edge // n_obs,
+        edge % n_obs,
+        np.bincount(which, np.concatenate(dd)) / times,
+        np.bincount(which, np.concatenate(dw)) / times,
+    )
     n_p = len(idx_list)
     reliability = np.zeros(n_p)
     disagreement = np.zeros(n_p)

@@ -34,7 +34,7 @@ class EpochProgress(Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         """Record the epoch's metrics and advance the bar."""
         row = {k: float(v) for k, v in trainer.callback_metrics.items()}  # validation (logged through Lightning)
-        if hasattr(pl_module, "pop_epoch_means"):  # training means, kept by the plan (see train._plans._Plan)
+        if hasattr(pl_module, "pop_epoch_means"):  # gearsx's plans keep their training means; others self.log them
             row |= pl_module.pop_epoch_means()
         self.history.append(row)
         post = {"loss": f"{row.get('train_total', float('nan')):.4f}"}
