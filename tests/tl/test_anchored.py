@@ -253,3 +253,121 @@ def test_global_agreement_known_answers():
     assert global_agreement(rng.permutation(xy), xy) < 0.1  # no shared shape
     bent = np.c_[xy[:, 0], xy[:, 1] + 2 * (xy[:, 0] - 0.5) ** 2]
     assert 0.3 < global_agreement(bent, xy) < 0.99
+
+
+def _two_views(seed=0, n_spots=900, n_cells=600, n_genes=40):
+    """Spots and cells whose embedding places them only roughly (heavy noise) and whose expression
+    places them finely (smooth gene gradients over the tissue, light noise)."""
+    rng = np.random.default_rng(seed)
+    f_emb, f_expr = rng.normal(size=(2, 8)) / 3, rng.normal(size=(2, n_genes)) / 2
+    phase = rng.uniform(0, 2 * np.pi, n_genes)
+
+    def views(p, noise):
+        emb = np.c_[np.sin(p @ f_emb), np.cos(p @ f_emb)] + 0.8 * rng.normal(size=(len(p), 16))
+        expr = np.sin(p @ f_expr + phase) + noise * rng.normal(size=(len(p), n_genes))
+        return emb.astype(np.float32), expr.astype(np.float32)
+
+    spots, cells = rng.uniform(0, 10, size=(n_spots, 2)), rng.uniform(0, 10, size=(n_cells, 2))
+    return spots, views(spots, 0.05), cells, views(cells, 0.15)
+
+
+def test_expression_view_sharpens_the_matches():
+    import scipy.sparse as sp
+
+    spots, (emb_s, expr_s), cells, (emb_c, expr_c) = _two_views()
+    match = gx.geometry.match_reference
+
+    def err(m):
+        return float(np.median(np.linalg.norm(m.anchors - cells, axis=1)))
+
+    alone = match(emb_c, emb_s, spots, k=10)
+    both = match(emb_c, emb_s, spots, k=10, query_expression=expr_c, reference_expression=expr_s)
+    assert err(both) < 0.5 * err(alone)
+    # the reported similarity stays the embedding's cosine of the chosen matches
+    unit_c, unit_s = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (emb_c, emb_s))
+    np.testing.assert_allclose(both.similarity[:, 0], (unit_c * unit_s[both.indices[:, 0]]).sum(1), atol=1e-5)
+    # weight 0 is the embedding alone, weight 1 the expression alone
+    zero = match(emb_c, emb_s, spots, k=10, query_expression=expr_c, reference_expression=expr_s, expression_weight=0)
+    np.testing.assert_array_equal(zero.indices, alone.indices)
+    one = match(emb_c, emb_s, spots, k=10, query_expression=expr_c, reference_expression=expr_s, expression_weight=1)
+    expr_only = match(expr_c, expr_s, spots, k=10)
+    assert (np.sort(one.indices, 1) == np.sort(expr_only.indices, 1)).mean() > 0.99
+    # a sparse query gives the same matches (densified in blocks)
+    sparse = match(emb_c, emb_s, spots, k=10, query_expression=sp.csr_matrix(expr_c), reference_expression=expr_s)
+    np.testing.assert_array_equal(sparse.indices, both.indices)
+    with pytest.raises(ValueError, match="both"):
+        match(emb_c, emb_s, spots, query_expression=expr_c)
+    with pytest.raises(ValueError, match="expression_weight"):
+        match(emb_c, emb_s, spots, query_expression=expr_c, reference_expression=expr_s, expression_weight=1.5)
+    with pytest.raises(ValueError, match="same genes"):
+        match(emb_c, emb_s, spots, query_expression=expr_c[:, :5], reference_expression=expr_s)
+
+
+@pytest.fixture(scope="module")
+def two_view_model():
+    spots, (emb_s, expr_s), _, _ = _two_views()
+    st = ad.AnnData(np.zeros((len(spots), expr_s.shape[1]), dtype=np.float32))
+    st.var_names = [f"g{i}" for i in range(expr_s.shape[1])]
+    st.layers["gears_centered"] = expr_s
+    st.obsm["spatial"], st.obsm["X_gears"] = spots, emb_s
+    geo = gx.model.GEARS(st, n_out=8, dim=32, n_inducing=8, n_context_blocks=1, n_generator_blocks=1)
+    geo.train(max_epochs=1, n_batches=2, batch_size=2, n_min=64, n_max=128, validation=None, progress=False)
+    return geo
+
+
+def _two_view_cells(with_layer=True):
+    _, _, cells, (emb_c, expr_c) = _two_views()
+    sc = ad.AnnData(np.zeros((len(cells), expr_c.shape[1]), dtype=np.float32))
+    sc.var_names = [f"g{i}" for i in range(expr_c.shape[1])]
+    if with_layer:
+        sc.layers["gears_centered"] = expr_c
+    sc.obsm["X_gears"], sc.obsm["spatial_gt"] = emb_c, cells
+    return sc
+
+
+def test_reconstruct_matches_on_expression_when_both_sides_have_it(two_view_model, tmp_path):
+    def anchor_err(a):
+        return float(np.median(np.linalg.norm(a.obsm["X_gears_anchor"] - a.obsm["spatial_gt"], axis=1)))
+
+    sc = _two_view_cells()
+    gx.tl.reconstruct(sc, two_view_model, anchor="reference", **_FAST)
+    rec = sc.uns["gears"]["anchor"]
+    assert rec["expression_weight"] == 0.75
+    assert rec["expression"] == "used"
+    emb_only = _two_view_cells()
+    gx.tl.reconstruct(emb_only, two_view_model, anchor="reference", anchor_expression_weight=0, **_FAST)
+    assert emb_only.uns["gears"]["anchor"]["expression_weight"] == 0.0
+    assert anchor_err(sc) < 0.5 * anchor_err(emb_only)
+    # genes in another order (and one extra) are matched by name
+    order = np.random.default_rng(0).permutation(sc.n_vars)
+    expr = np.c_[sc.layers["gears_centered"][:, order], np.ones(sc.n_obs, np.float32)]
+    shuffled = ad.AnnData(np.zeros_like(expr), layers={"gears_centered": expr})
+    shuffled.var_names = [*sc.var_names[order], "extra"]
+    shuffled.obsm["X_gears"], shuffled.obsm["spatial_gt"] = sc.obsm["X_gears"], sc.obsm["spatial_gt"]
+    gx.tl.reconstruct(shuffled, two_view_model, anchor="reference", **_FAST)
+    np.testing.assert_allclose(shuffled.obsm["X_gears_anchor"], sc.obsm["X_gears_anchor"])
+    # a loaded model keeps the spots' expression
+    two_view_model.save(tmp_path / "geo")
+    loaded = gx.model.GEARS.load(tmp_path / "geo", accelerator="cpu")
+    np.testing.assert_array_equal(loaded.reference()["expression"], two_view_model.reference()["expression"])
+    again = _two_view_cells()
+    gx.tl.reconstruct(again, loaded, anchor="reference", **_FAST)
+    np.testing.assert_allclose(again.obsm["X_gears_anchor"], sc.obsm["X_gears_anchor"])
+
+
+def test_reconstruct_without_the_query_expression_says_so(two_view_model):
+    sc = _two_view_cells(with_layer=False)
+    gx.tl.reconstruct(sc, two_view_model, anchor="reference", **_FAST)  # default: the embedding alone, recorded
+    rec = sc.uns["gears"]["anchor"]
+    assert rec["expression_weight"] == 0.0
+    assert "gears_centered" in rec["expression"]
+    bare = _two_view_cells(with_layer=False)
+    with pytest.raises(ValueError, match="gears_centered"):
+        gx.tl.reconstruct(bare, two_view_model, anchor="reference", anchor_expression_weight=0.5, **_FAST)
+    assert "X_gears_spatial" not in bare.obsm  # untouched
+    assert "gears" not in bare.uns
+    few = _two_view_cells()[:, :30].copy()
+    with pytest.raises(ValueError, match="lacks 10 of the reference's 40 genes"):
+        gx.tl.reconstruct(few, two_view_model, anchor="reference", anchor_expression_weight=0.75, **_FAST)
+    with pytest.raises(ValueError, match="anchor_expression_weight"):
+        gx.tl.reconstruct(_two_view_cells(), two_view_model, anchor_expression_weight=2, **_FAST)

@@ -40,3 +40,15 @@ def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
         msg = f"`{name}` must be an integer >= {minimum}; got {value!r}."
         raise ValueError(msg)
     return int(value)
+
+
+def check_fraction(value, *, name: str) -> float:
+    """Return ``value`` as a ``float`` in ``[0, 1]`` or raise a :class:`ValueError` naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(value, bool) or not 0.0 <= v <= 1.0:
+        msg = f"`{name}` must be a number in [0, 1]; got {value!r}."
+        raise ValueError(msg)
+    return v

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._utils import as_rng, check_coords, check_positive_int, index_dtype
+from gearsx._utils import as_rng, check_coords, check_fraction, check_positive_int, index_dtype
 
 from ._gauge import procrustes
-from ._knn import knn_query
+from ._knn import knn_index, knn_query
 
 __all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
 
@@ -45,9 +45,21 @@ class AnchorMatch:
     spread: np.ndarray
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def _unit_rows(x) -> np.ndarray:
+    x = x.toarray() if sp.issparse(x) else x
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+_BLOCK = 16_384
+
+
+def _cosine_sd(q, r: np.ndarray, rng: np.random.Generator) -> float:
+    """Return the standard deviation of the cosine similarity between sampled query and reference rows."""
+    qs = _unit_rows(q[np.sort(rng.choice(q.shape[0], min(q.shape[0], 1_000), replace=False))])
+    rs = r[np.sort(rng.choice(len(r), min(len(r), 2_000), replace=False))]
+    sd = float((qs @ rs.T).std())
+    return sd if sd > 1e-12 else 1.0
 
 
 def match_reference(
@@ -56,10 +68,24 @@ def match_reference(
     reference_coords: np.ndarray,
     *,
     k: int = 20,
+    query_expression=None,
+    reference_expression=None,
+    expression_weight: float = 0.75,
     exclude_self: bool = False,
     random_state: int = 0,
 ) -> AnchorMatch:
     """Match every query row to its ``k`` most similar reference rows (cosine) and anchor it there.
+
+    With expression profiles of both sides (``query_expression`` and ``reference_expression``),
+    the similarity is a weighted sum of the cosine similarities in the embedding and in the
+    expression, each divided by its spread (the standard deviation of that cosine over a seeded
+    sample of query-reference pairs) so that the weight means what it says:
+    ``(1 - w) cos_emb / sd_emb + w cos_expr / sd_expr`` with ``w = expression_weight``. The
+    embedding carries what the encoder learned to share between spots and cells (it bridges
+    platforms: scRNA-seq against a spatial panel); the expression keeps what the encoder smoothed
+    away, which on a single-cell spatial reference localises cells better than either alone (see
+    :doc:`/anchoring`). The search is the same cosine search on the two unit vectors concatenated
+    with weights, exact up to 50,000 reference rows and approximate above.
 
     Parameters
     ----------
@@ -71,15 +97,24 @@ def match_reference(
         ``(m, 2)`` reference coordinates.
     k
         Matches per query.
+    query_expression, reference_expression
+        Optional ``(n, g)`` and ``(m, g)`` expression of the same genes in the same order (dense or
+        sparse; e.g. the mean-centred log expression of :func:`gearsx.pp.mean_center_per_slide`).
+        Give both or neither. The query's rows are densified in blocks, never all at once.
+    expression_weight
+        Weight ``w`` of the expression similarity, in ``[0, 1]`` (``0``: the embedding alone,
+        ``1``: the expression alone); used only with both expression arguments.
     exclude_self
         The query *is* the reference (row ``i`` is spot ``i``): leave each spot out of its own
         matches (leave-one-out, for calibration).
     random_state
-        Seed of the approximate search (above 50,000 reference spots).
+        Seed of the approximate search (above 50,000 reference rows) and of the pairs the
+        similarity spreads are measured on.
 
     Returns
     -------
-    An :class:`~gearsx.geometry.AnchorMatch`.
+    An :class:`~gearsx.geometry.AnchorMatch`; its ``similarity`` is the cosine similarity in the
+    embedding of the chosen matches, whichever views chose them.
 
     Examples
     --------
@@ -104,8 +139,21 @@ def match_reference(
     if k + extra > len(r):
         msg = f"`k`={k} needs at least {k + extra} reference rows; got {len(r)}."
         raise ValueError(msg)
+    w = _checked_expression(query_expression, reference_expression, expression_weight, len(q), len(r))
     qn, rn = _unit_rows(q), _unit_rows(r)
-    idx = knn_query(qn, rn, k + extra, metric="cosine", random_state=random_state)
+    if w == 0.0:
+        idx = knn_query(qn, rn, k + extra, metric="cosine", random_state=random_state)
+    else:
+        xr = _unit_rows(reference_expression)
+        rng = as_rng(random_state)
+        c_emb = np.sqrt((1.0 - w) / _cosine_sd(qn, rn, rng))
+        c_expr = np.sqrt(w / _cosine_sd(query_expression, xr, rng))
+        search = knn_index(np.hstack([c_emb * rn, c_expr * xr]), metric="cosine", random_state=random_state)
+        idx = np.empty((len(qn), k + extra), dtype=np.int64)
+        for start in range(0, len(qn), _BLOCK):
+            rows = slice(start, start + _BLOCK)
+            block = np.hstack([c_emb * qn[rows], c_expr * _unit_rows(query_expression[rows])])
+            idx[rows] = search(block, k + extra)
     if exclude_self:
         own = idx == np.arange(len(idx))[:, None]
         # drop the row itself where it was found, else the least similar match
@@ -114,13 +162,31 @@ def match_reference(
         idx = idx[keep].reshape(len(idx), k)
     # similarity of each match, in blocks of rows: rn[idx] whole would be an (n, k, d) copy (10 GB at a million cells)
     sim = np.empty(idx.shape, dtype=np.float64)
-    for start in range(0, len(idx), 16_384):
-        rows = slice(start, start + 16_384)
+    for start in range(0, len(idx), _BLOCK):
+        rows = slice(start, start + _BLOCK)
         sim[rows] = np.einsum("nd,nkd->nk", qn[rows], rn[idx[rows]])
     pts = xy[idx]
     anchors = pts.mean(1)
     spread = np.sqrt(((pts - anchors[:, None]) ** 2).sum(-1).mean(1))
     return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=spread)
+
+
+def _checked_expression(query_expression, reference_expression, weight, n_query: int, n_reference: int) -> float:
+    """Validate the optional expression view of :func:`match_reference`; return the weight to use (``0``: none)."""
+    if (query_expression is None) != (reference_expression is None):
+        msg = "Give both `query_expression` and `reference_expression`, or neither."
+        raise ValueError(msg)
+    w = check_fraction(weight, name="expression_weight")
+    if query_expression is None:
+        return 0.0
+    qs, rs = query_expression.shape, reference_expression.shape
+    if len(qs) != 2 or len(rs) != 2 or qs[1] != rs[1] or qs[0] != n_query or rs[0] != n_reference:
+        msg = (
+            f"`query_expression` {qs} and `reference_expression` {rs} must have one row per query ({n_query}) and "
+            f"per reference row ({n_reference}) and the same genes (columns)."
+        )
+        raise ValueError(msg)
+    return w
 
 
 def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, reference_similarity: np.ndarray) -> float:

@@ -7,12 +7,12 @@ and the handling of a point's own hit are written once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["EXACT_MAX", "drop_self", "group_knn", "knn", "knn_query", "knn_without_self"]
+__all__ = ["EXACT_MAX", "drop_self", "group_knn", "knn", "knn_index", "knn_query", "knn_without_self"]
 
 #: Above this many rows a search is approximate (pynndescent) instead of exact.
 EXACT_MAX = 50_000
@@ -57,6 +57,24 @@ def knn(x: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int =
     return idx, dist
 
 
+def knn_index(reference: np.ndarray, *, metric: str = "euclidean", random_state: int = 0) -> Callable[..., np.ndarray]:
+    """Index ``reference`` once and return ``search(query, k)``: indices ``(n_query, k)``, nearest first.
+
+    Exact up to :data:`EXACT_MAX` reference rows (scikit-learn), approximate above (pynndescent,
+    seeded). For searching many query blocks against one reference without rebuilding the index.
+    """
+    if len(reference) > EXACT_MAX:
+        from pynndescent import NNDescent
+
+        index = NNDescent(reference, metric=metric, n_neighbors=30, random_state=random_state)
+        return lambda query, k: index.query(query, k=k)[0]
+    from sklearn.neighbors import NearestNeighbors
+
+    algorithm = "brute" if metric == "cosine" else "auto"
+    nn = NearestNeighbors(metric=metric, algorithm=algorithm).fit(reference)
+    return lambda query, k: nn.kneighbors(query, n_neighbors=k, return_distance=False)
+
+
 def knn_query(
     query: np.ndarray, reference: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int = 0
 ) -> np.ndarray:
@@ -64,16 +82,7 @@ def knn_query(
 
     Exact up to :data:`EXACT_MAX` reference rows, approximate above (pynndescent, seeded).
     """
-    if len(reference) > EXACT_MAX:
-        from pynndescent import NNDescent
-
-        index = NNDescent(reference, metric=metric, n_neighbors=30, random_state=random_state)
-        return index.query(query, k=k)[0]
-    from sklearn.neighbors import NearestNeighbors
-
-    algorithm = "brute" if metric == "cosine" else "auto"
-    nn = NearestNeighbors(n_neighbors=k, metric=metric, algorithm=algorithm).fit(reference)
-    return nn.kneighbors(query, return_distance=False)
+    return knn_index(reference, metric=metric, random_state=random_state)(query, k)
 
 
 def group_knn(

@@ -399,16 +399,26 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
 
         Returns
         -------
-        ``{'embedding': (m, n_input), 'coords': (m, 2), 'slides': (m,) codes, 'slide_names': list}``
-        from the registered ST data, or from the saved state of a model loaded without it;
-        ``None`` for a model saved before references were stored.
+        ``{'embedding': (m, n_input), 'coords': (m, 2), 'slides': (m,) codes, 'slide_names': list,
+        'expression': (m, n_genes) or None, 'genes': list}`` from the registered ST data, or from
+        the saved state of a model loaded without it; ``None`` for a model saved before references
+        were stored. ``expression`` is the spots' ``layers['gears_centered']`` (mean-centred log
+        expression, :func:`gearsx.pp.mean_center_per_slide`) in the order of ``genes``, ``None``
+        when the ST data had no such layer (or the model was saved before it was kept).
         """
         if self.adata is not None:
+            layer = self.adata.layers.get(Key.centered_layer)
+            expression = None
+            if layer is not None:
+                expression = layer.toarray() if hasattr(layer, "toarray") else np.asarray(layer)
+                expression = expression.astype(np.float32, copy=False)
             return {
                 "embedding": self._embedding(),
                 "coords": self._coords(),
                 "slides": self._slide_codes(),
                 "slide_names": self._slide_names(),
+                "expression": expression,
+                "genes": self.var_names,
             }
         return self._saved_reference
 
@@ -416,7 +426,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
     def _extra_state(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"slides": self._slide_names(), "train_params": self.train_params_}
         ref = self.reference()
-        if ref is not None:  # small (spots x n_input): kept so a loaded model can anchor without the ST data
+        # small (spots x n_input, spots x genes): kept so a loaded model can anchor without the ST data
+        if ref is not None:
             import torch
 
             extra["tensors"] = {
@@ -424,6 +435,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
                 "reference.coords": torch.as_tensor(ref["coords"], dtype=torch.float64),
                 "reference.slides": torch.as_tensor(ref["slides"], dtype=torch.int64),
             }
+            if ref.get("expression") is not None:
+                extra["tensors"]["reference.expression"] = torch.as_tensor(ref["expression"], dtype=torch.float32)
         return extra
 
     def _load_extra_state(self, meta: dict, state: dict) -> None:
@@ -434,4 +447,10 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
                 "coords": state["reference.coords"].numpy().astype(np.float64),
                 "slides": state["reference.slides"].numpy().astype(np.int64),
                 "slide_names": list(meta.get("slides", [])),
+                "expression": (
+                    state["reference.expression"].numpy().astype(np.float32)
+                    if "reference.expression" in state
+                    else None
+                ),
+                "genes": list(meta.get("var_names", [])),
             }

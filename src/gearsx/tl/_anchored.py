@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearsx._utils import check_fraction
 from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
 from gearsx.geometry._anchor import global_agreement, localisation
 
@@ -39,15 +40,75 @@ def _cell_sd(match, null_sim: float, ref_sim: float) -> np.ndarray:
     return match.spread / np.clip(rel, 0.05, 1.0)
 
 
+#: Default weight of the expression similarity in the anchors' matches (see :func:`query_expression`).
+EXPRESSION_WEIGHT = 0.75
+
+
+def query_expression(adata, model, weight: float | None, anchor: str | None):
+    """Return the query's expression for the anchors' matches, and the weight to give it.
+
+    ``weight=None`` (default): :data:`EXPRESSION_WEIGHT` when the model's reference keeps its
+    spots' ``layers['gears_centered']`` and ``adata`` has the same layer with every reference
+    gene, else ``0`` (embedding alone; the reason is logged and recorded by the caller). A number
+    is used as given; above ``0`` it requires both, and a missing piece is an error naming it.
+    Returns ``(expression or None, weight, reason)``; the expression is the layer itself when the
+    genes are the same and in the same order, else its columns in the reference's gene order.
+    """
+    from gearsx._keys import Key
+
+    if weight is not None:
+        check_fraction(weight, name="anchor_expression_weight")
+    if anchor is None or weight == 0:
+        return None, 0.0, "not used"
+    ref = model.reference()
+    layer = Key.centered_layer
+    missing = None
+    if ref is None or ref.get("expression") is None:
+        missing = (
+            f"the model's reference keeps no spot expression (its ST data had no layers[{layer!r}], "
+            "or it was saved by an older gearsx)"
+        )
+    elif layer not in adata.layers:
+        missing = f"`adata` has no layers[{layer!r}] (run gx.pp.mean_center_per_slide(adata, slide_key=None))"
+    else:
+        cols = adata.var_names.get_indexer(ref["genes"])
+        if (cols < 0).any():
+            missing = (
+                f"`adata` lacks {int((cols < 0).sum())} of the reference's {len(cols)} genes "
+                "(prepare both with gx.pp.prepare)"
+            )
+    if missing is not None:
+        if weight is not None:
+            msg = f"`anchor_expression_weight`={weight} needs the expression of both sides, but {missing}; pass 0 to match on the embedding alone."
+            raise ValueError(msg)
+        logger.info("reconstruct: anchors matched on the embedding alone: %s", missing)
+        return None, 0.0, missing
+    x = adata.layers[layer]
+    if not np.array_equal(cols, np.arange(adata.n_vars)):
+        x = x[:, cols]
+    return x, EXPRESSION_WEIGHT if weight is None else float(weight), "used"
+
+
 def plan_anchor(
-    x: np.ndarray, model, *, anchor: str | None, reference_slide: str | None, k: int, random_state: int
+    x: np.ndarray,
+    model,
+    *,
+    anchor: str | None,
+    reference_slide: str | None,
+    k: int,
+    random_state: int,
+    expression=None,
+    expression_weight: float = 0.0,
 ) -> AnchorPlan:
     """Match the query to the model's reference and decide whether to anchor (``anchor='auto'``).
 
-    The query is matched to every reference slide (or ``reference_slide``); the slide with the most
-    similar matches gives the frame. ``anchor='auto'`` anchors when the query's
+    The query is matched to every reference slide (or ``reference_slide``) in the embedding; the
+    slide with the most similar matches gives the frame. ``anchor='auto'`` anchors when the query's
     :func:`~gearsx.geometry.match_score` (shuffled query: 0, the reference's own spots: 1) reaches
-    ``0.5``.
+    ``0.5``. The anchors themselves come from matches that also weigh the expression
+    (``expression``: the query's profiles in the order of the reference's genes) by
+    ``expression_weight`` (:func:`~gearsx.geometry.match_reference`); the decision uses the
+    embedding alone.
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
@@ -89,6 +150,11 @@ def plan_anchor(
         else f"match score {score:.3f} {'>=' if anchored else '<'} {AUTO_THRESHOLD}"
     )
     null_sim, ref_sim = (float(np.median(v.similarity.mean(1))) for v in (null, own))
+    if anchored and expression_weight > 0:
+        match = match_reference(
+            x, emb, coords, k=k, query_expression=expression, reference_expression=ref["expression"][sel],
+            expression_weight=expression_weight, random_state=random_state,
+        )  # fmt: skip
     local = localisation(match.spread, coords, k, random_state)
     if anchored and local < WEAK_LOCALISATION:
         logger.warning(
@@ -107,6 +173,7 @@ def plan_anchor(
         "reference_similarity": ref_sim,
         "localisation": local,
         "anchor_k": k,
+        "expression_weight": float(expression_weight) if anchored else 0.0,
     }
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
     return AnchorPlan(

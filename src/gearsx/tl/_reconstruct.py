@@ -41,7 +41,8 @@ def reconstruct(
     anchor: Literal["auto", "reference"] | None = "auto",
     reference_slide: str | None = None,
     anchor_k: int = 20,
-    anchor_weight: float = 1.0,
+    anchor_expression_weight: float | None = None,
+    anchor_weight: float = 0.1,
     refine_steps: int = 4,
     batch_size: int = 16,
     allow_unadapted: bool = False,
@@ -112,8 +113,17 @@ def reconstruct(
         matches are most similar on).
     anchor_k
         Reference spots matched per cell.
+    anchor_expression_weight
+        Weight of the expression in the anchors' matches, in ``[0, 1]`` (``0``: the embedding
+        alone; see :func:`gearsx.geometry.match_reference`). ``None`` (default): ``0.75`` when the
+        model's reference and ``adata`` both hold ``layers['gears_centered']`` with the reference's
+        genes, else ``0`` (logged, and recorded in ``uns['gears']['anchor']``); a number above ``0``
+        requires both. The embedding decides whether to anchor either way.
     anchor_weight
         Weight of the intrinsic layout's local offsets against the anchors (``0``: the anchors).
+        The default ``0.1`` (was ``1`` before the anchors' matches weighed the expression) keeps the
+        anchors' global layout and lets the intrinsic layout adjust cells locally; with matches this
+        good the intrinsic offsets lower the global scores at larger weights (see :doc:`/anchoring`).
     refine_steps
         Refinement steps of the geometry model (0: generator only).
     batch_size
@@ -181,7 +191,7 @@ def reconstruct(
     """
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
 
-    from ._anchored import plan_anchor
+    from ._anchored import plan_anchor, query_expression
     from ._stitch import stitch
 
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted)
@@ -192,7 +202,13 @@ def reconstruct(
         adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight
     )
     clock = _StepClock()
-    plan = plan_anchor(x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state)
+    expression, expression_weight, expression_note = query_expression(adata, model, anchor_expression_weight, anchor)
+    plan = plan_anchor(
+        x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
+        expression=expression, expression_weight=expression_weight,
+    )  # fmt: skip
+    if plan.anchored:
+        plan.record["expression"] = expression_note
     clock.lap("match")
     adata = adata.copy() if copy else adata
 
@@ -246,6 +262,7 @@ def reconstruct(
             "smooth_k": smooth_k,
             "anchor": "none" if anchor is None else anchor,
             "anchor_k": anchor_k,
+            "anchor_expression_weight": anchor_expression_weight,
             "anchor_weight": anchor_weight,
             **({"reference_slide": str(reference_slide)} if reference_slide is not None else {}),
             "refine_steps": refine_steps,
