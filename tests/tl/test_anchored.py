@@ -232,7 +232,9 @@ def test_localisation_tells_informative_anchors_from_scattered_ones(toy_model, c
             }
 
     cells = codes[rng.integers(0, 5, 300)] + 0.1 * rng.normal(size=(300, 16))
-    plan = plan_anchor(cells, TypeOnlyReference(), anchor="reference", reference_slide=None, k=20, random_state=0)
+    plan = plan_anchor(
+        cells, TypeOnlyReference().reference(), anchor="reference", reference_slide=None, k=20, random_state=0
+    )
     assert abs(plan.record["localisation"]) < 0.15  # as scattered as random spots
     assert "barely localised" in caplog.text
     # the known answers of the measure itself

@@ -44,10 +44,11 @@ def _cell_sd(match, null_sim: float, ref_sim: float) -> np.ndarray:
 EXPRESSION_WEIGHT = 0.75
 
 
-def query_expression(adata, model, weight: float | None, anchor: str | None):
+def query_expression(adata, ref: dict | None, weight: float | None, anchor: str | None):
     """Return the query's expression for the anchors' matches, and the weight to give it.
 
-    ``weight=None`` (default): :data:`EXPRESSION_WEIGHT` when the model's reference keeps its
+    ``ref`` is the model's :meth:`~gearsx.model.GEARS.reference`. ``weight=None`` (default):
+    :data:`EXPRESSION_WEIGHT` when that reference keeps its
     spots' ``layers['gears_centered']`` and ``adata`` has the same layer with every reference
     gene, else ``0`` (embedding alone; the reason is logged and recorded by the caller). A number
     is used as given; above ``0`` it requires both, and a missing piece is an error naming it.
@@ -60,7 +61,6 @@ def query_expression(adata, model, weight: float | None, anchor: str | None):
         check_fraction(weight, name="anchor_expression_weight")
     if anchor is None or weight == 0:
         return None, 0.0, "not used"
-    ref = model.reference()
     layer = Key.centered_layer
     missing = None
     if ref is None or ref.get("expression") is None:
@@ -91,7 +91,7 @@ def query_expression(adata, model, weight: float | None, anchor: str | None):
 
 def plan_anchor(
     x: np.ndarray,
-    model,
+    ref: dict | None,
     *,
     anchor: str | None,
     reference_slide: str | None,
@@ -100,7 +100,7 @@ def plan_anchor(
     expression=None,
     expression_weight: float = 0.0,
 ) -> AnchorPlan:
-    """Match the query to the model's reference and decide whether to anchor (``anchor='auto'``).
+    """Match the query to the model's reference (``ref``, :meth:`gearsx.model.GEARS.reference`) and decide whether to anchor.
 
     The query is matched to every reference slide (or ``reference_slide``) in the embedding; the
     slide with the most similar matches gives the frame. ``anchor='auto'`` anchors when the query's
@@ -115,7 +115,6 @@ def plan_anchor(
         raise ValueError(msg)
     if anchor is None:
         return AnchorPlan(anchored=False, record={"mode": "intrinsic", "decision": "anchor=None"})
-    ref = model.reference()
     if ref is None:
         if anchor == "reference":
             msg = "This GEARS model carries no reference spots (saved by an older gearsx); retrain or load it with `adata=`."

@@ -202,9 +202,10 @@ def reconstruct(
         adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight
     )
     clock = _StepClock()
-    expression, expression_weight, expression_note = query_expression(adata, model, anchor_expression_weight, anchor)
+    ref = model.reference() if anchor is not None else None  # once: it densifies the spots' expression
+    expression, expression_weight, expression_note = query_expression(adata, ref, anchor_expression_weight, anchor)
     plan = plan_anchor(
-        x, model, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
+        x, ref, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
         expression=expression, expression_weight=expression_weight,
     )  # fmt: skip
     if plan.anchored:
