@@ -52,6 +52,8 @@ def _unit_rows(x) -> np.ndarray:
 
 
 _BLOCK = 16_384
+#: Default weight of the expression in :func:`match_reference` (and in ``gx.tl.reconstruct``'s anchors).
+EXPRESSION_WEIGHT = 0.75
 
 
 def _cosine_sd(q, r: np.ndarray, rng: np.random.Generator) -> float:
@@ -70,7 +72,7 @@ def match_reference(
     k: int = 20,
     query_expression=None,
     reference_expression=None,
-    expression_weight: float = 0.75,
+    expression_weight: float = EXPRESSION_WEIGHT,
     exclude_self: bool = False,
     random_state: int = 0,
 ) -> AnchorMatch:

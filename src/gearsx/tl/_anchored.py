@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gearsx._keys import Key
 from gearsx._utils import check_fraction
 from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
-from gearsx.geometry._anchor import global_agreement, localisation
+from gearsx.geometry._anchor import EXPRESSION_WEIGHT, global_agreement, localisation
 
 logger = logging.getLogger(__name__)
 
@@ -40,23 +41,17 @@ def _cell_sd(match, null_sim: float, ref_sim: float) -> np.ndarray:
     return match.spread / np.clip(rel, 0.05, 1.0)
 
 
-#: Default weight of the expression similarity in the anchors' matches (see :func:`query_expression`).
-EXPRESSION_WEIGHT = 0.75
-
-
 def query_expression(adata, ref: dict | None, weight: float | None, anchor: str | None):
     """Return the query's expression for the anchors' matches, and the weight to give it.
 
     ``ref`` is the model's :meth:`~gearsx.model.GEARS.reference`. ``weight=None`` (default):
-    :data:`EXPRESSION_WEIGHT` when that reference keeps its
+    :data:`gearsx.geometry._anchor.EXPRESSION_WEIGHT` when that reference keeps its
     spots' ``layers['gears_centered']`` and ``adata`` has the same layer with every reference
     gene, else ``0`` (embedding alone; the reason is logged and recorded by the caller). A number
     is used as given; above ``0`` it requires both, and a missing piece is an error naming it.
     Returns ``(expression or None, weight, reason)``; the expression is the layer itself when the
     genes are the same and in the same order, else its columns in the reference's gene order.
     """
-    from gearsx._keys import Key
-
     if weight is not None:
         check_fraction(weight, name="anchor_expression_weight")
     if anchor is None or weight == 0:
@@ -99,6 +94,7 @@ def plan_anchor(
     random_state: int,
     expression=None,
     expression_weight: float = 0.0,
+    expression_note: str = "not used",
 ) -> AnchorPlan:
     """Match the query to the model's reference (``ref``, :meth:`gearsx.model.GEARS.reference`) and decide whether to anchor.
 
@@ -108,7 +104,8 @@ def plan_anchor(
     ``0.5``. The anchors themselves come from matches that also weigh the expression
     (``expression``: the query's profiles in the order of the reference's genes) by
     ``expression_weight`` (:func:`~gearsx.geometry.match_reference`); the decision uses the
-    embedding alone.
+    embedding alone. ``expression_note`` (why the expression was or was not used) goes to the
+    record of an anchored plan.
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
@@ -173,6 +170,7 @@ def plan_anchor(
         "localisation": local,
         "anchor_k": k,
         "expression_weight": float(expression_weight) if anchored else 0.0,
+        **({"expression": expression_note} if anchored else {}),
     }
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
     return AnchorPlan(

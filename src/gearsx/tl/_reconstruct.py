@@ -206,10 +206,8 @@ def reconstruct(
     expression, expression_weight, expression_note = query_expression(adata, ref, anchor_expression_weight, anchor)
     plan = plan_anchor(
         x, ref, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
-        expression=expression, expression_weight=expression_weight,
+        expression=expression, expression_weight=expression_weight, expression_note=expression_note,
     )  # fmt: skip
-    if plan.anchored:
-        plan.record["expression"] = expression_note
     clock.lap("match")
     adata = adata.copy() if copy else adata
 
