@@ -95,7 +95,9 @@ def run_gearsx_intrinsic(spots, query, seed=0):
 def run_knn_probe(spots, query, seed=0):
     """Each cell at the mean position of its 20 most similar spots in the adapted embedding (cosine)."""
     st, cells = _embed(spots, query, seed)
-    m = gx.geometry.match_reference(cells.obsm["X_gears"], st.obsm["X_gears"], st.obsm["spatial"], k=20)
+    m = gx.geometry.match_reference(
+        cells.obsm["X_gears"], st.obsm["X_gears"], st.obsm["spatial"], k=20, temperature=None
+    )
     return m.anchors
 
 

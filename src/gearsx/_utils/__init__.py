@@ -4,7 +4,7 @@ from ._device import resolve_device
 from ._docs import doc_params
 from ._dtypes import index_dtype
 from ._random import as_rng
-from ._validation import check_coords, check_fraction, check_positive_int
+from ._validation import check_coords, check_fraction, check_positive_int, check_positive_number
 
 __all__ = [
     "as_rng",
@@ -15,6 +15,7 @@ __all__ = [
     "check_coords",
     "check_fraction",
     "check_positive_int",
+    "check_positive_number",
     "renamed_arguments",
     "resolve_device",
 ]

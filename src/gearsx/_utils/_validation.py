@@ -52,3 +52,15 @@ def check_fraction(value, *, name: str) -> float:
         msg = f"`{name}` must be a number in [0, 1]; got {value!r}."
         raise ValueError(msg)
     return v
+
+
+def check_positive_number(value, *, name: str, hint: str = "") -> float:
+    """Return ``value`` as a finite ``float`` above 0 or raise a :class:`ValueError` naming ``name`` (``hint`` appended)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(value, bool) or not np.isfinite(v) or v <= 0:
+        msg = f"`{name}` must be a positive number{hint}; got {value!r}."
+        raise ValueError(msg)
+    return v

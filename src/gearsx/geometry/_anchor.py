@@ -3,7 +3,7 @@
 Three steps, numpy/scipy only:
 
 1. :func:`~gearsx.geometry.match_reference` — each query's ``k`` most similar reference spots (cosine in the shared
-   embedding), their mean position (the *anchor*) and how scattered those spots are (the anchor's
+   embedding), their similarity-weighted mean position (the *anchor*) and how scattered those spots are (the anchor's
    *spread*: small when every good match sits in one place, large when similar spots are found all
    over the tissue).
 2. :func:`~gearsx.geometry.match_score` — one number per query set: how similar the matches are, between a shuffled
@@ -23,7 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._utils import as_rng, check_coords, check_fraction, check_positive_int, index_dtype
+from gearsx._utils import (
+    as_rng,
+    check_coords,
+    check_fraction,
+    check_positive_int,
+    check_positive_number,
+    index_dtype,
+)
 
 from ._gauge import procrustes
 from ._knn import knn_index, knn_query
@@ -39,10 +46,13 @@ class AnchorMatch:
     indices: np.ndarray
     #: ``(n, k)`` cosine similarities of those matches.
     similarity: np.ndarray
-    #: ``(n, 2)`` anchor positions: the mean coordinate of the matched spots.
+    #: ``(n, 2)`` anchor positions: the weighted mean coordinate of the matched spots.
     anchors: np.ndarray
-    #: ``(n,)`` RMS distance of the matched spots to their anchor (reference units).
+    #: ``(n,)`` RMS distance of the matched spots to their centre (equal weights; reference units): how
+    #: scattered the matches are, whatever their weights.
     spread: np.ndarray
+    #: ``(n, k)`` weight of each match in its anchor (rows sum to one).
+    weights: np.ndarray
 
 
 def _unit_rows(x) -> np.ndarray:
@@ -54,6 +64,8 @@ def _unit_rows(x) -> np.ndarray:
 _BLOCK = 16_384
 #: Default weight of the expression in :func:`match_reference` (and in ``gx.tl.reconstruct``'s anchors).
 EXPRESSION_WEIGHT = 0.75
+#: Default temperature of the matches' weights in :func:`match_reference` (and in ``gx.tl.reconstruct``'s anchors).
+TEMPERATURE = 0.5
 
 
 def _cosine_sd(q, r: np.ndarray, rng: np.random.Generator) -> float:
@@ -73,6 +85,7 @@ def match_reference(
     query_expression=None,
     reference_expression=None,
     expression_weight: float = EXPRESSION_WEIGHT,
+    temperature: float | None = TEMPERATURE,
     exclude_self: bool = False,
     random_state: int = 0,
 ) -> AnchorMatch:
@@ -88,6 +101,14 @@ def match_reference(
     away. Weighed together they localised cells better than the embedding alone on every data set of
     our benchmarks (see :doc:`/anchoring`). The search is the same cosine search on the two unit vectors concatenated
     with weights, exact up to 50,000 reference rows and approximate above.
+
+    The anchor is the mean coordinate of the ``k`` matches weighted by a softmax of their
+    similarity, ``exp((s - s_best) / temperature)``, with ``s`` in units of the similarity's
+    spread (without expression, ``cos_emb / sd_emb``): a match one spread less similar than the
+    best counts ``exp(-1 / temperature)`` times as much. ``temperature=None`` weighs the matches
+    equally. Weighted, the anchors are less drawn towards the middle of the matched spots; on
+    our benchmarks they ordered distances better than the plain mean on every same-tissue set
+    (see :doc:`/anchoring`).
 
     Parameters
     ----------
@@ -106,6 +127,9 @@ def match_reference(
     expression_weight
         Weight ``w`` of the expression similarity, in ``[0, 1]`` (``0``: the embedding alone,
         ``1``: the expression alone); used only with both expression arguments.
+    temperature
+        Softmax temperature of the matches' weights, in units of the similarity's spread (see
+        above); ``None``: equal weights (the plain mean of the matched spots).
     exclude_self
         The query *is* the reference (row ``i`` is spot ``i``): leave each spot out of its own
         matches (leave-one-out, for calibration).
@@ -141,13 +165,17 @@ def match_reference(
     if k + extra > len(r):
         msg = f"`k`={k} needs at least {k + extra} reference rows; got {len(r)}."
         raise ValueError(msg)
+    if temperature is not None:
+        temperature = check_positive_number(temperature, name="temperature", hint=" or None (equal weights)")
     w = _checked_expression(query_expression, reference_expression, expression_weight, len(q), len(r))
     qn, rn = _unit_rows(q), _unit_rows(r)
+    rng = as_rng(random_state)
     if w == 0.0:
         idx = knn_query(qn, rn, k + extra, metric="cosine", random_state=random_state)
+        # each view's cosine counts per unit of its spread: the similarity the temperature is measured in
+        c_emb, c_expr = (np.sqrt(1.0 / _cosine_sd(qn, rn, rng)) if temperature is not None else 1.0), 0.0
     else:
         xr = _unit_rows(reference_expression)
-        rng = as_rng(random_state)
         c_emb = np.sqrt((1.0 - w) / _cosine_sd(qn, rn, rng))
         c_expr = np.sqrt(w / _cosine_sd(query_expression, xr, rng))
         search = knn_index(np.hstack([c_emb * rn, c_expr * xr]), metric="cosine", random_state=random_state)
@@ -167,10 +195,28 @@ def match_reference(
     for start in range(0, len(idx), _BLOCK):
         rows = slice(start, start + _BLOCK)
         sim[rows] = np.einsum("nd,nkd->nk", qn[rows], rn[idx[rows]])
+    if temperature is None:
+        weights = np.full(idx.shape, 1.0 / idx.shape[1])
+    else:
+        score = c_emb**2 * sim
+        if w > 0:
+            score += c_expr**2 * _match_cosines(query_expression, xr, idx)
+        weights = np.exp((score - score.max(1, keepdims=True)) / temperature)
+        weights /= weights.sum(1, keepdims=True)
     pts = xy[idx]
-    anchors = pts.mean(1)
-    spread = np.sqrt(((pts - anchors[:, None]) ** 2).sum(-1).mean(1))
-    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=spread)
+    anchors = np.einsum("nk,nkd->nd", weights, pts)
+    spread = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=spread, weights=weights)
+
+
+def _match_cosines(query, reference_units: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Cosine of each query row with its matched reference rows (``idx``), in blocks of about 16M numbers."""
+    out = np.empty(idx.shape, dtype=np.float64)
+    rows_per_block = max(1, min(_BLOCK, 2**24 // (idx.shape[1] * reference_units.shape[1])))
+    for start in range(0, len(idx), rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        out[rows] = np.einsum("ng,nkg->nk", _unit_rows(query[rows]), reference_units[idx[rows]])
+    return out
 
 
 def _checked_expression(query_expression, reference_expression, weight, n_query: int, n_reference: int) -> float:

@@ -95,6 +95,7 @@ def plan_anchor(
     expression=None,
     expression_weight: float = 0.0,
     expression_note: str = "not used",
+    temperature: float | None = None,
 ) -> AnchorPlan:
     """Match the query to the model's reference (``ref``, :meth:`gearsx.model.GEARS.reference`) and decide whether to anchor.
 
@@ -105,7 +106,8 @@ def plan_anchor(
     (``expression``: the query's profiles in the order of the reference's genes) by
     ``expression_weight`` (:func:`~gearsx.geometry.match_reference`); the decision uses the
     embedding alone. ``expression_note`` (why the expression was or was not used) goes to the
-    record of an anchored plan.
+    record of an anchored plan. ``temperature`` weighs each cell's matches in its anchor
+    (:func:`~gearsx.geometry.match_reference`; ``None``: equal weights).
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
@@ -127,7 +129,9 @@ def plan_anchor(
         sel = ref["slides"] == s
         if sel.sum() <= k:
             continue
-        m = match_reference(x, ref["embedding"][sel], ref["coords"][sel], k=k, random_state=random_state)
+        m = match_reference(
+            x, ref["embedding"][sel], ref["coords"][sel], k=k, temperature=temperature, random_state=random_state
+        )
         sim = float(np.median(m.similarity.mean(1)))
         if best is None or sim > best[1]:
             best = (s, sim, m, sel)
@@ -136,8 +140,9 @@ def plan_anchor(
         raise ValueError(msg)
     s, _, match, sel = best
     emb, coords = ref["embedding"][sel], ref["coords"][sel]
-    null = match_reference(shuffled(x, random_state), emb, coords, k=k, random_state=random_state)
-    own = match_reference(emb, emb, coords, k=k, exclude_self=True, random_state=random_state)
+    # the null and the reference's own matches serve their similarities only: equal weights, no spread to measure
+    null = match_reference(shuffled(x, random_state), emb, coords, k=k, temperature=None, random_state=random_state)
+    own = match_reference(emb, emb, coords, k=k, exclude_self=True, temperature=None, random_state=random_state)
     score = match_score(match.similarity, null.similarity, own.similarity)
     anchored = anchor == "reference" or score >= AUTO_THRESHOLD
     decision = (
@@ -149,7 +154,7 @@ def plan_anchor(
     if anchored and expression_weight > 0:
         match = match_reference(
             x, emb, coords, k=k, query_expression=expression, reference_expression=ref["expression"][sel],
-            expression_weight=expression_weight, random_state=random_state,
+            expression_weight=expression_weight, temperature=temperature, random_state=random_state,
         )  # fmt: skip
     local = localisation(match.spread, coords, k, random_state)
     if anchored and local < WEAK_LOCALISATION:
@@ -169,6 +174,7 @@ def plan_anchor(
         "reference_similarity": ref_sim,
         "localisation": local,
         "anchor_k": k,
+        "temperature": "none" if temperature is None else float(temperature),
         "expression_weight": float(expression_weight) if anchored else 0.0,
         **({"expression": expression_note} if anchored else {}),
     }

@@ -18,7 +18,7 @@ from gearsx._anndata import (
     write_record,
 )
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int
+from gearsx._utils import check_coords, check_positive_int, check_positive_number
 from gearsx.geometry._graph import spatial_edges
 from gearsx.pp._centering import slide_means
 
@@ -186,9 +186,7 @@ def domain_embedding(
     for name, value in (("n_hidden", n_hidden), ("n_latent", n_latent), ("max_epochs", max_epochs)):
         check_positive_int(value, name=name)
     for name, value in (("lr", lr), ("image_weight", image_weight)):
-        if not np.isfinite(value) or value <= 0:
-            msg = f"`{name}` must be a positive number; got {value!r}."
-            raise ValueError(msg)
+        check_positive_number(value, name=name)
     x = _input_matrix(adata, layer, mask_var, image_key, image_weight, slides)
     src, dst = spatial_edges(coords, n_neighbors, groups=slides)
 

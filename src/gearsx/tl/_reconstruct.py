@@ -8,8 +8,9 @@ import numpy as np
 
 from gearsx._anndata import check_obsm_key, set_obs_rep
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, renamed_arguments, resolve_client
+from gearsx._utils import check_positive_int, check_positive_number, renamed_arguments, resolve_client
 from gearsx._version import __version__
+from gearsx.geometry._anchor import TEMPERATURE
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -42,6 +43,7 @@ def reconstruct(
     reference_slide: str | None = None,
     anchor_k: int = 20,
     anchor_expression_weight: float | None = None,
+    anchor_temperature: float | None = TEMPERATURE,
     anchor_weight: float = 0.1,
     refine_steps: int = 4,
     batch_size: int = 16,
@@ -69,9 +71,10 @@ def reconstruct(
        (:meth:`gearsx.model.GEARS.predict_patches`).
     4. Stitched into one layout by :func:`gearsx.tl.stitch` (the *intrinsic* layout).
     5. Reference anchoring (``anchor``): each cell is matched to its ``anchor_k`` most similar
-       spots of the model's reference in the shared embedding (cosine), and anchored at their mean
-       position, weighted by how localised and how similar those spots are; the anchors give the global frame, the
-       intrinsic layout the local arrangement, fused in one sparse solve
+       spots of the model's reference in the shared embedding and the expression, and anchored at
+       their similarity-weighted mean position; each anchor counts by how localised and how similar
+       its spots are. The anchors give the global frame, the intrinsic layout the local
+       arrangement, fused in one sparse solve
        (:func:`gearsx.geometry.fuse_anchor`). With ``anchor='auto'`` this happens only when the
        query looks like the reference's tissue (see Notes).
 
@@ -119,6 +122,10 @@ def reconstruct(
         model's reference and ``adata`` both hold ``layers['gears_centered']`` with the reference's
         genes, else ``0`` (logged, and recorded in ``uns['gears']['anchor']``); a number above ``0``
         requires both. The embedding decides whether to anchor either way.
+    anchor_temperature
+        How the ``anchor_k`` matches are weighed in a cell's anchor: a softmax of their similarity
+        at this temperature, in units of the similarity's spread (default ``0.5``); ``None``: the
+        plain mean of the matched spots (see :func:`gearsx.geometry.match_reference`).
     anchor_weight
         Weight of the intrinsic layout's local offsets against the anchors (``0``: the anchors).
         The default ``0.1`` (was ``1`` before the anchors' matches weighed the expression) keeps the
@@ -199,7 +206,7 @@ def reconstruct(
     if n_communities is not None:
         n_communities = check_positive_int(n_communities, name="n_communities")
     n_patch, min_overlap, n_neighbors, smooth_k, anchor_k = _checked_sizes(
-        adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight
+        adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight, anchor_temperature
     )
     clock = _StepClock()
     ref = model.reference() if anchor is not None else None  # once: it densifies the spots' expression
@@ -207,6 +214,7 @@ def reconstruct(
     plan = plan_anchor(
         x, ref, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
         expression=expression, expression_weight=expression_weight, expression_note=expression_note,
+        temperature=anchor_temperature,
     )  # fmt: skip
     clock.lap("match")
     adata = adata.copy() if copy else adata
@@ -262,6 +270,7 @@ def reconstruct(
             "anchor": "none" if anchor is None else anchor,
             "anchor_k": anchor_k,
             "anchor_expression_weight": anchor_expression_weight,
+            "anchor_temperature": anchor_temperature,
             "anchor_weight": anchor_weight,
             **({"reference_slide": str(reference_slide)} if reference_slide is not None else {}),
             "refine_steps": refine_steps,
@@ -313,7 +322,9 @@ def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: 
     return model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
 
 
-def _checked_sizes(n_obs: int, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight) -> tuple[int, ...]:
+def _checked_sizes(
+    n_obs: int, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight, anchor_temperature
+) -> tuple[int, ...]:
     """Validate the sizes against the number of cells; return ``n_patch, min_overlap, n_neighbors, smooth_k, anchor_k``."""
     if n_obs < _MIN_PATCH:
         msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {n_obs}."
@@ -344,6 +355,8 @@ def _checked_sizes(n_obs: int, n_patch, min_overlap, n_neighbors, smooth_k, anch
     if not np.isfinite(anchor_weight) or anchor_weight < 0:
         msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
         raise ValueError(msg)
+    if anchor_temperature is not None:
+        check_positive_number(anchor_temperature, name="anchor_temperature", hint=" or None (equal weights)")
     return n_patch, min_overlap, n_neighbors, smooth_k, anchor_k
 
 
