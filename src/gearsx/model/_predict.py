@@ -75,9 +75,25 @@ def _local(emb: np.ndarray, part: Sequence[np.ndarray]) -> tuple[np.ndarray, lis
     return emb[cells], [np.searchsorted(cells, p) for p in part]
 
 
-def _predict_chunk(module, rows: np.ndarray, sets: list[np.ndarray], kwargs: dict) -> list[np.ndarray]:
-    """Predict one chunk of patches (one task; ``rows`` holds only the cells they hold)."""
-    return predict_sets(module, rows, sets, **kwargs)[0]
+def _predict_chunk(
+    module, rows: np.ndarray, sets: list[np.ndarray], kwargs: dict, n_threads: int | None = None
+) -> list[np.ndarray]:
+    """Predict one chunk of patches (one task; ``rows`` holds only the cells they hold).
+
+    ``n_threads``: torch's intra-op threads while the task runs (the caller's count). Torch splits
+    its float reductions by thread, so a worker with another count (dask gives each worker thread
+    one) returns values that differ in the last bits, which the stitch then amplifies.
+    """
+    if n_threads is None:
+        return predict_sets(module, rows, sets, **kwargs)[0]
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        return predict_sets(module, rows, sets, **kwargs)[0]
+    finally:
+        torch.set_num_threads(before)
 
 
 def predict_patches(
@@ -112,8 +128,10 @@ def predict_patches(
         return coords
     from itertools import islice
 
+    import torch
     from distributed import as_completed
 
+    caller_threads = torch.get_num_threads()  # the same reductions as in process (see _predict_chunk)
     cpu_module = copy.deepcopy(module).cpu()
     [module_future] = client.scatter([cpu_module], broadcast=True)
     n_threads = max(1, sum(client.nthreads().values()))
@@ -125,7 +143,13 @@ def predict_patches(
         part = patches[start : start + chunk]
         rows, local = _local(emb, part)
         fut = client.submit(
-            _predict_chunk, module_future, rows, local, {**kwargs, "random_state": random_state + start}, pure=False
+            _predict_chunk,
+            module_future,
+            rows,
+            local,
+            {**kwargs, "random_state": random_state + start},
+            caller_threads,
+            pure=False,
         )
         start_of[fut.key] = start
         return fut
