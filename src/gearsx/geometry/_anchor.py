@@ -190,11 +190,7 @@ def match_reference(
         keep = ~own
         keep[~own.any(1), -1] = False
         idx = idx[keep].reshape(len(idx), k)
-    # similarity of each match, in blocks of rows: rn[idx] whole would be an (n, k, d) copy (10 GB at a million cells)
-    sim = np.empty(idx.shape, dtype=np.float64)
-    for start in range(0, len(idx), _BLOCK):
-        rows = slice(start, start + _BLOCK)
-        sim[rows] = np.einsum("nd,nkd->nk", qn[rows], rn[idx[rows]])
+    sim = _match_cosines(qn, rn, idx, normalise=False)
     if temperature is None:
         weights = np.full(idx.shape, 1.0 / idx.shape[1])
     else:
@@ -209,13 +205,18 @@ def match_reference(
     return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=spread, weights=weights)
 
 
-def _match_cosines(query, reference_units: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Cosine of each query row with its matched reference rows (``idx``), in blocks of about 16M numbers."""
+def _match_cosines(query, reference_units: np.ndarray, idx: np.ndarray, *, normalise: bool = True) -> np.ndarray:
+    """Cosine of each query row with its matched reference rows (``idx``; ``normalise=False``: ``query`` is unit already).
+
+    In blocks of at most 16,384 rows and about 16M numbers: ``reference_units[idx]`` whole would be an
+    ``(n, k, d)`` copy (10 GB at a million cells).
+    """
     out = np.empty(idx.shape, dtype=np.float64)
     rows_per_block = max(1, min(_BLOCK, 2**24 // (idx.shape[1] * reference_units.shape[1])))
     for start in range(0, len(idx), rows_per_block):
         rows = slice(start, start + rows_per_block)
-        out[rows] = np.einsum("ng,nkg->nk", _unit_rows(query[rows]), reference_units[idx[rows]])
+        q = _unit_rows(query[rows]) if normalise else query[rows]
+        out[rows] = np.einsum("ng,nkg->nk", q, reference_units[idx[rows]])
     return out
 
 

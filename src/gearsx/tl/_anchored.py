@@ -125,13 +125,16 @@ def plan_anchor(
         raise ValueError(msg)
     candidates = [names.index(str(reference_slide))] if reference_slide is not None else range(len(names))
     best = None
+    # with the expression, the anchors are matched again below: these matches only pick the slide
+    candidate_temperature = temperature if expression_weight == 0 else None
     for s in candidates:
         sel = ref["slides"] == s
         if sel.sum() <= k:
             continue
         m = match_reference(
-            x, ref["embedding"][sel], ref["coords"][sel], k=k, temperature=temperature, random_state=random_state
-        )
+            x, ref["embedding"][sel], ref["coords"][sel], k=k, temperature=candidate_temperature,
+            random_state=random_state,
+        )  # fmt: skip
         sim = float(np.median(m.similarity.mean(1)))
         if best is None or sim > best[1]:
             best = (s, sim, m, sel)
