@@ -11,12 +11,13 @@ normalised to its median library size instead, scanpy's default for such a small
 
 Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (the Python mclust EEE,
 ``n_clusters`` = number of reference labels, default ``n_pcs='auto'``) with and without
-``refine=True`` (6 neighbours):
+``refine=True`` (a vote over 6 neighbours, or ``--vote-k``, column ``vote_k``):
 
 * ``pca``: non-spatial baseline: 20 principal components of the log-normalised expression of the
   highly variable genes, per slide;
 * ``gearsx_domain``: :func:`gearsx.tl.domain_embedding` (the default representation of
   ``cluster_domains``) on the same genes, per slide;
+* ``gearsx_domain_hops1``: the same with ``n_hops=1`` (each code followed by its neighbourhood's mean);
 * ``gearsx_domain_pc20``: the same embedding clustered after a 20-component PCA (the default
   ``n_pcs`` before ``'auto'``), to show how much the clustering step moves the score;
 * ``gearsx_domain_image``: the same with the optional image view (``image_key``, default
@@ -53,7 +54,15 @@ from gearsx.tl._clustering import spatial_majority_vote
 
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).resolve().parent / "results" / "domains.md"
-ALL_REPS = ("pca", "gearsx_domain", "gearsx_domain_image", "gearsx_domain_joint", "gearsx_backbone", "graphst")
+ALL_REPS = (
+    "pca",
+    "gearsx_domain",
+    "gearsx_domain_hops1",
+    "gearsx_domain_image",
+    "gearsx_domain_joint",
+    "gearsx_backbone",
+    "graphst",
+)
 
 
 def counts_from_library_normalised(x: sp.csr_matrix) -> sp.csr_matrix:
@@ -150,10 +159,15 @@ def image_features(s, slide):
         gx.tl.embed_patches(s, pool, progress=False)
 
 
+VOTE_K = 6  # neighbours in the refinement's vote (--vote-k)
+
+
 def score(rows, base, truth, labels, coords):
-    for refine, lab in ((False, labels), (True, spatial_majority_vote(labels, coords, k=6))):
+    for refine, lab in ((False, labels), (True, spatial_majority_vote(labels, coords, k=VOTE_K))):
         m = gx.metrics.domain_scores(truth, lab, spatial=coords)
-        rows.append({**base, "refine": refine, "ari": m["ari"], "nmi": m["nmi"], "coherence": m["coherence"]})
+        rows.append(
+            {**base, "refine": refine, "vote_k": VOTE_K, "ari": m["ari"], "nmi": m["nmi"], "coherence": m["coherence"]}
+        )
         print(rows[-1], flush=True)
 
 
@@ -172,6 +186,10 @@ def per_slide(a, name, seed, reps, rows, backbone):
             elif rep == "gearsx_domain":
                 select_genes(s)
                 gx.tl.domain_embedding(s, random_state=seed, progress=False)
+                key, kw = "X_gears_domain", {}
+            elif rep == "gearsx_domain_hops1":
+                select_genes(s)
+                gx.tl.domain_embedding(s, n_hops=1, random_state=seed, progress=False)
                 key, kw = "X_gears_domain", {}
             elif rep == "gearsx_domain_image":
                 if "spatial" not in s.uns:
@@ -230,7 +248,8 @@ def encoder_backbone(a, seed):
 def write(rows, args):
     """Summarise ``rows`` into ``args.out``: one row per data set, representation and refinement."""
     df = pd.DataFrame(rows)
-    keys = ["data", "rep", "refine"]
+    df["vote_k"] = df["vote_k"].fillna(6).astype(int) if "vote_k" in df else 6  # rows before --vote-k: 6
+    keys = ["data", "rep", "refine", "vote_k"]
     per = df.pivot_table(index=keys, columns="slide", values="ari", aggfunc="mean")
     seed_sd = df.groupby([*keys, "seed"])["ari"].mean().groupby(keys).std().rename("ari_seed_sd")
     summary = (
@@ -246,7 +265,8 @@ def write(rows, args):
         "# Spatial domains (benchmarks/bench_domains.py, 2-core CPU machine)\n\n"
         f"Seeds: {sorted(df['seed'].unique().tolist())}. Clustering: `gx.tl.cluster_domains(method='mclust')`, "
         "`n_clusters` = number of reference labels. ARI/NMI/coherence: mean over slides and seeds; `ari_seed_sd`: "
-        "SD over seeds of the mean over slides; slide columns: ARI per slide (mean over seeds); `time_s`: end to "
+        "SD over seeds of the mean over slides; `vote_k`: neighbours in the vote of `refine=True` (rows with "
+        "`refine` False do not use it); slide columns: ARI per slide (mean over seeds); `time_s`: end to "
         "end per slide. Representations: see the module docstring of `benchmarks/bench_domains.py`.\n\n"
         + summary.to_markdown(index=False, floatfmt=".3f")
         + "\n"
@@ -264,6 +284,7 @@ def main():
         "--graphst-seeds", nargs="+", type=int, default=None,
         help="run GraphST for these seeds only (default: all --seeds; it takes ~8 min per slide on 2 cores)",
     )  # fmt: skip
+    parser.add_argument("--vote-k", type=int, default=6, help="neighbours in the vote of refine=True")
     parser.add_argument("--out", default=str(OUT), help="markdown table to write")
     parser.add_argument(
         "--append", action="store_true",
@@ -271,12 +292,16 @@ def main():
     )  # fmt: skip
     args = parser.parse_args()
     gx.settings.progress_bar = False
+    global VOTE_K
+    VOTE_K = args.vote_k
     rows = []
     old = Path(args.out).with_suffix(".csv")
     if args.append and old.exists():
         prev = pd.read_csv(old, dtype={"slide": str})
         reps = set(args.reps) | ({"gearsx_domain_pc20"} if "gearsx_domain" in args.reps else set())
+        vote = prev["vote_k"].fillna(6) if "vote_k" in prev else pd.Series(6, index=prev.index)
         redo = prev["data"].isin(args.sets) & prev["rep"].isin(reps) & prev["seed"].isin(args.seeds)
+        redo &= vote == args.vote_k
         rows = prev[~redo].to_dict("records")
     for name in args.sets:
         a = load(name)

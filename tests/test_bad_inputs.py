@@ -720,6 +720,12 @@ def _cases() -> list[Case]:
             "spatial_key",
         ),
         C(
+            "domain-embedding-negative-hops",
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, n_hops=-1, max_epochs=1)),
+            ValueError,
+            "n_hops",
+        ),
+        C(
             "domain-embedding-nan-expression",
             on(lambda e: _with(e.st, _nan_x), lambda e, a: gx.tl.domain_embedding(a, max_epochs=1)),
             ValueError,

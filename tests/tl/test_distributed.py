@@ -1,5 +1,7 @@
 """Patch prediction on a dask.distributed cluster gives what the in-process path gives."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -18,11 +20,27 @@ def local_cluster():
         yield client
 
 
+@contextmanager
+def threads_of(client):
+    """Run torch here with the threads each worker runs it with (torch's float sums depend on the count)."""
+    import torch
+
+    counts = set(client.run(torch.get_num_threads).values())
+    assert len(counts) == 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(counts.pop())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_reconstruct_on_local_cluster_matches_in_process(trained_encoder, trained_gears, local_cluster):
     sc = trained_encoder[1][:1200].copy()
     _, geo = trained_gears
     kw = {"n_patch": 96, "min_overlap": 16, "batch_size": 2, "random_state": 3, "progress": False, "copy": True}
-    here = gx.tl.reconstruct(sc, geo, **kw)
+    with threads_of(local_cluster):
+        here = gx.tl.reconstruct(sc, geo, **kw)
     there = gx.tl.reconstruct(sc, geo, client=local_cluster, **kw)
     n_patches = here.uns["gears"]["reconstruct"]["n_patches"]
     assert n_patches > 3 * 8  # chunks of 4 * batch_size = 8 patches: more tasks than workers ran
@@ -33,13 +51,15 @@ def test_reconstruct_on_local_cluster_matches_in_process(trained_encoder, traine
     # the patches themselves, in order, chunk by chunk
     emb = sc.obsm["X_gears"]
     patches = [np.arange(i, i + 50) for i in range(0, 1100, 7)]
-    a = geo.predict_patches(emb, patches, batch_size=4, random_state=1, progress=False)
+    with threads_of(local_cluster):
+        a = geo.predict_patches(emb, patches, batch_size=4, random_state=1, progress=False)
     b = geo.predict_patches(emb, patches, batch_size=4, random_state=1, progress=False, client=local_cluster)
     assert len(a) == len(b) == len(patches)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     # a chunk's noise depends on its position only: predicting the chunks alone gives the same
-    c = geo.predict_patches(emb, patches[16:32], batch_size=4, random_state=17, progress=False)
+    with threads_of(local_cluster):
+        c = geo.predict_patches(emb, patches[16:32], batch_size=4, random_state=17, progress=False)
     for x, y in zip(a[16:32], c, strict=True):
         np.testing.assert_array_equal(x, y)
 

@@ -121,3 +121,29 @@ def test_image_view_is_centred_per_slide_and_scaled_to_its_weight(planted):
     assert a.uns["X_gears_domain"]["params"]["n_features"] == a.n_vars + 40
     with pytest.raises(ValueError, match="image_weight"):
         gx.tl.domain_embedding(a, mask_var=None, image_key="X_image", image_weight=0, max_epochs=1)
+
+
+def test_hops_append_neighbourhood_means_within_each_slide(planted):
+    from sklearn.neighbors import NearestNeighbors
+
+    every = planted.obs["slide"].to_numpy()
+    a = planted[np.concatenate([np.flatnonzero(every == s)[:300] for s in np.unique(every)])].copy()
+    # hexagonal grids tie at the second ring: break the ties so any kNN picks the same neighbours
+    a.obsm["spatial"] = a.obsm["spatial"] + np.random.default_rng(0).normal(scale=1e-3, size=(a.n_obs, 2))
+    kw = {"slide_key": "slide", "mask_var": None, "n_latent": 8, "max_epochs": 3, "random_state": 1, "progress": False}
+    z = gx.tl.domain_embedding(a, copy=True, **kw).obsm["X_gears_domain"]
+    out = gx.tl.domain_embedding(a, n_hops=2, copy=True, **kw)
+    h = out.obsm["X_gears_domain"]
+    assert h.shape == (a.n_obs, 24)
+    assert out.uns["X_gears_domain"]["params"]["n_hops"] == 2
+    np.testing.assert_array_equal(h[:, :8], z)  # the code itself comes first, unchanged
+    # reference: each spot's mean over itself and its 6 nearest spots of the same slide (scikit-learn)
+    mean = np.zeros((a.n_obs, a.n_obs))
+    slides = a.obs["slide"].to_numpy()
+    for s in np.unique(slides):
+        rows = np.flatnonzero(slides == s)
+        nbr = NearestNeighbors(n_neighbors=7).fit(a.obsm["spatial"][rows]).kneighbors(a.obsm["spatial"][rows])[1]
+        for r, js in zip(rows, nbr, strict=True):
+            mean[r, rows[js]] = 1 / 7
+    np.testing.assert_allclose(h[:, 8:16], mean @ z, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h[:, 16:], mean @ mean @ z, rtol=1e-4, atol=1e-4)

@@ -2,7 +2,7 @@
 
 The core, :func:`predict_sets`, is a plain function of the torch module and the embeddings of the
 sets, so that the same code runs in this process and on a dask worker: that is what makes the two
-paths give the same coordinates.
+paths give the same coordinates (at the same torch thread count).
 """
 
 from __future__ import annotations
@@ -75,25 +75,14 @@ def _local(emb: np.ndarray, part: Sequence[np.ndarray]) -> tuple[np.ndarray, lis
     return emb[cells], [np.searchsorted(cells, p) for p in part]
 
 
-def _predict_chunk(
-    module, rows: np.ndarray, sets: list[np.ndarray], kwargs: dict, n_threads: int | None = None
-) -> list[np.ndarray]:
+def _predict_chunk(module, rows: np.ndarray, sets: list[np.ndarray], kwargs: dict) -> list[np.ndarray]:
     """Predict one chunk of patches (one task; ``rows`` holds only the cells they hold).
 
-    ``n_threads``: torch's intra-op threads while the task runs (the caller's count). Torch splits
-    its float reductions by thread, so a worker with another count (dask gives each worker thread
-    one) returns values that differ in the last bits, which the stitch then amplifies.
+    A task runs torch with its worker's thread count (dask starts worker processes with
+    ``OMP_NUM_THREADS=1``), so the workers never oversubscribe the cores. Torch's float reductions
+    depend on that count: the coordinates equal those of an in-process run with as many threads.
     """
-    if n_threads is None:
-        return predict_sets(module, rows, sets, **kwargs)[0]
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n_threads)
-    try:
-        return predict_sets(module, rows, sets, **kwargs)[0]
-    finally:
-        torch.set_num_threads(before)
+    return predict_sets(module, rows, sets, **kwargs)[0]
 
 
 def predict_patches(
@@ -113,7 +102,9 @@ def predict_patches(
     patch's position, so both paths draw the same refinement noise. On a cluster the module
     (moved to the CPU) is scattered to every worker once, and each task ships only the embeddings
     of the cells its chunk holds; at most two chunks per worker thread are in flight, so the
-    embeddings of all cells never travel at once.
+    embeddings of all cells never travel at once. Each task uses its worker's torch threads, so the
+    coordinates equal the in-process ones when the calling process runs as many
+    (``torch.set_num_threads``; see :func:`_predict_chunk`).
     """
     chunk = batch_size * 4
     kwargs = {"refine_steps": refine_steps, "batch_size": batch_size}
@@ -128,10 +119,8 @@ def predict_patches(
         return coords
     from itertools import islice
 
-    import torch
     from distributed import as_completed
 
-    caller_threads = torch.get_num_threads()  # the same reductions as in process (see _predict_chunk)
     cpu_module = copy.deepcopy(module).cpu()
     [module_future] = client.scatter([cpu_module], broadcast=True)
     n_threads = max(1, sum(client.nthreads().values()))
@@ -143,13 +132,7 @@ def predict_patches(
         part = patches[start : start + chunk]
         rows, local = _local(emb, part)
         fut = client.submit(
-            _predict_chunk,
-            module_future,
-            rows,
-            local,
-            {**kwargs, "random_state": random_state + start},
-            caller_threads,
-            pure=False,
+            _predict_chunk, module_future, rows, local, {**kwargs, "random_state": random_state + start}, pure=False
         )
         start_of[fut.key] = start
         return fut

@@ -79,6 +79,17 @@ def _input_matrix(
     return np.hstack([x, (img * scale).astype(np.float32)])
 
 
+def _hop_means(z: np.ndarray, src: np.ndarray, dst: np.ndarray, n_hops: int) -> np.ndarray:
+    """``[z, A z, ..., A^n_hops z]``: ``A`` averages each spot with its graph neighbours (``src -> dst`` edges)."""
+    n = len(z)
+    a = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (dst, src)), shape=(n, n))
+    a = sp.diags(1.0 / np.maximum(np.asarray(a.sum(1)).ravel(), 1.0)).astype(np.float32) @ a
+    parts = [z]
+    for _ in range(n_hops):
+        parts.append(a @ parts[-1])
+    return np.hstack(parts).astype(np.float32)
+
+
 def domain_embedding(
     adata: AnnData,
     *,
@@ -89,6 +100,7 @@ def domain_embedding(
     image_key: str | None = None,
     image_weight: float = 1.0,
     n_neighbors: int = 6,
+    n_hops: int = 0,
     n_hidden: int = 128,
     n_latent: int = 30,
     max_epochs: int = 500,
@@ -119,6 +131,11 @@ def domain_embedding(
     ``image_weight`` times the expression's total variance, and appended to the input, so the
     autoencoder reconstructs both.
 
+    ``n_hops`` widens the neighbourhood after training: the code is followed by its mean over
+    each spot's graph neighbourhood, repeated ``n_hops`` times (as CellCharter aggregates
+    neighbourhoods), so the representation holds ``n_latent * (n_hops + 1)`` columns (wider than 50:
+    :func:`gearsx.tl.cluster_domains` reduces it to 20 principal components under ``n_pcs='auto'``).
+
     Parameters
     ----------
     adata
@@ -143,6 +160,11 @@ def domain_embedding(
         Total variance of the image view relative to the expression view.
     n_neighbors
         Spatial neighbours of each spot (6: the first ring of a Visium grid).
+    n_hops
+        Neighbourhood means appended to the code (``0``: the code alone). A Visium spot already
+        spans several cells; at single-cell resolution one cell's neighbourhood is narrow, and
+        ``n_hops=1`` helps there (osmFISH regions: ARI 0.669 against 0.645, 3 seeds; DLPFC
+        layers: 0.569 against 0.566, level; see :ref:`gears-domains`).
     n_hidden, n_latent
         Widths of the hidden layer and of the representation.
     max_epochs
@@ -162,7 +184,7 @@ def domain_embedding(
 
     Returns
     -------
-    ``None`` (or the copy) — sets ``obsm[key_added]`` (``n_latent`` wide) and ``uns[key_added]``
+    ``None`` (or the copy) — sets ``obsm[key_added]`` (``n_latent * (n_hops + 1)`` wide) and ``uns[key_added]``
     (``params`` with the gearsx version, the final training ``loss`` and ``time_s``).
 
     Examples
@@ -185,6 +207,7 @@ def domain_embedding(
     slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
     for name, value in (("n_hidden", n_hidden), ("n_latent", n_latent), ("max_epochs", max_epochs)):
         check_positive_int(value, name=name)
+    n_hops = check_positive_int(n_hops, name="n_hops", minimum=0)
     for name, value in (("lr", lr), ("image_weight", image_weight)):
         check_positive_number(value, name=name)
     x = _input_matrix(adata, layer, mask_var, image_key, image_weight, slides)
@@ -209,6 +232,8 @@ def domain_embedding(
 
     with torch.no_grad():
         z = module.encode(*(graph.batch[k].to(device) for k in ("x", "src", "dst")))[0].cpu().numpy()
+    if n_hops:
+        z = _hop_means(z, src, dst, n_hops)
     elapsed = time.perf_counter() - t0
 
     adata = adata.copy() if copy else adata
@@ -221,6 +246,7 @@ def domain_embedding(
         "image_key": image_key or "",
         "image_weight": image_weight,
         "n_neighbors": n_neighbors,
+        "n_hops": n_hops,
         "n_hidden": n_hidden,
         "n_latent": n_latent,
         "max_epochs": max_epochs,

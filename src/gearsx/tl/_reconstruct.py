@@ -151,7 +151,8 @@ def reconstruct(
         A running :class:`distributed.Client`: predict the patches as tasks on its workers (the
         model's weights are sent once; patches stream in chunks). Default: ``gx.settings.dask_client``,
         which is ``None`` (in process) unless set. The coordinates are the same either way at a fixed
-        ``random_state`` (see :doc:`/scaling`).
+        ``random_state`` when this process runs torch on as many threads as each worker (see
+        :doc:`/scaling`).
     progress
         Show a progress bar over patch batches (default: ``gx.settings.progress_bar``).
     copy
