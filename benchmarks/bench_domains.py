@@ -159,19 +159,16 @@ def image_features(s, slide):
         gx.tl.embed_patches(s, pool, progress=False)
 
 
-VOTE_K = 6  # neighbours in the refinement's vote (--vote-k)
-
-
-def score(rows, base, truth, labels, coords):
-    for refine, lab in ((False, labels), (True, spatial_majority_vote(labels, coords, k=VOTE_K))):
+def score(rows, base, truth, labels, coords, vote_k):
+    for refine, lab in ((False, labels), (True, spatial_majority_vote(labels, coords, k=vote_k))):
         m = gx.metrics.domain_scores(truth, lab, spatial=coords)
         rows.append(
-            {**base, "refine": refine, "vote_k": VOTE_K, "ari": m["ari"], "nmi": m["nmi"], "coherence": m["coherence"]}
+            {**base, "refine": refine, "vote_k": vote_k, "ari": m["ari"], "nmi": m["nmi"], "coherence": m["coherence"]}
         )
         print(rows[-1], flush=True)
 
 
-def per_slide(a, name, seed, reps, rows, backbone):
+def per_slide(a, name, seed, reps, rows, backbone, vote_k):
     for slide in a.obs["slide"].unique():
         s = a[(a.obs["slide"] == slide).to_numpy()].copy()
         k = s.obs["truth"].nunique()
@@ -213,14 +210,14 @@ def per_slide(a, name, seed, reps, rows, backbone):
             gx.tl.cluster_domains(s, method="mclust", use_rep=key, n_clusters=k, random_state=seed, **kw)
             dt = time.perf_counter() - t
             base = {"data": name, "slide": slide, "seed": seed, "rep": rep, "time_s": dt}
-            score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"])
+            score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"], vote_k)
             if rep == "gearsx_domain":  # sensitivity: the same embedding through 20 PCs (the default before 'auto')
                 gx.tl.cluster_domains(s, method="mclust", n_clusters=k, n_pcs=20, random_state=seed)
                 base = {**base, "rep": "gearsx_domain_pc20"}
-                score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"])
+                score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"], vote_k)
 
 
-def joint(a, name, seed, rows):
+def joint(a, name, seed, rows, vote_k):
     s = a.copy()
     t = time.perf_counter()
     select_genes(s, batch_key="slide")
@@ -231,7 +228,7 @@ def joint(a, name, seed, rows):
     for slide in s.obs["slide"].unique():
         sel = (s.obs["slide"] == slide).to_numpy()
         base = {"data": name, "slide": slide, "seed": seed, "rep": "gearsx_domain_joint", "time_s": dt}
-        score(rows, base, s.obs["truth"][sel], s.obs["gears_domain"].to_numpy()[sel], s.obsm["spatial"][sel])
+        score(rows, base, s.obs["truth"][sel], s.obs["gears_domain"].to_numpy()[sel], s.obsm["spatial"][sel], vote_k)
 
 
 def encoder_backbone(a, seed):
@@ -292,8 +289,6 @@ def main():
     )  # fmt: skip
     args = parser.parse_args()
     gx.settings.progress_bar = False
-    global VOTE_K
-    VOTE_K = args.vote_k
     rows = []
     old = Path(args.out).with_suffix(".csv")
     if args.append and old.exists():
@@ -311,9 +306,9 @@ def main():
         for seed in args.seeds:
             backbone = encoder_backbone(a, seed) if "gearsx_backbone" in args.reps else None
             reps = [r for r in args.reps if r != "graphst" or args.graphst_seeds is None or seed in args.graphst_seeds]
-            per_slide(a, name, seed, reps, rows, backbone)
+            per_slide(a, name, seed, reps, rows, backbone, args.vote_k)
             if "gearsx_domain_joint" in args.reps and a.obs["slide"].nunique() > 1:
-                joint(a, name, seed, rows)
+                joint(a, name, seed, rows, args.vote_k)
             write(rows, args)  # after every data set and seed, so a long run leaves its table behind
 
 
