@@ -22,6 +22,8 @@ from gearsx._utils import check_coords, check_positive_int, check_positive_numbe
 from gearsx.geometry._graph import spatial_edges
 from gearsx.pp._centering import slide_means
 
+from ._smooth import spatial_smoothing_operator
+
 if TYPE_CHECKING:
     from anndata import AnnData
 
@@ -77,17 +79,6 @@ def _input_matrix(
         raise ValueError(msg)
     scale = np.sqrt(image_weight * float((x.astype(np.float64) ** 2).sum()) / total)
     return np.hstack([x, (img * scale).astype(np.float32)])
-
-
-def _hop_means(z: np.ndarray, src: np.ndarray, dst: np.ndarray, n_hops: int) -> np.ndarray:
-    """``[z, A z, ..., A^n_hops z]``: ``A`` averages each spot with its graph neighbours (``src -> dst`` edges)."""
-    n = len(z)
-    a = sp.csr_matrix((np.ones(len(src), dtype=np.float32), (dst, src)), shape=(n, n))
-    a = sp.diags(1.0 / np.maximum(np.asarray(a.sum(1)).ravel(), 1.0)).astype(np.float32) @ a
-    parts = [z]
-    for _ in range(n_hops):
-        parts.append(a @ parts[-1])
-    return np.hstack(parts).astype(np.float32)
 
 
 def domain_embedding(
@@ -232,8 +223,12 @@ def domain_embedding(
 
     with torch.no_grad():
         z = module.encode(*(graph.batch[k].to(device) for k in ("x", "src", "dst")))[0].cpu().numpy()
-    if n_hops:
-        z = _hop_means(z, src, dst, n_hops)
+    if n_hops:  # the mean over each spot and its graph neighbours (the autoencoder's graph), n_hops times
+        mean = spatial_smoothing_operator(coords, n_neighbors, groups=slides)
+        parts = [z]
+        for _ in range(n_hops):
+            parts.append(mean @ parts[-1])
+        z = np.hstack(parts).astype(np.float32)
     elapsed = time.perf_counter() - t0
 
     adata = adata.copy() if copy else adata
