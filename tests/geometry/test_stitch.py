@@ -125,6 +125,23 @@ def test_stitch_is_invariant_to_patch_poses_and_reproducible(rng):
     np.testing.assert_array_equal(a.X, c.X)
 
 
+def test_large_graph_path_gives_the_layout_of_the_exact_path(rng, monkeypatch):
+    # above LARGE_GRAPH cells: geodesics over each cell's shortest edges, solve in a Morton cell order
+    from gearsx.geometry import _stitch_solve
+
+    xy = rng.uniform(size=(1500, 2)) * [2.0, 1.0]
+    patches = random_walk_patches(kneighbors_graph(xy, 10), 150, coverage=3, random_state=1)
+    coords = _perturbed_patches(xy, patches, rng)
+    exact = stitch_patches(patches, coords, len(xy), random_state=0)
+    monkeypatch.setattr(_stitch_solve, "LARGE_GRAPH", 1000)
+    monkeypatch.setattr(_stitch_solve, "GEODESIC_EDGES", 4)
+    large = stitch_patches(patches, coords, len(xy), random_state=0)
+    assert not np.array_equal(large.X, exact.X)  # the other path ran
+    for res in (exact, large):
+        assert gx.metrics.distance_correlation(res.X, xy) > 0.98
+    assert gx.metrics.distance_correlation(large.X, exact.X) > 0.995
+
+
 def test_disconnected_patches_are_reported_not_collapsed(rng):
     left = rng.uniform(size=(100, 2))
     right = rng.uniform(size=(100, 2)) + [5.0, 0.0]

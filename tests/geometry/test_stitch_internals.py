@@ -2,7 +2,10 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
 
+from gearsx.geometry import _stitch_solve
 from gearsx.geometry._stitch_scales import (
     PatchScales,
     _edge_statistics,
@@ -11,7 +14,14 @@ from gearsx.geometry._stitch_scales import (
     checked_patches,
     patch_edge_table,
 )
-from gearsx.geometry._stitch_solve import _compiled_kernel, _edge_scale
+from gearsx.geometry._stitch_solve import (
+    _compiled_kernel,
+    _edge_scale,
+    _huber_stress_solve,
+    _huber_stress_solve_ordered,
+    _local_order,
+    _shortest_edges,
+)
 
 
 def _reference_huber(x, i, j, d, inv_u, wu, wl, delta):
@@ -51,6 +61,54 @@ def test_compiled_stress_matches_array_reference_and_finite_differences(rng):
         - kernel(xm, i, j, d, inv_u, wu, wl, 0.1, np.zeros((n, 2)))
     ) / (2 * h)
     assert grad[a, c] == pytest.approx(fd, rel=1e-5, abs=1e-9)
+
+
+def test_solve_in_morton_order_equals_the_solve_in_the_given_order(rng, monkeypatch):
+    monkeypatch.setattr(_stitch_solve, "LARGE_GRAPH", 100)  # the large-graph path on small data
+    # cells numbered at random (as barcodes are), edges between spatial neighbours
+    xy = rng.uniform(size=(400, 2))
+    _, nbr = cKDTree(xy).query(xy, k=7)
+    i, j = np.repeat(np.arange(400), 6), nbr[:, 1:].ravel()
+    keep = i < j
+    i, j = i[keep], j[keep]
+    d = np.linalg.norm(xy[i] - xy[j], axis=1)
+    w = rng.uniform(0.2, 1.0, len(d))
+    x0 = xy + rng.normal(scale=0.05, size=xy.shape)
+    order, oi, oj, od, ow = _local_order(x0, i, j, d, w)
+    # the renumbering is a permutation, edges keep their lengths and weights and come sorted by first cell
+    assert np.array_equal(np.sort(order), np.arange(400))
+    assert (oi < oj).all()
+    assert (np.diff(oi) >= 0).all()
+    back_i, back_j = np.minimum(order[oi], order[oj]), np.maximum(order[oi], order[oj])
+    assert sorted(zip(back_i.tolist(), back_j.tolist(), od.tolist(), ow.tolist(), strict=True)) == sorted(
+        zip(i.tolist(), j.tolist(), d.tolist(), w.tolist(), strict=True)
+    )
+    # neighbours are close in the new numbering: far closer than at random
+    assert np.median(oj - oi) < 0.1 * np.median(np.abs(j - i))
+    kw = {"delta": 0.1, "anchor": 1e-3, "max_iter": 10}  # few steps: float-order differences stay tiny
+    plain = _huber_stress_solve_ordered(x0, i, j, d, w, **kw)
+    ordered = _huber_stress_solve(x0, i, j, d, w, **kw)
+    np.testing.assert_allclose(ordered, plain, atol=1e-9)
+    assert np.abs(plain - x0).max() > 1e-3  # and the solve moved the cells
+
+
+def test_shortest_edges_keep_each_cells_k_shortest(rng):
+    n, k = 300, 4
+    i, j = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    keep = i != j
+    g = sp.coo_matrix((rng.uniform(0.1, 1, keep.sum()), (i[keep], j[keep])), shape=(n, n)).tocsr()
+    g = g.maximum(g.T).tocsr()  # symmetric, as the stitched graph
+    sub = _shortest_edges(g, k)
+    assert (sub != sub.T).nnz == 0
+    dense, kept = g.toarray(), sub.toarray()
+    expected = np.zeros_like(dense, dtype=bool)
+    for r in range(n):
+        cols = np.flatnonzero(dense[r])
+        expected[r, cols[np.argsort(dense[r, cols])[:k]]] = True
+    expected |= expected.T
+    assert np.array_equal(kept > 0, expected)
+    np.testing.assert_array_equal(kept[expected], dense[expected])  # lengths unchanged
+    assert sub.nnz < g.nnz
 
 
 def test_edge_scale_recovers_a_planted_factor(rng):
