@@ -1,4 +1,4 @@
-"""The stitch's large-scale pieces against plain references: compiled stress, blockwise statistics, scale."""
+"""The stitch's large-scale pieces against plain references: compiled stress, cell order, geodesic subgraph, blockwise statistics, scale."""
 
 import numpy as np
 import pytest

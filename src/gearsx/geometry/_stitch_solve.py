@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["solve_components"]
 
 #: Above this many cells the solve works in a spatially local cell order (:func:`_local_order`) and the
-#: start's geodesics follow each cell's shortest edges (:func:`_shortest_edges`). Both matter only once
-#: the layout no longer fits in the processor's cache (below, they would change results for nothing).
+#: start's geodesics follow each cell's shortest edges (:func:`_shortest_edges`). Both pay only at scale,
+#: where the layout no longer fits in the processor's cache and the landmarks' shortest paths dominate
+#: the start; below it they would move the layouts (in the last bits) for no gain in time.
 LARGE_GRAPH = 50_000
 #: Edges per cell kept for the start's geodesics above :data:`LARGE_GRAPH` cells.
 GEODESIC_EDGES = 10
