@@ -122,8 +122,8 @@ def _shortest_edges(dist: sp.csr_matrix, k: int) -> sp.csr_matrix:
     dist = dist.tocsr()
     keep = np.zeros(dist.nnz, dtype=bool)
     _compiled(_shortest_per_row)(dist.indptr, dist.data, int(k), keep)
-    rows = np.repeat(np.arange(dist.shape[0], dtype=dist.indices.dtype), np.diff(dist.indptr))
-    sub = sp.csr_matrix((dist.data[keep], (rows[keep], dist.indices[keep])), shape=dist.shape)
+    coo = dist.tocoo()  # entries in the CSR order that `keep` marks
+    sub = sp.csr_matrix((coo.data[keep], (coo.row[keep], coo.col[keep])), shape=dist.shape)
     return sub.maximum(sub.T).tocsr()
 
 
@@ -184,7 +184,9 @@ def _huber_stress_solve(
     if len(x0) <= LARGE_GRAPH:
         return _huber_stress_solve_ordered(x0, i, j, d, w, **kw)
     order, i, j, d, w = _local_order(x0, i, j, d, w)
-    return _huber_stress_solve_ordered(x0[order], i, j, d, w, **kw)[np.argsort(order)]
+    out = np.empty_like(x0, dtype=np.float64)
+    out[order] = _huber_stress_solve_ordered(x0[order], i, j, d, w, **kw)  # back to the caller's numbering
+    return out
 
 
 def _local_order(x0, i, j, d, w):
