@@ -143,10 +143,11 @@ def test_blockwise_statistics_equal_one_block(rng):
     key = edges[1] * np.int64(n) + edges[2]
     many = np.flatnonzero(whole[3] >= 3)[0]
     rows = key == whole[0][many]
-    _, med, _, _ = _weighted_median_by_group(
+    _, med, _, _, _ = _weighted_median_by_group(
         np.zeros(rows.sum()), edges[3][rows] + scales.log_scale[edges[0][rows]], scales.reliability[edges[0][rows]]
     )
     assert whole[1][many] == med[0]
+    np.testing.assert_allclose(whole[4][many], scales.reliability[edges[0][rows]].mean(), rtol=1e-12)
     pa, pb = np.triu_indices(n_p, 1)
     one = _overlap_log_ratios(idx, y, pa, pb, np.random.default_rng(2))
     split = _overlap_log_ratios(idx, y, pa, pb, np.random.default_rng(2), block_rows=300)

@@ -415,3 +415,34 @@ def test_reconstruct_weighs_the_matches_at_its_temperature(two_view_model):
     with pytest.raises(ValueError, match="anchor_temperature"):
         gx.tl.reconstruct(bad, two_view_model, anchor="reference", anchor_temperature=-1, **_FAST)
     assert "gears" not in bad.uns  # untouched
+
+
+def test_large_queries_decide_on_a_sample_and_anchor_every_cell(monkeypatch):
+    """Above DECISION_SAMPLE cells the slide and the score come from a sample; the anchors do not."""
+    import gearsx.tl._anchored as anchored
+
+    st, sc = _reference_and_query()
+    emb = np.asarray(st.obsm["X_gears"])
+    rng = np.random.default_rng(5)
+    ref = {  # slide s0: each embedding dimension permuted across the spots (no tissue of the query)
+        "embedding": np.r_[gx.geometry.shuffled(emb, 1), emb],
+        "coords": np.r_[st.obsm["spatial"], st.obsm["spatial"]],
+        "slides": np.repeat([0, 1], len(emb)),
+        "slide_names": np.array(["s0", "s1"]),
+    }
+    x = np.asarray(sc.obsm["X_gears"])
+    kw = {"anchor": "auto", "reference_slide": None, "k": 20, "random_state": 0, "temperature": 0.5}
+    full = anchored.plan_anchor(x, ref, **kw)
+    monkeypatch.setattr(anchored, "DECISION_SAMPLE", len(x) // 4)
+    part = anchored.plan_anchor(x, ref, **kw)
+    assert (full.record["decision_cells"], part.record["decision_cells"]) == (len(x), len(x) // 4)
+    assert full.record["slide"] == part.record["slide"] == "s1"  # the slide whose embedding is the tissue's
+    assert part.anchored
+    assert full.anchored
+    assert abs(part.record["match_score"] - full.record["match_score"]) < 0.1
+    np.testing.assert_allclose(part.anchors, full.anchors)  # every cell matched, as without the sample
+    np.testing.assert_allclose(part.anchor_sd, full.anchor_sd, rtol=0.2)  # only the null's median differs
+    # a query of another tissue: intrinsic on the sample's decision, no anchors for anyone
+    other = anchored.plan_anchor(rng.normal(size=x.shape).astype(np.float32), ref, **kw)
+    assert not other.anchored
+    assert other.anchors is None

@@ -276,19 +276,34 @@ def _local_alignments(y: np.ndarray, a: np.ndarray, w: np.ndarray, nbr: np.ndarr
     Weighted Procrustes with scale, reflections allowed, vectorised over cells. Also returns each
     fit's coefficient of determination (the share of the anchors' local spread that the mapped
     intrinsic offsets explain, clipped to ``[0, 1]``): how far the two layouts agree around the cell.
+
+    Every fit needs only weighted sums over the neighbourhood (of ``1``, ``y``, ``a``, ``a y^T``,
+    ``|y|^2``, ``|a|^2``), so they come from one sparse product of the ``(n, n)`` neighbourhood
+    matrix with an ``(n, 11)`` table, not from ``(n, q, 2)`` gathers (22 s -> about 2 s at a million
+    cells); both layouts are centred first, which keeps the centred sums exact to far below the
+    local spread.
     """
-    yn, an, wn = y[nbr], a[nbr], w[nbr][..., None]  # (n, q, 2), (n, q, 2), (n, q, 1)
-    wsum = np.maximum(wn.sum(1, keepdims=True), 1e-12)
-    yc = yn - (wn * yn).sum(1, keepdims=True) / wsum
-    ac = an - (wn * an).sum(1, keepdims=True) / wsum
-    cross = np.einsum("nqi,nqj->nij", wn * ac, yc)  # (n, 2, 2): sum_q w a_q y_q^T
+    n, q = nbr.shape
+    y = y - y.mean(0)
+    a = a - a.mean(0)
+    table = np.column_stack(
+        [np.ones(n), y, a, a[:, 0] * y[:, 0], a[:, 0] * y[:, 1], a[:, 1] * y[:, 0], a[:, 1] * y[:, 1],
+         (y**2).sum(1), (a**2).sum(1)]
+    )  # fmt: skip
+    hood = sp.csr_matrix((w[nbr].ravel(), nbr.ravel(), np.arange(0, n * q + 1, q)), shape=(n, n))
+    sums = hood @ table  # (n, 11): weighted sums over each cell's neighbourhood
+    wsum = np.maximum(sums[:, 0], 1e-12)
+    sy, sa = sums[:, 1:3], sums[:, 3:5]
+    cross = sums[:, 5:9].reshape(n, 2, 2) - sa[:, :, None] * sy[:, None, :] / wsum[:, None, None]  # sum w a_c y_c^T
+    syy = np.maximum(sums[:, 9] - (sy**2).sum(1) / wsum, 0.0)  # sum w |y_c|^2
+    saa = np.maximum(sums[:, 10] - (sa**2).sum(1) / wsum, 0.0)  # sum w |a_c|^2
     u, s, vt = np.linalg.svd(cross)
     rot = u @ vt  # orthogonal, reflections allowed (the intrinsic layout's handedness is arbitrary)
-    scale = s.sum(1) / np.maximum((wn * yc**2).sum((1, 2)), 1e-12)
-    maps = rot * scale[:, None, None]
-    resid = (wn * (ac - np.einsum("nij,nqj->nqi", maps, yc)) ** 2).sum((1, 2))
-    r2 = 1.0 - resid / np.maximum((wn * ac**2).sum((1, 2)), 1e-12)
-    return maps, np.clip(r2, 0.0, 1.0)
+    fit = s.sum(1)  # trace(rot^T cross)
+    scale = fit / np.maximum(syy, 1e-12)
+    resid = saa - 2.0 * scale * fit + scale**2 * syy  # sum w |a_c - scale rot y_c|^2
+    r2 = 1.0 - resid / np.maximum(saa, 1e-12)
+    return rot * scale[:, None, None], np.clip(r2, 0.0, 1.0)
 
 
 def fuse_anchor(
@@ -365,7 +380,7 @@ def fuse_anchor(
     # The local maps are fitted on a wider neighbourhood than the offsets they transform: a map
     # estimated from ~4x as many anchors averages their local noise away.
     q_map = min(4 * q, n - 1)
-    nbr_map = cKDTree(y).query(y, k=q_map + 1)[1]  # includes the cell itself (distance 0)
+    nbr_map = cKDTree(y).query(y, k=q_map + 1, workers=-1)[1]  # includes the cell itself (distance 0)
     maps, agreement = _local_alignments(y, a, c, nbr_map)  # (n, 2, 2), (n,)
     nbr = nbr_map[:, : q + 1]
     rows = np.repeat(np.arange(n), q)

@@ -44,7 +44,10 @@ def _sort_within_groups(group: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _weighted_median_by_group(group: np.ndarray, values: np.ndarray, weights: np.ndarray):
-    """Weighted median, weighted mean absolute deviation and count of ``values`` per ``group`` (vectorised)."""
+    """Weighted median, weighted mean absolute deviation, count and total weight of ``values`` per ``group`` (vectorised).
+
+    Returns ``(groups, median, mad, count, total_weight)``, groups in increasing order.
+    """
     order = _sort_within_groups(group, values)
     g, v, w = group[order], values[order], weights[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
@@ -57,7 +60,7 @@ def _weighted_median_by_group(group: np.ndarray, values: np.ndarray, weights: np
     med = v[np.minimum(pos, np.r_[starts[1:], len(g)] - 1)]
     dev = np.abs(v - np.repeat(med, counts)) * w
     mad = np.add.reduceat(dev, starts) / group_total
-    return g[starts], med, mad, counts
+    return g[starts], med, mad, counts, group_total
 
 
 def _overlap_log_ratios(
@@ -119,7 +122,7 @@ def _overlap_log_ratios(
             logr_parts.append(np.log(dp[ok]) - np.log(dq[ok]))
         logr = np.concatenate(logr_parts)
         if len(logr):
-            g, med, mad, _ = _weighted_median_by_group(np.concatenate(key_parts), logr, np.ones(len(logr)))
+            g, med, mad, _, _ = _weighted_median_by_group(np.concatenate(key_parts), logr, np.ones(len(logr)))
             g_parts.append(g)
             med_parts.append(med)
             mad_parts.append(mad)
@@ -235,7 +238,7 @@ def patch_scales(idx_list, y_list, n_obs: int, min_shared: int, rng) -> PatchSca
     # one corrupted patch is not blamed for it (the corrupted one disagrees with all of its partners).
     patch_dis = np.full(n_patches, np.nan)
     if len(pa):
-        who, med_d, _, _ = _weighted_median_by_group(
+        who, med_d, _, _, _ = _weighted_median_by_group(
             np.r_[pa, pb], np.r_[disagreement, disagreement], np.r_[n_shared, n_shared].astype(float)
         )
         patch_dis[who] = med_d
@@ -275,8 +278,8 @@ def _edge_statistics(edges, scales: PatchScales, n_obs: int, block_rows: int = 8
             continue
         rel = scales.reliability[patch]
         key = e_i[rows] * np.int64(n_obs) + e_j[rows]
-        ukey, med, mad, counts = _weighted_median_by_group(key, e_logd[rows] + scales.log_scale[patch], rel)
-        mean_rel = np.bincount(np.searchsorted(ukey, key), rel, len(ukey)) / counts
+        ukey, med, mad, counts, total_rel = _weighted_median_by_group(key, e_logd[rows] + scales.log_scale[patch], rel)
+        mean_rel = total_rel / counts  # the weights are the reliabilities
         parts.append((ukey, med, mad, counts, mean_rel))
     if not parts:
         return [np.zeros(0, dtype=np.int64), *(np.zeros(0) for _ in range(4))]
