@@ -446,3 +446,31 @@ def test_large_queries_decide_on_a_sample_and_anchor_every_cell(monkeypatch):
     other = anchored.plan_anchor(rng.normal(size=x.shape).astype(np.float32), ref, **kw)
     assert not other.anchored
     assert other.anchors is None
+
+
+def test_local_alignments_equal_a_per_cell_weighted_procrustes():
+    """The neighbourhood-sum fit against the direct fit of each cell's centred, weighted offsets."""
+    from scipy.spatial import cKDTree
+
+    from gearsx.geometry._anchor import _local_alignments
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(400, 2)) * 30 + 1e4  # far from the origin: the raw sums would cancel badly
+    turn = np.array([[0.6, -0.8], [0.8, 0.6]])
+    a = (y - 1e4) @ turn * 2.5 * np.r_[1, -1] + rng.normal(size=(400, 2)) * 3  # a reflected, turned, scaled copy
+    w = rng.uniform(0.1, 1.0, 400)
+    nbr = cKDTree(y).query(y, k=25)[1]
+    maps, r2 = _local_alignments(y, a, w, nbr)
+    for i in (0, 17, 399):
+        yn, an, wn = y[nbr[i]], a[nbr[i]], w[nbr[i]][:, None]
+        yc = yn - (wn * yn).sum(0) / wn.sum()
+        ac = an - (wn * an).sum(0) / wn.sum()
+        u, s, vt = np.linalg.svd((wn * ac).T @ yc)
+        m = u @ vt * s.sum() / (wn * yc**2).sum()
+        resid = (wn * (ac - yc @ m.T) ** 2).sum()
+        np.testing.assert_allclose(maps[i], m, atol=1e-9)
+        np.testing.assert_allclose(r2[i], 1 - resid / (wn * ac**2).sum(), atol=1e-9)
+    assert np.median(r2) > 0.9  # the copy is locally the same up to noise
+    det = np.linalg.det(maps)
+    assert (det < 0).all()  # the reflection recovered
+    assert abs(np.median(np.sqrt(-det)) - 2.5) < 0.1  # and the scale

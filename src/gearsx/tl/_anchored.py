@@ -19,8 +19,9 @@ _MODES = ("auto", "reference", None)
 AUTO_THRESHOLD = 0.5
 #: Above this many query cells the decision (which reference slide, the match score against the shuffled
 #: null) is taken on a seeded sample of this many cells; the anchors themselves are matched for every cell.
-#: A median similarity of 50,000 cells is within about 0.002 of all cells' (its standard error); the
-#: slide candidates and the null were four of the five million-cell matches (about 80 s of 113 s).
+#: On 200,000 simulated cells the sampled score was within 0.001 of all cells' (0.8989-0.9000 over three
+#: seeds against 0.8994), with the same slide and the same anchors, in 10 s instead of 33 s; at a million
+#: cells the slide candidates and the null were four of the five full matches (match step 113 s -> 31 s).
 DECISION_SAMPLE = 50_000
 #: Below this localisation an anchored run warns that single cells' positions carry little information.
 WEAK_LOCALISATION = 0.25
