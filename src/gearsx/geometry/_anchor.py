@@ -33,7 +33,7 @@ from gearsx._utils import (
 )
 
 from ._gauge import procrustes
-from ._knn import knn_index, knn_query
+from ._knn import knn_index, knn_matrix, knn_query
 
 __all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
 
@@ -283,15 +283,14 @@ def _local_alignments(y: np.ndarray, a: np.ndarray, w: np.ndarray, nbr: np.ndarr
     cells). The centred sums are differences of raw sums; both layouts are centred first so that the
     raw sums stay small (the maps agree with a per-cell fit to about 1e-12).
     """
-    n, q = nbr.shape
+    n = len(nbr)
     y = y - y.mean(0)
     a = a - a.mean(0)
     table = np.column_stack(
         [np.ones(n), y, a, a[:, 0] * y[:, 0], a[:, 0] * y[:, 1], a[:, 1] * y[:, 0], a[:, 1] * y[:, 1],
          (y**2).sum(1), (a**2).sum(1)]
     )  # fmt: skip
-    hood = sp.csr_matrix((w[nbr].ravel(), nbr.ravel(), np.arange(0, n * q + 1, q)), shape=(n, n))
-    sums = hood @ table  # (n, 11): weighted sums over each cell's neighbourhood
+    sums = knn_matrix(nbr, w[nbr]) @ table  # (n, 11): weighted sums over each cell's neighbourhood
     wsum = np.maximum(sums[:, 0], 1e-12)
     sy, sa = sums[:, 1:3], sums[:, 3:5]
     cross = sums[:, 5:9].reshape(n, 2, 2) - sa[:, :, None] * sy[:, None, :] / wsum[:, None, None]  # sum w a_c y_c^T

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from gearsx._utils import check_coords, check_positive_int
 
-from ._knn import group_knn, knn
+from ._knn import group_knn, knn, knn_matrix
 
 __all__ = ["locality_graph", "neighbor_average", "spatial_edges"]
 
@@ -186,9 +186,7 @@ def neighbor_average(x: np.ndarray, k: int, *, random_state: int = 0) -> np.ndar
         return x.copy()
     n = len(x)
     idx, _ = knn(x, k - 1, random_state=random_state)
-    # every row has exactly k entries (itself and its neighbours): build the CSR arrays directly
-    cols = np.c_[np.arange(n), idx].ravel()
-    w = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), cols, np.arange(0, n * k + 1, k)), shape=(n, n))
+    w = knn_matrix(np.c_[np.arange(n), idx], np.full((n, k), 1.0 / k, dtype=np.float32))  # itself and its neighbours
     return np.asarray(w @ x, dtype=np.float32)
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-__all__ = ["EXACT_MAX", "drop_self", "group_knn", "knn", "knn_index", "knn_query", "knn_without_self"]
+__all__ = ["EXACT_MAX", "drop_self", "group_knn", "knn", "knn_index", "knn_matrix", "knn_query", "knn_without_self"]
 
 #: Above this many rows a search is approximate (pynndescent) instead of exact.
 EXACT_MAX = 50_000
@@ -34,6 +35,16 @@ def drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray
     is_self[~is_self.any(axis=1), -1] = True
     keep = ~is_self
     return dist[keep].reshape(n, k), idx[keep].reshape(n, k)
+
+
+def knn_matrix(idx: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
+    """Sparse ``(n, n)`` matrix whose row ``i`` holds ``values[i]`` at the columns ``idx[i]`` (``(n, k)`` each).
+
+    Built from its CSR arrays directly (every row has exactly ``k`` entries), for products that sum
+    over each row's neighbours.
+    """
+    n, k = idx.shape
+    return sp.csr_matrix((values.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
 
 
 def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

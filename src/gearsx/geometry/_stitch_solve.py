@@ -157,11 +157,6 @@ def _compiled(fn):
     return numba.njit(cache=True, nogil=True)(fn)
 
 
-def _compiled_kernel():
-    """Return the compiled edge loop of the stress solve."""
-    return _compiled(_huber_loss_grad)
-
-
 def _huber_stress_solve(
     x0, i, j, d, w, *, delta: float, anchor: float, max_iter: int, residual: str = "absolute"
 ) -> np.ndarray:
@@ -215,7 +210,7 @@ def _huber_stress_solve_ordered(
     """:func:`_huber_stress_solve` in the given cell numbering."""
     from scipy.optimize import minimize
 
-    kernel = _compiled_kernel()
+    kernel = _compiled(_huber_loss_grad)
     n = len(x0)
     i, j = np.ascontiguousarray(i, dtype=index_dtype(n)), np.ascontiguousarray(j, dtype=index_dtype(n))
     d = np.ascontiguousarray(d, dtype=np.float64)

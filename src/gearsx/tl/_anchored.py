@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gearsx._keys import Key
-from gearsx._utils import check_fraction
+from gearsx._utils import as_rng, check_fraction
 from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
 from gearsx.geometry._anchor import EXPRESSION_WEIGHT, global_agreement, localisation
 
@@ -134,7 +134,7 @@ def plan_anchor(
     candidates = [names.index(str(reference_slide))] if reference_slide is not None else range(len(names))
     sample = x
     if len(x) > DECISION_SAMPLE:
-        rows = np.sort(np.random.default_rng(random_state).choice(len(x), DECISION_SAMPLE, replace=False))
+        rows = np.sort(as_rng(random_state).choice(len(x), DECISION_SAMPLE, replace=False))
         sample = x[rows]
     best = None
     # with the expression, the anchors are matched again below: these matches only pick the slide
