@@ -6,16 +6,17 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from gearsx.geometry import _stitch_solve
+from gearsx.geometry._compiled import compiled
 from gearsx.geometry._stitch_scales import (
     PatchScales,
     _edge_statistics,
     _overlap_log_ratios,
+    _sort_within_groups,
     _weighted_median_by_group,
     checked_patches,
     patch_edge_table,
 )
 from gearsx.geometry._stitch_solve import (
-    _compiled,
     _edge_scale,
     _huber_loss_grad,
     _huber_stress_solve,
@@ -46,9 +47,9 @@ def test_compiled_stress_matches_array_reference_and_finite_differences(rng):
     d = np.linalg.norm(x[i] - x[j], axis=1) * rng.uniform(0.5, 1.5, m)  # both Huber branches
     inv_u, wu, wl = 1.0 / np.full(m, np.median(d)), rng.uniform(0.1, 1, m), rng.uniform(0.1, 1, m)
     wu = wl / np.median(d)  # the gradient factor of this loss
-    kernel = _compiled(_huber_loss_grad)
+    kernel = compiled(_huber_loss_grad)
     grad = np.zeros((n, 2))
-    f = kernel(x, i, j, d, inv_u, wu, wl, 0.1, grad)
+    f = kernel(x, i, j, d, inv_u, wu, wl, 0.1, grad, 0, m)
     f_ref, g_ref = _reference_huber(x, i, j, d, inv_u, wu, wl, 0.1)
     assert f == pytest.approx(f_ref, rel=1e-12)
     np.testing.assert_allclose(grad, g_ref, rtol=1e-10, atol=1e-14)
@@ -58,10 +59,15 @@ def test_compiled_stress_matches_array_reference_and_finite_differences(rng):
     xp[a, c] += h
     xm[a, c] -= h
     fd = (
-        kernel(xp, i, j, d, inv_u, wu, wl, 0.1, np.zeros((n, 2)))
-        - kernel(xm, i, j, d, inv_u, wu, wl, 0.1, np.zeros((n, 2)))
+        kernel(xp, i, j, d, inv_u, wu, wl, 0.1, np.zeros((n, 2)), 0, m)
+        - kernel(xm, i, j, d, inv_u, wu, wl, 0.1, np.zeros((n, 2)), 0, m)
     ) / (2 * h)
     assert grad[a, c] == pytest.approx(fd, rel=1e-5, abs=1e-9)
+    # blocks of edges add up to the whole (the threaded solve sums them)
+    g1, g2 = np.zeros((n, 2)), np.zeros((n, 2))
+    f12 = kernel(x, i, j, d, inv_u, wu, wl, 0.1, g1, 0, 150) + kernel(x, i, j, d, inv_u, wu, wl, 0.1, g2, 150, m)
+    assert f12 == pytest.approx(f, rel=1e-12)
+    np.testing.assert_allclose(g1 + g2, grad, rtol=1e-10, atol=1e-14)
 
 
 def test_solve_in_morton_order_equals_the_solve_in_the_given_order(rng, monkeypatch):
@@ -88,8 +94,9 @@ def test_solve_in_morton_order_equals_the_solve_in_the_given_order(rng, monkeypa
     assert np.median(oj - oi) < 0.1 * np.median(np.abs(j - i))
     kw = {"delta": 0.1, "anchor": 1e-3, "max_iter": 10}  # few steps: float-order differences stay tiny
     plain = _huber_stress_solve_ordered(x0, i, j, d, w, **kw)
-    ordered = _huber_stress_solve(x0, i, j, d, w, **kw)
+    ordered = _huber_stress_solve(x0, i, j, d, w, **kw)  # Morton order, edges summed in threaded blocks
     np.testing.assert_allclose(ordered, plain, atol=1e-9)
+    assert np.array_equal(_huber_stress_solve(x0, i, j, d, w, **kw), ordered)  # threads' timing changes nothing
     assert np.abs(plain - x0).max() > 1e-3  # and the solve moved the cells
 
 
@@ -155,3 +162,12 @@ def test_blockwise_statistics_equal_one_block(rng):
     np.testing.assert_allclose(one[0], split[0], rtol=1e-12)
     np.testing.assert_allclose(one[1], split[1], rtol=1e-12)
     assert np.count_nonzero(one[0]) > 10
+
+
+def test_sort_within_groups_equals_lexsort_on_short_and_long_runs_with_ties(rng):
+    # runs of 1-5 rows (edges) and of hundreds (patch pairs), values with ties (ties keep input order)
+    group = np.r_[rng.integers(0, 3000, 6000), rng.integers(10**12, 10**12 + 4, 2000)].astype(np.int64)
+    values = np.round(rng.normal(size=len(group)), 1)
+    perm = rng.permutation(len(group))
+    group, values = group[perm], values[perm]
+    np.testing.assert_array_equal(_sort_within_groups(group, values), np.lexsort((values, group)))
