@@ -6,6 +6,7 @@ Used by :func:`gearsx.geometry.stitch_patches`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import TYPE_CHECKING
 
@@ -238,7 +239,7 @@ def _huber_stress_solve_ordered(
         f += anchor * float(np.einsum("ec,ec->", an, an)) / n
         return f * n, (grad + 2 * anchor / n * an).ravel() * n
 
-    with ThreadPoolExecutor(max_workers=n_blocks) as pool:
+    with ThreadPoolExecutor(max_workers=n_blocks) if n_blocks > 1 else contextlib.nullcontext() as pool:
         res = minimize(
             fun,
             np.ascontiguousarray(x0, dtype=np.float64).ravel(),
