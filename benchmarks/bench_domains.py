@@ -17,14 +17,16 @@ Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (t
   highly variable genes, per slide;
 * ``gearsx_domain``: :func:`gearsx.tl.domain_embedding` (the default representation of
   ``cluster_domains``) on the same genes, per slide;
-* ``gearsx_domain_hops1``: the same with ``n_hops=1`` (each code followed by its neighbourhood's mean);
+* ``gearsx_domain_hops1`` (``2``, ``3``): the same with ``n_hops=1`` (2, 3): each code followed by its
+  neighbourhood's mean, and that mean's mean (CellCharter's published default aggregates 3 hops);
 * ``gearsx_domain_pc20``: the same embedding clustered after a 20-component PCA (the default
   ``n_pcs`` before ``'auto'``), to show how much the clustering step moves the score;
 * ``gearsx_domain_image``: the same with the optional image view (``image_key``, default
   ``image_weight``): the colour layout of the low-resolution H&E around each spot (see
   :func:`image_features`), per slide;
 * ``gearsx_domain_joint``: the same, trained on all slides of the data set at once (``slide_key``),
-  clustered once over all spots; ARI is then computed per slide;
+  clustered once over all spots; ARI is then computed per slide (``gearsx_domain_joint_hops1``: with
+  ``n_hops=1``);
 * ``gearsx_backbone``: the geometry encoder's backbone (:func:`gearsx.tl.fit_encoder`, all slides),
   the default before the domain embedding existed;
 * ``graphst``: GraphST 1.1.1 (Long et al. 2023) with its defaults (its own preprocessing of the
@@ -58,8 +60,11 @@ ALL_REPS = (
     "pca",
     "gearsx_domain",
     "gearsx_domain_hops1",
+    "gearsx_domain_hops2",
+    "gearsx_domain_hops3",
     "gearsx_domain_image",
     "gearsx_domain_joint",
+    "gearsx_domain_joint_hops1",
     "gearsx_backbone",
     "graphst",
 )
@@ -184,9 +189,9 @@ def per_slide(a, name, seed, reps, rows, backbone, vote_k):
                 select_genes(s)
                 gx.tl.domain_embedding(s, random_state=seed, progress=False)
                 key, kw = "X_gears_domain", {}
-            elif rep == "gearsx_domain_hops1":
+            elif rep.startswith("gearsx_domain_hops"):
                 select_genes(s)
-                gx.tl.domain_embedding(s, n_hops=1, random_state=seed, progress=False)
+                gx.tl.domain_embedding(s, n_hops=int(rep[-1]), random_state=seed, progress=False)
                 key, kw = "X_gears_domain", {}
             elif rep == "gearsx_domain_image":
                 if "spatial" not in s.uns:
@@ -217,17 +222,18 @@ def per_slide(a, name, seed, reps, rows, backbone, vote_k):
                 score(rows, base, s.obs["truth"], s.obs["gears_domain"].to_numpy(), s.obsm["spatial"], vote_k)
 
 
-def joint(a, name, seed, rows, vote_k):
+def joint(a, name, seed, rows, vote_k, rep="gearsx_domain_joint"):
     s = a.copy()
     t = time.perf_counter()
     select_genes(s, batch_key="slide")
-    gx.tl.domain_embedding(s, slide_key="slide", random_state=seed, progress=False)
+    n_hops = int(rep[-1]) if "_hops" in rep else 0
+    gx.tl.domain_embedding(s, slide_key="slide", n_hops=n_hops, random_state=seed, progress=False)
     k = s.obs["truth"].nunique()
     gx.tl.cluster_domains(s, method="mclust", n_clusters=k, random_state=seed)
     dt = (time.perf_counter() - t) / s.obs["slide"].nunique()
     for slide in s.obs["slide"].unique():
         sel = (s.obs["slide"] == slide).to_numpy()
-        base = {"data": name, "slide": slide, "seed": seed, "rep": "gearsx_domain_joint", "time_s": dt}
+        base = {"data": name, "slide": slide, "seed": seed, "rep": rep, "time_s": dt}
         score(rows, base, s.obs["truth"][sel], s.obs["gears_domain"].to_numpy()[sel], s.obsm["spatial"][sel], vote_k)
 
 
@@ -307,8 +313,9 @@ def main():
             backbone = encoder_backbone(a, seed) if "gearsx_backbone" in args.reps else None
             reps = [r for r in args.reps if r != "graphst" or args.graphst_seeds is None or seed in args.graphst_seeds]
             per_slide(a, name, seed, reps, rows, backbone, args.vote_k)
-            if "gearsx_domain_joint" in args.reps and a.obs["slide"].nunique() > 1:
-                joint(a, name, seed, rows, args.vote_k)
+            for rep in ("gearsx_domain_joint", "gearsx_domain_joint_hops1"):
+                if rep in args.reps and a.obs["slide"].nunique() > 1:
+                    joint(a, name, seed, rows, args.vote_k, rep)
             write(rows, args)  # after every data set and seed, so a long run leaves its table behind
 
 
