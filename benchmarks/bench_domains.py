@@ -18,7 +18,8 @@ Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (t
 * ``gearsx_domain``: :func:`gearsx.tl.domain_embedding` (the default representation of
   ``cluster_domains``) on the same genes, per slide;
 * ``gearsx_domain_hops1`` (``2``, ``3``): the same with ``n_hops=1`` (2, 3): each code followed by its
-  neighbourhood's mean, and that mean's mean (CellCharter's published default aggregates 3 hops);
+  neighbourhood's mean, that mean's mean, and so on (CellCharter's examples aggregate 3 hops, as
+  rings of neighbours at each graph distance rather than repeated means);
 * ``gearsx_domain_pc20``: the same embedding clustered after a 20-component PCA (the default
   ``n_pcs`` before ``'auto'``), to show how much the clustering step moves the score;
 * ``gearsx_domain_image``: the same with the optional image view (``image_key``, default
