@@ -174,6 +174,11 @@ def score(rows, base, truth, labels, coords, vote_k):
         print(rows[-1], flush=True)
 
 
+def hops(rep: str) -> int:
+    """``n_hops`` of a domain-embedding representation: the number after ``_hops``, else 0 (the default)."""
+    return int(rep.rsplit("_hops", 1)[1]) if "_hops" in rep else 0
+
+
 def per_slide(a, name, seed, reps, rows, backbone, vote_k):
     for slide in a.obs["slide"].unique():
         s = a[(a.obs["slide"] == slide).to_numpy()].copy()
@@ -186,13 +191,9 @@ def per_slide(a, name, seed, reps, rows, backbone, vote_k):
                 s.obsm["X_pca_bench"] = sc.pp.pca(s[:, s.var["highly_variable"]].X.toarray(), n_comps=20,
                                                   random_state=seed)  # fmt: skip
                 key = "X_pca_bench"
-            elif rep == "gearsx_domain":
+            elif rep == "gearsx_domain" or rep.startswith("gearsx_domain_hops"):
                 select_genes(s)
-                gx.tl.domain_embedding(s, random_state=seed, progress=False)
-                key, kw = "X_gears_domain", {}
-            elif rep.startswith("gearsx_domain_hops"):
-                select_genes(s)
-                gx.tl.domain_embedding(s, n_hops=int(rep[-1]), random_state=seed, progress=False)
+                gx.tl.domain_embedding(s, n_hops=hops(rep), random_state=seed, progress=False)
                 key, kw = "X_gears_domain", {}
             elif rep == "gearsx_domain_image":
                 if "spatial" not in s.uns:
@@ -227,8 +228,7 @@ def joint(a, name, seed, rows, vote_k, rep="gearsx_domain_joint"):
     s = a.copy()
     t = time.perf_counter()
     select_genes(s, batch_key="slide")
-    n_hops = int(rep[-1]) if "_hops" in rep else 0
-    gx.tl.domain_embedding(s, slide_key="slide", n_hops=n_hops, random_state=seed, progress=False)
+    gx.tl.domain_embedding(s, slide_key="slide", n_hops=hops(rep), random_state=seed, progress=False)
     k = s.obs["truth"].nunique()
     gx.tl.cluster_domains(s, method="mclust", n_clusters=k, random_state=seed)
     dt = (time.perf_counter() - t) / s.obs["slide"].nunique()

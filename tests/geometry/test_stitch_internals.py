@@ -7,11 +7,11 @@ from scipy.spatial import cKDTree
 
 from gearsx.geometry import _stitch_solve
 from gearsx.geometry._compiled import compiled
+from gearsx.geometry._order import sort_within_groups
 from gearsx.geometry._stitch_scales import (
     PatchScales,
     _edge_statistics,
     _overlap_log_ratios,
-    _sort_within_groups,
     _weighted_median_by_group,
     checked_patches,
     patch_edge_table,
@@ -170,4 +170,4 @@ def test_sort_within_groups_equals_lexsort_on_short_and_long_runs_with_ties(rng)
     values = np.round(rng.normal(size=len(group)), 1)
     perm = rng.permutation(len(group))
     group, values = group[perm], values[perm]
-    np.testing.assert_array_equal(_sort_within_groups(group, values), np.lexsort((values, group)))
+    np.testing.assert_array_equal(sort_within_groups(group, values), np.lexsort((values, group)))

