@@ -130,7 +130,7 @@ def fit_adapter(
     adata_st: AnnData | None = None,
     mode: Literal["linear"] = "linear",
     max_epochs: int = 30,
-    max_steps: int | None = 300,
+    max_steps: int | None = 100,
     batch_size: int = 512,
     lr: float = 1e-3,
     w_coral: float = 1.0,
