@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Fewest single cells :meth:`SCAdapter.fit` accepts (the report's 5-fold classifier needs 5 per side).
 MIN_ADAPTER_CELLS = 10
+#: Default cap on the fine-tuning steps of :meth:`SCAdapter.fit` and :func:`gearsx.tl.fit_adapter`.
+MAX_STEPS = 100
 _META_FILE, _STATE_FILE = "adapter.json", "adapter.pt"
 
 
@@ -214,7 +216,7 @@ class SCAdapter:
         adata_st: AnnData | None = None,
         *,
         max_epochs: int = 30,
-        max_steps: int | None = 100,
+        max_steps: int | None = MAX_STEPS,
         batch_size: int = 512,
         lr: float = 1e-3,
         w_coral: float = 1.0,

@@ -8,7 +8,7 @@ import numpy as np
 from gearsx._anndata import set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._utils import doc_params
-from gearsx.model._adapter import fit_params_doc
+from gearsx.model._adapter import MAX_STEPS, fit_params_doc
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -130,7 +130,7 @@ def fit_adapter(
     adata_st: AnnData | None = None,
     mode: Literal["linear"] = "linear",
     max_epochs: int = 30,
-    max_steps: int | None = 100,
+    max_steps: int | None = MAX_STEPS,
     batch_size: int = 512,
     lr: float = 1e-3,
     w_coral: float = 1.0,
