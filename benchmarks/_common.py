@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts (run them as ``python benchmarks/<script>.py``)."""
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -9,6 +10,28 @@ import scanpy as sc
 
 #: Real public data sets live next to the repository, never inside it.
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def write_results(path: Path, text: str) -> None:
+    """Write a generated results page, keeping the hand-written sections of the page it replaces.
+
+    The scripts generate a title, notes and tables, never a ``## `` heading; the readings written by
+    hand under such headings (``## Reading``) follow them. When ``path`` exists, everything from its
+    first ``## `` heading on is kept after the new ``text``, and a message says so: the kept reading
+    describes the previous figures and must be revised to the new ones.
+    """
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        match = re.search(r"^## ", old, flags=re.MULTILINE)
+        if match:
+            kept = old[match.start() :]
+            heads = ", ".join(re.findall(r"^## .*$", kept, flags=re.MULTILINE))
+            print(
+                f"{path}: kept the hand-written sections of the previous page ({heads}); revise them to the new figures."
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n" + ("\n" + kept if kept else ""))
 
 
 def lognorm(a):

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
-from _common import DATA
+from _common import DATA, write_results
 
 import gearsx as gx
 from gearsx.tl._clustering import spatial_majority_vote
@@ -264,16 +264,15 @@ def write(rows, args):
         .reset_index()
     )
     out = Path(args.out)
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(
+    write_results(
+        out,
         "# Spatial domains (benchmarks/bench_domains.py, 2-core CPU machine)\n\n"
         f"Seeds: {sorted(df['seed'].unique().tolist())}. Clustering: `gx.tl.cluster_domains(method='mclust')`, "
         "`n_clusters` = number of reference labels. ARI/NMI/coherence: mean over slides and seeds; `ari_seed_sd`: "
         "SD over seeds of the mean over slides; `vote_k`: neighbours in the vote of `refine=True` (rows with "
         "`refine` False do not use it); slide columns: ARI per slide (mean over seeds); `time_s`: end to "
         "end per slide. Representations: see the module docstring of `benchmarks/bench_domains.py`.\n\n"
-        + summary.to_markdown(index=False, floatfmt=".3f")
-        + "\n"
+        + summary.to_markdown(index=False, floatfmt=".3f"),
     )
     df.to_csv(out.with_suffix(".csv"), index=False)  # one row per slide, seed, representation (tutorial 03 plots it)
     print(summary.to_string(), flush=True)

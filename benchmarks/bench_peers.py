@@ -46,7 +46,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from _common import DATA, PeakRSS, band_split, lognorm
+from _common import DATA, PeakRSS, band_split, lognorm, write_results
 
 import gearsx as gx
 
@@ -322,12 +322,12 @@ def main():
                 show=False,
                 save=str(args.out.with_suffix(f".{data}.png")),
             )
-    args.out.write_text(
+    write_results(
+        args.out,
         f"# gearsx vs peers, {args.protocol} protocol (benchmarks/bench_peers.py, 2-core CPU machine)\n\n"
         "Stress-1: lower is better; all other metrics: higher is better. Peak memory: resident memory above the"
         " level when the method started (a lower bound for later data sets: the process keeps what it holds).\n\n"
-        + "\n".join(lines)
-        + "\n"
+        + "\n".join(lines),
     )
     print("\n".join(lines))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import DATA, PeakRSS
+from _common import DATA, PeakRSS, write_results
 from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_tangram
 from scipy.stats import spearmanr
 
@@ -100,16 +100,15 @@ def main():
     grouped = table.groupby("method", sort=False)[cols]
     mean, sd = grouped.mean(), grouped.std().fillna(0.0)
     summary = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(
+    write_results(
+        args.out,
         "# Tasic 2016 scRNA-seq onto the seqFISH visual cortex: dissection-layer order "
         "(benchmarks/bench_tasic.py, 2-core CPU machine)\n\n"
         "|Spearman| between the dissection-layer rank and each layer's mean position on the reference's "
         "cortical-depth axis (higher is better; 1 = every layer in order).\n\n"
         + table.round(3).to_markdown(index=False)
         + f"\n\nMean ± SD over seeds {args.seeds}:\n\n"
-        + summary.reset_index().to_markdown(index=False)
-        + "\n"
+        + summary.reset_index().to_markdown(index=False),
     )
     print(args.out.read_text())
 

@@ -1,0 +1,41 @@
+"""The benchmark scripts regenerate their result pages without losing the readings written by hand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from _common import write_results
+
+
+def test_new_page_is_written_as_generated(tmp_path):
+    page = tmp_path / "results" / "table.md"
+    write_results(page, "# Title\n\n| a |\n|---|\n| 1 |\n\n")
+    assert page.read_text() == "# Title\n\n| a |\n|---|\n| 1 |\n"
+
+
+def test_rerun_replaces_the_tables_and_keeps_the_reading(tmp_path, capsys):
+    page = tmp_path / "table.md"
+    reading = "## Reading\n\n- the old figure was 0.5\n\n## Noticed\n\n- something\n"
+    page.write_text("# Title\n\n| a |\n|---|\n| 1 |\n\nCommand: `old`\n\n" + reading)
+    write_results(page, "# Title\n\n| a |\n|---|\n| 2 |\n")
+    text = page.read_text()
+    assert text == "# Title\n\n| a |\n|---|\n| 2 |\n\n" + reading
+    assert "| 1 |" not in text
+    assert "Command: `old`" not in text
+    message = capsys.readouterr().out
+    assert "## Reading" in message
+    assert "## Noticed" in message
+    assert "revise" in message
+
+
+@pytest.mark.parametrize("old", ["# Title\n\n| a |\n|---|\n| 1 |\n", "# Title\n\n### not a reading\n"])
+def test_page_without_a_reading_is_replaced_whole(tmp_path, capsys, old):
+    page = tmp_path / "table.md"
+    page.write_text(old)
+    write_results(page, "# New\n")
+    assert page.read_text() == "# New\n"
+    assert capsys.readouterr().out == ""
