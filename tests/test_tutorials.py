@@ -78,3 +78,17 @@ def test_every_tutorial_is_checked_and_stored_with_outputs():
         book = nbformat.read(TUTORIALS / name, as_version=4)
         code = [c for c in book.cells if c.cell_type == "code"]
         assert any(c.get("outputs") for c in code), f"{name} is stored without outputs; execute it before committing"
+
+
+def test_stored_tutorials_show_their_plots():
+    """A cell that draws with ``gx.pl`` stores a picture: executed with a non-interactive backend, it stores none."""
+    for path in sorted(TUTORIALS.glob("*.ipynb")):
+        book = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(book.cells):
+            if cell.cell_type != "code" or "gx.pl." not in cell.source:
+                continue
+            kinds = {k for o in cell.get("outputs", []) for k in o.get("data", {})}
+            assert "image/png" in kinds, (
+                f"{path.name}, cell {i}, draws with gx.pl but stores no image; execute the notebook with an "
+                "inline backend (unset MPLBACKEND)"
+            )
