@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _common import write_results
+# the benchmark scripts are not a package: load their helpers from the file, leaving sys.path alone
+_spec = importlib.util.spec_from_file_location(
+    "bench_common", Path(__file__).resolve().parents[1] / "benchmarks" / "_common.py"
+)
+_common = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_common)
+write_results = _common.write_results
 
 
 def test_new_page_is_written_as_generated(tmp_path):
