@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -35,14 +38,18 @@ def _marker_image(adata, scale):
 
 @pytest.mark.parametrize("resolution", ["fullres", "hires", "lowres"])
 @pytest.mark.parametrize("size", [16, 15])
-def test_tiles_are_centred_on_spots(rng, tmp_path, resolution, size):
+def test_tiles_are_centred_on_spots(rng, tmp_path, request, resolution, size):
     adata = _visium_like(rng)
     img = _marker_image(adata, SCALES[resolution])
     if resolution != "fullres":
         adata.uns["spatial"]["lib"]["images"][resolution] = img
         tiles = gx.pp.extract_patches(adata, resolution=resolution, size=size, path=tmp_path / "t.npy", pad_value=-1)
-    else:
+    else:  # the default path: a new temporary folder of its own (removed below)
         tiles = gx.pp.extract_patches(adata, resolution="fullres", image=img, size=size, pad_value=-1)
+        folder = Path(adata.uns["gears_patches"]["path"]).parent
+        assert folder.name.startswith("gearsx_patches_")
+        assert list(folder.iterdir()) == [folder / "gears_patches.npy"]
+        request.addfinalizer(lambda: shutil.rmtree(folder))
     assert tiles.shape == (44, size, size, 1)
     for i in range(44):
         pos = np.argwhere(tiles[i, :, :, 0] == i + 1)
@@ -53,9 +60,9 @@ def test_tiles_are_centred_on_spots(rng, tmp_path, resolution, size):
     assert adata.uns["gears_patches"]["scalef"] == SCALES[resolution]
 
 
-def test_dlpfc_lowres_tiles_lie_on_tissue():
+def test_dlpfc_lowres_tiles_lie_on_tissue(tmp_path):
     adata = ad.read_h5ad(shared_file("dlpfc_visium_libd", "dlpfc_151673.h5ad"))
-    tiles = gx.pp.extract_patches(adata, resolution="lowres", size=6)
+    tiles = gx.pp.extract_patches(adata, resolution="lowres", size=6, path=tmp_path / "right.npy")
     img = adata.uns["spatial"]["151673"]["images"]["lowres"].astype(float)
     background = np.median(np.concatenate([img[:20, :20].reshape(-1, 3), img[-20:, -20:].reshape(-1, 3)]).mean(1))
     on_spot = np.asarray(tiles, dtype=float).mean(axis=(1, 2, 3))
@@ -64,7 +71,10 @@ def test_dlpfc_lowres_tiles_lie_on_tissue():
     assert (on_spot < background - 5).mean() > 0.95
     # the classic bug (hires factor on the lowres image) would land off the image: all padding
     adata.uns["spatial"]["151673"]["scalefactors"]["tissue_lowres_scalef"] = 0.150015
-    wrong = np.asarray(gx.pp.extract_patches(adata, resolution="lowres", size=6, pad_value=255), dtype=float)
+    wrong = np.asarray(
+        gx.pp.extract_patches(adata, resolution="lowres", size=6, pad_value=255, path=tmp_path / "wrong.npy"),
+        dtype=float,
+    )
     assert (wrong.mean(axis=(1, 2, 3)) == 255).mean() > 0.9
 
 
@@ -94,7 +104,7 @@ def test_embed_patches_and_cache(rng, tmp_path):
     img = rng.integers(0, 255, (*FULL, 3), dtype=np.uint8)[::10, ::10]
     adata.uns["spatial"]["lib"]["images"]["lowres"] = img
     adata.uns["spatial"]["lib"]["scalefactors"]["tissue_lowres_scalef"] = 0.1
-    tiles = gx.pp.extract_patches(adata, resolution="lowres", size=8)
+    tiles = gx.pp.extract_patches(adata, resolution="lowres", size=8, path=tmp_path / "tiles.npy")
     enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     cache = tmp_path / "emb.npy"
     gx.tl.embed_patches(adata, enc, batch_size=7, cache=cache, accelerator="cpu", progress=False)
