@@ -75,7 +75,9 @@ def _tied_gmm(x, n_clusters, *, weights_init, means_init, precisions_init, max_i
         tol=tol,
         reg_covar=1e-6,
     )
-    with warnings.catch_warnings(record=True) as caught:
+    # EM's products are thin (n x d times d x d, d <= ~50): a second BLAS thread only adds synchronisation
+    # (about 3x slower on two cores, same labels), so EM runs BLAS on one thread.
+    with warnings.catch_warnings(record=True) as caught, threadpool_limits(limits=1, user_api="blas"):
         warnings.simplefilter("always")
         gmm.fit(x)
     if any("converge" in str(w.message) for w in caught):
@@ -121,19 +123,16 @@ def mclust_eee(
     best, bics = None, {}
     w = _whiten(x)
     starts = (["hc"] if init == "hc" else []) + ["kmeans"] * (n_init if init == "hc" else max(n_init, 1))
-    # EM's products are thin (n x d times d x d, d <= ~50): a second BLAS thread only adds synchronisation
-    # (about 3x slower on two cores, same labels), so the fits run BLAS on one thread.
-    with threadpool_limits(limits=1, user_api="blas"):
-        for k in candidates:
-            fits = [
-                (how, _tied_gmm(x, k, **_tied_from_partition(*_start(x, w, k, how, rng)), max_iter=max_iter, tol=tol))
-                for how in starts
-            ]
-            how, gmm = max(fits, key=lambda f: f[1].lower_bound_)
-            bic = float(gmm.bic(x))
-            bics[k] = bic
-            if best is None or bic < best[2]:
-                best = (how, gmm, bic)
+    for k in candidates:
+        fits = [
+            (how, _tied_gmm(x, k, **_tied_from_partition(*_start(x, w, k, how, rng)), max_iter=max_iter, tol=tol))
+            for how in starts
+        ]
+        how, gmm = max(fits, key=lambda f: f[1].lower_bound_)
+        bic = float(gmm.bic(x))
+        bics[k] = bic
+        if best is None or bic < best[2]:
+            best = (how, gmm, bic)
     how, gmm, bic = best
     info = {
         "bic": bic,
