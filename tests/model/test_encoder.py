@@ -301,3 +301,14 @@ def test_embeddings_stream_from_backed_sparse_and_dask_input(trained, tmp_path):
     bad.X[3, 2] = np.nan
     with pytest.raises(ValueError, match="holds NaN or inf"):
         model.get_latent_representation(bad, layer=None)
+
+
+def test_default_schedule_caps_the_passes_over_a_small_reference():
+    """About 1,500 steps, but at most 250 epochs (small references) and at least 20 (large ones)."""
+    from gearsx.model._encoder import default_epochs
+
+    assert default_epochs(212, 256) == 250  # one batch per epoch: 250 steps, not 1,500 passes
+    assert default_epochs(901, 256) == 250  # three batches: 750 steps (400 epochs before the cap)
+    assert default_epochs(2560, 256) == 150  # ten batches: the 1,500 steps
+    assert default_epochs(1_000_000, 256) == 20
+    assert default_epochs(3000, 64) == 33  # 46 batches of 64: 1,500 / 46 = 32.6

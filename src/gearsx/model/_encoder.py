@@ -21,6 +21,17 @@ __all__ = ["SharedEncoder"]
 
 logger = logging.getLogger(__name__)
 
+#: The default schedule (``max_epochs=None``): about this many optimisation steps, ...
+STEPS_TARGET = 1500
+#: ... in at most this many epochs (400 before 2026-12-02): more passes over a small reference overfit it.
+MAX_EPOCHS = 250
+
+
+def default_epochs(n_obs: int, batch_size: int) -> int:
+    """Epochs of the default schedule: about :data:`STEPS_TARGET` steps of ``batch_size``, within 20 to :data:`MAX_EPOCHS`."""
+    steps = max(1, n_obs // batch_size)
+    return int(np.clip(round(STEPS_TARGET / steps), 20, MAX_EPOCHS))
+
 
 _LAYER_HINT = "for gears_centered run gx.pp.mean_center_per_slide first (slide_key=None for one slide or SC data)"
 
@@ -152,7 +163,7 @@ class SharedEncoder(GearsModelBase):
         Parameters
         ----------
         max_epochs
-            Number of epochs; ``None`` aims at about 1,500 optimisation steps (between 20 and 400 epochs).
+            Number of epochs; ``None`` aims at about 1,500 optimisation steps in 20 to 250 epochs.
         batch_size
             Spots per batch; every batch comes from a single slide, and each spot brings one
             physical neighbour as its positive.
@@ -186,9 +197,8 @@ class SharedEncoder(GearsModelBase):
         coords = self._coords()
         neighbours = _spatial_neighbours(coords, slides, n_spatial_neighbors, self._slide_names())
         n = len(x)
-        steps = max(1, n // batch_size)
         if max_epochs is None:
-            max_epochs = int(np.clip(round(1500 / steps), 20, 400))
+            max_epochs = default_epochs(n, batch_size)
         max_epochs = check_positive_int(max_epochs, name="max_epochs")
         from gearsx.train import EncoderTrainingPlan, SlideBatches
 
