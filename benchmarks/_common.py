@@ -134,3 +134,38 @@ class PeakRSS:
         self.stop = True
         self.thread.join()
         self.gb = self.peak - self.base
+
+
+def first_table(path: Path) -> list[dict[str, str]]:
+    """The rows of the first markdown table of a results page (the per-seed rows), as stripped strings.
+
+    A table is a ``| ... |`` header followed by its ``|---|`` separator (a paragraph that merely
+    starts with ``|``, such as ``|Spearman| between ...``, is not one). ``[]`` when the page does not
+    exist. The scripts' ``--append`` keeps the rows of a previous run that the new run does not
+    recompute (for example the peers' rows when only gearsx is rerun).
+    """
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    for i in range(len(lines) - 1):
+        head, sep = lines[i].strip(), lines[i + 1].strip()
+        if head.startswith("|") and head.endswith("|") and re.fullmatch(r"\|[\s:|-]+\|", sep):
+            header, rows = cells(head), []
+            for line in lines[i + 2 :]:
+                if not line.startswith("|"):
+                    break
+                rows.append(dict(zip(header, cells(line), strict=True)))
+            return rows
+    return []
+
+
+def as_number(text: str) -> float:
+    """A table cell as a float (``nan`` for an empty cell, ``-`` or ``nan``)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from _common import DATA, PeakRSS, band_split, lognorm, write_results
+from _common import DATA, PeakRSS, as_number, band_split, first_table, lognorm, write_results
 
 import gearsx as gx
 
@@ -196,6 +196,37 @@ def load(name, protocol="disjoint", seed=0):
     return a[train].copy(), a[~train].copy()
 
 
+def _with_previous_rows(args, rows, lines):
+    """Add the existing page's per-seed rows that this run did not recompute (``--append``).
+
+    A row is recomputed when its data set, seed and method were all asked for in this run (``gearsx
+    (intrinsic)`` with ``gearsx`` under ``--with-intrinsic``); a new row takes the place of the old one.
+    Rows come out grouped by data set (in the order first seen) and seed; within a seed, the oracle,
+    gearsx and the probe first, then the peers in the page's order.
+    """
+    methods = set(args.methods) | (
+        {"gearsx (intrinsic)"} if args.with_intrinsic and "gearsx" in args.methods else set()
+    )
+    redo = {(d, s, m) for d in args.sets for s in args.seeds for m in methods}
+    new = {(r["data"], r["seed"], r["method"]): (r, line) for r, line in zip(rows, lines, strict=True)}
+    merged, n_kept = [], 0
+    for old in first_table(args.out):
+        key = (old["data"], int(old["seed"]), old["method"])
+        if key in new:
+            merged.append(new.pop(key))
+        elif key not in redo:
+            row = {"data": key[0], "seed": key[1], "method": key[2], **{k: as_number(old[k]) for k in METRICS}}
+            row["time"] = as_number(old["time (s)"])
+            merged.append((row, "| " + " | ".join(old.values()) + " |"))
+            n_kept += 1
+    merged += list(new.values())
+    order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r, _ in merged))}
+    first = {m: i for i, m in enumerate(("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe"))}
+    merged.sort(key=lambda e: (order[e[0]["data"]], e[0]["seed"], first.get(e[0]["method"], len(first))))
+    print(f"--append: kept {n_kept} rows of {args.out}", flush=True)
+    return [r for r, _ in merged], [line for _, line in merged]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-cells", type=int, default=5000)
@@ -214,6 +245,12 @@ def main():
     parser.add_argument(
         "--out", type=Path, default=None, help="markdown table to write (default: results/peers_<protocol>.md)"
     )
+    parser.add_argument(
+        "--append", action="store_true",
+        help="keep the per-seed rows of the existing page that this run does not recompute (e.g. the peers' "
+        "rows when only gearsx is rerun); the means are then taken over old and new rows together, the old "
+        "ones at the page's three decimals",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.out is None:  # one file per protocol: a run of one never overwrites the other's table
         args.out = RESULTS / f"peers_{args.protocol.replace('-', '_')}.md"
@@ -226,13 +263,13 @@ def main():
         "novosparc": run_novosparc,
         "moscot": run_moscot,
     }
-    lines = [
+    header = [
         "| data | seed | cells (query) | spots | method | "
         + " | ".join(METRICS)
         + " | time (s) | peak mem (GB) | gearsx mode | uncertainty-error Spearman |",
         "|---|---|---|---|---|" + "---|" * (len(METRICS) + 4),
     ]
-    rows = []
+    rows, lines = [], []
     for name in args.sets:
         for seed in args.seeds:
             parts = load(name, args.protocol, seed)
@@ -302,6 +339,9 @@ def main():
                         f"| {name} | {seed} | {held.n_obs} | {spots.n_obs} | gearsx (intrinsic) | {vals} | - | - |  |  |"
                     )
                     print(lines[-1], flush=True)
+    if args.append:
+        rows, lines = _with_previous_rows(args, rows, lines)
+    lines = header + lines
     args.out.parent.mkdir(exist_ok=True)
     if rows:
         import matplotlib
@@ -314,7 +354,8 @@ def main():
         mean, sd = grouped.mean(), grouped.std().fillna(0.0)
         # four decimals: several same-tissue margins are below 0.001
         summary = mean.round(4).astype(str) + " ± " + sd.round(4).astype(str)
-        lines += ["", f"Mean ± SD over seeds {args.seeds}:", "", summary.reset_index().to_markdown(index=False)]
+        seeds = sorted(table["seed"].unique().tolist())
+        lines += ["", f"Mean ± SD over seeds {seeds}:", "", summary.reset_index().to_markdown(index=False)]
         for data, part in table.groupby("data", sort=False):
             gx.pl.method_comparison(
                 part,

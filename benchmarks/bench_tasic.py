@@ -21,7 +21,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import DATA, PeakRSS, write_results
+from _common import DATA, PeakRSS, as_number, first_table, write_results
 from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_tangram
 from scipy.stats import spearmanr
 
@@ -29,6 +29,7 @@ import gearsx as gx
 
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).resolve().parent / "results" / "tasic_seqfish.md"
+METHODS = ("gearsx", "knn-probe", "novosparc", "tangram", "moscot", "random")
 LAYER_RANK = {"L1": 0, "L1-L2/3": 1, "L4": 2, "L5": 3, "L6": 4, "L6a": 4, "L6b": 5}
 
 
@@ -43,13 +44,34 @@ def layer_order(pos, obs, centre, axis, subset=None) -> float:
     return float(abs(spearmanr(means.index, means.to_numpy())[0]))
 
 
+def _with_previous_rows(args, rows):
+    """Add the existing page's per-seed rows that this run did not recompute (``--append``), ordered by seed and method."""
+    kept = []
+    for old in first_table(args.out):
+        seed, method = int(old["seed"]), old["method"]
+        if seed in args.seeds and method in args.methods:
+            continue
+        row = {"seed": seed, "method": method}
+        row.update({k: as_number(v) for k, v in old.items() if k not in ("seed", "method", "gearsx mode")})
+        if old.get("gearsx mode", "nan") != "nan":
+            row["gearsx mode"] = old["gearsx mode"]
+        kept.append(row)
+    print(f"--append: kept {len(kept)} rows of {args.out}", flush=True)
+    rank = {m: i for i, m in enumerate(METHODS)}
+    return sorted(kept + rows, key=lambda r: (r["seed"], rank.get(r["method"], len(rank))))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--methods", nargs="+", default=["gearsx", "knn-probe", "novosparc", "tangram", "moscot", "random"]
-    )
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--append", action="store_true",
+        help="keep the per-seed rows of the existing page that this run does not recompute (e.g. the peers' "
+        "rows when only gearsx is rerun); the means are then taken over old and new rows together, the old "
+        "ones at the page's three decimals",
+    )  # fmt: skip
     args = parser.parse_args()
     gx.settings.progress_bar = False
     folder = DATA / "seqfish_mouse_visualcortex"
@@ -95,6 +117,8 @@ def main():
                 row["gearsx mode"] = run_gearsx.last.uns["gears"]["anchor"]["mode"]
             rows.append(row)
             print(row, flush=True)
+    if args.append:
+        rows = _with_previous_rows(args, rows)
     table = pd.DataFrame(rows)
     cols = ["all cells", "glutamatergic", "time (s)"]
     grouped = table.groupby("method", sort=False)[cols]
@@ -107,7 +131,7 @@ def main():
         "|Spearman| between the dissection-layer rank and each layer's mean position on the reference's "
         "cortical-depth axis (higher is better; 1 = every layer in order).\n\n"
         + table.round(3).to_markdown(index=False)
-        + f"\n\nMean ± SD over seeds {args.seeds}:\n\n"
+        + f"\n\nMean ± SD over seeds {sorted(table['seed'].unique().tolist())}:\n\n"
         + summary.reset_index().to_markdown(index=False),
     )
     print(args.out.read_text())

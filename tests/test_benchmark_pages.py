@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # the benchmark scripts are not a package: load their helpers from the file, leaving sys.path alone
@@ -44,3 +45,23 @@ def test_page_without_a_reading_is_replaced_whole(tmp_path, capsys, old):
     write_results(page, "# New\n")
     assert page.read_text() == "# New\n"
     assert capsys.readouterr().out == ""
+
+
+def test_first_table_reads_the_per_seed_rows(tmp_path):
+    """``--append`` reads back the first table of a page: its rows, by header, as text; the later tables are not read."""
+    page = tmp_path / "peers.md"
+    page.write_text(
+        "# Title\n\n|Spearman| of something (not a table)\n\n| data | seed | method | spearman | mode |\n"
+        "|---|---|---|---|---|\n"
+        "| seqfish | 0 | oracle | 0.986 |  |\n| seqfish | 1 | gearsx | 0.171 | reference |\n\n"
+        "Mean:\n\n| data | method | spearman |\n|:--|:--|--:|\n| seqfish | gearsx | 0.2 ± 0.0 |\n"
+    )
+    rows = _common.first_table(page)
+    assert rows == [
+        {"data": "seqfish", "seed": "0", "method": "oracle", "spearman": "0.986", "mode": ""},
+        {"data": "seqfish", "seed": "1", "method": "gearsx", "spearman": "0.171", "mode": "reference"},
+    ]
+    assert _common.first_table(tmp_path / "missing.md") == []
+    assert _common.as_number(rows[1]["spearman"]) == 0.171
+    assert np.isnan(_common.as_number("-"))
+    assert np.isnan(_common.as_number(""))
