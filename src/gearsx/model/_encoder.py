@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 #: The default schedule (``max_epochs=None``): about this many optimisation steps, ...
 STEPS_TARGET = 1500
-#: ... in at most this many epochs (400 before 2026-12-02): more passes over a small reference overfit it.
+#: ... in at most this many epochs: more passes over a small reference overfit it (see :doc:`/benchmarks`).
 MAX_EPOCHS = 250
 
 
@@ -163,7 +163,9 @@ class SharedEncoder(GearsModelBase):
         Parameters
         ----------
         max_epochs
-            Number of epochs; ``None`` aims at about 1,500 optimisation steps in 20 to 250 epochs.
+            Number of epochs; ``None`` aims at about 1,500 optimisation steps in 20 to 250 epochs (more
+            passes over a reference of a few hundred spots overfit it: the query cells were placed less
+            well, see :doc:`/benchmarks`).
         batch_size
             Spots per batch; every batch comes from a single slide, and each spot brings one
             physical neighbour as its positive.
