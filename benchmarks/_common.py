@@ -136,6 +136,16 @@ class PeakRSS:
         self.gb = self.peak - self.base
 
 
+def add_append_option(parser) -> None:
+    """The ``--append`` option of the scripts that write per-seed tables (see :func:`first_table`)."""
+    parser.add_argument(
+        "--append", action="store_true",
+        help="keep the per-seed rows of the existing page that this run does not recompute (e.g. the peers' "
+        "rows when only gearsx is rerun); the means are then taken over old and new rows together, the old "
+        "ones at the page's three decimals",
+    )  # fmt: skip
+
+
 def first_table(path: Path) -> list[dict[str, str]]:
     """The rows of the first markdown table of a results page (the per-seed rows), as stripped strings.
 

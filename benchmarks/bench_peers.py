@@ -46,7 +46,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from _common import DATA, PeakRSS, as_number, band_split, first_table, lognorm, write_results
+from _common import DATA, PeakRSS, add_append_option, as_number, band_split, first_table, lognorm, write_results
 
 import gearsx as gx
 
@@ -249,12 +249,7 @@ def main():
     parser.add_argument(
         "--out", type=Path, default=None, help="markdown table to write (default: results/peers_<protocol>.md)"
     )
-    parser.add_argument(
-        "--append", action="store_true",
-        help="keep the per-seed rows of the existing page that this run does not recompute (e.g. the peers' "
-        "rows when only gearsx is rerun); the means are then taken over old and new rows together, the old "
-        "ones at the page's three decimals",
-    )  # fmt: skip
+    add_append_option(parser)
     args = parser.parse_args()
     if args.out is None:  # one file per protocol: a run of one never overwrites the other's table
         args.out = RESULTS / f"peers_{args.protocol.replace('-', '_')}.md"

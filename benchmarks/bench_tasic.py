@@ -21,7 +21,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import DATA, PeakRSS, as_number, first_table, write_results
+from _common import DATA, PeakRSS, add_append_option, as_number, first_table, write_results
 from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_tangram
 from scipy.stats import spearmanr
 
@@ -66,12 +66,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument(
-        "--append", action="store_true",
-        help="keep the per-seed rows of the existing page that this run does not recompute (e.g. the peers' "
-        "rows when only gearsx is rerun); the means are then taken over old and new rows together, the old "
-        "ones at the page's three decimals",
-    )  # fmt: skip
+    add_append_option(parser)
     args = parser.parse_args()
     gx.settings.progress_bar = False
     folder = DATA / "seqfish_mouse_visualcortex"
