@@ -140,6 +140,26 @@ def test_anchored_reconstruction_lives_in_the_reference_frame(toy_model):
     assert (unc > 0).all()
 
 
+def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null():
+    """Known answers: real matches keep their weighted spread; matches like the null's move towards the slide's."""
+    from gearsx.geometry import AnchorMatch
+    from gearsx.tl._anchored import _cell_sd
+
+    coords = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 6.0], [4.0, 6.0]])
+    idx = np.array([[0, 1], [0, 1], [2, 3]])
+    weights = np.array([[0.75, 0.25], [0.5, 0.5], [0.5, 0.5]])
+    anchors = np.einsum("nk,nkd->nd", weights, coords[idx])
+    null = np.array([[0.1, 0.1], [0.3, 0.3]])  # shuffled cells' mean similarities: 0.1 and 0.3 (mean 0.2, SD 0.1)
+    sim = np.array([[0.9, 0.9], [0.9, 0.9], [0.2, 0.2]])  # 7 null SDs above, 7 above, at the null's mean
+    match = AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=np.zeros(3), weights=weights)
+    sd = _cell_sd(match, coords, null)
+    # cell 0: anchor (0.5, 0); spots at 0.5 (weight 3/4) and 1.5 (1/4): sqrt(0.75 * 0.25 + 0.25 * 2.25)
+    np.testing.assert_allclose(sd[0], np.sqrt(0.75), rtol=1e-9)
+    np.testing.assert_allclose(sd[1], 1.0, rtol=1e-9)  # equal weights, spots 1 from the anchor
+    # cell 2 (p = 1/2): anchor (2, 6), its spots 2 away; all four spots' mean square distance to it is 21
+    np.testing.assert_allclose(sd[2], np.sqrt(0.5 * 4 + 0.5 * 21), rtol=1e-9)
+
+
 def test_uncertainty_is_higher_for_scrambled_cells(toy_model):
     _, sc = _reference_and_query()
     rng = np.random.default_rng(3)

@@ -162,8 +162,10 @@ def reconstruct(
     -------
     ``None`` or the copy. Writes ``obsm['X_gears_spatial']`` (for ``key_added='gears'``),
     ``obsp['gears_distances']``, ``obsp['gears_connectivities']``, ``obs['gears_uncertainty']``
-    (per-cell positional uncertainty: in anchored mode the spread of the matched spots combined
-    with the patches' disagreement, in reference units; else the patches' disagreement) and
+    (per-cell positional uncertainty: in anchored mode how far the cell may be from its anchor,
+    the spread of its matched spots, widened towards the slide's spread where the matches are no
+    better than those of shuffled cells, combined with the patches' disagreement; in reference
+    units; else the patches' disagreement; see :doc:`/anchoring`) and
     ``uns['gears']`` (stitching parameters and diagnostics, ``uns['gears']['reconstruct']`` with the
     graph and patch diagnostics and the wall time of each step in ``seconds``,
     ``uns['gears']['anchor']`` with the anchoring decision). Anchored
