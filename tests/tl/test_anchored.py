@@ -140,6 +140,28 @@ def test_anchored_reconstruction_lives_in_the_reference_frame(toy_model):
     assert (unc > 0).all()
 
 
+def test_anchored_layout_spreads_to_the_expected_distances(toy_model):
+    """The last step of an anchored run: the fused layout moved towards the expected distances (steps 0: not moved)."""
+    _, fused = _reference_and_query()
+    gx.tl.reconstruct(fused, toy_model, anchor="reference", anchor_distance_steps=0, **_FAST)
+    _, spread = _reference_and_query()
+    gx.tl.reconstruct(spread, toy_model, anchor="reference", **_FAST)
+    assert spread.uns["gears"]["reconstruct"]["params"]["anchor_distance_steps"] == 3
+    np.testing.assert_array_equal(fused.obsm["X_gears_anchor"], spread.obsm["X_gears_anchor"])
+    truth = fused.obsm["spatial_gt"]
+    before = gx.metrics.evaluate_geometry(fused.obsm["X_gears_spatial"], truth)
+    after = gx.metrics.evaluate_geometry(spread.obsm["X_gears_spatial"], truth)
+    assert after["stress1"] < before["stress1"]
+    # still in the reference frame: no farther from the anchors than the spread layout's own best fit
+    moved = np.linalg.norm(spread.obsm["X_gears_spatial"] - spread.obsm["X_gears_anchor"], axis=1)
+    assert np.median(moved) < np.median(np.linalg.norm(truth - truth.mean(0), axis=1))
+    bad = fused.copy()
+    del bad.uns["gears"]
+    with pytest.raises(ValueError, match="anchor_distance_steps"):
+        gx.tl.reconstruct(bad, toy_model, anchor="reference", anchor_distance_steps=-1, **_FAST)
+    assert "gears" not in bad.uns  # untouched
+
+
 def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null():
     """Known answers: real matches keep their weighted spread; matches like the null's move towards the slide's."""
     from gearsx.geometry import AnchorMatch

@@ -6,6 +6,7 @@ nothing here reads or writes AnnData.
 
 from ._anchor import AnchorMatch, fuse_anchor, match_reference, match_score, patch_residuals, shuffled
 from ._cover import best_overlaps, random_walk_patches
+from ._expected_distances import expected_distance, expected_distance_layout
 from ._gauge import gauge_fix, procrustes
 from ._graph import locality_graph, neighbor_average, spatial_edges
 from ._minisets import MinisetPair, MinisetSampler
@@ -35,6 +36,8 @@ def __getattr__(name: str):
 __all__ = [
     "AnchorMatch",
     "fuse_anchor",
+    "expected_distance",
+    "expected_distance_layout",
     "match_reference",
     "match_score",
     "shuffled",

@@ -10,7 +10,14 @@ from scipy.special import ndtr
 
 from gearsx._keys import Key
 from gearsx._utils import as_rng, check_fraction
-from gearsx.geometry import fuse_anchor, match_reference, match_score, patch_residuals, shuffled
+from gearsx.geometry import (
+    expected_distance_layout,
+    fuse_anchor,
+    match_reference,
+    match_score,
+    patch_residuals,
+    shuffled,
+)
 from gearsx.geometry._anchor import EXPRESSION_WEIGHT, global_agreement, localisation
 
 logger = logging.getLogger(__name__)
@@ -220,17 +227,29 @@ def plan_anchor(
 
 
 def apply_anchor(
-    plan: AnchorPlan, intrinsic: np.ndarray, patches: list, patch_coords: list, *, weight: float
+    plan: AnchorPlan,
+    intrinsic: np.ndarray,
+    patches: list,
+    patch_coords: list,
+    *,
+    weight: float,
+    distance_steps: int = 3,
+    random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fuse the intrinsic layout with the anchors (when anchored) and compute per-cell uncertainty.
+    """Fuse the intrinsic layout with the anchors (when anchored), spread it to the expected distances, and measure uncertainty.
 
-    Returns the layout (reference frame when anchored) and the uncertainty: with an anchor,
-    ``sqrt(anchor_sd^2 + (share * residual)^2)`` where ``anchor_sd`` is how far the cell may be from
-    its anchor (``_cell_sd``; it also sets the anchor's confidence in the fusion), ``residual``
-    how far the patches that predicted it disagree with the final layout
-    (:func:`gearsx.geometry.patch_residuals`), both in reference units, and
-    ``share = weight / (1 + weight)`` the intrinsic layout's part in the fused position (about 0.09
-    at the default ``anchor_weight`` 0.1); without an anchor, the residual alone (layout units).
+    Anchored: the fusion (:func:`gearsx.geometry.fuse_anchor`, each anchor's confidence from its
+    ``anchor_sd``, how far the cell may be from its anchor, see ``_cell_sd``) starts
+    :func:`gearsx.geometry.expected_distance_layout` (``distance_steps`` steps; ``0``: the fused
+    layout), which moves the cells so that their distances match those expected from the anchors
+    and their ``anchor_sd``, back in the anchors' frame. The uncertainty is then
+    ``sqrt(anchor_sd^2 + |x - a|^2 + (share * residual)^2)``: the expected squared distance of the
+    cell from its position ``x`` when it lies around its anchor ``a`` with that spread, plus how far
+    the patches that predicted it disagree with the final layout
+    (:func:`gearsx.geometry.patch_residuals`), scaled by ``share = weight / (1 + weight)``, the
+    intrinsic layout's part in the fused position (about 0.09 at the default ``anchor_weight``
+    0.1); all in reference units. Without an anchor: the intrinsic layout and its residual alone
+    (layout units).
     """
     if not plan.anchored:
         return intrinsic, patch_residuals(patches, patch_coords, intrinsic)
@@ -238,6 +257,10 @@ def apply_anchor(
     sd = plan.anchor_sd
     confidence = 1.0 / (1.0 + (sd / max(float(np.median(sd)), 1e-12)) ** 2)
     layout = fuse_anchor(intrinsic, plan.anchors, confidence, weight=weight)
+    layout = expected_distance_layout(
+        layout, plan.anchors, sd, confidence, n_steps=distance_steps, random_state=random_state
+    )
     resid = patch_residuals(patches, patch_coords, layout)
     share = weight / (1.0 + weight)
-    return layout, np.sqrt(sd**2 + (share * resid) ** 2)
+    moved = ((layout - plan.anchors) ** 2).sum(1)
+    return layout, np.sqrt(sd**2 + moved + (share * resid) ** 2)
