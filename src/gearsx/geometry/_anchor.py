@@ -32,7 +32,7 @@ from gearsx._utils import (
     index_dtype,
 )
 
-from ._gauge import procrustes
+from ._gauge import _similarity_fit
 from ._knn import knn_index, knn_matrix, knn_query
 
 __all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
@@ -417,13 +417,6 @@ def localisation(spread: np.ndarray, coords: np.ndarray, k: int, random_state: i
     return float(1.0 - np.median(spread) / max(float(np.median(rand)), 1e-12))
 
 
-def _similarity_fit(y: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """``y`` mapped onto ``target`` by the best similarity transform (rotation/reflection, scale), both centred."""
-    yc, tc = y - y.mean(0), target - target.mean(0)
-    mapped = yc @ procrustes(yc, tc)
-    return mapped * float((mapped * tc).sum() / max(float((mapped**2).sum()), 1e-300))
-
-
 def global_agreement(intrinsic: np.ndarray, anchors: np.ndarray) -> float:
     """Share of the anchors' spread that the intrinsic layout explains after one similarity transform (R²).
 
@@ -431,7 +424,7 @@ def global_agreement(intrinsic: np.ndarray, anchors: np.ndarray) -> float:
     one of them is wrong there (which one, this number cannot tell).
     """
     a = anchors - anchors.mean(0)
-    return float(1.0 - ((a - _similarity_fit(intrinsic, anchors)) ** 2).sum() / max(float((a**2).sum()), 1e-300))
+    return float(1.0 - ((anchors - _similarity_fit(intrinsic, anchors)) ** 2).sum() / max(float((a**2).sum()), 1e-300))
 
 
 def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], layout: np.ndarray) -> np.ndarray:
@@ -460,6 +453,6 @@ def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], l
     count = np.zeros(len(xy))
     for idx, y in zip(patches, patch_coords, strict=True):
         target = xy[idx]
-        total[idx] += ((_similarity_fit(y, target) - (target - target.mean(0))) ** 2).sum(1)
+        total[idx] += ((_similarity_fit(y, target) - target) ** 2).sum(1)
         count[idx] += 1
     return np.sqrt(total / np.maximum(count, 1))

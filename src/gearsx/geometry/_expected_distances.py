@@ -7,7 +7,7 @@ from scipy.special import i0e, i1e
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
-from ._gauge import procrustes
+from ._gauge import _similarity_fit
 
 #: Sampled partners per cell at most, and pairs in all at most (the partners per cell fall to keep it).
 N_PARTNERS = 100
@@ -145,7 +145,7 @@ def expected_distance_layout(
             total[:, 0] += np.bincount(jj, back[..., 0].ravel(), minlength=n)
             total[:, 1] += np.bincount(jj, back[..., 1].ravel(), minlength=n)
         x = total / degree[:, None]
-    return _similarity_onto(x, a, c)
+    return _similarity_fit(x, a, weights=c, reflection=False)
 
 
 def _blocks(n: int, q: int):
@@ -153,14 +153,3 @@ def _blocks(n: int, q: int):
     step = max(1, _BLOCK_PAIRS // max(n, 1))
     for c0 in range(0, q, step):
         yield c0, min(q, c0 + step)
-
-
-def _similarity_onto(x: np.ndarray, a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``x`` rotated, scaled and translated (weights ``w``, no reflection) to lie closest to ``a``."""
-    w = w / w.sum()
-    xc, ac = x - w @ x, a - w @ a
-    root = np.sqrt(w)[:, None]
-    rot = procrustes(root * xc, root * ac, reflection=False)
-    xr = xc @ rot
-    scale = float((w[:, None] * xr * ac).sum() / max(float(w @ (xc**2).sum(1)), 1e-300))
-    return scale * xr + w @ a

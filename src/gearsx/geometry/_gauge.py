@@ -65,3 +65,17 @@ def procrustes(source: np.ndarray, target: np.ndarray, *, reflection: bool = Tru
     if not reflection and np.linalg.det(u @ vt) < 0:
         u[:, -1] *= -1
     return u @ vt
+
+
+def _similarity_fit(y: np.ndarray, target: np.ndarray, *, weights=None, reflection: bool = True) -> np.ndarray:
+    """``y`` moved onto ``target`` by the least-squares similarity transform (rotation, scale, shift).
+
+    ``weights`` (default: equal) weigh each point's squared residual; ``reflection`` allows improper
+    rotations. Returns the transformed ``y``, in ``target``'s frame.
+    """
+    w = np.full(len(y), 1.0 / len(y)) if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    yc, tc = y - w @ y, target - w @ target
+    root = np.sqrt(w)[:, None]
+    mapped = yc @ procrustes(root * yc, root * tc, reflection=reflection)
+    scale = float((w[:, None] * mapped * tc).sum() / max(float(w @ (yc**2).sum(1)), 1e-300))
+    return scale * mapped + w @ target
