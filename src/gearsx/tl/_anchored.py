@@ -233,8 +233,8 @@ def apply_anchor(
     patch_coords: list,
     *,
     weight: float,
-    distance_steps: int = 3,
-    random_state: int = 0,
+    distance_steps: int,
+    random_state: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fuse the intrinsic layout with the anchors (when anchored), spread it to the expected distances, and measure uncertainty.
 
