@@ -39,7 +39,8 @@ Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (t
   selects 3,000 highly variable genes and osmFISH has 33.
 
 ``time_s`` is end to end per slide (gene selection, representation, clustering); for the joint rows
-it is the joint run divided by the number of slides. Scores: ARI and NMI against the manual labels
+it is the joint run divided by the number of slides, and the encoder rows carry their share of the
+encoder's fit on all slides. Scores: ARI and NMI against the manual labels
 (unlabelled spots left out) and spatial coherence.
 """
 
