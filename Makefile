@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gearsx-installed
 DEMO_OUT ?= gearsx_demo_output
 
-.PHONY: install demo test lint docs clean
+.PHONY: install demo demo-figure test lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/gearsx demo --out $(DEMO_OUT)
+
+# The README / "How it works" figure from the demo's layouts, 1600 px wide with a 256-colour palette
+# (the demo's own 2280 px RGBA file is four times the size).
+demo-figure: demo
+	$(BIN)/python -c "from PIL import Image; im = Image.open('$(DEMO_OUT)/layouts.png').convert('RGB'); \
+	im.resize((1600, round(im.height * 1600 / im.width)), Image.LANCZOS).quantize(256).save('docs/_static/gears_layouts.png', optimize=True)"
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks docs

@@ -59,10 +59,13 @@ def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray) -> np.ndarr
     benchmark's single-cell sets the matches' weighted spread ranked the cells' errors better than
     their spread inflated by how weak the matches are (see :doc:`/anchoring`).
     """
-    pts = coords[match.indices]
-    s_match = (match.weights * ((pts - match.anchors[:, None]) ** 2).sum(-1)).sum(1)
     centre = coords.mean(0)
-    s_slide = ((match.anchors - centre) ** 2).sum(1) + float(((coords - centre) ** 2).sum(1).mean())
+    sq = ((coords - centre) ** 2).sum(1)  # each spot's squared distance to the slide's centre
+    a2 = ((match.anchors - centre) ** 2).sum(1)
+    # the anchor is the matches' weighted mean, so their weighted mean square about it is E|p|^2 - |a|^2
+    # (about the slide's centre, for precision): one number per match gathered, not its coordinates
+    s_match = np.maximum((match.weights * sq[match.indices]).sum(1) - a2, 0.0)
+    s_slide = a2 + float(sq.mean())
     null = np.asarray(null_similarity).mean(1)
     p = ndtr((match.similarity.mean(1) - null.mean()) / max(float(null.std()), 1e-12))
     return np.sqrt(p * s_match + (1.0 - p) * s_slide)
