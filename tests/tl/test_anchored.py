@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -400,12 +402,27 @@ def test_reconstruct_matches_on_expression_when_both_sides_have_it(two_view_mode
     np.testing.assert_allclose(again.obsm["X_gears_anchor"], sc.obsm["X_gears_anchor"])
 
 
-def test_reconstruct_without_the_query_expression_says_so(two_view_model):
+def test_reconstruct_without_the_query_expression_says_so(two_view_model, caplog):
     sc = _two_view_cells(with_layer=False)
-    gx.tl.reconstruct(sc, two_view_model, anchor="reference", **_FAST)  # default: the embedding alone, recorded
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.reconstruct(sc, two_view_model, anchor="reference", **_FAST)  # default: the embedding alone, warned
     rec = sc.uns["gears"]["anchor"]
     assert rec["expression_weight"] == 0.0
     assert "gears_centered" in rec["expression"]
+    assert any("embedding alone" in r.getMessage() and "gears_centered" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):  # chosen explicitly: no warning
+        gx.tl.reconstruct(_two_view_cells(with_layer=False), two_view_model, anchor="reference",
+                          anchor_expression_weight=0, **_FAST)  # fmt: skip
+    assert not any("embedding alone" in r.getMessage() for r in caplog.records)
+    broken = _two_view_cells()
+    layer = np.array(broken.layers["gears_centered"])  # a copy: the views are shared between tests
+    layer[3, 2] = np.nan
+    broken.layers["gears_centered"] = layer
+    with pytest.raises(ValueError, match="holds NaN"):
+        gx.tl.reconstruct(broken, two_view_model, anchor="reference", **_FAST)
+    assert "X_gears_spatial" not in broken.obsm
+    assert "gears" not in broken.uns
     bare = _two_view_cells(with_layer=False)
     with pytest.raises(ValueError, match="gears_centered"):
         gx.tl.reconstruct(bare, two_view_model, anchor="reference", anchor_expression_weight=0.5, **_FAST)

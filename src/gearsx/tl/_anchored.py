@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import ndtr
 
 from gearsx._keys import Key
@@ -77,7 +78,8 @@ def query_expression(adata, ref: dict | None, weight: float | None, anchor: str 
     ``ref`` is the model's :meth:`~gearsx.model.GEARS.reference`. ``weight=None`` (default):
     :data:`gearsx.geometry._anchor.EXPRESSION_WEIGHT` when that reference keeps its
     spots' ``layers['gears_centered']`` and ``adata`` has the same layer with every reference
-    gene, else ``0`` (embedding alone; the reason is logged and recorded by the caller). A number
+    gene, else ``0`` (embedding alone; the reason is recorded, and warned about when the query is
+    anchored, by :func:`plan_anchor`). A number
     is used as given; above ``0`` it requires both, and a missing piece is an error naming it.
     Returns ``(expression or None, weight, reason)``; the expression is the layer itself when the
     genes are the same and in the same order, else its columns in the reference's gene order.
@@ -106,9 +108,15 @@ def query_expression(adata, ref: dict | None, weight: float | None, anchor: str 
         if weight is not None:
             msg = f"`anchor_expression_weight`={weight} needs the expression of both sides, but {missing}; pass 0 to match on the embedding alone."
             raise ValueError(msg)
-        logger.info("reconstruct: anchors matched on the embedding alone: %s", missing)
         return None, 0.0, missing
     x = adata.layers[layer]
+    total = (x.data if sp.issparse(x) else x).sum(dtype=np.float64)  # NaN or inf anywhere makes it non-finite
+    if not np.isfinite(total):
+        msg = (
+            f"`adata.layers[{layer!r}]` holds NaN or infinite values; recompute it with "
+            "gx.pp.mean_center_per_slide(adata, slide_key=None), or pass anchor_expression_weight=0."
+        )
+        raise ValueError(msg)
     if not np.array_equal(cols, np.arange(adata.n_vars)):
         x = x[:, cols]
     return x, EXPRESSION_WEIGHT if weight is None else float(weight), "used"
@@ -199,6 +207,12 @@ def plan_anchor(
         )  # fmt: skip
     elif anchored and sample is not x:
         match = match_reference(x, emb, coords, k=k, temperature=temperature, random_state=random_state)
+    if anchored and expression_note not in ("used", "not used"):
+        logger.warning(
+            "reconstruct: anchors matched on the embedding alone, without the expression view: %s. "
+            "Pass anchor_expression_weight=0 to choose this explicitly.",
+            expression_note,
+        )
     local = localisation(match.spread, coords, k, random_state)
     if anchored and local < WEAK_LOCALISATION:
         logger.warning(

@@ -124,8 +124,9 @@ def reconstruct(
         Weight of the expression in the anchors' matches, in ``[0, 1]`` (``0``: the embedding
         alone; see :func:`gearsx.geometry.match_reference`). ``None`` (default): ``0.75`` when the
         model's reference and ``adata`` both hold ``layers['gears_centered']`` with the reference's
-        genes, else ``0`` (logged, and recorded in ``uns['gears']['anchor']``); a number above ``0``
-        requires both. The embedding decides whether to anchor either way.
+        genes, else ``0`` (a warning when the cells are anchored, and the reason in
+        ``uns['gears']['anchor']``); a number above ``0`` requires both. The embedding decides
+        whether to anchor either way.
     anchor_temperature
         How the ``anchor_k`` matches are weighed in a cell's anchor: a softmax of their similarity
         at this temperature, in units of the similarity's spread (default ``0.5``); ``None``: the
