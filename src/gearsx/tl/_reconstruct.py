@@ -192,7 +192,8 @@ def reconstruct(
     the true ones, even when patches are cut from the true positions. Averaging over
     expression neighbours brings cells towards the spot domain and raised both the Spearman
     correlation and the edge ROC-AUC of the intrinsic layout on real data (see
-    :ref:`gears-reconstruction`; figures in :doc:`/benchmarks`).
+    :ref:`gears-reconstruction`; figures in :doc:`/benchmarks`). The anchors are matched on the
+    cells' own embeddings, so in anchored mode the averaging shapes only the intrinsic offsets.
 
     When to anchor: a reference-anchored layout lives in the frame of a reference slide, so it can be
     drawn over it, and it uses the strongest signal there is when the cells come from the tissue the
