@@ -163,3 +163,23 @@ def test_old_neighbour_count_names_warn_and_give_the_same_result():
     with pytest.warns(FutureWarning, match="`k_spatial` of SharedEncoder.train\\(\\) is renamed `n_spatial_neighbors`"):
         enc.train(max_epochs=1, batch_size=16, k_spatial=3, progress=False)
     assert enc.train_params_["n_spatial_neighbors"] == 3
+
+
+def test_user_facing_text_never_cites_the_internal_spec():
+    """Docstrings, docs, tutorials and the README explain the method themselves (docs/), never via the internal METHOD spec."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "README.md"]
+    for folder, patterns in (("src/gearsx", ("*.py",)), ("docs", ("*.md", "*.rst")), ("tutorials", ("*.ipynb",))):
+        for pattern in patterns:
+            files += [p for p in (root / folder).rglob(pattern) if "_build" not in p.parts]
+    assert len(files) > 50  # the tree was found
+    cite = re.compile(r"METHOD(\.md| ?§)|METHOD\b(?!S)")
+    hits = [
+        f"{p.relative_to(root)}:{i}"
+        for p in files
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if cite.search(line)
+    ]
+    assert hits == []
