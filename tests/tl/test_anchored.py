@@ -246,6 +246,11 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model):
     spots, cells = ax.collections[0].get_offsets(), ax.collections[1].get_offsets()
     np.testing.assert_allclose(spots, st.obsm["spatial"])  # the reference, as it is
     np.testing.assert_allclose(cells, sc.obsm["X_gears_spatial"])  # the cells, not re-aligned
+    other = st.copy()  # ST data of other slides: no silent empty background
+    other.obs["slide"] = "elsewhere"
+    other.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}
+    with pytest.raises(ValueError, match="does not hold"):
+        gx.pl.reconstruction(sc, reference=other, show=False)
     gx.tl.reconstruct(sc, toy_model, anchor=None, **_FAST)
     with pytest.raises(ValueError, match="intrinsic"):
         gx.pl.reconstruction(sc, reference=st, show=False)

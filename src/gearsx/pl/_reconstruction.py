@@ -143,7 +143,7 @@ def reconstruction(
         The ST data of the model: a reference-anchored reconstruction lives in the frame of one of
         its slides (``uns['gears']['anchor']['slide']``), and is drawn over that slide's spots (and
         its tissue image, when ``uns['spatial']`` holds one), without any alignment. An intrinsic
-        reconstruction has no such frame and raises.
+        reconstruction has no such frame and raises, as does a ``reference`` without that slide.
     ax
         Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown.
     show
@@ -207,7 +207,14 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
     slide_key = resolve_slide_key(reference, None)
     sel = np.ones(reference.n_obs, dtype=bool)
     if slide_key is not None:
-        sel = reference.obs[slide_key].astype(str).to_numpy() == str(anchor["slide"])
+        slides = reference.obs[slide_key].astype(str).to_numpy()
+        sel = slides == str(anchor["slide"])
+        if not sel.any():
+            msg = (
+                f"The reconstruction is anchored on slide {anchor['slide']!r}, which `reference` does not hold "
+                f"(its obs[{slide_key!r}]: {sorted(set(slides))[:10]}); pass the ST data the model was trained on."
+            )
+            raise ValueError(msg)
     scale = 1.0
     spatial = reference.uns.get("spatial")
     if isinstance(spatial, dict) and spatial:
