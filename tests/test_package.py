@@ -30,6 +30,19 @@ def test_import_is_light():
     assert out[0] == "", f"heavy modules imported by `import gearsx`: {out[0]}"
 
 
+def test_hidden_progress_bars_do_not_load_the_notebook_bar():
+    # tqdm.auto warns in Jupyter without ipywidgets on import; rendered tutorials switch bars off and
+    # must not show that warning, so only a bar that is drawn may load it
+    code = (
+        "import sys, gearsx as gx; from gearsx._utils import progress_bar; "
+        "gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=500, random_state=0, progress=False); "
+        "print(sum(progress_bar(range(3), enabled=False)), 'tqdm.auto' in sys.modules); "
+        "bar = progress_bar(range(2), enabled=True); bar.close(); print('tqdm.auto' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["3 False", "True"]
+
+
 #: Layers of the package, bottom (0) to top: a module may import only from its own layer or below.
 _LAYERS = {"geometry": 1, "metrics": 1, "module": 1, "datasets": 1, "train": 2, "model": 3, "pp": 3, "tl": 4, "pl": 5}
 #: Lazy imports of deprecated aliases, the only arrows allowed to point up (they go when the alias goes).

@@ -3,6 +3,7 @@ from ._deprecation import renamed_arguments
 from ._device import resolve_device
 from ._docs import doc_params
 from ._dtypes import index_dtype
+from ._progress import progress_bar
 from ._random import as_rng
 from ._validation import check_coords, check_fraction, check_positive_int, check_positive_number
 
@@ -11,6 +12,7 @@ __all__ = [
     "check_client",
     "doc_params",
     "index_dtype",
+    "progress_bar",
     "resolve_client",
     "check_coords",
     "check_fraction",

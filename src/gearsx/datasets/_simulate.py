@@ -133,7 +133,8 @@ def _sample_section(
     from concurrent.futures import ThreadPoolExecutor
 
     import scipy.sparse as sp
-    from tqdm.auto import tqdm
+
+    from gearsx._utils import progress_bar
 
     seed_cells, seed_counts = seed.spawn(2)
     rng = np.random.default_rng(seed_cells)
@@ -161,7 +162,7 @@ def _sample_section(
     workers = max(1, min(len(starts), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = pool.map(block, starts, chunk_seeds)
-        blocks = list(tqdm(futures, total=len(starts), desc="simulating cells", disable=not progress, unit="chunk"))
+        blocks = list(progress_bar(futures, total=len(starts), desc="simulating cells", enabled=progress, unit="chunk"))
     return uv, cell_type, domain, sp.vstack(blocks, format="csr")
 
 

@@ -201,21 +201,19 @@ class GearsInferenceMixin:
         >>> from distributed import Client
         >>> xy = geo.predict_patches(sc_adata.obsm["X_gears"], patches, client=Client())  # doctest: +SKIP
         """
-        from tqdm.auto import tqdm
-
         from gearsx._settings import settings
-        from gearsx._utils import check_client
+        from gearsx._utils import check_client, progress_bar
 
         from ._predict import predict_patches
 
         emb, sets, _ = self._sets(data, list(patches))
         batch_size = check_positive_int(batch_size, name="batch_size")
         client = check_client(client)
-        with tqdm(
+        with progress_bar(
             total=len(sets),
             desc="predicting patches",
             unit="patch",
-            disable=not (settings.progress_bar if progress is None else progress),
+            enabled=settings.progress_bar if progress is None else progress,
         ) as bar:
             return predict_patches(
                 self.module,

@@ -9,7 +9,7 @@ import numpy as np
 from gearsx._anndata import set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
-from gearsx._utils import check_positive_int, renamed_arguments, resolve_device
+from gearsx._utils import check_positive_int, progress_bar, renamed_arguments, resolve_device
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -105,7 +105,6 @@ def embed_patches(
     """
     import torch
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     batch_size = check_positive_int(batch_size, name="batch_size")
     if patches is None:
@@ -134,7 +133,7 @@ def embed_patches(
     show = settings.progress_bar if progress is None else progress
     chunks = []
     with torch.inference_mode():
-        for batch in tqdm(loader, desc="embedding tiles", disable=not show, unit="batch"):
+        for batch in progress_bar(loader, desc="embedding tiles", enabled=show, unit="batch"):
             chunks.append(encoder(batch.to(dev)).reshape(len(batch), -1).float().cpu().numpy())
     emb = np.concatenate(chunks)
     if not np.isfinite(emb).all():

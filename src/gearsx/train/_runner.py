@@ -9,10 +9,9 @@ import lightning.pytorch as lp
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
-from tqdm.auto import tqdm
 
 from gearsx._settings import settings
-from gearsx._utils import resolve_device
+from gearsx._utils import progress_bar, resolve_device
 
 __all__ = ["EpochProgress", "fit_lightning"]
 
@@ -29,7 +28,7 @@ class EpochProgress(Callback):
 
     def on_train_start(self, trainer, pl_module):
         """Open the bar."""
-        self.bar = tqdm(total=self.max_epochs, desc="training", unit="epoch", disable=not self.enabled)
+        self.bar = progress_bar(total=self.max_epochs, desc="training", unit="epoch", enabled=self.enabled)
 
     def on_train_epoch_end(self, trainer, pl_module):
         """Record the epoch's metrics and advance the bar."""
