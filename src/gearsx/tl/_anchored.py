@@ -79,8 +79,8 @@ def query_expression(adata, ref: dict | None, weight: float | None, anchor: str 
     :data:`gearsx.geometry._anchor.EXPRESSION_WEIGHT` when that reference keeps its
     spots' ``layers['gears_centered']`` and ``adata`` has the same layer with every reference
     gene, else ``0`` (embedding alone; the reason is recorded, and warned about when the query is
-    anchored, by :func:`plan_anchor`). A number
-    is used as given; above ``0`` it requires both, and a missing piece is an error naming it.
+    anchored, by :func:`plan_anchor`). A number is used as given; above ``0`` it requires both, and
+    a missing piece is an error naming it. Non-finite values in the query's layer are an error.
     Returns ``(expression or None, weight, reason)``; the expression is the layer itself when the
     genes are the same and in the same order, else its columns in the reference's gene order.
     """
@@ -110,15 +110,15 @@ def query_expression(adata, ref: dict | None, weight: float | None, anchor: str 
             raise ValueError(msg)
         return None, 0.0, missing
     x = adata.layers[layer]
+    if not np.array_equal(cols, np.arange(adata.n_vars)):
+        x = x[:, cols]
     total = (x.data if sp.issparse(x) else x).sum(dtype=np.float64)  # NaN or inf anywhere makes it non-finite
     if not np.isfinite(total):
         msg = (
-            f"`adata.layers[{layer!r}]` holds NaN or infinite values; recompute it with "
-            "gx.pp.mean_center_per_slide(adata, slide_key=None), or pass anchor_expression_weight=0."
+            f"`adata.layers[{layer!r}]` holds NaN or infinite values in the reference's genes; recompute it "
+            "with gx.pp.mean_center_per_slide(adata, slide_key=None), or pass anchor_expression_weight=0."
         )
         raise ValueError(msg)
-    if not np.array_equal(cols, np.arange(adata.n_vars)):
-        x = x[:, cols]
     return x, EXPRESSION_WEIGHT if weight is None else float(weight), "used"
 
 
