@@ -151,14 +151,8 @@ def main():
     if args.append:
         rows = _with_previous_rows(args, rows)
     table = pd.DataFrame(rows)
-    cols = [
-        "all cells",
-        "glutamatergic",
-        "glutamatergic, resampled SD",
-        "all cells, per cell",
-        "glutamatergic, per cell",
-    ]
-    cols.append("time (s)")
+    scores = ["all cells", "glutamatergic", "glutamatergic, resampled SD", "all cells, per cell"]
+    cols = [*scores, "glutamatergic, per cell", "time (s)"]
     grouped = table.groupby("method", sort=False)[cols]
     mean, sd = grouped.mean(), grouped.std().fillna(0.0)
     summary = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
