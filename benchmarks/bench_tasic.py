@@ -36,25 +36,26 @@ METHODS = ("gearsx", "knn-probe", "novosparc", "tangram", "moscot", "random")
 LAYER_RANK = {"L1": 0, "L1-L2/3": 1, "L4": 2, "L5": 3, "L6": 4, "L6a": 4, "L6b": 5}
 
 
-def layer_order(pos, obs, centre, axis, subset=None) -> float:
-    """|Spearman| between the dissection-layer rank and each layer's mean depth."""
+def _ranked_depths(pos, obs, centre, axis, subset=None) -> tuple[np.ndarray, np.ndarray]:
+    """Layer rank and depth along ``axis`` of each cell with a dissection layer (within ``subset``)."""
     label = obs["layer_dissection"].astype(str)
     keep = label.isin(list(LAYER_RANK)).to_numpy()
     if subset is not None:
         keep &= subset
     depth = (np.asarray(pos) - centre) @ axis
-    means = pd.Series(depth[keep]).groupby(label[keep].map(LAYER_RANK).to_numpy()).mean()
+    return label[keep].map(LAYER_RANK).to_numpy(), depth[keep]
+
+
+def layer_order(pos, obs, centre, axis, subset=None) -> float:
+    """|Spearman| between the dissection-layer rank and each layer's mean depth."""
+    rank, depth = _ranked_depths(pos, obs, centre, axis, subset)
+    means = pd.Series(depth).groupby(rank).mean()
     return float(abs(spearmanr(means.index, means.to_numpy())[0]))
 
 
 def cell_order(pos, obs, centre, axis, subset=None) -> float:
     """|Spearman| between each cell's dissection-layer rank and its own depth (every cell counts, not six means)."""
-    label = obs["layer_dissection"].astype(str)
-    keep = label.isin(list(LAYER_RANK)).to_numpy()
-    if subset is not None:
-        keep &= subset
-    depth = (np.asarray(pos) - centre) @ axis
-    return float(abs(spearmanr(label[keep].map(LAYER_RANK).to_numpy(), depth[keep])[0]))
+    return float(abs(spearmanr(*_ranked_depths(pos, obs, centre, axis, subset))[0]))
 
 
 def layer_order_sd(pos, obs, centre, axis, subset=None, n_boot=200, random_state=0) -> float:
@@ -63,13 +64,8 @@ def layer_order_sd(pos, obs, centre, axis, subset=None, n_boot=200, random_state
     How much the score of six means moves with which cells happened to be dissected: the layers hold
     7-222 glutamatergic cells each, and a layer mean of 7 cells is a coarse estimate.
     """
-    label = obs["layer_dissection"].astype(str)
-    keep = label.isin(list(LAYER_RANK)).to_numpy()
-    if subset is not None:
-        keep &= subset
-    depth = (np.asarray(pos) - centre) @ axis
-    rank = label.map(LAYER_RANK).to_numpy()
-    groups = [depth[keep & (rank == r)] for r in sorted(set(rank[keep]))]
+    rank, depth = _ranked_depths(pos, obs, centre, axis, subset)
+    groups = [depth[rank == r] for r in np.unique(rank)]
     rng = np.random.default_rng(random_state)
     scores = [
         abs(spearmanr(np.arange(len(groups)), [rng.choice(g, len(g)).mean() for g in groups])[0]) for _ in range(n_boot)
