@@ -69,8 +69,15 @@ def check_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_key
         raise ValueError(msg)
 
 
-def check_finite_matrix(x, name: str) -> None:
-    """Raise a ValueError when a dense or sparse matrix holds NaN or inf."""
+def check_finite_matrix(x, name: str, fix: str = "impute or remove them before preprocessing") -> None:
+    """Raise a ValueError when a dense or sparse matrix holds NaN or inf; ``fix`` ends the message.
+
+    One float64 sum first (NaN or inf anywhere makes it non-finite), so a finite matrix costs no
+    temporary of its size; the rows are counted only when that sum is not finite.
+    """
+    values = x.data if sp.issparse(x) else np.asarray(x)
+    if np.isfinite(values.sum(dtype=np.float64)):
+        return
     if sp.issparse(x):
         csr = sp.csr_matrix(x)
         bad_rows = np.unique(np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[~np.isfinite(csr.data)])
@@ -80,7 +87,7 @@ def check_finite_matrix(x, name: str) -> None:
         n_bad = int((~finite.reshape(len(finite), -1).all(1)).sum()) if finite.ndim else int(not finite)
         n = len(finite) if finite.ndim else 1
     if n_bad:
-        msg = f"`{name}` holds NaN or inf in {n_bad} of {n} rows; impute or remove them before preprocessing."
+        msg = f"`{name}` holds NaN or inf in {n_bad} of {n} rows; {fix}."
         raise ValueError(msg)
 
 

@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import ndtr
 
+from gearsx._anndata import check_finite_matrix
 from gearsx._keys import Key
 from gearsx._utils import as_rng, check_fraction
 from gearsx.geometry import (
@@ -112,13 +112,11 @@ def query_expression(adata, ref: dict | None, weight: float | None, anchor: str 
     x = adata.layers[layer]
     if not np.array_equal(cols, np.arange(adata.n_vars)):
         x = x[:, cols]
-    total = (x.data if sp.issparse(x) else x).sum(dtype=np.float64)  # NaN or inf anywhere makes it non-finite
-    if not np.isfinite(total):
-        msg = (
-            f"`adata.layers[{layer!r}]` holds NaN or infinite values in the reference's genes; recompute it "
-            "with gx.pp.mean_center_per_slide(adata, slide_key=None), or pass anchor_expression_weight=0."
-        )
-        raise ValueError(msg)
+    check_finite_matrix(
+        x,
+        f"adata.layers[{layer!r}]",
+        fix="recompute it with gx.pp.mean_center_per_slide(adata, slide_key=None), or pass anchor_expression_weight=0",
+    )
     return x, EXPRESSION_WEIGHT if weight is None else float(weight), "used"
 
 
