@@ -158,3 +158,55 @@ def test_evaluate_geometry_warns_on_a_collapsed_layout():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gx.metrics.evaluate_geometry(truth + 0.01, truth)  # a real layout gives no warning
+
+
+def _st_and_cells(seed=0):
+    """Tiny simulated ST and SC data, preprocessed and centred, with an encoder fitted and the cells adapted."""
+    raw_st, raw_sc = gx.datasets.simulate_tissue(n_slides=2, n_cells_per_slide=4000, n_genes=40, random_state=seed)
+    st, sc = gx.pp.prepare(raw_st, raw_sc, slide_key="slide", n_top_genes=30)
+    gx.pp.mean_center_per_slide(st, slide_key="slide")
+    gx.pp.mean_center_per_slide(sc, slide_key=None)
+    return st, sc
+
+
+_ENC = {"max_epochs": 2, "n_latent": 4, "n_hidden": (16,), "progress": False}
+
+
+def test_encoder_fingerprint_survives_saving_and_changes_with_a_refit(tmp_path):
+    st, _ = _st_and_cells()
+    enc = gx.tl.fit_encoder(st, slide_key="slide", random_state=0, **_ENC)
+    assert st.uns["gears_encoder"]["encoder_id"] == enc.fingerprint
+    enc.save(tmp_path / "enc")
+    assert gx.model.SharedEncoder.load(tmp_path / "enc", st).fingerprint == enc.fingerprint
+    same = gx.tl.fit_encoder(st.copy(), slide_key="slide", random_state=0, **_ENC)
+    assert same.fingerprint == enc.fingerprint  # deterministic on the CPU
+    other = gx.tl.fit_encoder(st.copy(), slide_key="slide", random_state=1, **_ENC)
+    assert other.fingerprint != enc.fingerprint
+
+
+def test_reconstruct_refuses_cells_of_another_encoder(tmp_path):
+    """A refitted encoder embeds into another space of the same width: once silently accepted."""
+    st, sc = _st_and_cells()
+    enc_a = gx.tl.fit_encoder(st, slide_key="slide", random_state=0, **_ENC)
+    gx.tl.fit_adapter(sc, enc_a, max_epochs=1, progress=False)
+    geo = gx.model.GEARS(st, slide_key="slide", **_TINY)
+    geo.train(**_FAST)
+    assert geo.train_params_["encoder_id"] == enc_a.fingerprint
+    kw = {"n_patch": 64, "min_overlap": 8, "progress": False}
+    gx.tl.reconstruct(sc.copy(), geo, **kw)  # the same encoder: fine
+
+    enc_b = gx.tl.fit_encoder(st, slide_key="slide", random_state=1, **_ENC)  # st's embeddings replaced
+    with pytest.raises(ValueError, match="embedded again"):
+        gx.tl.reconstruct(sc.copy(), geo, **kw)  # the anchors would read enc_b's spots
+    gx.tl.reconstruct(sc.copy(), geo, anchor=None, **kw)  # intrinsic: only the model's weights, trained on enc_a
+
+    other = sc.copy()
+    gx.tl.fit_adapter(other, enc_b, max_epochs=1, progress=False)
+    before = other.copy()
+    geo.save(tmp_path / "geo")
+    loaded = gx.model.GEARS.load(tmp_path / "geo")  # the fingerprint is saved with the model
+    for model in (geo, loaded):
+        with pytest.raises(ValueError, match=f"encoder {enc_b.fingerprint}.*encoder {enc_a.fingerprint}"):
+            gx.tl.reconstruct(other, model, anchor=None, **kw)
+    assert set(other.obsm) == set(before.obsm)  # nothing written
+    assert "gears" not in other.uns

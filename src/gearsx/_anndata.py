@@ -187,6 +187,22 @@ def write_record(adata: AnnData, key: str, params: dict, **diagnostics) -> dict:
     return record
 
 
+def recorded_encoder_id(adata: AnnData, record: str, use_rep: str) -> str | None:
+    """Return the ``encoder_id`` in ``uns[record]`` when that record wrote ``obsm[use_rep]``, else ``None``.
+
+    :func:`gearsx.tl.fit_encoder` and :func:`gearsx.tl.fit_adapter` record the fingerprint of the
+    encoder whose space their embeddings live in; an embedding under another key, or a record
+    written before fingerprints were kept, has none.
+    """
+    entry = adata.uns.get(record)
+    if not hasattr(entry, "get") or not hasattr(entry.get("params"), "get"):
+        return None
+    if entry["params"].get("key_added") != use_rep:
+        return None
+    value = entry.get("encoder_id")
+    return str(value) if value else None
+
+
 def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_key") -> str | None:
     """Return ``slide_key``, or the slide column recorded by an earlier gearsx step when it is ``None``.
 

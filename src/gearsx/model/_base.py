@@ -35,7 +35,8 @@ MODEL_ATTRIBUTES = """history_
         :class:`pandas.DataFrame` of the per-epoch training metrics (one row per epoch, over
         every ``train`` call), ``None`` before training.
     train_params_
-        The arguments of the last ``train`` call and the split it used.
+        The arguments of the last ``train`` call and the split it used (for :class:`GEARS`, also
+        ``encoder_id``: the fingerprint of the encoder that embedded its ST data, when recorded).
     registration_
         What :meth:`setup_anndata` recorded for ``adata`` (``None`` for a model loaded without data)."""
 

@@ -338,6 +338,25 @@ class SharedEncoder(GearsModelBase):
                     out["embedding"].append(z.float().cpu().numpy())
         return {name: np.concatenate(parts) for name, parts in out.items()}
 
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the trained weights: 16 hex digits of a SHA-256 over the module's parameters and buffers.
+
+        The same for an encoder and its saved and reloaded copy, or a refit with the same data and
+        seed on the same device; different after any other refit (the attached adapter does not
+        count). :func:`gearsx.tl.fit_encoder` and :func:`gearsx.tl.fit_adapter` record it as
+        ``encoder_id`` in ``uns``, :meth:`gearsx.model.GEARS.train` keeps the ST data's, and
+        :func:`gearsx.tl.reconstruct` refuses cells adapted to another encoder than the one whose
+        embeddings trained the model (their embedding spaces differ even at equal widths).
+        """
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     # --- the SC adapter ---------------------------------------------------------------------------
     @property
     def n_latent(self) -> int:

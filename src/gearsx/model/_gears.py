@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, check_slide_key, resolve_slide_key
+from gearsx._anndata import check_obsm_key, check_slide_key, recorded_encoder_id, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, doc_params, renamed_arguments
 
@@ -393,6 +393,10 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             "n_validation_spots": int(val_mask.sum()),
             "random_state": random_state,
         }
+        # the encoder whose space the spot embeddings live in: reconstruct refuses cells adapted to another
+        encoder_id = recorded_encoder_id(self.adata, Key.encoder, self._setup_args["use_rep"])
+        if encoder_id is not None:
+            self.train_params_["encoder_id"] = encoder_id
 
     def reference(self) -> dict[str, Any] | None:
         """Return the spots the model was trained on, as reference-anchored reconstruction needs them.

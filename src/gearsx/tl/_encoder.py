@@ -69,7 +69,8 @@ def fit_encoder(
     (balanced accuracy of a 5-fold logistic regression predicting the slide, and its
     ``chance`` level), ``knn_overlap20`` (mean, and per slide) between embedding and
     physical neighbours, and ``norm_ratio`` (max/min over slides of the embeddings'
-    RMS norm).
+    RMS norm), and ``encoder_id`` (:attr:`~gearsx.model.SharedEncoder.fingerprint`: the
+    geometry model keeps it, so that cells adapted to another encoder are refused).
 
     Examples
     --------
@@ -117,7 +118,7 @@ def fit_encoder(
         "adversarial": adversarial,
         **{k: v for k, v in model.train_params_.items() if k != "random_state"},
     }
-    write_record(adata_st, Key.encoder, params, **diag)
+    write_record(adata_st, Key.encoder, params, encoder_id=model.fingerprint, **diag)
     logger.info("encoder diagnostics: %s", diag)
     return model
 
@@ -166,8 +167,9 @@ def fit_adapter(
     -------
     ``None``. Writes ``adata_sc.obsm[key_added]`` and ``adata_sc.uns['gears_adapter']``
     (``params``, and ``before``/``after`` diagnostics: ST-vs-SC domain-classifier balanced
-    accuracy, CORAL, MMD, centroid distance, norm ratio, kNN mixing entropy, iLISI). The
-    adapter is attached to the encoder (``encoder.adapter``) and saved with it.
+    accuracy, CORAL, MMD, centroid distance, norm ratio, kNN mixing entropy, iLISI; and
+    ``encoder_id``, the encoder's :attr:`~gearsx.model.SharedEncoder.fingerprint`, which
+    :func:`gearsx.tl.reconstruct` compares with the model's). The adapter is attached to the encoder (``encoder.adapter``) and saved with it.
 
     Examples
     --------
@@ -196,4 +198,10 @@ def fit_adapter(
     )
     z_adapted = encoder.get_latent_representation(adata_sc, adapt=True)
     set_obs_rep(adata_sc, z_adapted, obsm=key_added)
-    write_record(adata_sc, Key.adapter, {**adapter.params_, "key_added": key_added}, **adapter.report_)
+    write_record(
+        adata_sc,
+        Key.adapter,
+        {**adapter.params_, "key_added": key_added},
+        encoder_id=encoder.fingerprint,
+        **adapter.report_,
+    )

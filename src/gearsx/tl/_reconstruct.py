@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, set_obs_rep
+from gearsx._anndata import check_obsm_key, recorded_encoder_id, set_obs_rep
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, check_positive_number, renamed_arguments, resolve_client
 from gearsx._version import __version__
@@ -90,7 +90,10 @@ def reconstruct(
     model
         A trained :class:`gearsx.model.GEARS`.
     use_rep
-        ``obsm`` key of the embeddings.
+        ``obsm`` key of the embeddings. They must come from the encoder whose ST embeddings trained
+        ``model``: when ``fit_adapter`` (or ``fit_encoder``) recorded the encoder's fingerprint and the
+        model kept it (:meth:`gearsx.model.GEARS.train`), another encoder's embeddings are an error,
+        and so, when anchoring, are ST data embedded again after the model was trained.
     n_patch
         Cells per patch (the model's training miniset sizes are 128-384).
     min_overlap
@@ -218,7 +221,7 @@ def reconstruct(
     from ._anchored import plan_anchor, query_expression
     from ._stitch import stitch
 
-    x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted)
+    x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted, anchored=anchor is not None)
     client = resolve_client(client)
     if n_communities is not None:
         n_communities = check_positive_int(n_communities, name="n_communities")
@@ -322,7 +325,7 @@ class _StepClock:
         self._last = now
 
 
-def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: bool) -> np.ndarray:
+def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: bool, anchored: bool) -> np.ndarray:
     """Validate the model and the cells' embeddings (clear errors, nothing written); return the embeddings."""
     from gearsx.model import GEARS
 
@@ -341,7 +344,43 @@ def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: 
             "Run `gx.tl.fit_adapter(adata, encoder)` first, or pass allow_unadapted=True for held-out ST spots."
         )
         raise ValueError(msg)
+    _check_same_encoder(adata, model, use_rep, anchored=anchored)
     return model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
+
+
+def _check_same_encoder(adata: AnnData, model, use_rep: str, *, anchored: bool) -> None:
+    """Refuse embeddings from another encoder than the one whose ST embeddings trained ``model``.
+
+    Two encoders of the same width embed into different spaces: the model would read the cells'
+    embeddings as coordinates of a space it never saw, and the anchors would match them to spots of
+    another space, with no error. Checked when both sides carry the encoder's fingerprint
+    (:attr:`gearsx.model.SharedEncoder.fingerprint`, recorded by ``fit_encoder`` / ``fit_adapter``);
+    when ``anchored``, the model's registered ST data (whose embeddings the anchors match) must
+    still hold the embeddings it was trained on.
+    """
+    trained = model.train_params_.get("encoder_id")
+    if not trained:
+        return
+    record = Key.adapter if recorded_encoder_id(adata, Key.adapter, use_rep) else Key.encoder
+    cells = recorded_encoder_id(adata, record, use_rep)
+    if cells is not None and cells != trained:
+        msg = (
+            f"`adata.obsm[{use_rep!r}]` comes from encoder {cells} (`uns[{record!r}]['encoder_id']`), but "
+            f"`model` was trained on the ST embeddings of encoder {trained}: their spaces differ. Adapt the cells "
+            "with the encoder that embedded the model's ST data (`gx.tl.fit_adapter(adata, encoder)`, where "
+            f"`encoder.fingerprint == {trained!r}`), or train the model again on the current ST embeddings."
+        )
+        raise ValueError(msg)
+    st = getattr(model, "adata", None) if anchored else None
+    current = None if st is None else recorded_encoder_id(st, Key.encoder, model.setup_args.get("use_rep", ""))
+    if current is not None and current != trained:
+        msg = (
+            f"The model's ST data were embedded again (encoder {current} in `uns[{Key.encoder!r}]`) after `model` "
+            f"was trained on the embeddings of encoder {trained}; the anchors would match the cells to spots of "
+            "another space. Train the model again (`model.train()`) after `fit_encoder`, or restore the embeddings "
+            "it was trained on."
+        )
+        raise ValueError(msg)
 
 
 def _checked_sizes(
