@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gearsx-installed
 DEMO_OUT ?= gearsx_demo_output
 
-.PHONY: install demo demo-figure test lint docs clean
+.PHONY: install demo demo-figure test lint docs tutorials clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ test: install
 docs: install
 	rm -rf docs/_build docs/api/generated
 	PYTHONWARNINGS=ignore::DeprecationWarning $(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# Execute the tutorials at full size and store their outputs (about 10 minutes on 2 cores; the peers of
+# tutorials 02 and 04 come from the bench group). The test suite runs them at a small size only and never
+# compares with the stored outputs: run this after any change of a default or of a benchmark figure they show.
+tutorials: install
+	$(BIN)/python -m pip install --quiet --group bench
+	cd tutorials && env -u GEARSX_TUTORIAL_SMALL -u MPLBACKEND ../$(BIN)/jupyter-execute --inplace --timeout=1800 *.ipynb
 
 clean:
 	rm -rf docs/_build docs/api/generated $(DEMO_OUT) .pytest_cache

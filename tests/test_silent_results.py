@@ -210,3 +210,34 @@ def test_reconstruct_refuses_cells_of_another_encoder(tmp_path):
             gx.tl.reconstruct(other, model, anchor=None, **kw)
     assert set(other.obsm) == set(before.obsm)  # nothing written
     assert "gears" not in other.uns
+
+
+def test_data_read_as_one_slide_warn_when_a_slide_column_holds_several(caplog):
+    """Spots of concatenated slides became each other's neighbours without a word when no slide key was known."""
+    adata = _spots(n_per_slide=60, n_slides=2)
+    adata.obs["library_id"] = adata.obs.pop("slide")  # squidpy's name; nothing recorded in uns
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.spatial_smooth(adata, use_rep="X_gears", n_neighbors=4)
+    assert "`adata.obs['library_id']` holds 2 values" in caplog.text
+    assert "slide_key='library_id'" in caplog.text
+
+    for kwargs, edit in (
+        ({"slide_key": "library_id"}, None),  # the slides named
+        ({}, lambda a: a.uns.__setitem__("gears_prepare", {"params": {"slide_key": ""}})),  # "one slide" recorded
+        ({}, lambda a: a.obs.__setitem__("library_id", "s0")),  # one value: one slide
+    ):
+        other = adata.copy()
+        if edit is not None:
+            edit(other)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="gearsx"):
+            gx.tl.spatial_smooth(other, use_rep="X_gears", n_neighbors=4, **kwargs)
+        assert "read as one slide" not in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):  # a count of slides only: no neighbours, no warning
+        gx.tl.cluster_domains(adata, use_rep="X_gears", method="kmeans", n_clusters=3)
+    assert "read as one slide" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.cluster_domains(adata, use_rep="X_gears", method="kmeans", n_clusters=3, refine=True)
+    assert caplog.text.count("read as one slide") == 1

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: ``uns`` records whose parameters name the slide column, in the order they are trusted.
 _SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare", "X_gears_domain")
+#: ``obs`` columns that usually name the slide (squidpy's ``library_id``, ``anndata.concat``'s ``batch``, ...).
+_SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "section", "batch")
 
 
 def check_obs_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
@@ -203,24 +205,32 @@ def recorded_encoder_id(adata: AnnData, record: str, use_rep: str) -> str | None
     return str(value) if value else None
 
 
-def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_key") -> str | None:
+def resolve_slide_key(
+    adata: AnnData, slide_key: str | None, arg: str = "slide_key", *, warn: bool = True
+) -> str | None:
     """Return ``slide_key``, or the slide column recorded by an earlier gearsx step when it is ``None``.
 
     Functions that look at physical neighbours must never pool spots of different slides,
     which share one coordinate frame. When ``slide_key`` is not passed, the column recorded
     in ``uns['gears_encoder']``, ``uns['gears_centered']``, ``uns['gears_prepare']`` or
     ``uns['X_gears_domain']`` (:func:`gearsx.tl.domain_embedding`) is used
-    (and logged); ``None`` is returned only when no step recorded one (a single slide).
+    (and logged); ``None`` is returned only when no step recorded one (a single slide). When no
+    step recorded any choice and a column that usually names the slide (``obs['slide']``,
+    ``obs['library_id']``, ``obs['batch']``, ...) holds several values, a warning names it: those
+    spots are read as one slide, so spots of different slides can become neighbours (``warn=False``:
+    no warning, for callers that only count slides).
     """
     if slide_key is not None:
         check_slide_key(adata, slide_key, arg)
         return slide_key
+    decided = False  # an earlier step recorded a choice, even "one slide"
     for record in _SLIDE_RECORDS:
         entry = adata.uns.get(record)
         if not isinstance(entry, dict):
             continue
         params = entry.get("params", entry)
         key = params.get("slide_key") if isinstance(params, dict) else None
+        decided = decided or (isinstance(params, dict) and "slide_key" in params)
         if key:
             key = str(key)
             if key not in adata.obs:
@@ -232,7 +242,22 @@ def resolve_slide_key(adata: AnnData, slide_key: str | None, arg: str = "slide_k
             check_slide_key(adata, key, arg)
             logger.info("using %s=%r recorded in uns[%r]", arg, key, record)
             return key
+    if warn and not decided:
+        _warn_unkeyed_slides(adata, arg)
     return None
+
+
+def _warn_unkeyed_slides(adata: AnnData, arg: str) -> None:
+    """Warn when data read as one slide hold a column that usually names several slides."""
+    for column in _SLIDE_COLUMNS:
+        if column in adata.obs and (n := adata.obs[column].nunique()) > 1:
+            logger.warning(
+                "no `%s` was passed and no earlier gearsx step recorded one, so all %d observations are read as "
+                "one slide, but `adata.obs[%r]` holds %d values: if they are separate slides or sections, pass "
+                "`%s=%r` (else spots of different slides can become spatial neighbours).",
+                arg, adata.n_obs, column, n, arg, column,
+            )  # fmt: skip
+            return
 
 
 def obsm_coords(adata: AnnData, key: str, what: str) -> np.ndarray:

@@ -49,7 +49,10 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         registered yet, or any of the keys below is given, :meth:`setup_anndata` is
         called with them.
     use_rep, slide_key, spatial_key
-        Passed to :meth:`setup_anndata`.
+        Passed to :meth:`setup_anndata`. With none given on unregistered data, the slide column
+        recorded by :func:`gearsx.tl.fit_encoder` is taken; with no record the data are one slide
+        (a warning names ``obs['slide']``, ``obs['library_id']`` or a similar column when it holds
+        several values).
     targets
         ``'gram'`` (the paper's: Procrustes regression to the Gram factor, Gram and
         log-scale losses) or ``'rw_stress'`` (the generator is trained with

@@ -137,7 +137,8 @@ def domain_embedding(
     slide_key
         ``obs`` column of the slides. ``None`` takes the column recorded by an earlier gearsx
         step (:func:`gearsx.tl.fit_encoder`, :func:`gearsx.pp.mean_center_per_slide`); with no
-        record the data are one slide.
+        record the data are one slide (a warning names ``obs['slide']``, ``obs['library_id']``,
+        ``obs['batch']`` or a similar column when it holds several values).
     spatial_key
         ``obsm`` key of the coordinates.
     layer

@@ -140,7 +140,7 @@ def domain_representation(
 
 def _n_slides(adata: AnnData, slide_key: str | None) -> int:
     """Count the slides in ``obs[slide_key]`` (or the recorded slide column); 1 without one."""
-    slide_key = resolve_slide_key(adata, slide_key)
+    slide_key = resolve_slide_key(adata, slide_key, warn=False)  # a count: the caller warns where neighbours matter
     return 1 if slide_key is None else int(adata.obs[slide_key].nunique())
 
 
@@ -230,7 +230,8 @@ def cluster_domains(
         whether the representation spans several). ``None`` takes the column recorded by
         :func:`gearsx.tl.domain_embedding` or :func:`gearsx.tl.fit_encoder` (or
         :func:`gearsx.pp.mean_center_per_slide`, :func:`gearsx.pp.prepare`) in ``uns``; with no
-        record the data are one slide.
+        record the data are one slide (with ``refine=True``, a warning names ``obs['slide']``,
+        ``obs['library_id']``, ``obs['batch']`` or a similar column when it holds several values).
     random_state
         Seed; the same seed gives the same labels.
     key_added
@@ -283,7 +284,7 @@ def cluster_domains(
         use_rep = Key.domain_embedding if Key.domain_embedding in adata.obsm else Key.backbone
         logger.info("cluster_domains: clustering obsm[%r]", use_rep)
     coords = groups = None
-    slide_key = resolve_slide_key(adata, slide_key)
+    slide_key = resolve_slide_key(adata, slide_key, warn=refine)  # slides matter to the vote's neighbours
     if refine:
         if spatial_key not in adata.obsm:
             msg = f"`refine=True` needs coordinates in `adata.obsm[{spatial_key!r}]`; available: {list(adata.obsm.keys())}."

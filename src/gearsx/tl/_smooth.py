@@ -101,7 +101,9 @@ def spatial_smooth(
     slide_key
         ``obs`` column with slides; neighbours never cross slides. ``None`` takes the column
         recorded by :func:`gearsx.tl.fit_encoder` (or :func:`gearsx.pp.mean_center_per_slide`,
-        :func:`gearsx.pp.prepare`) in ``uns``; with no record the data are one slide.
+        :func:`gearsx.pp.prepare`) in ``uns``; with no record the data are one slide (a warning
+        names ``obs['slide']``, ``obs['library_id']``, ``obs['batch']`` or a similar column when it
+        holds several values).
     key_added
         ``obsm`` key for the result (default ``f'{use_rep}_smoothed'``); parameters go to
         ``uns[key_added]``.
