@@ -397,7 +397,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             "random_state": random_state,
         }
         # the encoder whose space the spot embeddings live in: reconstruct refuses cells adapted to another
-        encoder_id = recorded_encoder_id(self.adata, Key.encoder, self._setup_args["use_rep"])
+        encoder_id = recorded_encoder_id(self.adata, Key.encoder, self.setup_args["use_rep"])
         if encoder_id is not None:
             self.train_params_["encoder_id"] = encoder_id
 

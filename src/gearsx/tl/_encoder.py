@@ -169,7 +169,8 @@ def fit_adapter(
     (``params``, and ``before``/``after`` diagnostics: ST-vs-SC domain-classifier balanced
     accuracy, CORAL, MMD, centroid distance, norm ratio, kNN mixing entropy, iLISI; and
     ``encoder_id``, the encoder's :attr:`~gearsx.model.SharedEncoder.fingerprint`, which
-    :func:`gearsx.tl.reconstruct` compares with the model's). The adapter is attached to the encoder (``encoder.adapter``) and saved with it.
+    :func:`gearsx.tl.reconstruct` compares with the model's). The adapter is attached to the
+    encoder (``encoder.adapter``) and saved with it.
 
     Examples
     --------
