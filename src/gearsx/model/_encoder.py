@@ -340,7 +340,7 @@ class SharedEncoder(GearsModelBase):
 
     @property
     def fingerprint(self) -> str:
-        """Identity of the trained weights: 16 hex digits of a SHA-256 over the module's parameters and buffers.
+        """Fingerprint of the trained weights, 16 hex digits of a SHA-256 over the module's parameters and buffers.
 
         The same for an encoder and its saved and reloaded copy, or a refit with the same data and
         seed on the same device; different after any other refit (the attached adapter does not
