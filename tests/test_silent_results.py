@@ -161,7 +161,7 @@ def test_evaluate_geometry_warns_on_a_collapsed_layout():
 
 
 def _st_and_cells(seed=0):
-    """Tiny simulated ST and SC data, preprocessed and centred, with an encoder fitted and the cells adapted."""
+    """Tiny simulated ST and SC data, preprocessed and mean-centred (no encoder yet)."""
     raw_st, raw_sc = gx.datasets.simulate_tissue(n_slides=2, n_cells_per_slide=4000, n_genes=40, random_state=seed)
     st, sc = gx.pp.prepare(raw_st, raw_sc, slide_key="slide", n_top_genes=30)
     gx.pp.mean_center_per_slide(st, slide_key="slide")
