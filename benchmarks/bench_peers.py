@@ -28,6 +28,8 @@ Protocol, per single-cell-resolution data set in ../shared/data:
      ``--with-intrinsic`` also scores the intrinsic layout of the gearsx run itself;
    * knn-probe: each cell at the mean position of its 20 most similar spots in the adapted
      embedding (cosine), the baseline reference anchoring has to beat;
+   * isomap-probe: the cells' own adapted embeddings laid out by Isomap (10 neighbours), with no
+     reference positions: the baseline the intrinsic mode has to beat;
    * moscot (``MappingProblem``, fused Gromov-Wasserstein with its defaults, joint local PCA of the
      shared genes): the plan-weighted mean of the spot coordinates;
    * Tangram (``tangram-sc``, cell mode, 1,000 epochs): a cell's position is the
@@ -102,6 +104,18 @@ def run_knn_probe(spots, query, seed=0):
         cells.obsm["X_gears"], st.obsm["X_gears"], st.obsm["spatial"], k=20, temperature=None
     )
     return m.anchors
+
+
+def run_isomap_probe(spots, query, seed=0):
+    """The cells' own adapted embeddings laid out by Isomap (10 neighbours): no reference positions at all.
+
+    The baseline the intrinsic mode has to beat: the geodesic distances of the cells' kNN graph in the
+    same embedding GEARS reads, embedded in 2-D (scikit-learn's ``Isomap``).
+    """
+    from sklearn.manifold import Isomap
+
+    _, cells = _embed(spots, query, seed)
+    return Isomap(n_neighbors=10, n_components=2).fit_transform(cells.obsm["X_gears"])
 
 
 def run_tangram(spots, query, seed=0):
@@ -254,7 +268,12 @@ def _with_previous_rows(args, rows, lines):
         if r["method"] == "gearsx (intrinsic)" and np.isnan(r["time"]):
             r["time"] = gearsx_time.get((r["data"], r["seed"]), np.nan)
     order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r, _ in merged))}
-    first = {m: i for i, m in enumerate(("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe"))}
+    first = {
+        m: i
+        for i, m in enumerate(
+            ("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe", "isomap-probe")
+        )
+    }
     merged.sort(key=lambda e: (order[e[0]["data"]], e[0]["seed"], first.get(e[0]["method"], len(first))))
     print(f"--append: kept {n_kept} rows of {args.out}", flush=True)
     return [r for r, _ in merged], [line for _, line in merged]
@@ -287,6 +306,7 @@ def main():
         "gearsx": run_gearsx,
         "gearsx-intrinsic": run_gearsx_intrinsic,
         "knn-probe": run_knn_probe,
+        "isomap-probe": run_isomap_probe,
         "tangram": run_tangram,
         "novosparc": run_novosparc,
         "moscot": run_moscot,
