@@ -57,6 +57,8 @@ import gearsx as gx
 warnings.filterwarnings("ignore")
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("spearman", "stress1", "edge_auc", "trust20", "cont20")
+#: Within a data set and seed, these rows come first, in this order; the peers follow in the page's order.
+FIRST_ROWS = ("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe", "isomap-probe")
 
 
 def make_spots(cells, target=1000, cells_per_spot=3):
@@ -268,12 +270,7 @@ def _with_previous_rows(args, rows, lines):
         if r["method"] == "gearsx (intrinsic)" and np.isnan(r["time"]):
             r["time"] = gearsx_time.get((r["data"], r["seed"]), np.nan)
     order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r, _ in merged))}
-    first = {
-        m: i
-        for i, m in enumerate(
-            ("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe", "isomap-probe")
-        )
-    }
+    first = {m: i for i, m in enumerate(FIRST_ROWS)}
     merged.sort(key=lambda e: (order[e[0]["data"]], e[0]["seed"], first.get(e[0]["method"], len(first))))
     print(f"--append: kept {n_kept} rows of {args.out}", flush=True)
     return [r for r, _ in merged], [line for _, line in merged]

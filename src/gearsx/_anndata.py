@@ -197,11 +197,9 @@ def recorded_encoder_id(adata: AnnData, record: str, use_rep: str) -> str | None
     written before fingerprints were kept, has none.
     """
     entry = adata.uns.get(record)
-    if not hasattr(entry, "get") or not hasattr(entry.get("params"), "get"):
+    if not isinstance(entry, dict) or not isinstance(params := entry.get("params"), dict):
         return None
-    if entry["params"].get("key_added") != use_rep:
-        return None
-    value = entry.get("encoder_id")
+    value = entry.get("encoder_id") if params.get("key_added") == use_rep else None
     return str(value) if value else None
 
 

@@ -361,8 +361,9 @@ def _check_same_encoder(adata: AnnData, model, use_rep: str, *, anchored: bool) 
     trained = model.train_params_.get("encoder_id")
     if not trained:
         return
-    record = Key.adapter if recorded_encoder_id(adata, Key.adapter, use_rep) else Key.encoder
-    cells = recorded_encoder_id(adata, record, use_rep)
+    record, cells = Key.adapter, recorded_encoder_id(adata, Key.adapter, use_rep)
+    if cells is None:  # held-out ST spots carry the encoder's own record
+        record, cells = Key.encoder, recorded_encoder_id(adata, Key.encoder, use_rep)
     if cells is not None and cells != trained:
         msg = (
             f"`adata.obsm[{use_rep!r}]` comes from encoder {cells} (`uns[{record!r}]['encoder_id']`), but "
