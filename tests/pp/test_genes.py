@@ -49,6 +49,31 @@ def test_prepare_detects_logged_input(small_tissue, caplog):
     assert again.uns["gears_prepare"]["params"]["normalisation_st"] == "input already log-normalised"
 
 
+def test_prepare_counts_and_names_observations_without_counts(small_tissue, caplog):
+    import scipy.sparse as sp
+
+    st, cells = small_tissue
+    st_p, sc_p = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60)
+    assert sc_p.uns["gears_prepare"]["params"]["n_empty_sc"] == 0
+    empty = cells.copy()
+    x = empty.X.toarray() if sp.issparse(empty.X) else np.array(empty.X)
+    x[[3, 7, 11]] = 0  # three cells without a count in any gene
+    empty.X = sp.csr_matrix(x)
+    keep = set(sc_p.var_names)  # cells whose counts lie only in genes the selection drops are empty too
+    x2 = x.copy()
+    x2[20][[g in keep for g in empty.var_names]] = 0
+    empty.X = sp.csr_matrix(x2)
+    with caplog.at_level("WARNING"):
+        st_e, sc_e = gx.pp.prepare(st, empty, slide_key="slide", n_top_genes=60)
+    assert list(sc_e.var_names) == list(sc_p.var_names)  # four cells do not move the gene selection
+    assert x2[20].sum() > 0  # cell 20 has counts, only not in the genes kept
+    assert sc_e.uns["gears_prepare"]["params"]["n_empty_sc"] == 4
+    assert "4 of the 3000 observations of adata_sc" in caplog.text
+    assert st_e.uns["gears_prepare"]["params"]["n_empty_st"] == 0
+    assert "no counts in the 60 genes kept" in caplog.text
+    assert sc_e.n_obs == cells.n_obs  # kept, not dropped
+
+
 def test_prepare_bad_input(small_tissue):
     st, cells = small_tissue
     with pytest.raises(KeyError, match="slide_key"):
