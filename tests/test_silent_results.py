@@ -60,6 +60,24 @@ def test_gears_without_keys_takes_the_recorded_slide_key(caplog):
     assert "recorded in uns['gears_encoder']" in caplog.text
 
 
+def test_gears_with_other_keys_still_takes_the_recorded_slide_key(caplog):
+    st = _spots()
+    st.uns["gears_encoder"] = {"params": {"slide_key": "slide"}}
+    geo = gx.model.GEARS(st, use_rep="X_gears", **_TINY)  # a key given, but not the slide's
+    assert geo.setup_args["slide_key"] == "slide"
+    assert geo._slide_names() == ["s0", "s1", "s2"]
+    st.obs["donor"] = np.where(st.obs["slide"].astype(str) == "s2", "b", "a")  # slides s0 and s1 together
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.model.GEARS(st, slide_key="donor", **_TINY)
+    assert "`slide_key='donor'` puts slides of `obs['slide']`" in caplog.text
+    assert "1 value(s) of it" in caplog.text
+    caplog.clear()
+    st.obs["fov"] = st.obs["slide"].astype(str) + np.where(np.arange(st.n_obs) % 2, "-a", "-b")  # finer: fine
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.model.GEARS(st, slide_key="fov", **_TINY)
+    assert "puts slides" not in caplog.text
+
+
 def test_default_training_uses_every_slide():
     st = _spots()
     geo = gx.model.GEARS(st, slide_key="slide", **_TINY)

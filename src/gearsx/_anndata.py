@@ -220,15 +220,13 @@ def resolve_slide_key(
     """
     if slide_key is not None:
         check_slide_key(adata, slide_key, arg)
+        if warn:
+            _warn_coarser_than_recorded(adata, slide_key, arg)
         return slide_key
     decided = False  # an earlier step recorded a choice, even "one slide"
-    for record in _SLIDE_RECORDS:
-        entry = adata.uns.get(record)
-        if not isinstance(entry, dict):
-            continue
-        params = entry.get("params", entry)
-        key = params.get("slide_key") if isinstance(params, dict) else None
-        decided = decided or (isinstance(params, dict) and "slide_key" in params)
+    for record, params in _slide_records(adata):
+        key = params.get("slide_key")
+        decided = decided or "slide_key" in params
         if key:
             key = str(key)
             if key not in adata.obs:
@@ -243,6 +241,45 @@ def resolve_slide_key(
     if warn and not decided:
         _warn_unkeyed_slides(adata, arg)
     return None
+
+
+def _slide_records(adata: AnnData):
+    """Yield ``(record, params)`` for every record of :data:`_SLIDE_RECORDS` in ``uns`` whose parameters are a dict."""
+    for record in _SLIDE_RECORDS:
+        entry = adata.uns.get(record)
+        params = entry.get("params", entry) if isinstance(entry, dict) else None
+        if isinstance(params, dict):
+            yield record, params
+
+
+def _recorded_slide_key(adata: AnnData) -> tuple[str, str] | None:
+    """Return ``(record, key)`` for the first slide column an earlier gearsx step recorded that is still in ``obs``."""
+    for record, params in _slide_records(adata):
+        key = params.get("slide_key")
+        if key and str(key) in adata.obs:
+            return record, str(key)
+    return None
+
+
+def _warn_coarser_than_recorded(adata: AnnData, slide_key: str, arg: str) -> None:
+    """Warn when a passed slide column puts slides of the recorded one together (another column, coarser).
+
+    A finer column (e.g. fields of view within slides) keeps every slide apart and is fine; a coarser
+    one (e.g. the donor of several slides) makes spots of different slides, each in its own
+    coordinate frame, spatial neighbours.
+    """
+    recorded = _recorded_slide_key(adata)
+    if recorded is None or recorded[1] == slide_key:
+        return
+    record, key = recorded
+    per_group = adata.obs.groupby(adata.obs[slide_key].astype(str), observed=True)[key].nunique()
+    if (per_group > 1).any():
+        logger.warning(
+            "`%s=%r` puts slides of `obs[%r]` (recorded in uns[%r]) together: %d value(s) of it hold spots of "
+            "several of those slides, each in its own coordinate frame, so spots of different slides become "
+            "spatial neighbours. Pass `%s=%r` unless the slides share one frame.",
+            arg, slide_key, key, record, int((per_group > 1).sum()), arg, key,
+        )  # fmt: skip
 
 
 def _warn_unkeyed_slides(adata: AnnData, arg: str) -> None:

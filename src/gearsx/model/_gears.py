@@ -49,10 +49,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         registered yet, or any of the keys below is given, :meth:`setup_anndata` is
         called with them.
     use_rep, slide_key, spatial_key
-        Passed to :meth:`setup_anndata`. With none given on unregistered data, the slide column
-        recorded by :func:`gearsx.tl.fit_encoder` is taken; with no record the data are one slide
-        (a warning names ``obs['slide']``, ``obs['library_id']`` or a similar column when it holds
-        several values).
+        Passed to :meth:`setup_anndata`. Without ``slide_key`` (whether or not the other keys are
+        given), the slide column recorded by :func:`gearsx.tl.fit_encoder` is taken; with no record
+        the data are one slide (a warning names ``obs['slide']``, ``obs['library_id']`` or a similar
+        column when it holds several values). A ``slide_key`` that puts slides of the recorded column
+        together (e.g. a donor of several slides) is taken, with a warning.
     targets
         ``'gram'`` (the paper's: Procrustes regression to the Gram factor, Gram and
         log-scale losses) or ``'rw_stress'`` (the generator is trained with
@@ -161,11 +162,9 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         """Register ``adata`` when it is not registered itself, or when keys are given."""
         if cls._is_registered(adata) and all(v is None for v in keys.values()):
             return
-        slide_key = keys["slide_key"]
-        if all(v is None for v in keys.values()):
-            # Not registered (e.g. a copy or subset of a registered object) and no keys given: take the
-            # slide column that fit_encoder recorded, so a multi-slide reference is never read as one slide.
-            slide_key = resolve_slide_key(adata, None)
+        # No slide key given (whatever the other keys): take the slide column that fit_encoder recorded, so a
+        # multi-slide reference is never read as one slide; a given key that puts recorded slides together warns.
+        slide_key = resolve_slide_key(adata, keys["slide_key"])
         cls.setup_anndata(
             adata,
             use_rep=keys["use_rep"] or Key.embedding,
