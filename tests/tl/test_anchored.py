@@ -234,7 +234,7 @@ def test_loaded_model_anchors_without_the_st_data(toy_model, tmp_path):
     assert b.uns["gears"]["anchor"]["slide"] == "s0"
 
 
-def test_anchored_result_is_drawn_over_its_reference_slide(toy_model):
+def test_anchored_result_is_drawn_over_its_reference_slide(toy_model, caplog):
     import matplotlib
 
     matplotlib.use("agg")
@@ -251,6 +251,23 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model):
     other.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}
     with pytest.raises(ValueError, match="does not hold"):
         gx.pl.reconstruction(sc, reference=other, show=False)
+    # an image keyed by another slide is not drawn under the anchored slide's spots
+    image = {"images": {"hires": np.ones((20, 20, 3))}, "scalefactors": {"tissue_hires_scalef": 2.0}}
+    two = ad.concat([st, st], label="slide", keys=["s0", "s1"], index_unique="-")
+    two.obsm["spatial"] = st.obsm["spatial"][np.r_[: st.n_obs, : st.n_obs]]
+    two.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}
+    two.uns["spatial"] = {"s1": image}
+    with caplog.at_level("WARNING", logger="gearsx"):
+        ax = gx.pl.reconstruction(sc, reference=two, show=False)
+    assert not ax.images
+    assert "no image keyed by the anchored slide 's0'" in caplog.text
+    two.uns["spatial"] = {"s0": image}  # the anchored slide's own image, at its scale factor
+    ax = gx.pl.reconstruction(sc, reference=two, show=False)
+    assert len(ax.images) == 1
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), 2.0 * st.obsm["spatial"])
+    one = st.copy()  # a one-slide reference: its single image is the slide's, whatever its name
+    one.uns["spatial"] = {"V1_section": image}
+    assert len(gx.pl.reconstruction(sc, reference=one, show=False).images) == 1
     gx.tl.reconstruct(sc, toy_model, anchor=None, **_FAST)
     with pytest.raises(ValueError, match="intrinsic"):
         gx.pl.reconstruction(sc, reference=st, show=False)

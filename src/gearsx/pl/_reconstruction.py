@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = ["distortion_heatmap", "reconstruction", "stitching_diagnostics"]
+
+logger = logging.getLogger(__name__)
 
 
 def _finish(fig, axes, *, show: bool | None, save: str | None):
@@ -142,7 +145,9 @@ def reconstruction(
     reference
         The ST data of the model: a reference-anchored reconstruction lives in the frame of one of
         its slides (``uns['gears']['anchor']['slide']``), and is drawn over that slide's spots (and
-        its tissue image, when ``uns['spatial']`` holds one), without any alignment. An intrinsic
+        its tissue image, when ``uns['spatial']`` holds one keyed by the slide's name, or the only one of
+        a one-slide reference; otherwise a warning says the image was left out), without any
+        alignment. An intrinsic
         reconstruction has no such frame and raises, as does a ``reference`` without that slide.
     ax
         Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown.
@@ -218,11 +223,17 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
     scale = 1.0
     spatial = reference.uns.get("spatial")
     if isinstance(spatial, dict) and spatial:
-        lib = (
-            str(anchor["slide"])
-            if str(anchor["slide"]) in spatial
-            else (next(iter(spatial)) if len(spatial) == 1 else None)
-        )
+        slide = str(anchor["slide"])
+        one_slide = slide_key is None or reference.obs[slide_key].nunique() == 1
+        # a single image is the anchored slide's only when the reference holds no other slide
+        lib = slide if slide in spatial else (next(iter(spatial)) if len(spatial) == 1 and one_slide else None)
+        if lib is None:
+            logger.warning(
+                "`reference.uns['spatial']` holds no image keyed by the anchored slide %r (libraries: %s), and "
+                "the reference holds several slides: drawn over the slide's spots without an image. Key the "
+                "slide's image by its name in obs[%r] to draw it.",
+                slide, sorted(spatial)[:10], slide_key,
+            )  # fmt: skip
         found = _image(reference, lib, None) if lib is not None else None
         if found is not None:
             image, scale, _ = found
