@@ -99,7 +99,7 @@ def test_bad_input(rng):
         gx.pp.extract_patches(adata, resolution="fullres", image=np.zeros((5, 5)))
 
 
-def test_embed_patches_and_cache(rng, tmp_path):
+def test_embed_patches_and_cache(rng, tmp_path, caplog):
     adata = _visium_like(rng)
     img = rng.integers(0, 255, (*FULL, 3), dtype=np.uint8)[::10, ::10]
     adata.uns["spatial"]["lib"]["images"]["lowres"] = img
@@ -114,11 +114,42 @@ def test_embed_patches_and_cache(rng, tmp_path):
         ref = enc(torch.as_tensor(np.asarray(tiles)).permute(0, 3, 1, 2).float() / 255).numpy()
     np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-6)
     assert cache.exists()
-    # the cache is reused (raw, un-normalised embeddings)
+    # the cache is reused (raw, un-normalised embeddings) by the same encoder on the same tiles
     other = adata.copy()
-    gx.tl.embed_patches(other, torch.nn.Identity(), cache=cache, progress=False)
+    gx.tl.embed_patches(other, enc, cache=cache, progress=False)
     np.testing.assert_array_equal(other.obsm["X_image"], emb)
     assert other.uns["X_image"]["params"]["from_cache"]
+    # ... and never by another encoder, other tiles or another transform: recomputed, with the reason
+    for kw, why in (
+        ({"encoder": torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())}, "other encoder weights"),
+        ({"patches": np.asarray(tiles)[::-1].copy()}, "other tiles"),
+        ({"transform": torch.nn.Identity()}, "another transform"),
+    ):
+        call = {"encoder": enc, **kw}
+        again = adata.copy()
+        with caplog.at_level("WARNING", logger="gearsx"):
+            gx.tl.embed_patches(again, call.pop("encoder"), cache=cache, progress=False, **call)
+        assert why in caplog.text
+        assert not again.uns["X_image"]["params"]["from_cache"]
+        caplog.clear()
+        gx.tl.embed_patches(adata, enc, cache=cache, progress=False)  # the original again (rewrites the cache)
+    with torch.inference_mode():
+        flipped = enc(torch.as_tensor(np.asarray(tiles)[::-1].copy()).permute(0, 3, 1, 2).float() / 255).numpy()
+    gx.tl.embed_patches(again, enc, patches=np.asarray(tiles)[::-1].copy(), cache=cache, progress=False)
+    np.testing.assert_allclose(again.obsm["X_image"], flipped, rtol=1e-5, atol=1e-6)  # not the stale rows
+    # a cache without its record (an older gearsx) is recomputed, not trusted
+    gx.tl.embed_patches(adata, enc, cache=cache, progress=False)
+    (tmp_path / "emb.npy.json").unlink()
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.tl.embed_patches(other, enc, cache=cache, progress=False)
+    assert "no record of what made it" in caplog.text
+    # tiles whose values the [0, 1] scaling would get wrong
+    with pytest.raises(ValueError, match="values up to 254"):
+        gx.tl.embed_patches(adata, enc, patches=np.asarray(tiles).astype(np.float32), progress=False)
+    with pytest.raises(ValueError, match="uint16"):
+        gx.tl.embed_patches(adata, enc, patches=np.asarray(tiles).astype(np.uint16), progress=False)
+    gx.tl.embed_patches(other, enc, patches=np.asarray(tiles).astype(np.float32) / 255, progress=False)
+    np.testing.assert_allclose(other.obsm["X_image"], emb, rtol=1e-5, atol=1e-6)  # float in [0, 1] == uint8
     with pytest.raises(KeyError, match="extract_patches"):
         gx.tl.embed_patches(ad.AnnData(np.zeros((3, 1), dtype=np.float32)), enc)
     with pytest.raises(ValueError, match="44 observations"):

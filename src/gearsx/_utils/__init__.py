@@ -3,15 +3,18 @@ from ._deprecation import renamed_arguments
 from ._device import resolve_device
 from ._docs import doc_params
 from ._dtypes import index_dtype
+from ._fingerprint import array_fingerprint, module_fingerprint, sampled_rows
 from ._progress import progress_bar
 from ._random import as_rng
 from ._validation import check_coords, check_fraction, check_positive_int, check_positive_number
 
 __all__ = [
+    "array_fingerprint",
     "as_rng",
     "check_client",
     "doc_params",
     "index_dtype",
+    "module_fingerprint",
     "progress_bar",
     "resolve_client",
     "check_coords",
@@ -20,4 +23,5 @@ __all__ = [
     "check_positive_number",
     "renamed_arguments",
     "resolve_device",
+    "sampled_rows",
 ]

@@ -7,7 +7,7 @@ import numpy as np
 
 from gearsx._anndata import check_obsm_key, check_slide_key, dense_row_batches, get_obs_rep
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, doc_params, renamed_arguments
+from gearsx._utils import check_positive_int, doc_params, module_fingerprint, renamed_arguments
 from gearsx.geometry._knn import group_knn
 
 from ._base import MODEL_ATTRIBUTES, GearsModelBase, _check_var_names
@@ -349,13 +349,7 @@ class SharedEncoder(GearsModelBase):
         :func:`gearsx.tl.reconstruct` refuses cells adapted to another encoder than the one whose
         embeddings trained the model (their embedding spaces differ even at equal widths).
         """
-        import hashlib
-
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.module.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return module_fingerprint(self.module)
 
     # --- the SC adapter ---------------------------------------------------------------------------
     @property

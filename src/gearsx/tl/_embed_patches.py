@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,7 +11,15 @@ import numpy as np
 from gearsx._anndata import set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
-from gearsx._utils import check_positive_int, progress_bar, renamed_arguments, resolve_device
+from gearsx._utils import (
+    array_fingerprint,
+    check_positive_int,
+    module_fingerprint,
+    progress_bar,
+    renamed_arguments,
+    resolve_device,
+    sampled_rows,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,7 +69,8 @@ def embed_patches(
 
     Tiles come from :func:`gearsx.pp.extract_patches` (``uns[patches_key]['path']``) or
     from ``patches``. Each tile becomes a float tensor ``(channels, size, size)``
-    (``uint8`` scaled to ``[0, 1]``), ``transform`` is applied (e.g. the model's
+    (``uint8`` scaled to ``[0, 1]``; float tiles must already lie in ``[0, 1]``, other types are an
+    error), ``transform`` is applied (e.g. the model's
     normalisation), and batches run through ``encoder`` in evaluation mode under
     :func:`torch.inference_mode` with a progress bar. Outputs are flattened per tile.
 
@@ -84,7 +95,11 @@ def embed_patches(
     transform
         Callable applied to each tile tensor.
     cache
-        ``.npy`` file of raw embeddings: reused when it exists with ``n_obs`` rows, written otherwise.
+        ``.npy`` file of raw embeddings, with a ``.npy.json`` record beside it of what made them (the
+        encoder's weights, the tiles, the transform's ``repr``): reused when both exist and the record
+        matches this call, otherwise (re)computed and written, with a warning saying why. The
+        ``repr`` of a plain function does not show its body: change the cache file when you change
+        such a transform.
     key_added
         ``obsm`` key of the embeddings.
     progress
@@ -118,15 +133,16 @@ def embed_patches(
     if np.ndim(patches) != 4:
         msg = f"`patches` must have shape (n_obs, size, size, channels); got {np.shape(patches)}."
         raise ValueError(msg)
+    _check_tile_values(patches)
     cache = Path(cache) if cache is not None else None
+    made_by = _cache_key(encoder, patches, transform)
     if cache is not None and cache.exists():
-        emb = np.load(cache)
-        if emb.shape[0] == adata.n_obs:
+        emb = _cached(cache, made_by, adata.n_obs)
+        if emb is not None:
             logger.info("loaded cached embeddings from %s", cache)
             set_obs_rep(adata, emb.astype(np.float32, copy=False), obsm=key_added)
-            write_record(adata, key_added, {"cache": str(cache), "from_cache": True})
+            write_record(adata, key_added, {"cache": str(cache), "from_cache": True, **made_by})
             return
-        logger.warning("cache %s has %d rows, not %d; recomputing", cache, emb.shape[0], adata.n_obs)
     dev = resolve_device(accelerator)
     encoder = encoder.to(dev).eval()
     loader = DataLoader(_TileDataset(patches, transform), batch_size=batch_size, shuffle=False)
@@ -142,6 +158,69 @@ def embed_patches(
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, emb)
+        _cache_record(cache).write_text(json.dumps(made_by, indent=1))
     set_obs_rep(adata, emb, obsm=key_added)
     params = {"encoder": type(encoder).__name__, "batch_size": batch_size, "device": str(dev)}
-    write_record(adata, key_added, {**params, "cache": str(cache) if cache else "", "from_cache": False})
+    write_record(adata, key_added, {**params, "cache": str(cache) if cache else "", "from_cache": False, **made_by})
+
+
+def _check_tile_values(patches) -> None:
+    """Refuse tiles whose values the ``[0, 1]`` scaling would get wrong (checked on a sample of tiles).
+
+    ``uint8`` tiles are divided by 255 and float tiles are taken as they are, so a float image in
+    0-255 or a 16-bit image would reach the encoder 255 or 65,535 times too bright, with no error.
+    """
+    dtype = np.asarray(patches[:1]).dtype
+    if dtype == np.uint8:
+        return
+    if not np.issubdtype(dtype, np.floating):
+        msg = (
+            f"`patches` are {dtype} tiles; only uint8 tiles (0-255) are scaled to [0, 1]. Convert them, e.g. "
+            "`(tiles / tiles.max()).astype(np.float32)` for a 16-bit image, or `img_as_ubyte` from scikit-image."
+        )
+        raise ValueError(msg)
+    sample = np.asarray(patches[sampled_rows(len(patches))])
+    top = float(np.nanmax(sample)) if sample.size else 0.0
+    if top > 1.0 + 1e-3:
+        msg = (
+            f"`patches` are float tiles with values up to {top:.4g}; float tiles must lie in [0, 1] (uint8 tiles "
+            "are scaled by gearsx). Pass `tiles / 255` (or the image as uint8) to `gx.pp.extract_patches` or here."
+        )
+        raise ValueError(msg)
+
+
+#: The parts of a cache's record, as a warning names them when they differ.
+_MADE_BY = {"encoder_id": "other encoder weights", "tiles_id": "other tiles", "transform": "another transform"}
+
+
+def _cache_key(encoder, patches, transform) -> dict:
+    """Describe what makes a set of embeddings: the encoder's weights, the tiles and the transform (its repr)."""
+    made = repr(transform) if transform is not None else ""
+    return {
+        "encoder_id": module_fingerprint(encoder),
+        "tiles_id": array_fingerprint(patches),
+        "transform": re.sub(r" at 0x[0-9a-fA-F]+", "", made),  # no memory addresses: equal across sessions
+    }
+
+
+def _cache_record(cache: Path) -> Path:
+    """Return the JSON file beside a cache that records what made it."""
+    return cache.with_name(cache.name + ".json")
+
+
+def _cached(cache: Path, made_by: dict, n_obs: int) -> np.ndarray | None:
+    """Return the cached embeddings if ``made_by`` made them for ``n_obs`` tiles, else ``None`` (with a warning)."""
+    emb = np.load(cache, mmap_mode="r")
+    record = _cache_record(cache)
+    stored = json.loads(record.read_text()) if record.exists() else None
+    if emb.shape[0] != n_obs:
+        why = f"it has {emb.shape[0]} rows, not {n_obs}"
+    elif stored is None:
+        why = f"no record of what made it ({record.name} is missing)"
+    elif stored != made_by:
+        differ = [label for k, label in _MADE_BY.items() if stored.get(k) != made_by[k]]
+        why = f"it was made with {' and '.join(differ)}"
+    else:
+        return np.asarray(emb)
+    logger.warning("not using the cache %s: %s; recomputing and overwriting it", cache, why)
+    return None
