@@ -36,8 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: ``uns`` records whose parameters name the slide column, in the order they are trusted.
 _SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare", "X_gears_domain")
-#: ``obs`` columns that usually name the slide (squidpy's ``library_id``, ``anndata.concat``'s ``batch``, ...).
-_SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "section", "batch")
+#: ``obs`` columns that usually name the slide (squidpy's ``library_id``, ``anndata.concat``'s ``batch``, MERFISH's
+#: ``slice``, ...).
+_SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "section", "slice", "batch")
 
 
 def check_obs_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:

@@ -35,6 +35,38 @@ def test_conservation_on_simulated_cells(small_tissue):
     assert spots.obs["cell_type"].dtype == "category"
 
 
+def test_slides_get_their_own_spots(small_tissue, caplog):
+    import pandas as pd
+
+    _, cells = small_tissue
+    one = cells.copy()
+    one.obsm["spatial"] = one.obsm["spatial_gt"]
+    two = ad.concat([one, one], label="section", keys=["a", "b"], index_unique="-")  # two sections, same frame
+    two.obsm["spatial"] = np.vstack([one.obsm["spatial"], one.obsm["spatial"]])
+    two.obs["cell_type"] = pd.Categorical(two.obs["cell_type"])
+    kw = {"spot_diameter": 88.0, "center_to_center": 160.0, "label_key": "cell_type"}
+    alone = gx.datasets.pseudo_spots(one, **kw)
+    spots = gx.datasets.pseudo_spots(two, slide_key="section", **kw)
+    _check_conservation(two, spots)
+    assert spots.n_obs == 2 * alone.n_obs  # each section's spots, none summing cells of both
+    assert list(spots.obs["section"].value_counts().sort_index()) == [alone.n_obs, alone.n_obs]
+    for section in ("a", "b"):
+        part = spots[spots.obs["section"] == section]
+        np.testing.assert_allclose(part.X.toarray(), alone.X.toarray())
+        np.testing.assert_array_equal(part.obsm["spot_cell_counts"], alone.obsm["spot_cell_counts"])
+        assert part.obs_names[0].startswith(f"{section}_spot_")
+    cell_spot = spots.uns["pseudo_spots"]["cell_spot"]
+    inside = cell_spot >= 0
+    np.testing.assert_array_equal(spots.obs["section"].to_numpy()[cell_spot[inside]], two.obs["section"][inside])
+    # without a slide key the sections are pooled, and a column that looks like one is named
+    two.obs = two.obs.rename(columns={"section": "slice"})  # MERFISH's name for it
+    with caplog.at_level("WARNING", logger="gearsx"):
+        pooled = gx.datasets.pseudo_spots(two, **kw)
+    assert "`adata.obs['slice']` holds 2 values" in caplog.text
+    assert pooled.n_obs == alone.n_obs
+    np.testing.assert_allclose(pooled.X.toarray(), 2 * alone.X.toarray())
+
+
 def test_conservation_on_real_osmfish():
     cells = ad.read_h5ad(shared_file("osmfish_mouse_sscortex", "osmfish_mouse_sscortex.h5ad"))
     # Coordinates are image pixels; the QC columns give the pixel size, so we can lay 55 µm spots 100 µm apart.

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import write_record
+from gearsx._anndata import resolve_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -48,6 +48,7 @@ def pseudo_spots(
     min_cells: int = 1,
     spatial_key: str = Key.spatial,
     label_key: str | None = None,
+    slide_key: str | None = None,
 ) -> AnnData:
     """Aggregate single-cell-resolution spatial data into Visium-like spots.
 
@@ -77,6 +78,11 @@ def pseudo_spots(
         Optional categorical ``obs`` column (e.g. cell type). If given, the spots get
         per-category cell counts in ``obsm['spot_cell_counts']`` and the majority
         category in ``obs[label_key]``.
+    slide_key
+        ``obs`` column with the slide (section) of each cell: each slide gets its own spot array, so
+        no spot sums cells of different slides. ``None``: the slide column an earlier gearsx step
+        recorded, else one slide (a warning names ``obs['slide']``, ``obs['library_id']`` or a
+        similar column when it holds several values).
 
     Returns
     -------
@@ -86,6 +92,8 @@ def pseudo_spots(
         Summed expression (sparse CSR if the input was sparse).
     ``obs['n_cells']``
         Number of cells in each spot.
+    ``obs[slide_key]``
+        The spot's slide (only with a slide key; spot names then start with the slide).
     ``obsm['spatial']``
         Spot centres, in the units of the input coordinates.
     ``obsm['spot_cell_counts']``
@@ -106,7 +114,6 @@ def pseudo_spots(
     import pandas as pd
     import scipy.sparse as sp
     from anndata import AnnData
-    from scipy.spatial import cKDTree
 
     if spatial_key not in adata_cells.obsm:
         msg = (
@@ -122,49 +129,48 @@ def pseudo_spots(
     if label_key is not None and label_key not in adata_cells.obs:
         msg = f"`label_key`={label_key!r} is not a column of `adata_cells.obs`."
         raise KeyError(msg)
+    slide_key = resolve_slide_key(adata_cells, slide_key)
+    slides = adata_cells.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
+    labels = pd.Categorical(adata_cells.obs[label_key]) if label_key is not None else None
 
-    centres = spot_grid(coords.min(0), coords.max(0), center_to_center=center_to_center, layout=layout)
-    dist, nearest = cKDTree(centres).query(coords)
-    inside = dist <= spot_diameter / 2.0
-    n_per_spot = np.bincount(nearest[inside], minlength=len(centres))
-    kept = np.flatnonzero(n_per_spot >= min_cells)
-    if len(kept) == 0:
-        msg = (
-            f"No spot holds >= {min_cells} cells (spot_diameter={spot_diameter}, center_to_center={center_to_center} "
-            f"in the units of obsm[{spatial_key!r}], whose extent is {np.ptp(coords, axis=0)}). Check the units."
+    cell_spot = np.full(adata_cells.n_obs, -1, dtype=np.int64)
+    xs, names, n_cells, centres, counts, slide_of = [], [], [], [], [], []
+    for slide in np.unique(slides) if slides is not None else [None]:
+        rows = np.flatnonzero(slides == slide) if slide is not None else np.arange(adata_cells.n_obs)
+        kept, centre, n_in, local_spot = _assign(
+            coords[rows], spot_diameter, center_to_center, layout, min_cells, spatial_key, slide
         )
-        raise ValueError(msg)
-    new_index = np.full(len(centres), -1, dtype=np.int64)
-    new_index[kept] = np.arange(len(kept))
-    cell_spot = np.where(inside, new_index[nearest], -1)
-    assigned = np.flatnonzero(cell_spot >= 0)
-    agg = sp.csr_matrix(
-        (np.ones(len(assigned), dtype=np.float32), (cell_spot[assigned], assigned)),
-        shape=(len(kept), adata_cells.n_obs),
-    )
-    x = adata_cells.X
-    summed = agg @ x
-    if sp.issparse(summed):
-        summed = sp.csr_matrix(summed)
-    else:
-        summed = np.asarray(summed)
-
-    obs = pd.DataFrame(
-        {Key.n_cells: n_per_spot[kept].astype(np.int64)}, index=pd.Index([f"spot_{i}" for i in kept], dtype=str)
-    )
+        assigned = np.flatnonzero(local_spot >= 0)
+        agg = sp.csr_matrix(
+            (np.ones(len(assigned), dtype=np.float32), (local_spot[assigned], assigned)), shape=(len(kept), len(rows))
+        )
+        x = adata_cells.X if slide is None else adata_cells.X[rows]
+        summed = agg @ x
+        xs.append(sp.csr_matrix(summed) if sp.issparse(summed) else np.asarray(summed))
+        cell_spot[rows[assigned]] = local_spot[assigned] + sum(len(c) for c in centres)
+        prefix = "spot_" if slide is None else f"{slide}_spot_"
+        names += [f"{prefix}{i}" for i in kept]
+        n_cells.append(n_in)
+        centres.append(centre)
+        slide_of += [slide] * len(kept)
+        if labels is not None:
+            onehot = sp.csr_matrix(
+                (np.ones(len(assigned)), (assigned, labels.codes[rows[assigned]])),
+                shape=(len(rows), len(labels.categories)),
+            )
+            counts.append(np.asarray((agg @ onehot).todense(), dtype=np.int64))
+    summed = sp.vstack(xs, format="csr") if sp.issparse(xs[0]) else np.vstack(xs)
+    obs = pd.DataFrame({Key.n_cells: np.concatenate(n_cells)}, index=pd.Index(names, dtype=str))
+    if slide_key is not None:
+        obs[slide_key] = pd.Categorical(slide_of, categories=np.unique(slides))
     out = AnnData(X=summed, obs=obs, var=adata_cells.var.copy())
-    out.obsm[spatial_key] = centres[kept]
-    if label_key is not None:
-        labels = pd.Categorical(adata_cells.obs[label_key])
-        onehot = sp.csr_matrix(
-            (np.ones(len(assigned)), (assigned, labels.codes[assigned])),
-            shape=(adata_cells.n_obs, len(labels.categories)),
-        )
-        counts = np.asarray((agg @ onehot).todense(), dtype=np.int64)
+    out.obsm[spatial_key] = np.vstack(centres)
+    if labels is not None:
+        per_spot = np.vstack(counts)
         out.obsm[Key.spot_cell_counts] = pd.DataFrame(
-            counts, index=out.obs_names, columns=labels.categories.astype(str)
+            per_spot, index=out.obs_names, columns=labels.categories.astype(str)
         )
-        out.obs[label_key] = pd.Categorical.from_codes(counts.argmax(1), categories=labels.categories)
+        out.obs[label_key] = pd.Categorical.from_codes(per_spot.argmax(1), categories=labels.categories)
     params = {
         "spot_diameter": float(spot_diameter),
         "center_to_center": float(center_to_center),
@@ -172,13 +178,40 @@ def pseudo_spots(
         "min_cells": min_cells,
         "spatial_key": spatial_key,
         "label_key": label_key if label_key is not None else "",
+        "slide_key": slide_key if slide_key is not None else "",
     }
     write_record(
         out,
         Key.pseudo_spots,
         params,
         cell_spot=cell_spot,
-        n_cells_in_spots=int(len(assigned)),
+        n_cells_in_spots=int((cell_spot >= 0).sum()),
         n_cells_total=int(adata_cells.n_obs),
     )
     return out
+
+
+def _assign(coords, spot_diameter, center_to_center, layout, min_cells, spatial_key, slide):
+    """Lay one spot array over one slide's cells.
+
+    Returns the kept spots' grid indices, their centres, their cell counts and each cell's spot (an
+    index into the kept spots, ``-1`` outside every kept spot).
+    """
+    from scipy.spatial import cKDTree
+
+    centres = spot_grid(coords.min(0), coords.max(0), center_to_center=center_to_center, layout=layout)
+    dist, nearest = cKDTree(centres).query(coords)
+    inside = dist <= spot_diameter / 2.0
+    n_per_spot = np.bincount(nearest[inside], minlength=len(centres))
+    kept = np.flatnonzero(n_per_spot >= min_cells)
+    if len(kept) == 0:
+        where = "" if slide is None else f" of slide {slide!r}"
+        msg = (
+            f"No spot{where} holds >= {min_cells} cells (spot_diameter={spot_diameter}, "
+            f"center_to_center={center_to_center} in the units of obsm[{spatial_key!r}], whose extent is "
+            f"{np.ptp(coords, axis=0)}). Check the units."
+        )
+        raise ValueError(msg)
+    new_index = np.full(len(centres), -1, dtype=np.int64)
+    new_index[kept] = np.arange(len(kept))
+    return kept, centres[kept], n_per_spot[kept].astype(np.int64), np.where(inside, new_index[nearest], -1)
