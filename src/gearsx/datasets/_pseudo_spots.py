@@ -147,7 +147,7 @@ def pseudo_spots(
         x = adata_cells.X if slide is None else adata_cells.X[rows]
         summed = agg @ x
         xs.append(sp.csr_matrix(summed) if sp.issparse(summed) else np.asarray(summed))
-        cell_spot[rows[assigned]] = local_spot[assigned] + sum(len(c) for c in centres)
+        cell_spot[rows[assigned]] = local_spot[assigned] + len(names)  # spots of earlier slides come first
         prefix = "spot_" if slide is None else f"{slide}_spot_"
         names += [f"{prefix}{i}" for i in kept]
         n_cells.append(n_in)

@@ -221,6 +221,6 @@ def _cached(cache: Path, made_by: dict, n_obs: int) -> np.ndarray | None:
         differ = [label for k, label in _MADE_BY.items() if stored.get(k) != made_by[k]]
         why = f"it was made with {' and '.join(differ)}"
     else:
-        return np.asarray(emb)
+        return np.array(emb)  # in memory: a view of the mapped file would break when the cache is rewritten
     logger.warning("not using the cache %s: %s; recomputing and overwriting it", cache, why)
     return None
