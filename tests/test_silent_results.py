@@ -259,3 +259,21 @@ def test_data_read_as_one_slide_warn_when_a_slide_column_holds_several(caplog):
     with caplog.at_level(logging.WARNING, logger="gearsx"):
         gx.tl.cluster_domains(adata, use_rep="X_gears", method="kmeans", n_clusters=3, refine=True)
     assert caplog.text.count("read as one slide") == 1
+
+
+def test_fit_encoder_without_a_slide_key_takes_the_recorded_slide_column(caplog):
+    # It read a multi-slide reference as one slide: spots of different slides, sharing one coordinate
+    # frame, became each other's spatial positives, and the record said "one slide".
+    st = _spots(n_per_slide=120)
+    st.layers["gears_centered"] = np.random.default_rng(1).normal(size=st.shape).astype(np.float32)
+    st.uns["gears_centered"] = {"params": {"slide_key": "slide"}}
+    with caplog.at_level(logging.INFO, logger="gearsx"):
+        gx.tl.fit_encoder(st, slide_key=None, max_epochs=1, n_latent=4, n_hidden=(8,), progress=False)
+    assert "recorded in uns['gears_centered']" in caplog.text
+    assert st.uns["gears_encoder"]["params"]["slide_key"] == "slide"
+    assert set(st.uns["gears_encoder"]["knn_overlap20_per_slide"]) == {"s0", "s1", "s2"}
+    other = _spots(n_per_slide=50)
+    other.layers["gears_centered"] = other.X.copy()
+    other.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}
+    gx.model.SharedEncoder.setup_anndata(other)
+    assert gx.model.SharedEncoder(other, n_hidden=(8,), n_latent=4)._slide_names() == ["s0", "s1", "s2"]

@@ -1,3 +1,5 @@
+import logging
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -21,6 +23,30 @@ def test_no_shared_genes_error_lists_counts():
     b.var_names = [f"g{i}" for i in range(5)]
     with pytest.raises(ValueError, match=r"Only 0 genes are shared \(data set 0: 4 genes, data set 1: 5 genes\)"):
         gx.pp.shared_genes(a, b)
+
+
+def test_genes_missed_only_for_case_or_version_are_named(small_tissue, caplog):
+    st, cells = small_tissue
+    names = np.array(cells.var_names, dtype=object)
+    other = cells.copy()
+    other.var_names = [n.upper() if i % 4 == 0 else n for i, n in enumerate(names)]  # a quarter in another case
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        a, _ = gx.pp.shared_genes(st, other)
+    assert a.n_vars == 90  # the exact match still decides what is shared
+    assert "30 genes of the first data set" in caplog.text
+    assert "90 genes are shared exactly" in caplog.text
+    caplog.clear()
+    ens = [f"ENSMUSG{i:011d}" for i in range(st.n_vars)]
+    left, right = st.copy(), cells.copy()
+    left.var_names = ens
+    right.var_names = [f"{g}.{i % 7 + 1}" if i < 60 else g for i, g in enumerate(ens)]  # versioned half
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.pp.shared_genes(left, right)
+    assert "60 genes of the first data set" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.pp.shared_genes(st, cells[:, :100].copy())  # genes absent, not misnamed: nothing to say
+    assert "shared_genes" not in caplog.text
 
 
 def test_prepare(small_tissue):

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, check_slide_key, dense_row_batches, get_obs_rep
+from gearsx._anndata import check_obsm_key, dense_row_batches, get_obs_rep, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, doc_params, module_fingerprint, renamed_arguments
 from gearsx.geometry._knn import group_knn
@@ -126,11 +126,13 @@ class SharedEncoder(GearsModelBase):
         layer
             Expression layer (default the mean-centred ``'gears_centered'``); ``None`` uses ``X``.
         slide_key
-            ``obs`` column with the slide; ``None`` means a single slide.
+            ``obs`` column with the slide; ``None``: the column recorded by an earlier step
+            (:func:`gearsx.pp.prepare`, :func:`gearsx.pp.mean_center_per_slide`), else a single slide.
         spatial_key
             ``obsm`` key of the coordinates (used to pick InfoNCE positives only).
         """
-        check_slide_key(adata, slide_key)
+        # spots of different slides share one coordinate frame: pooled, they would be each other's positives
+        slide_key = resolve_slide_key(adata, slide_key)
         check_obsm_key(
             adata, spatial_key, "spatial_key", "the encoder needs spot coordinates to pick spatial positives"
         )

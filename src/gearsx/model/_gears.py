@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, check_slide_key, recorded_encoder_id, resolve_slide_key
+from gearsx._anndata import check_obsm_key, recorded_encoder_id, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, doc_params, renamed_arguments
 
@@ -162,13 +162,13 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         """Register ``adata`` when it is not registered itself, or when keys are given."""
         if cls._is_registered(adata) and all(v is None for v in keys.values()):
             return
-        # No slide key given (whatever the other keys): take the slide column that fit_encoder recorded, so a
-        # multi-slide reference is never read as one slide; a given key that puts recorded slides together warns.
-        slide_key = resolve_slide_key(adata, keys["slide_key"])
+        # No slide key given (whatever the other keys): setup_anndata takes the slide column that fit_encoder
+        # recorded, so a multi-slide reference is never read as one slide; a given key that puts recorded slides
+        # together warns.
         cls.setup_anndata(
             adata,
             use_rep=keys["use_rep"] or Key.embedding,
-            slide_key=slide_key,
+            slide_key=keys["slide_key"],
             spatial_key=keys["spatial_key"] or Key.spatial,
         )
 
@@ -203,12 +203,15 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         use_rep
             ``obsm`` key of the spot embeddings (written by :func:`gearsx.tl.fit_encoder`).
         slide_key
-            ``obs`` column with the slide; ``None`` means a single slide. Minisets never mix slides.
+            ``obs`` column with the slide; ``None``: the column recorded by an earlier step
+            (:func:`gearsx.tl.fit_encoder`, :func:`gearsx.pp.prepare`), else a single slide.
+            Minisets never mix slides.
         spatial_key
             ``obsm`` key of the spot coordinates (training targets only; never an input).
         """
         check_obsm_key(adata, use_rep, "use_rep", "compute the embeddings first with `gx.tl.fit_encoder(adata, ...)`")
-        check_slide_key(adata, slide_key)
+        # no slide key: the recorded slide column, so a multi-slide reference is never read as one slide
+        slide_key = resolve_slide_key(adata, slide_key)
         check_obsm_key(adata, spatial_key, "spatial_key", "GEARS learns geometry from the spot coordinates")
         emb = np.asarray(adata.obsm[use_rep])
         if emb.ndim != 2 or not np.isfinite(emb).all():

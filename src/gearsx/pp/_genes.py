@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,8 +62,40 @@ def shared_genes(*adatas: AnnData, min_shared: int = MIN_SHARED_GENES) -> list[A
             "Check that all data sets use the same gene identifiers (symbols vs Ensembl IDs, case)."
         )
         raise ValueError(msg)
+    _warn_near_misses(adatas, common)
     logger.info("%d genes shared by %d data sets", len(common), len(adatas))
     return [a[:, common].copy() for a in adatas]
+
+
+_ENSEMBL_VERSION = re.compile(r"^(ENS[A-Z]*\d+)\.\d+$")
+
+
+def _canonical(name: str) -> str:
+    """Return a gene identifier upper-cased, without an Ensembl version (``ENSG00000128683.13`` -> ``ENSG00000128683``)."""
+    return _ENSEMBL_VERSION.sub(r"\1", str(name).upper())
+
+
+def _warn_near_misses(adatas, common) -> None:
+    """Warn when many genes of the first data set are missed only for their case or Ensembl version.
+
+    ``Gad1`` against ``GAD1``, or ``ENSG00000128683.13`` against ``ENSG00000128683``, are the same
+    gene to a reader and different ones to an exact match: the genes would be dropped without a word.
+    A warning (not an error: cross-species or deliberately distinct names are possible) names how many
+    and what to do, when they are at least 3 and 5% of the genes that would otherwise be shared.
+    """
+    exact = set(common)
+    canon = [{_canonical(n) for n in a.var_names} for a in adatas[1:]]
+    missed = [n for n in adatas[0].var_names if n not in exact and all(_canonical(n) in c for c in canon)]
+    if len(missed) >= max(3, 0.05 * (len(common) + len(missed))):
+        logger.warning(
+            "shared_genes: %d genes of the first data set (e.g. %s) match another data set's genes only when "
+            "case or an Ensembl version suffix is ignored, and are dropped; %d genes are shared exactly. Use the "
+            "same identifiers on every side first (e.g. `adata.var_names = adata.var_names.str.upper()`, or strip "
+            "the version with `.str.replace(r'\\.\\d+$', '', regex=True)`).",
+            len(missed),
+            ", ".join(map(str, missed[:3])),
+            len(common),
+        )
 
 
 def highly_variable_genes(

@@ -41,7 +41,8 @@ def fit_encoder(
     adata_st
         ST slides; ``layer`` should hold mean-centred log expression (:func:`gearsx.pp.mean_center_per_slide`).
     slide_key
-        ``obs`` column with the slide (``None``: one slide).
+        ``obs`` column with the slide. ``None``: the column an earlier step recorded
+        (:func:`gearsx.pp.prepare`, :func:`gearsx.pp.mean_center_per_slide`), else one slide.
     spatial_key
         ``obsm`` key of the coordinates (used only to pick InfoNCE positives).
     layer
@@ -89,6 +90,7 @@ def fit_encoder(
         SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
         model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
         model.train(max_epochs=max_epochs, random_state=random_state, **train_kwargs)
+    slide_key = model.setup_args["slide_key"]  # the recorded column when None was passed
     reps = model.get_representations(None, ("embedding", "backbone"))
     z = reps["embedding"]
     backbone_key = Key.backbone_of(key_added)
