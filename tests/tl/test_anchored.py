@@ -202,6 +202,31 @@ def test_uncertainty_is_higher_for_scrambled_cells(toy_model):
     assert spearmanr(unc, err)[0] > 0.3
 
 
+def test_cells_without_counts_get_the_slides_uncertainty(toy_model):
+    # A cell without a single count was placed with an ordinary uncertainty: its profile matched spots
+    # like any other. Its position is unknown, and the uncertainty now says so.
+    _, sc = _reference_and_query()
+    empty = np.random.default_rng(4).choice(sc.n_obs, 40, replace=False)
+    sc.X = np.ones((sc.n_obs, 1), dtype=np.float32)
+    sc.X[empty] = 0
+    before = gx.tl.reconstruct(sc, toy_model, anchor="reference", copy=True, **_FAST)
+    assert before.uns["gears"]["anchor"]["n_empty"] == 40
+    unc = before.obs["gears_uncertainty"].to_numpy()
+    rest = np.setdiff1d(np.arange(sc.n_obs), empty)
+    assert unc[empty].min() > np.quantile(unc[rest], 0.99)
+    # the slide's spread around the anchor: at least the RMS distance of the spots to their centre
+    spots = toy_model.reference()["coords"]
+    assert unc[empty].min() >= np.sqrt(((spots - spots.mean(0)) ** 2).sum(1).mean())
+    # counts in layers['counts'] decide when present; an X of zeros everywhere is a placeholder, not counts
+    sc.layers["counts"], sc.X = sc.X.copy(), np.zeros((sc.n_obs, 1), dtype=np.float32)
+    again = gx.tl.reconstruct(sc, toy_model, anchor="reference", copy=True, **_FAST)
+    np.testing.assert_allclose(again.obs["gears_uncertainty"], unc)
+    del sc.layers["counts"]
+    placeholder = gx.tl.reconstruct(sc, toy_model, anchor="reference", copy=True, **_FAST)
+    assert placeholder.uns["gears"]["anchor"]["n_empty"] == 0
+    assert np.median(placeholder.obs["gears_uncertainty"].to_numpy()[empty]) < np.quantile(unc[rest], 0.9)
+
+
 def test_auto_anchors_the_same_tissue_and_not_another(toy_model):
     _, sc = _reference_and_query()
     gx.tl.reconstruct(sc, toy_model, anchor="auto", **_FAST)

@@ -299,18 +299,18 @@ def _warn_empty(adata: AnnData, name: str) -> int:
     """Warn about observations without a single count in the genes kept; return how many there are.
 
     Such an observation says nothing about its cell type or position, yet it gets an embedding like
-    any other, and a reconstruction places such a cell somewhere, with an ordinary uncertainty (on
-    the simulator, 20 empty cells of 1,000 fell between the 42nd and 46th percentile of the
-    uncertainty). They are kept (dropping them would change the observations behind the user's
-    back) but counted in ``uns['gears_prepare']`` and named in a warning, with the fix.
+    any other, and a reconstruction places such a cell somewhere (an anchored one with the slide's
+    uncertainty, an intrinsic one with an ordinary uncertainty). They are kept (dropping them would
+    change the observations behind the user's back) but counted in ``uns['gears_prepare']`` and
+    named in a warning, with the fix.
     """
     totals = np.asarray(adata.X.sum(axis=1)).ravel()
     n_empty = int((totals == 0).sum())
     if n_empty:
         logger.warning(
             "%d of the %d observations of %s have no counts in the %d genes kept; they carry no information "
-            "on type or position, yet a reconstruction would place them like any other, with an uncertainty that "
-            "does not show it. Drop them before `prepare` (keep the observations with counts in the genes of "
+            "on type or position, yet a reconstruction would place them somewhere (an anchored one gives them the "
+            "slide's uncertainty, an intrinsic one an ordinary uncertainty). Drop them before `prepare` (keep the observations with counts in the genes of "
             "`gx.pp.shared_genes`), or keep more genes (a larger `n_top_genes`, or `subset=False`).",
             n_empty,
             adata.n_obs,

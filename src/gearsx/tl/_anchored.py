@@ -46,7 +46,7 @@ class AnchorPlan:
     anchor_sd: np.ndarray | None = None
 
 
-def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray) -> np.ndarray:
+def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
     """Per-cell anchor uncertainty (reference units): how far the cell may be from its anchor.
 
     A mixture of two answers, weighted by ``p``: how far the cell's mean match similarity stands
@@ -59,6 +59,10 @@ def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray) -> np.ndarr
     their matches; cells whose matches are no better than noise move towards the slide's. On the
     benchmark's single-cell sets the matches' weighted spread ranked the cells' errors better than
     their spread inflated by how weak the matches are (see :doc:`/anchoring`).
+
+    Cells without a single count (``empty``) get ``p = 0``: their centred profile is minus the mean
+    profile, which matches real spots as well as any cell's, yet it carries no information on where
+    the cell lies.
     """
     centre = coords.mean(0)
     sq = ((coords - centre) ** 2).sum(1)  # each spot's squared distance to the slide's centre
@@ -69,7 +73,22 @@ def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray) -> np.ndarr
     s_slide = a2 + float(sq.mean())
     null = np.asarray(null_similarity).mean(1)
     p = ndtr((match.similarity.mean(1) - null.mean()) / max(float(null.std()), 1e-12))
+    if empty is not None:
+        p = np.where(empty, 0.0, p)
     return np.sqrt(p * s_match + (1.0 - p) * s_slide)
+
+
+def empty_cells(adata) -> np.ndarray | None:
+    """Return which cells hold no count at all (``layers['counts']`` when present, else ``X``).
+
+    ``None`` when there is no such matrix, or when every row is empty: then it is a placeholder
+    (cells given by their embedding alone), not their expression.
+    """
+    x = adata.layers[Key.counts_layer] if Key.counts_layer in adata.layers else adata.X
+    if x is None:
+        return None
+    empty = np.asarray((x != 0).sum(1)).ravel() == 0
+    return empty if not empty.all() else None
 
 
 def query_expression(adata, ref: dict | None, weight: float | None, anchor: str | None):
@@ -132,6 +151,7 @@ def plan_anchor(
     expression_weight: float = 0.0,
     expression_note: str = "not used",
     temperature: float | None = None,
+    empty: np.ndarray | None = None,
 ) -> AnchorPlan:
     """Match the query to the model's reference (``ref``, :meth:`gearsx.model.GEARS.reference`) and decide whether to anchor.
 
@@ -145,7 +165,9 @@ def plan_anchor(
     record of an anchored plan. ``temperature`` weighs each cell's matches in its anchor
     (:func:`~gearsx.geometry.match_reference`; ``None``: equal weights). Above
     :data:`DECISION_SAMPLE` cells, the slide and the score come from a sample of that many cells
-    (seeded by ``random_state``) and only the anchors are matched for all cells.
+    (seeded by ``random_state``) and only the anchors are matched for all cells. ``empty`` marks
+    the cells without a single count (:func:`empty_cells`): their positions are unknown, and their
+    uncertainty says so (see ``_cell_sd``).
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
@@ -233,11 +255,12 @@ def plan_anchor(
         "expression_weight": float(expression_weight) if anchored else 0.0,
         **({"expression": expression_note} if anchored else {}),
         "decision_cells": len(sample),
+        "n_empty": int(np.count_nonzero(empty)) if empty is not None else 0,
     }
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
     if not anchored:  # the sample's matches would not describe every cell
         return AnchorPlan(anchored=False, record=record)
-    sd = _cell_sd(match, coords, null.similarity)
+    sd = _cell_sd(match, coords, null.similarity, empty)
     return AnchorPlan(anchored=True, record=record, anchors=match.anchors, anchor_sd=sd)
 
 

@@ -179,7 +179,8 @@ def reconstruct(
     ``obsp['gears_distances']``, ``obsp['gears_connectivities']``, ``obs['gears_uncertainty']``
     (per-cell positional uncertainty: in anchored mode how far the cell may be from its position,
     from the spread of its matched spots around its anchor (widened towards the slide's spread
-    where the matches are no better than those of shuffled cells), how far the layout moved it from
+    where the matches are no better than those of shuffled cells, and to it for cells without a
+    single count in ``layers['counts']`` or ``X``), how far the layout moved it from
     that anchor, and the patches' disagreement; in reference units; else the patches' disagreement;
     see :doc:`/anchoring`) and
     ``uns['gears']`` (stitching parameters and diagnostics, ``uns['gears']['reconstruct']`` with the
@@ -218,7 +219,7 @@ def reconstruct(
     """
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
 
-    from ._anchored import plan_anchor, query_expression
+    from ._anchored import empty_cells, plan_anchor, query_expression
     from ._stitch import stitch
 
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted, anchored=anchor is not None)
@@ -232,10 +233,11 @@ def reconstruct(
     clock = _StepClock()
     ref = model.reference() if anchor is not None else None  # once: it densifies the spots' expression
     expression, expression_weight, expression_note = query_expression(adata, ref, anchor_expression_weight, anchor)
+    empty = empty_cells(adata) if anchor is not None else None  # cells without a count: positions unknown
     plan = plan_anchor(
         x, ref, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
         expression=expression, expression_weight=expression_weight, expression_note=expression_note,
-        temperature=anchor_temperature,
+        temperature=anchor_temperature, empty=empty,
     )  # fmt: skip
     clock.lap("match")
     adata = adata.copy() if copy else adata
