@@ -19,7 +19,9 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    (84 genes; in situ intensities turned into counts with or without sampling noise, see ``_bdtnp``).
 2. Pseudo-Visium spots of the training part (``gx.datasets.pseudo_spots``, hexagonal, diameter
    0.55 x pitch; the pitch is chosen so the part yields about 1,000 spots, or one spot per three
-   cells for small data, since the sections are smaller than a Visium capture area).
+   cells for small data, since the sections are smaller than a Visium capture area; with
+   ``--spot-cells C`` the pitch that puts ``C`` cells in a spot on average, as in a Visium spot of a
+   dense tissue).
 3. Reconstruct the held-out cells (at most ``--max-cells``, a seeded subsample, identical for all
    methods) from expression only. ``--platform-sd S`` (default 0: none) first gives the query another
    platform's gene capture (see ``platform_effect``): each gene's counts scaled by its own factor
@@ -64,10 +66,26 @@ METRICS = ("spearman", "stress1", "edge_auc", "trust20", "cont20")
 FIRST_ROWS = ("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe", "isomap-probe")
 
 
-def make_spots(cells, target=1000, cells_per_spot=3):
+def make_spots(cells, target=1000, cells_per_spot=3, spot_cells=None):
+    """Hexagonal pseudo-spots of diameter 0.55 x pitch over ``cells``.
+
+    Default: the pitch gives about ``target`` spots, or one spot per ``cells_per_spot`` cells for
+    small data (``spot_cells=None``). ``spot_cells=C``: the pitch is chosen so that a spot holds ``C``
+    cells on average (spots with no cell dropped), as a Visium spot of a dense tissue does.
+    """
     xy = cells.obsm["spatial"]
-    n_target = int(min(target, len(cells) / cells_per_spot))
     area = float(np.prod(np.ptp(xy, axis=0)))
+    if spot_cells is not None:
+        # a spot of diameter 0.55 p covers 27% of its hexagon (sqrt(3)/2 p^2): C cells per spot at this pitch
+        pitch = np.sqrt(spot_cells * area * np.sqrt(3) / 2 / (0.274 * len(cells)))
+        for _ in range(8):  # correct for the tissue's own density (holes, edges) from the spots made
+            spots = gx.datasets.pseudo_spots(cells, spot_diameter=0.55 * pitch, center_to_center=pitch, min_cells=1)
+            mean = float(spots.obs["n_cells"].mean())
+            if abs(mean / spot_cells - 1) < 0.1:
+                break
+            pitch *= np.sqrt(spot_cells / mean)
+        return spots
+    n_target = int(min(target, len(cells) / cells_per_spot))
     pitch = np.sqrt(area / n_target)
     for _ in range(20):
         spots = gx.datasets.pseudo_spots(cells, spot_diameter=0.55 * pitch, center_to_center=pitch, min_cells=1)
@@ -317,6 +335,12 @@ def main():
         help="SD of the log per-gene capture factors given to the query (another platform; 0: none)",
     )
     parser.add_argument(
+        "--spot-cells",
+        type=float,
+        default=None,
+        help="mean cells per pseudo-spot (Visium of a dense tissue: about 10); default: about 1,000 spots",
+    )
+    parser.add_argument(
         "--dump", type=Path, default=None, help="folder for one .npz per gearsx run (layouts, anchors, truth)"
     )
     parser.add_argument(
@@ -350,7 +374,7 @@ def main():
                 print(f"{name}: data not found under {DATA}, skipped", flush=True)
                 break
             train, held = parts
-            spots = make_spots(train)
+            spots = make_spots(train, spot_cells=args.spot_cells)
             if held.n_obs > args.max_cells:
                 pick = np.random.default_rng(seed).choice(held.n_obs, args.max_cells, replace=False)
                 held = held[np.sort(pick)].copy()
@@ -442,6 +466,7 @@ def main():
         args.out,
         f"# gearsx vs peers, {args.protocol} protocol"
         + (f", query with another platform's gene capture (SD {args.platform_sd:g})" if args.platform_sd > 0 else "")
+        + (f", spots of {args.spot_cells:g} cells on average" if args.spot_cells else "")
         + " (benchmarks/bench_peers.py, 2-core CPU machine)\n\n"
         "Stress-1: lower is better; all other metrics: higher is better. Peak memory: resident memory above the"
         " level when the method started (a lower bound for later data sets: the process keeps what it holds).\n\n"
