@@ -253,7 +253,7 @@ def _slide_records(adata: AnnData):
             yield record, params
 
 
-def _recorded_slide_key(adata: AnnData) -> tuple[str, str] | None:
+def recorded_slide_key(adata: AnnData) -> tuple[str, str] | None:
     """Return ``(record, key)`` for the first slide column an earlier gearsx step recorded that is still in ``obs``."""
     for record, params in _slide_records(adata):
         key = params.get("slide_key")
@@ -269,7 +269,7 @@ def _warn_coarser_than_recorded(adata: AnnData, slide_key: str, arg: str) -> Non
     one (e.g. the donor of several slides) makes spots of different slides, each in its own
     coordinate frame, spatial neighbours.
     """
-    recorded = _recorded_slide_key(adata)
+    recorded = recorded_slide_key(adata)
     if recorded is None or recorded[1] == slide_key:
         return
     record, key = recorded

@@ -125,3 +125,23 @@ def test_bad_input(rng):
     a.X[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         gx.pp.mean_center_per_slide(a, slide_key="s")
+
+
+def test_centring_without_a_slide_key_takes_the_column_prepare_recorded(small_tissue, caplog):
+    # It centred a multi-slide reference as one slide (the identity): every slide kept its batch
+    # offsets, without a word, after gx.pp.prepare had been told the slide column.
+    import logging
+
+    st, cells = gx.pp.prepare(*small_tissue, slide_key="slide", n_top_genes=60)
+    explicit = gx.pp.mean_center_per_slide(st, slide_key="slide", copy=True)
+    with caplog.at_level(logging.INFO, logger="gearsx"):
+        implicit = gx.pp.mean_center_per_slide(st, slide_key=None, copy=True)
+    assert "recorded in uns['gears_prepare']" in caplog.text
+    np.testing.assert_array_equal(implicit.layers["gears_centered"], explicit.layers["gears_centered"])
+    assert not np.allclose(implicit.layers["gears_centered"], st.X.toarray() if sp.issparse(st.X) else st.X)
+    assert implicit.uns["gears_centered"]["params"]["slide_key"] == "slide"
+    # the single cells carry the same record but no slide column: one data set, centring is the identity
+    gx.pp.mean_center_per_slide(cells, slide_key=None)
+    assert cells.uns["gears_centered"]["params"]["slide_key"] == ""
+    x = cells.X.toarray() if sp.issparse(cells.X) else cells.X
+    np.testing.assert_allclose(cells.layers["gears_centered"], x, rtol=1e-6)

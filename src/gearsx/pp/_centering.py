@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key, get_obs_rep, set_obs_rep, write_record
+from gearsx._anndata import (
+    check_finite_matrix,
+    check_slide_key,
+    get_obs_rep,
+    recorded_slide_key,
+    set_obs_rep,
+    write_record,
+)
 from gearsx._keys import Key
 
 if TYPE_CHECKING:
@@ -56,8 +63,9 @@ def mean_center_per_slide(
     adata
         Log-normalised data with the slide of each observation in ``obs[slide_key]``.
     slide_key
-        ``obs`` column with the slide; ``None`` means one slide (or an SC data set): the
-        layer is then a float32 copy of the input, so every data set can offer the same layer.
+        ``obs`` column with the slide. ``None``: the slide column :func:`gearsx.pp.prepare`
+        recorded, when ``adata`` has it (logged), else one slide (or an SC data set): the layer is
+        then a float32 copy of the input, so every data set can offer the same layer.
     layer
         Layer to centre instead of ``X``.
     key_added
@@ -84,6 +92,10 @@ def mean_center_per_slide(
     >>> gx.metrics.slide_separability(st, slide_key="slide", layer="gears_centered")["balanced_accuracy"] < 0.6
     True
     """
+    if slide_key is None and (recorded := recorded_slide_key(adata)) is not None:
+        # slides left uncentred keep their batch offsets, silently: take the column prepare recorded
+        slide_key = recorded[1]
+        logger.info("mean_center_per_slide: using slide_key=%r recorded in uns[%r]", slide_key, recorded[0])
     check_slide_key(adata, slide_key)
     x = get_obs_rep(adata, layer=layer)
     name = f"layers[{layer!r}]" if layer else "X"
