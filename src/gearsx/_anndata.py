@@ -240,7 +240,7 @@ def resolve_slide_key(
             logger.info("using %s=%r recorded in uns[%r]", arg, key, record)
             return key
     if warn and not decided:
-        _warn_unkeyed_slides(adata, arg)
+        warn_unkeyed_slides(adata, arg)
     return None
 
 
@@ -283,12 +283,12 @@ def _warn_coarser_than_recorded(adata: AnnData, slide_key: str, arg: str) -> Non
         )  # fmt: skip
 
 
-def _warn_unkeyed_slides(adata: AnnData, arg: str) -> None:
+def warn_unkeyed_slides(adata: AnnData, arg: str) -> None:
     """Warn when data read as one slide hold a column that usually names several slides."""
     for column in _SLIDE_COLUMNS:
         if column in adata.obs and (n := adata.obs[column].nunique()) > 1:
             logger.warning(
-                "no `%s` was passed and no earlier gearsx step recorded one, so all %d observations are read as "
+                "`%s` is None and no earlier gearsx step recorded one, so all %d observations are read as "
                 "one slide, but `adata.obs[%r]` holds %d values: if they are separate slides or sections, pass "
                 "`%s=%r` (else spots of different slides can become spatial neighbours).",
                 arg, adata.n_obs, column, n, arg, column,

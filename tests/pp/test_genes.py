@@ -49,6 +49,20 @@ def test_genes_missed_only_for_case_or_version_are_named(small_tissue, caplog):
     assert "shared_genes" not in caplog.text
 
 
+def test_prepare_without_a_slide_key_names_a_slide_column(small_tissue, caplog):
+    # Every later step takes prepare's record: slide_key=None on several slides pooled them all the
+    # way through (centring, encoder, geometry model) without a word.
+    st, cells = small_tissue
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.pp.prepare(st, cells, slide_key=None, n_top_genes=60)
+    assert "`slide_key` is None" in caplog.text
+    assert "`adata.obs['slide']` holds 3 values" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.pp.prepare(st[st.obs["slide"] == st.obs["slide"].iloc[0]].copy(), cells, slide_key=None, n_top_genes=60)
+    assert "is None" not in caplog.text
+
+
 def test_prepare(small_tissue):
     st, cells = small_tissue
     st_p, sc_p = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60)

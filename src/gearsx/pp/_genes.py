@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key, write_record
+from gearsx._anndata import check_finite_matrix, check_slide_key, warn_unkeyed_slides, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 
@@ -225,7 +225,9 @@ def prepare(
     adata_sc
         Dissociated single cells.
     slide_key
-        ``obs`` column of ``adata_st`` with the slide; ``None`` for a single slide.
+        ``obs`` column of ``adata_st`` with the slide; ``None`` for a single slide (a warning
+        names a column such as ``obs['slide']`` that holds several values: every later step takes
+        this choice from the record).
     n_top_genes
         Number of highly variable genes.
     layer
@@ -253,6 +255,8 @@ def prepare(
     import anndata as ad
 
     check_slide_key(adata_st, slide_key)
+    if slide_key is None:  # the first step: what it records (one slide) every later step takes
+        warn_unkeyed_slides(adata_st, "slide_key")
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
     if layer is not None:
         for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
