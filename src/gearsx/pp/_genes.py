@@ -314,8 +314,9 @@ def _warn_empty(adata: AnnData, name: str) -> int:
         logger.warning(
             "%d of the %d observations of %s have no counts in the %d genes kept; they carry no information "
             "on type or position, yet a reconstruction would place them somewhere (an anchored one gives them the "
-            "slide's uncertainty, an intrinsic one an ordinary uncertainty). Drop them before `prepare` (keep the observations with counts in the genes of "
-            "`gx.pp.shared_genes`), or keep more genes (a larger `n_top_genes`, or `subset=False`).",
+            "slide's uncertainty, an intrinsic one an ordinary uncertainty). Drop them before `prepare` (keep the "
+            "observations with counts in the genes of `gx.pp.shared_genes`), or keep more genes (a larger "
+            "`n_top_genes`, or `subset=False`).",
             n_empty,
             adata.n_obs,
             name,

@@ -32,6 +32,8 @@ AUTO_THRESHOLD = 0.5
 #: seeds against 0.8994), with the same slide and the same anchors, in 10 s instead of 33 s; at a million
 #: cells the slide candidates and the null were four of the five full matches (match step 113 s -> 31 s).
 DECISION_SAMPLE = 50_000
+#: Rows per block when looking for cells without counts (:func:`empty_cells`).
+_EMPTY_BLOCK = 65_536
 #: Below this localisation an anchored run warns that single cells' positions carry little information.
 WEAK_LOCALISATION = 0.25
 
@@ -85,9 +87,12 @@ def empty_cells(adata) -> np.ndarray | None:
     (cells given by their embedding alone), not their expression.
     """
     x = adata.layers[Key.counts_layer] if Key.counts_layer in adata.layers else adata.X
-    if x is None:
+    if x is None or x.shape[0] == 0:
         return None
-    empty = np.asarray((x != 0).sum(1)).ravel() == 0
+    # by blocks of rows: a dense matrix's non-zero mask would be as many bytes as it has entries
+    empty = np.concatenate(
+        [np.asarray((x[s : s + _EMPTY_BLOCK] != 0).sum(1)).ravel() == 0 for s in range(0, x.shape[0], _EMPTY_BLOCK)]
+    )
     return empty if not empty.all() else None
 
 
