@@ -94,6 +94,22 @@ def check_finite_matrix(x, name: str, fix: str = "impute or remove them before p
         raise ValueError(msg)
 
 
+#: Rows per block in :func:`empty_rows`.
+_EMPTY_BLOCK = 65_536
+
+
+def empty_rows(x) -> np.ndarray:
+    """Return which rows of a matrix (dense or sparse) hold no non-zero value: observations without a count.
+
+    By blocks of rows: a dense matrix's non-zero mask would take as many bytes as it has entries.
+    """
+    if x.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    return np.concatenate(
+        [np.asarray((x[s : s + _EMPTY_BLOCK] != 0).sum(1)).ravel() == 0 for s in range(0, x.shape[0], _EMPTY_BLOCK)]
+    )
+
+
 def get_matrix(adata: AnnData, layer: str | None, hint: str = ""):
     """``adata.layers[layer]`` or ``adata.X`` as stored (sparse stays sparse), with a KeyError naming the layer."""
     if layer is None:

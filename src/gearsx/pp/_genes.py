@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key, warn_unkeyed_slides, write_record
+from gearsx._anndata import check_finite_matrix, check_slide_key, empty_rows, warn_unkeyed_slides, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 
@@ -308,8 +308,7 @@ def _warn_empty(adata: AnnData, name: str) -> int:
     change the observations behind the user's back) but counted in ``uns['gears_prepare']`` and
     named in a warning, with the fix.
     """
-    totals = np.asarray(adata.X.sum(axis=1)).ravel()
-    n_empty = int((totals == 0).sum())
+    n_empty = int(empty_rows(adata.X).sum())
     if n_empty:
         logger.warning(
             "%d of the %d observations of %s have no counts in the %d genes kept; they carry no information "

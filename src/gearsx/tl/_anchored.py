@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr
 
-from gearsx._anndata import check_finite_matrix
+from gearsx._anndata import check_finite_matrix, empty_rows
 from gearsx._keys import Key
 from gearsx._utils import as_rng, check_fraction
 from gearsx.geometry import (
@@ -32,8 +32,6 @@ AUTO_THRESHOLD = 0.5
 #: seeds against 0.8994), with the same slide and the same anchors, in 10 s instead of 33 s; at a million
 #: cells the slide candidates and the null were four of the five full matches (match step 113 s -> 31 s).
 DECISION_SAMPLE = 50_000
-#: Rows per block when looking for cells without counts (:func:`empty_cells`).
-_EMPTY_BLOCK = 65_536
 #: Below this localisation an anchored run warns that single cells' positions carry little information.
 WEAK_LOCALISATION = 0.25
 
@@ -87,12 +85,9 @@ def empty_cells(adata) -> np.ndarray | None:
     (cells given by their embedding alone), not their expression.
     """
     x = adata.layers[Key.counts_layer] if Key.counts_layer in adata.layers else adata.X
-    if x is None or x.shape[0] == 0:
+    if x is None:
         return None
-    # by blocks of rows: a dense matrix's non-zero mask would be as many bytes as it has entries
-    empty = np.concatenate(
-        [np.asarray((x[s : s + _EMPTY_BLOCK] != 0).sum(1)).ravel() == 0 for s in range(0, x.shape[0], _EMPTY_BLOCK)]
-    )
+    empty = empty_rows(x)
     return empty if not empty.all() else None
 
 
