@@ -137,3 +137,20 @@ def test_highly_variable_genes_wrapper(small_tissue):
     assert a.var["highly_variable"].sum() == a.n_vars
     with pytest.raises(KeyError, match="batch_key"):
         gx.pp.highly_variable_genes(a, batch_key="nope")
+
+
+def test_prepare_normalises_counts_under_a_stale_log1p_record(small_tissue, caplog):
+    # prepare(..., layer='counts') on prepared data: the counts come with the uns['log1p'] of the logged X
+    st, cells = small_tissue
+    st_p, sc_p = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60, subset=False)
+    assert "log1p" in st_p.uns
+    with caplog.at_level("WARNING"):
+        again_st, again_sc = gx.pp.prepare(st_p, sc_p, slide_key="slide", n_top_genes=60, layer="counts")
+    assert "looks log-transformed" not in caplog.text
+    assert "carries uns['log1p'] but its values are integer counts" in caplog.text
+    assert again_st.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p"
+    assert again_sc.uns["gears_prepare"]["params"]["normalisation_sc"] == "normalize_total + log1p"
+    # the same log-normalised expression as the first pass on the same genes
+    first, _ = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60)
+    np.testing.assert_allclose(again_st[:, first.var_names].X.toarray(), first.X.toarray(), rtol=1e-5, atol=1e-6)
+    assert "log1p" in st_p.uns  # the input keeps its record

@@ -172,15 +172,21 @@ def _check_expression_range(x, name: str, layer: str | None) -> None:
 
 
 def _looks_logged(adata: AnnData) -> bool:
-    if "log1p" in adata.uns:
-        return True
+    """Return whether ``adata.X`` looks log-normalised already (sampled stored values).
+
+    The values decide first: integer values are counts (log-normalised expression is integer only
+    at zero), whatever ``uns['log1p']`` says, since that record outlives the matrix it describes
+    (counts put back into ``X``, or ``prepare(..., layer='counts')`` on processed data). Non-integer
+    values are log-normalised when ``uns['log1p']`` is present or all lie below 20.
+    """
     x = adata.X
     data = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x).ravel()
     sample = data[:200_000]
     if sample.size == 0:
+        return "log1p" in adata.uns
+    if np.allclose(sample, np.round(sample)):
         return False
-    non_integer = not np.allclose(sample, np.round(sample))
-    return non_integer and float(sample.max()) < 20.0
+    return "log1p" in adata.uns or float(sample.max()) < 20.0
 
 
 def _normalize_log(adata: AnnData, name: str) -> str:
@@ -188,11 +194,18 @@ def _normalize_log(adata: AnnData, name: str) -> str:
 
     if _looks_logged(adata):
         logger.warning(
-            "%s looks log-transformed already (uns['log1p'] present or non-integer values below 20); "
+            "%s looks log-transformed already (non-integer values, with uns['log1p'] present or all below 20); "
             "skipping normalize_total + log1p.",
             name,
         )
         return "input already log-normalised"
+    if "log1p" in adata.uns:  # a stale record: the values are counts (see _looks_logged)
+        logger.warning(
+            "%s carries uns['log1p'] but its values are integer counts (the record outlived the matrix it "
+            "described, e.g. counts put back into X); normalising and log-transforming them.",
+            name,
+        )
+        del adata.uns["log1p"]
     adata.layers[Key.counts_layer] = adata.X.copy()
     sc.pp.normalize_total(adata)
     sc.pp.log1p(adata)
@@ -213,8 +226,11 @@ def prepare(
 
     1. Restrict both to their shared genes (:func:`shared_genes`).
     2. Library-size normalisation + ``log1p`` with scanpy, unless the data already look
-       log-transformed (then a warning says so and nothing is logged twice). Raw values
-       are kept in ``layers['counts']``.
+       log-transformed: non-integer values, with ``uns['log1p']`` present or all below 20
+       (then a warning says so and nothing is logged twice). Integer values are counts, even
+       under a stale ``uns['log1p']`` (counts put back into ``X`` after scanpy's ``log1p``, or
+       ``layer='counts'`` of processed data), and are normalised. Raw values are kept in
+       ``layers['counts']``.
     3. Highly variable genes on the concatenation with the slide (ST) or ``'sc'`` as
        batch key (:func:`highly_variable_genes`), optionally keeping only them.
 
