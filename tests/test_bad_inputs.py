@@ -288,6 +288,18 @@ def _cases() -> list[Case]:
             "float32",
         ),
         C(
+            "center-counts",  # raw counts centred per slide: offsets that are no capture efficiency
+            on(lambda e: e.raw_st.copy(), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide")),
+            ValueError,
+            "integer counts",
+        ),
+        C(
+            "center-counts-layer",
+            on(lambda e: e.st.copy(), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide", layer="counts")),
+            ValueError,
+            r"layers\['counts'\]",
+        ),
+        C(
             "center-missing-layer",
             on(lambda e: e.st.copy(), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide", layer="nope")),
             KeyError,
@@ -724,6 +736,12 @@ def _cases() -> list[Case]:
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, n_hops=-1, max_epochs=1)),
             ValueError,
             "n_hops",
+        ),
+        C(
+            "domain-embedding-counts",
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, layer="counts", max_epochs=1)),
+            ValueError,
+            "log1p",
         ),
         C(
             "domain-embedding-nan-expression",

@@ -110,6 +110,24 @@ def empty_rows(x) -> np.ndarray:
     )
 
 
+def holds_counts(x) -> bool:
+    """Return whether a matrix holds counts: its stored values (a sample of 200,000) are integers, not all ``0`` and ``1``.
+
+    Log-normalised expression is integer only where it is zero, so integer values above one are
+    counts (raw, or put back into ``X``), whatever ``uns['log1p']`` says.
+    """
+    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    sample = np.asarray(data[:200_000], dtype=np.float64)
+    return bool(sample.size) and float(sample.max()) > 1.0 and bool(np.allclose(sample, np.round(sample)))
+
+
+def check_log_expression(x, name: str, fix: str) -> None:
+    """Raise a ValueError naming ``name`` and ``fix`` when a matrix that should be log-normalised holds counts."""
+    if holds_counts(x):
+        msg = f"`{name}` holds integer counts, but log-normalised expression is expected; {fix}."
+        raise ValueError(msg)
+
+
 def get_matrix(adata: AnnData, layer: str | None, hint: str = ""):
     """``adata.layers[layer]`` or ``adata.X`` as stored (sparse stays sparse), with a KeyError naming the layer."""
     if layer is None:

@@ -156,6 +156,26 @@ def test_cluster_domains_refine_records_changes_and_raises_without_coordinates()
         gx.tl.cluster_domains(a, method="kmeans", use_rep="feat", n_clusters=3, refine=True, slide_key="nope")
 
 
+def test_fewer_domains_than_asked_are_recorded_and_named(caplog):
+    # two contiguous halves of a grid plus three scattered spots of a third kind: k-means finds the
+    # three, and the refinement vote (6 neighbours) gives each to its half, leaving 2 of 3 domains
+    rng = np.random.default_rng(0)
+    xy = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2).astype(float)
+    kind = (xy[:, 0] >= 10).astype(int)
+    kind[[45, 210, 355]] = 2
+    feat = np.eye(3)[kind] * 10 + rng.normal(scale=0.1, size=(400, 3))
+    a = _adata(feat=feat, spatial=xy)
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.tl.cluster_domains(a, method="kmeans", use_rep="feat", n_clusters=3, refine=False)
+    assert a.uns["gears_domain"]["n_domains"] == 3
+    assert "domains asked for" not in caplog.text
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.tl.cluster_domains(a, method="kmeans", use_rep="feat", n_clusters=3, refine=True)
+    assert a.obs["gears_domain"].nunique() == a.uns["gears_domain"]["n_domains"] == 2
+    assert "3 domains asked for, 2 found" in caplog.text
+    assert "refinement vote" in caplog.text
+
+
 def test_fusion_standardises_blocks_so_a_large_block_cannot_drown_a_small_one():
     x, truth = _elongated_blobs(seed=5)
     x = x @ np.linalg.svd(x - x.mean(0))[2].T  # principal axes: clusters lie along the 2nd

@@ -37,8 +37,8 @@ def spatial_coherence(labels, spatial, *, n_neighbors: int = 6) -> float:
     >>> import numpy as np
     >>> import gearsx as gx
     >>> xy = np.stack(np.meshgrid(np.arange(20), np.arange(20)), -1).reshape(-1, 2)
-    >>> round(gx.metrics.spatial_coherence(xy[:, 0] < 10, xy, n_neighbors=4), 2)
-    0.95
+    >>> round(gx.metrics.spatial_coherence(xy[:, 0] < 10, xy, n_neighbors=4), 2)  # 40 of 400 have 1 of 4 across
+    0.97
     """
     labels = pd.Series(np.asarray(labels)).astype(str).to_numpy()
     xy = check_coords(spatial, name="spatial", min_points=2)

@@ -175,8 +175,8 @@ class SCAdapter:
     >>> gx.pp.mean_center_per_slide(sc, slide_key=None)
     >>> encoder = gx.tl.fit_encoder(st, slide_key="slide", n_latent=16, max_epochs=2, progress=False)
     >>> adapter = gx.model.SCAdapter(encoder).fit(sc, max_epochs=2, progress=False)
-    >>> adapter.transform(encoder.get_latent_representation(sc)).shape
-    (1500, 16)
+    >>> adapter.transform(encoder.get_latent_representation(sc)).shape  # the 750 simulated single cells
+    (750, 16)
     >>> encoder.adapter is adapter
     True
     """

@@ -86,6 +86,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
     --------
     >>> import gearsx as gx
     >>> st, sc = gx.datasets.simulate_tissue(n_cells_per_slide=3000, random_state=0)
+    >>> st, sc = gx.pp.prepare(st, sc, slide_key="slide", n_top_genes=100)
     >>> st.obsm["X_gears"] = gx.pp.mean_center_per_slide(st, slide_key="slide", copy=True).layers["gears_centered"]
     >>> geo = gx.model.GEARS(st, slide_key="slide", n_out=8, dim=32)
     >>> geo.train(max_epochs=1, n_batches=2, n_min=64, n_max=96, progress=False)

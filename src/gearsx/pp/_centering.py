@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import (
     check_finite_matrix,
+    check_log_expression,
     check_slide_key,
     get_obs_rep,
     recorded_slide_key,
@@ -61,7 +62,8 @@ def mean_center_per_slide(
     Parameters
     ----------
     adata
-        Log-normalised data with the slide of each observation in ``obs[slide_key]``.
+        Log-normalised data with the slide of each observation in ``obs[slide_key]`` (integer
+        counts are an error: per-slide offsets of counts are no capture efficiency).
     slide_key
         ``obs`` column with the slide. ``None``: the slide column :func:`gearsx.pp.prepare`
         recorded, when ``adata`` has it (logged), else one slide (or an SC data set): the layer is
@@ -107,6 +109,12 @@ def mean_center_per_slide(
             f"(max |x| {float(np.abs(data).max()):.3g}); log-normalise first (gx.pp.prepare)."
         )
         raise ValueError(msg)
+    check_log_expression(
+        x,
+        name,
+        "normalise and log-transform it first (gx.pp.prepare, or scanpy's "
+        "normalize_total and log1p), or pass the layer that holds the log-normalised values",
+    )
     n, g = x.shape
     nbytes = n * g * 4
     if nbytes > MAX_DENSE_BYTES and not allow_large:

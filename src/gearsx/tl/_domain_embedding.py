@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import (
     check_finite_matrix,
+    check_log_expression,
     check_obsm_key,
     get_obs_rep,
     resolve_slide_key,
@@ -55,7 +56,11 @@ def _expression(adata: AnnData, layer: str | None, mask_var: str | None) -> np.n
             raise ValueError(msg)
         x = x[:, mask]
     x = x.toarray() if sp.issparse(x) else np.asarray(x)
-    check_finite_matrix(x, f"layers[{layer!r}]" if layer else "X")
+    name = f"layers[{layer!r}]" if layer else "X"
+    check_finite_matrix(x, name)
+    check_log_expression(
+        x, name, "run `sc.pp.normalize_total(adata, target_sum=1e4)` and `sc.pp.log1p(adata)` first, or pass `layer=`"
+    )
     return x.astype(np.float32, copy=False)
 
 
@@ -130,8 +135,8 @@ def domain_embedding(
     Parameters
     ----------
     adata
-        Spatial data: log-normalised expression in ``X`` (or ``layers[layer]``) and coordinates
-        in ``obsm[spatial_key]``. Scanpy's standard recipe works best (see :ref:`gears-domains`):
+        Spatial data: log-normalised expression in ``X`` (or ``layers[layer]``; integer counts
+        are an error) and coordinates in ``obsm[spatial_key]``. Scanpy's standard recipe works best (see :ref:`gears-domains`):
         ``sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=3000)`` on the
         counts, then ``sc.pp.normalize_total(adata, target_sum=1e4)`` and ``sc.pp.log1p(adata)``.
     slide_key
@@ -184,12 +189,12 @@ def domain_embedding(
     --------
     >>> import gearsx as gx
     >>> import scanpy as sc
-    >>> st, _ = gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=1000, random_state=0)
+    >>> st, _ = gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=20000, random_state=0)
     >>> sc.pp.normalize_total(st)
     >>> sc.pp.log1p(st)
     >>> gx.tl.domain_embedding(st, mask_var=None, max_epochs=20, progress=False)
-    >>> st.obsm["X_gears_domain"].shape
-    (1000, 30)
+    >>> st.obsm["X_gears_domain"].shape  # 538 spots, n_latent=30
+    (538, 30)
     """
     from gearsx.module import GraphAttentionAutoencoder
     from gearsx.train import GraphAutoencoderTrainingPlan, GraphBatch, fit_lightning

@@ -244,19 +244,24 @@ def cluster_domains(
     Returns
     -------
     ``None`` (or the copy) — sets ``obs[key_added]`` (categorical, ``'0'``, ``'1'``, ...),
-    ``uns[key_added]`` (``params`` and the method's diagnostics, e.g. BIC) and, for SCAN,
-    ``obsm['X_scan']``.
+    ``uns[key_added]`` (``params``, ``n_domains`` found and the method's diagnostics, e.g. BIC)
+    and, for SCAN, ``obsm['X_scan']``. Fewer domains than ``n_clusters`` (clusters left empty, or
+    absorbed by the refinement vote) are named in a warning.
 
     Examples
     --------
     >>> import gearsx as gx
     >>> import scanpy as sc
-    >>> st, _ = gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=2000, random_state=0)
+    >>> from sklearn.metrics import adjusted_rand_score
+    >>> st, _ = gx.datasets.simulate_tissue(n_slides=1, n_cells_per_slide=20000, random_state=0)  # 538 spots
     >>> sc.pp.normalize_total(st)
     >>> sc.pp.log1p(st)
-    >>> gx.tl.cluster_domains(st, method="mclust", use_rep="X", n_clusters=6, refine=True)
+    >>> gx.tl.domain_embedding(st, mask_var=None, max_epochs=20, progress=False)
+    >>> gx.tl.cluster_domains(st, method="mclust", n_clusters=6, refine=True)  # on obsm['X_gears_domain']
     >>> st.obs["gears_domain"].nunique()
     6
+    >>> adjusted_rand_score(st.obs["domain"], st.obs["gears_domain"]) > 0.9  # the planted domains
+    True
 
     Spatial communities of a reconstructed layout compose with scanpy instead::
 
@@ -333,6 +338,17 @@ def cluster_domains(
         "random_state": random_state,
         **{k: v for k, v in method_kwargs.items() if isinstance(v, int | float | str | bool)},
     }
+    info["n_domains"] = len(uniq)
     write_record(adata, key_added, params, **info)
     logger.info("cluster_domains(%s): %d domains in obs[%r]", method, len(uniq), key_added)
+    if n_clusters is not None and len(uniq) < n_clusters:
+        logger.warning(
+            "cluster_domains: %d domains asked for, %d found in obs[%r] (%s). Check the representation "
+            "(`use_rep`; obsm['X_gears_domain'] from gx.tl.domain_embedding separates domains best), or lower "
+            "`n_clusters`.",
+            n_clusters, len(uniq), key_added,
+            "the refinement vote absorbed clusters smaller than its neighbourhood; refine=False keeps them"
+            if refine and len(np.unique(before)) > len(uniq)
+            else "the method left clusters empty",
+        )  # fmt: skip
     return adata if copy else None
