@@ -164,10 +164,37 @@ def test_evaluate_adata(rng):
     adata.obsm["pred"] = x * 2
     df = gx.metrics.evaluate_adata(adata, "pred", "spatial_gt")
     assert isinstance(df, pd.DataFrame)
-    assert df.shape == (1, len(KEYS) + 1)
+    assert df.shape == (1, len(KEYS) + 2)
     assert df.loc["pred", "spearman"] == pytest.approx(1.0)
+    assert df.loc["pred", "n_slides"] == 1
     with pytest.raises(KeyError, match="pred_key"):
         gx.metrics.evaluate_adata(adata, "missing", "spatial_gt")
+
+
+def test_evaluate_adata_scores_sections_apart(rng, caplog):
+    # two sections whose true positions share one frame: each is reconstructed exactly (up to its own
+    # shift), so per section every distance is right, while distances across sections are not
+    x = _tissue_like(rng, n=300)
+    adata = AnnData(np.zeros((600, 3), dtype=np.float32))
+    adata.obs["slide"] = np.repeat(["a", "b"], 300)
+    adata.obsm["spatial_gt"] = np.r_[x, x[::-1]]
+    adata.obsm["pred"] = np.r_[x, x[::-1] + 50.0]
+    with caplog.at_level("WARNING", logger="gearsx"):
+        pooled = gx.metrics.evaluate_adata(adata, "pred", "spatial_gt")
+    assert "obs['slide']" in caplog.text
+    assert "slide_key='slide'" in caplog.text
+    apart = gx.metrics.evaluate_adata(adata, "pred", "spatial_gt", slide_key="slide")
+    assert apart.loc["pred", "spearman"] == pytest.approx(1.0)
+    assert pooled.loc["pred", "spearman"] < 0.9
+    assert apart.loc["pred", "n_slides"] == 2
+    # the mean of the sections evaluated one by one
+    one = gx.metrics.evaluate_adata(adata[:300].copy(), "pred", "spatial_gt")
+    other = gx.metrics.evaluate_adata(adata[300:].copy(), "pred", "spatial_gt")
+    assert apart.loc["pred", "trust20"] == pytest.approx(
+        (one.loc["pred", "trust20"] + other.loc["pred", "trust20"]) / 2
+    )
+    with pytest.raises(KeyError, match="slide_key"):
+        gx.metrics.evaluate_adata(adata, "pred", "spatial_gt", slide_key="nope")
 
 
 def test_gauge_fix_and_procrustes(rng):

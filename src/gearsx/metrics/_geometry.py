@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key
+from gearsx._anndata import check_obsm_key, check_slide_key, warn_unkeyed_slides
 from gearsx._utils import check_positive_int, doc_params
 
 from ._evaluation import DEFAULT_SHELLS, Evaluation
@@ -241,6 +241,7 @@ def evaluate_adata(
     pred_key: str,
     gt_key: str,
     *,
+    slide_key: str | None = None,
     k: int = 20,
     n_pairs: int | None = None,
     random_state=0,
@@ -255,23 +256,48 @@ def evaluate_adata(
         ``obsm`` key of the predicted coordinates (e.g. ``'X_gears_spatial'``).
     gt_key
         ``obsm`` key of the ground-truth coordinates (e.g. ``'spatial_gt'``).
+    slide_key
+        ``obs`` column with the section each cell's true position lies in. Each metric is then
+        computed within each section and averaged over the sections (equal weights): the distance
+        between true positions of two sections means nothing. ``None``: all cells lie in one section
+        (a warning names ``obs['slide']``, ``obs['library_id']``, ``obs['batch']`` or a similar column
+        when it holds several values).
     k, n_pairs, random_state
         See :func:`evaluate_geometry`.
 
     Returns
     -------
     A one-row :class:`pandas.DataFrame` indexed by ``pred_key`` with the columns of
-    :func:`evaluate_geometry` and ``n_cells``.
+    :func:`evaluate_geometry`, ``n_cells`` and ``n_slides``.
+
+    Examples
+    --------
+    >>> import numpy as np, anndata as ad, gearsx as gx
+    >>> rng = np.random.default_rng(0)
+    >>> a = ad.AnnData(np.zeros((400, 1), dtype=np.float32))
+    >>> a.obs["section"] = np.repeat(["s1", "s2"], 200)
+    >>> a.obsm["spatial_gt"] = rng.uniform(size=(400, 2))  # both sections in one frame
+    >>> a.obsm["pred"] = a.obsm["spatial_gt"] + 5 * (a.obs["section"] == "s2").to_numpy()[:, None]
+    >>> scores = gx.metrics.evaluate_adata(a, "pred", "spatial_gt", slide_key="section")
+    >>> round(float(scores["spearman"].iloc[0]), 6)  # each section is right; across them it is not
+    1.0
     """
     import pandas as pd
 
     for key, arg in ((pred_key, "pred_key"), (gt_key, "gt_key")):
         check_obsm_key(adata, key, arg)
-    scores = evaluate_geometry(
-        np.asarray(adata.obsm[pred_key]),
-        np.asarray(adata.obsm[gt_key]),
-        k=k,
-        n_pairs=n_pairs,
-        random_state=random_state,
+    check_slide_key(adata, slide_key)
+    if slide_key is None:
+        warn_unkeyed_slides(adata, "slide_key")
+        groups = [np.arange(adata.n_obs)]
+    else:
+        codes = adata.obs[slide_key].astype("category").cat.codes.to_numpy()
+        groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+    pred, gt = np.asarray(adata.obsm[pred_key]), np.asarray(adata.obsm[gt_key])
+    per_slide = [
+        evaluate_geometry(pred[rows], gt[rows], k=k, n_pairs=n_pairs, random_state=random_state) for rows in groups
+    ]
+    scores = {m: float(np.mean([s[m] for s in per_slide])) for m in per_slide[0]}
+    return pd.DataFrame(
+        {**scores, "n_cells": adata.n_obs, "n_slides": len(groups)}, index=pd.Index([pred_key], name="prediction")
     )
-    return pd.DataFrame({**scores, "n_cells": adata.n_obs}, index=pd.Index([pred_key], name="prediction"))
