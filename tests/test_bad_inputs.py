@@ -271,6 +271,12 @@ def _cases() -> list[Case]:
             KeyError,
             "batch_key",
         ),
+        C(
+            "hvg-counts-log-flavour",
+            on(lambda e: e.raw_st.copy(), lambda e, a: gx.pp.highly_variable_genes(a, batch_key="slide")),
+            ValueError,
+            "integer counts",
+        ),
         # pp.mean_center_per_slide
         C(
             "center-nan-slide",

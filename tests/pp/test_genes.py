@@ -137,6 +137,12 @@ def test_highly_variable_genes_wrapper(small_tissue):
     assert a.var["highly_variable"].sum() == a.n_vars
     with pytest.raises(KeyError, match="batch_key"):
         gx.pp.highly_variable_genes(a, batch_key="nope")
+    # counts under a flavour that ranks the dispersion of log values: an error naming the fix
+    with pytest.raises(ValueError, match="seurat_v3"):
+        gx.pp.highly_variable_genes(st.copy(), batch_key="slide", n_top_genes=50)
+    counts = st.copy()
+    gx.pp.highly_variable_genes(counts, batch_key="slide", n_top_genes=50, flavor="seurat_v3")
+    assert counts.var["highly_variable"].sum() == 50
 
 
 def test_prepare_normalises_counts_under_a_stale_log1p_record(small_tissue, caplog):

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix, check_slide_key, empty_rows, warn_unkeyed_slides, write_record
+from gearsx._anndata import (
+    check_finite_matrix,
+    check_log_expression,
+    check_slide_key,
+    empty_rows,
+    get_matrix,
+    warn_unkeyed_slides,
+    write_record,
+)
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 
@@ -121,7 +129,8 @@ def highly_variable_genes(
     n_top_genes
         Number of genes to select.
     flavor
-        Scanpy's flavour (``'seurat'`` expects log data).
+        Scanpy's flavour (``'seurat'`` and ``'cell_ranger'`` expect log data, and integer counts are
+        an error; ``'seurat_v3'`` expects the counts).
     layer
         Layer to use instead of ``X``.
     **kwargs
@@ -136,6 +145,13 @@ def highly_variable_genes(
     if batch_key is not None:
         check_slide_key(adata, batch_key, "batch_key")
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
+    if flavor in ("seurat", "cell_ranger"):  # dispersions of log values: counts would rank genes by their mean
+        check_log_expression(
+            get_matrix(adata, layer),
+            f"layers[{layer!r}]" if layer else "X",
+            f"flavor={flavor!r} expects log-normalised expression: normalise and log-transform first, "
+            "or pass flavor='seurat_v3' (which expects the counts)",
+        )
     sc.pp.highly_variable_genes(
         adata,
         n_top_genes=min(n_top_genes, adata.n_vars),
