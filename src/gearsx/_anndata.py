@@ -110,15 +110,26 @@ def empty_rows(x) -> np.ndarray:
     )
 
 
+def stored_sample(x) -> np.ndarray:
+    """Up to 200,000 stored values of a dense or sparse matrix (the first ones), as float64."""
+    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    return np.asarray(data[:200_000], dtype=np.float64)
+
+
+def integer_valued(x) -> bool:
+    """Return whether a matrix's stored values (a sample of 200,000) are all integers (``True`` when empty)."""
+    sample = stored_sample(x)
+    return bool(np.allclose(sample, np.round(sample)))
+
+
 def holds_counts(x) -> bool:
     """Return whether a matrix holds counts: its stored values (a sample of 200,000) are integers, not all ``0`` and ``1``.
 
     Log-normalised expression is integer only where it is zero, so integer values above one are
     counts (raw, or put back into ``X``), whatever ``uns['log1p']`` says.
     """
-    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    sample = np.asarray(data[:200_000], dtype=np.float64)
-    return bool(sample.size) and float(sample.max()) > 1.0 and bool(np.allclose(sample, np.round(sample)))
+    sample = stored_sample(x)
+    return bool(sample.size) and float(sample.max()) > 1.0 and integer_valued(x)
 
 
 def check_log_expression(x, name: str, fix: str) -> None:

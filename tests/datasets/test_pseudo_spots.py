@@ -112,3 +112,27 @@ def test_bad_input():
         gx.datasets.pseudo_spots(cells, spot_diameter=1e-6, center_to_center=2.0, min_cells=5)
     with pytest.raises(KeyError, match="label_key"):
         gx.datasets.pseudo_spots(cells, spot_diameter=1.0, center_to_center=2.0, label_key="type")
+
+
+def test_values_that_cannot_be_summed_are_refused(small_tissue):
+    import scanpy as sc
+
+    _, cells = small_tissue
+    cells = cells.copy()
+    cells.obsm["spatial"] = cells.obsm["spatial_gt"]
+    kw = {"spot_diameter": 88.0, "center_to_center": 160.0}
+    logged = cells.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    before = logged.X.copy()
+    with pytest.raises(ValueError, match="log-transformed"):
+        gx.datasets.pseudo_spots(logged, **kw)
+    assert (logged.X != before).nnz == 0  # untouched
+    scaled = cells.copy()
+    scaled.X = scaled.X.toarray() - 1.0
+    with pytest.raises(ValueError, match="negative"):
+        gx.datasets.pseudo_spots(scaled, **kw)
+    # counts put back into X under a stale record are summed as they are
+    logged.X = cells.X.copy()
+    spots = gx.datasets.pseudo_spots(logged, **kw)
+    assert spots.X.sum() == pytest.approx(cells.X[spots.uns["pseudo_spots"]["cell_spot"] >= 0].sum(), rel=1e-5)

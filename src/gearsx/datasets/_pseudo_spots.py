@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import resolve_slide_key, write_record
+from gearsx._anndata import check_finite_matrix, integer_valued, resolve_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -39,6 +39,27 @@ def spot_grid(
     return np.column_stack([gx.ravel(), gy.ravel()])
 
 
+def _check_additive(adata: AnnData) -> None:
+    """Raise when ``adata.X`` cannot be summed into spots: non-finite, negative, or log-transformed."""
+    import scipy.sparse as sp
+
+    x = adata.X
+    check_finite_matrix(x, "adata_cells.X")
+    data = x.data if sp.issparse(x) else np.asarray(x)
+    if data.size and float(data.min()) < 0:
+        msg = (
+            f"`adata_cells.X` holds negative values (min {float(data.min()):.3g}): scaled or centred data cannot be "
+            "summed into spots. Pass the counts (e.g. `adata.X = adata.layers['counts']`)."
+        )
+        raise ValueError(msg)
+    if "log1p" in adata.uns and not integer_valued(x):
+        msg = (
+            "`adata_cells.X` is log-transformed (uns['log1p'] and non-integer values): a sum of logs is no spot's "
+            "expression. Pass the counts (e.g. `adata.X = adata.layers['counts']`)."
+        )
+        raise ValueError(msg)
+
+
 def pseudo_spots(
     adata_cells: AnnData,
     *,
@@ -63,7 +84,9 @@ def pseudo_spots(
     ----------
     adata_cells
         Single-cell-resolution data with 2-D coordinates in ``obsm[spatial_key]``
-        (dense or sparse ``X``; counts are expected, any additive quantity works).
+        (dense or sparse ``X``; counts are expected, any additive quantity works). Negative values
+        (scaled data) and log-transformed values (non-integer under ``uns['log1p']``) are an
+        error: their sums are no spot's expression.
     spot_diameter
         Spot diameter, in the units of the coordinates (Visium: 55 µm).
     center_to_center
@@ -126,6 +149,7 @@ def pseudo_spots(
         msg = f"`spot_diameter` must be positive; got {spot_diameter!r}."
         raise ValueError(msg)
     min_cells = check_positive_int(min_cells, name="min_cells")
+    _check_additive(adata_cells)
     if label_key is not None and label_key not in adata_cells.obs:
         msg = f"`label_key`={label_key!r} is not a column of `adata_cells.obs`."
         raise KeyError(msg)

@@ -13,6 +13,8 @@ from gearsx._anndata import (
     check_slide_key,
     empty_rows,
     get_matrix,
+    integer_valued,
+    stored_sample,
     warn_unkeyed_slides,
     write_record,
 )
@@ -195,12 +197,10 @@ def _looks_logged(adata: AnnData) -> bool:
     (counts put back into ``X``, or ``prepare(..., layer='counts')`` on processed data). Non-integer
     values are log-normalised when ``uns['log1p']`` is present or all lie below 20.
     """
-    x = adata.X
-    data = x.data if hasattr(x, "data") and not isinstance(x, np.ndarray) else np.asarray(x).ravel()
-    sample = data[:200_000]
+    sample = stored_sample(adata.X)
     if sample.size == 0:
         return "log1p" in adata.uns
-    if np.allclose(sample, np.round(sample)):
+    if integer_valued(adata.X):
         return False
     return "log1p" in adata.uns or float(sample.max()) < 20.0
 
