@@ -110,26 +110,43 @@ def empty_rows(x) -> np.ndarray:
     )
 
 
+#: Stored values sampled by :func:`stored_sample`.
+_SAMPLE = 200_000
+
+
 def stored_sample(x) -> np.ndarray:
-    """Up to 200,000 stored values of a dense or sparse matrix (the first ones), as float64."""
-    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    return np.asarray(data[:200_000], dtype=np.float64)
+    """Up to 200,000 stored values of a matrix, as float64: a sparse matrix's first stored values, else its first rows.
+
+    Only those rows are read (a backed or Dask matrix is never loaded whole, a non-contiguous
+    array never copied whole).
+    """
+    if sp.issparse(x):
+        return np.asarray(x.data[:_SAMPLE], dtype=np.float64)
+    width = int(np.prod(x.shape[1:])) if len(x.shape) > 1 else 1
+    block = x[: max(1, _SAMPLE // max(width, 1))]
+    if hasattr(block, "compute"):  # dask
+        block = block.compute()
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    return block.astype(np.float64, copy=False).ravel()
 
 
-def integer_valued(x) -> bool:
-    """Return whether a matrix's stored values (a sample of 200,000) are all integers (``True`` when empty)."""
-    sample = stored_sample(x)
+def _integers(sample: np.ndarray) -> bool:
     return bool(np.allclose(sample, np.round(sample)))
 
 
+def integer_valued(x) -> bool:
+    """Return whether a matrix's stored values (a sample, see :func:`stored_sample`) are all integers (``True`` when empty)."""
+    return _integers(stored_sample(x))
+
+
 def holds_counts(x) -> bool:
-    """Return whether a matrix holds counts: its stored values (a sample of 200,000) are integers, not all ``0`` and ``1``.
+    """Return whether a matrix holds counts: its stored values (a sample) are integers, not all ``0`` and ``1``.
 
     Log-normalised expression is integer only where it is zero, so integer values above one are
     counts (raw, or put back into ``X``), whatever ``uns['log1p']`` says.
     """
     sample = stored_sample(x)
-    return bool(sample.size) and float(sample.max()) > 1.0 and integer_valued(x)
+    return bool(sample.size) and float(sample.max()) > 1.0 and _integers(sample)
 
 
 def check_log_expression(x, name: str, fix: str) -> None:
