@@ -92,3 +92,16 @@ def test_stored_tutorials_show_their_plots():
                 f"{path.name}, cell {i}, draws with gx.pl but stores no image; execute the notebook with an "
                 "inline backend (unset MPLBACKEND)"
             )
+
+
+def test_stored_tutorials_come_from_one_run_top_to_bottom():
+    """Stored outputs are those of one fresh run in order: a cell edited and re-run alone, or an error, shows here."""
+    for path in sorted(TUTORIALS.glob("*.ipynb")):
+        book = nbformat.read(path, as_version=4)
+        code = [c for c in book.cells if c.cell_type == "code"]
+        counts = [c.get("execution_count") for c in code]
+        assert counts == list(range(1, len(code) + 1)), (
+            f"{path.name} stores execution counts {counts}: re-execute it from a fresh kernel, top to bottom"
+        )
+        errors = [i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+        assert not errors, f"{path.name} stores an error in code cell(s) {errors}"
