@@ -178,7 +178,7 @@ def _layouts_figure(adata_st, adata_sc, path) -> None:
     for ax, (xy, labels, title) in zip(axes, panels, strict=True):
         ax.scatter(xy[:, 0], xy[:, 1], c=[colors[c] for c in labels], s=4 if len(xy) > 2000 else 12, linewidths=0)
         ax.set_title(title)
-        ax.set_aspect("equal")
+        ax.set_aspect("equal", adjustable="datalim")  # equal boxes: a tall layout widens its limits, never its box
         ax.set_xticks([])
         ax.set_yticks([])
         ax.invert_yaxis()
