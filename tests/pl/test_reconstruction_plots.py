@@ -36,6 +36,10 @@ def test_reconstruction_side_by_side_aligned(stitched):
     shown = np.concatenate([c.get_offsets() for c in axes[1].collections])
     assert np.abs(shown - gt).max() < 0.05
     assert [t.get_text() for t in axes[1].get_legend().get_texts()] == ["left", "right"]
+    # legend markers keep one size, whatever the points' size (which follows the number of cells)
+    for n in (stitched.n_obs, 40):
+        panels = gx.pl.reconstruction(stitched[:n].copy(), color="domain", show=False)
+        assert {float(h.get_sizes()[0]) for h in panels[1].get_legend().legend_handles} == {30.0}
     plt.close("all")
 
 

@@ -175,7 +175,7 @@ def reconstruction(
         axes.set_xticks([])
         axes.set_yticks([])
         if legend and color is not None and axes.get_legend_handles_labels()[1]:
-            axes.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3, fontsize=8)
+            _category_legend(axes)
         return _finish(fig, axes, show=show, save=save)
     if has_gt:
         gt = obsm_coords(adata, gt_key, "the ground truth")
@@ -191,8 +191,15 @@ def reconstruction(
         a.set_xticks([])
         a.set_yticks([])
     if legend and color is not None and panels[-1][0].get_legend_handles_labels()[1]:
-        panels[-1][0].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, markerscale=3, fontsize=8)
+        _category_legend(panels[-1][0])
     return _finish(fig, list(axes) if has_gt else axes, show=show, save=save)
+
+
+def _category_legend(ax) -> None:
+    """Place the categories' legend right of ``ax``, with markers of one size whatever the points' size."""
+    leg = ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    for handle in leg.legend_handles:
+        handle.set_sizes([30.0])
 
 
 def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
