@@ -201,9 +201,7 @@ def test_user_facing_text_never_cites_the_internal_spec():
 def _modules_with_examples():
     import pkgutil
 
-    return sorted(
-        m.name for m in pkgutil.walk_packages(gx.__path__, "gearsx.") if not m.name.split(".")[-1].startswith("test")
-    )
+    return sorted(m.name for m in pkgutil.walk_packages(gx.__path__, "gearsx."))
 
 
 @pytest.mark.parametrize("module", _modules_with_examples())

@@ -130,13 +130,14 @@ def stored_sample(x) -> np.ndarray:
     return block.astype(np.float64, copy=False).ravel()
 
 
-def _integers(sample: np.ndarray) -> bool:
+def all_integers(sample: np.ndarray) -> bool:
+    """Return whether every value of a sample (from :func:`stored_sample`) is an integer (``True`` when empty)."""
     return bool(np.allclose(sample, np.round(sample)))
 
 
 def integer_valued(x) -> bool:
     """Return whether a matrix's stored values (a sample, see :func:`stored_sample`) are all integers (``True`` when empty)."""
-    return _integers(stored_sample(x))
+    return all_integers(stored_sample(x))
 
 
 def holds_counts(x) -> bool:
@@ -146,7 +147,7 @@ def holds_counts(x) -> bool:
     counts (raw, or put back into ``X``), whatever ``uns['log1p']`` says.
     """
     sample = stored_sample(x)
-    return bool(sample.size) and float(sample.max()) > 1.0 and _integers(sample)
+    return bool(sample.size) and float(sample.max()) > 1.0 and all_integers(sample)
 
 
 def check_log_expression(x, name: str, fix: str) -> None:

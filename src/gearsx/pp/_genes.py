@@ -8,12 +8,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._anndata import (
+    all_integers,
     check_finite_matrix,
     check_log_expression,
     check_slide_key,
     empty_rows,
     get_matrix,
-    integer_valued,
     stored_sample,
     warn_unkeyed_slides,
     write_record,
@@ -200,7 +200,7 @@ def _looks_logged(adata: AnnData) -> bool:
     sample = stored_sample(adata.X)
     if sample.size == 0:
         return "log1p" in adata.uns
-    if integer_valued(adata.X):
+    if all_integers(sample):
         return False
     return "log1p" in adata.uns or float(sample.max()) < 20.0
 
