@@ -176,12 +176,49 @@ def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null(
     null = np.array([[0.1, 0.1], [0.3, 0.3]])  # shuffled cells' mean similarities: 0.1 and 0.3 (mean 0.2, SD 0.1)
     sim = np.array([[0.9, 0.9], [0.9, 0.9], [0.2, 0.2]])  # 7 null SDs above, 7 above, at the null's mean
     match = AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=np.zeros(3), weights=weights)
-    sd = _cell_sd(match, coords, null)
+    sd = _cell_sd(match, coords, sim, null)
     # cell 0: anchor (0.5, 0); spots at 0.5 (weight 3/4) and 1.5 (1/4): sqrt(0.75 * 0.25 + 0.25 * 2.25)
     np.testing.assert_allclose(sd[0], np.sqrt(0.75), rtol=1e-9)
     np.testing.assert_allclose(sd[1], 1.0, rtol=1e-9)  # equal weights, spots 1 from the anchor
     # cell 2 (p = 1/2): anchor (2, 6), its spots 2 away; all four spots' mean square distance to it is 21
     np.testing.assert_allclose(sd[2], np.sqrt(0.5 * 4 + 0.5 * 21), rtol=1e-9)
+
+
+def test_uncertainty_compares_the_embedding_matches_with_the_null_whatever_chose_the_anchors():
+    """The null is matched in the embedding alone; so must be what it is compared with.
+
+    The query's expression here points every cell to the mirror image of its place, so the anchors
+    (expression weight 1) sit among tight matches whose embedding is unlike the cell's. The cells'
+    own embedding matches are excellent, so the matches count as real (p near 1) and the uncertainty
+    is the anchors' matches' small spread, not the slide's. Comparing the anchors' matches' embedding
+    similarity with the null instead took them for noise (1.3 times the slide's RMS radius here,
+    against 0.1). The decision and its record do not depend on the expression either.
+    """
+    from gearsx.tl._anchored import plan_anchor
+
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0)), -1).reshape(-1, 2)
+
+    def profile(xy):  # a smooth code of position
+        f = np.arange(1, 5)[None, :] / 10
+        return np.hstack([np.cos(xy[:, :1] * f), np.sin(xy[:, :1] * f), np.cos(xy[:, 1:] * f), np.sin(xy[:, 1:] * f)])
+
+    cells = rng.uniform(0, 29, size=(400, 2))
+    mirrored = np.c_[29 - cells[:, 0], cells[:, 1]]
+    ref = {
+        "slide_names": ["s0"], "slides": np.zeros(len(grid), dtype=int), "coords": grid,
+        "embedding": profile(grid) - profile(grid).mean(0), "expression": profile(grid) - profile(grid).mean(0),
+    }  # fmt: skip
+    query = profile(cells) - profile(grid).mean(0) + rng.normal(scale=0.01, size=(400, 16))
+    expression = profile(mirrored) - profile(grid).mean(0)
+    kw = {"anchor": "reference", "reference_slide": None, "k": 8, "random_state": 0}
+    plan = plan_anchor(query, ref, expression=expression, expression_weight=1.0, **kw)
+    np.testing.assert_allclose(plan.anchors[:, 0], mirrored[:, 0], atol=1.5)  # the anchors followed the expression
+    radius = np.sqrt(((grid - grid.mean(0)) ** 2).sum(1).mean())
+    assert np.median(plan.anchor_sd) < 0.15 * radius  # k = 8 grid spots: about one spacing
+    plain = plan_anchor(query, ref, **kw)
+    for key in ("similarity", "null_similarity", "reference_similarity", "match_score"):
+        assert plan.record[key] == plain.record[key]
 
 
 def test_uncertainty_is_higher_for_scrambled_cells(toy_model):

@@ -46,12 +46,17 @@ class AnchorPlan:
     anchor_sd: np.ndarray | None = None
 
 
-def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
+def _cell_sd(
+    match, coords: np.ndarray, similarity: np.ndarray, null_similarity: np.ndarray, empty: np.ndarray | None = None
+) -> np.ndarray:
     """Per-cell anchor uncertainty (reference units): how far the cell may be from its anchor.
 
-    A mixture of two answers, weighted by ``p``: how far the cell's mean match similarity stands
-    above that of shuffled queries (``null_similarity``), as the normal distribution function of
-    its distance from their mean in units of their SD. With probability ``p`` the matches are real
+    A mixture of two answers, weighted by ``p``: how far the cell's mean match similarity
+    (``similarity``: its ``k`` best matches in the embedding, found in the embedding alone) stands
+    above that of shuffled queries matched the same way (``null_similarity``), as the normal
+    distribution function of its distance from their mean in units of their SD. The anchors' own
+    matches (``match``) may be chosen with the expression too; their embedding similarity is lower
+    by construction and would not compare with the null. With probability ``p`` the matches are real
     and the cell lies among its matched spots
     (their RMS distance to the anchor, weighted as in the anchor); else it could be anywhere in the
     slide (the RMS distance of all its spots, ``coords``, to the anchor). So
@@ -72,7 +77,7 @@ def _cell_sd(match, coords: np.ndarray, null_similarity: np.ndarray, empty: np.n
     s_match = np.maximum((match.weights * sq[match.indices]).sum(1) - a2, 0.0)
     s_slide = a2 + float(sq.mean())
     null = np.asarray(null_similarity).mean(1)
-    p = ndtr((match.similarity.mean(1) - null.mean()) / max(float(null.std()), 1e-12))
+    p = ndtr((np.asarray(similarity).mean(1) - null.mean()) / max(float(null.std()), 1e-12))
     if empty is not None:
         p = np.where(empty, 0.0, p)
     return np.sqrt(p * s_match + (1.0 - p) * s_slide)
@@ -220,13 +225,17 @@ def plan_anchor(
         else f"match score {score:.3f} {'>=' if anchored else '<'} {AUTO_THRESHOLD}"
     )
     null_sim, ref_sim = (float(np.median(v.similarity.mean(1))) for v in (null, own))
+    decision_similarity = float(np.median(match.similarity.mean(1)))
+    # every cell's best matches in the embedding alone: what the null and the reference's own matches compare with
+    similarity = match.similarity
+    if anchored and sample is not x:
+        match = match_reference(x, emb, coords, k=k, temperature=candidate_temperature, random_state=random_state)
+        similarity = match.similarity
     if anchored and expression_weight > 0:
         match = match_reference(
             x, emb, coords, k=k, query_expression=expression, reference_expression=ref["expression"][sel],
             expression_weight=expression_weight, temperature=temperature, random_state=random_state,
         )  # fmt: skip
-    elif anchored and sample is not x:
-        match = match_reference(x, emb, coords, k=k, temperature=temperature, random_state=random_state)
     if anchored and expression_note not in ("used", "not used"):
         logger.warning(
             "reconstruct: anchors matched on the embedding alone, without the expression view: %s. "
@@ -246,7 +255,7 @@ def plan_anchor(
         "decision": decision,
         "slide": names[s],
         "match_score": score,
-        "similarity": float(np.median(match.similarity.mean(1))),
+        "similarity": decision_similarity,
         "null_similarity": null_sim,
         "reference_similarity": ref_sim,
         "localisation": local,
@@ -260,7 +269,7 @@ def plan_anchor(
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
     if not anchored:  # the sample's matches would not describe every cell
         return AnchorPlan(anchored=False, record=record)
-    sd = _cell_sd(match, coords, null.similarity, empty)
+    sd = _cell_sd(match, coords, similarity, null.similarity, empty)
     return AnchorPlan(anchored=True, record=record, anchors=match.anchors, anchor_sd=sd)
 
 
