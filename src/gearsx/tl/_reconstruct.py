@@ -179,7 +179,7 @@ def reconstruct(
     ``obsp['gears_distances']``, ``obsp['gears_connectivities']``, ``obs['gears_uncertainty']``
     (per-cell positional uncertainty: in anchored mode how far the cell may be from its position,
     from the spread of its matched spots around its anchor (widened towards the slide's spread
-    where the matches are no better than those of shuffled cells, and to it for cells without a
+    where the cell's best matches in the embedding are no better than shuffled cells', and to it for cells without a
     single count in ``layers['counts']`` or ``X``), how far the layout moved it from
     that anchor, and the patches' disagreement; in reference units; else the patches' disagreement;
     see :doc:`/anchoring`) and
