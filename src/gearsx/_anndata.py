@@ -135,11 +135,6 @@ def all_integers(sample: np.ndarray) -> bool:
     return bool(np.allclose(sample, np.round(sample)))
 
 
-def integer_valued(x) -> bool:
-    """Return whether a matrix's stored values (a sample, see :func:`stored_sample`) are all integers (``True`` when empty)."""
-    return all_integers(stored_sample(x))
-
-
 def holds_counts(x) -> bool:
     """Return whether a matrix holds counts: its stored values (a sample) are integers, not all ``0`` and ``1``.
 

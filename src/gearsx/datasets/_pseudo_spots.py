@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_finite_matrix, integer_valued, resolve_slide_key, write_record
+from gearsx._anndata import all_integers, check_finite_matrix, resolve_slide_key, stored_sample, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -46,13 +46,14 @@ def _check_additive(adata: AnnData) -> None:
     x = adata.X
     check_finite_matrix(x, "adata_cells.X")
     data = x.data if sp.issparse(x) else np.asarray(x)
-    if data.size and float(data.min()) < 0:
+    lo = float(data.min()) if data.size else 0.0
+    if lo < 0:
         msg = (
-            f"`adata_cells.X` holds negative values (min {float(data.min()):.3g}): scaled or centred data cannot be "
+            f"`adata_cells.X` holds negative values (min {lo:.3g}): scaled or centred data cannot be "
             "summed into spots. Pass the counts (e.g. `adata.X = adata.layers['counts']`)."
         )
         raise ValueError(msg)
-    if "log1p" in adata.uns and not integer_valued(x):
+    if "log1p" in adata.uns and not all_integers(stored_sample(x)):
         msg = (
             "`adata_cells.X` is log-transformed (uns['log1p'] and non-integer values): a sum of logs is no spot's "
             "expression. Pass the counts (e.g. `adata.X = adata.layers['counts']`)."

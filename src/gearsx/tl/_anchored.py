@@ -210,7 +210,7 @@ def plan_anchor(
     if best is None:
         msg = f"No reference slide has more than {k} spots for `anchor_k`={k}; pass a smaller anchor_k."
         raise ValueError(msg)
-    s, _, match, sel = best
+    s, decision_similarity, match, sel = best
     emb, coords = ref["embedding"][sel], ref["coords"][sel]
     # the null and the reference's own matches serve their similarities only: equal weights, no spread to measure
     null = match_reference(
@@ -225,7 +225,6 @@ def plan_anchor(
         else f"match score {score:.3f} {'>=' if anchored else '<'} {AUTO_THRESHOLD}"
     )
     null_sim, ref_sim = (float(np.median(v.similarity.mean(1))) for v in (null, own))
-    decision_similarity = float(np.median(match.similarity.mean(1)))
     # every cell's best matches in the embedding alone: what the null and the reference's own matches compare with
     similarity = match.similarity
     if anchored and sample is not x:
