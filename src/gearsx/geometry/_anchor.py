@@ -199,10 +199,14 @@ def match_reference(
             score += c_expr**2 * _match_cosines(query_expression, xr, idx)
         weights = np.exp((score - score.max(1, keepdims=True)) / temperature)
         weights /= weights.sum(1, keepdims=True)
-    pts = xy[idx]
-    anchors = np.einsum("nk,nkd->nd", weights, pts)
-    spread = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
-    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=spread, weights=weights)
+    anchors = np.einsum("nk,nkd->nd", weights, xy[idx])
+    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=match_spread(xy, idx), weights=weights)
+
+
+def match_spread(coords: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Return the RMS distance of each row's matched spots (``coords[indices]``, equal weights) to their centre."""
+    pts = coords[indices]
+    return np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
 
 
 def _match_cosines(query, reference_units: np.ndarray, idx: np.ndarray, *, normalise: bool = True) -> np.ndarray:
