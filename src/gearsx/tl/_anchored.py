@@ -201,15 +201,17 @@ def plan_anchor(
         rows = np.sort(as_rng(random_state).choice(len(x), DECISION_SAMPLE, replace=False))
         sample = x[rows]
     best = None
-    # with the expression, the anchors are matched again below: these matches only pick the slide
+    # the embedding-only matches give the anchors without the expression; with it the anchors are
+    # matched again below, and these serve the decision alone (its DECISION_K matches, equal weights)
+    k_embedding = k if expression_weight == 0 else kd
     candidate_temperature = temperature if expression_weight == 0 else None
     for s in candidates:
         sel = ref["slides"] == s
         if sel.sum() <= k:
             continue
         m = match_reference(
-            sample, ref["embedding"][sel], ref["coords"][sel], k=k, temperature=candidate_temperature,
-            random_state=random_state,
+            sample, ref["embedding"][sel], ref["coords"][sel], k=k_embedding if sample is x else kd,
+            temperature=candidate_temperature, random_state=random_state,
         )  # fmt: skip
         sim = float(np.median(m.similarity[:, :kd].mean(1)))
         if best is None or sim > best[1]:
@@ -235,9 +237,9 @@ def plan_anchor(
     # every cell's best matches in the embedding alone: what the null and the reference's own matches compare with
     similarity = match.similarity[:, :kd]
     if anchored and sample is not x:
-        # with the expression, the anchors are matched again below: here only the decision's matches
-        k_all = kd if expression_weight > 0 else k
-        match = match_reference(x, emb, coords, k=k_all, temperature=candidate_temperature, random_state=random_state)
+        match = match_reference(
+            x, emb, coords, k=k_embedding, temperature=candidate_temperature, random_state=random_state
+        )
         similarity = match.similarity[:, :kd]
     if anchored and expression_weight > 0:
         match = match_reference(
