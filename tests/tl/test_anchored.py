@@ -133,6 +133,8 @@ def test_anchored_reconstruction_lives_in_the_reference_frame(toy_model):
     rec, truth = sc.obsm["X_gears_spatial"], sc.obsm["spatial_gt"]
     rec_anchor = sc.uns["gears"]["anchor"]
     assert rec_anchor["mode"] == "reference"
+    # anchor_k=None: 50 matches on this 900-spot slide, recorded where it was used
+    assert (rec_anchor["anchor_k"], sc.uns["gears"]["reconstruct"]["params"]["anchor_k"]) == (50, None)
     # no alignment: the coordinates are the reference's
     assert np.median(np.linalg.norm(rec - truth, axis=1)) < 1.0
     assert gx.metrics.evaluate_geometry(rec, truth)["spearman"] > 0.8
@@ -221,6 +223,50 @@ def test_uncertainty_compares_the_embedding_matches_with_the_null_whatever_chose
         assert plan.record[key] == plain.record[key]
 
 
+def _grid(n: int, offset: float = 0.0) -> np.ndarray:
+    """``n x n`` spots one unit apart, from ``offset``."""
+    return np.stack(np.meshgrid(np.arange(n) + offset, np.arange(n) + offset), -1).reshape(-1, 2)
+
+
+def _waves(xy: np.ndarray) -> np.ndarray:
+    """A 12-d profile that changes smoothly with position: sines and cosines of each coordinate."""
+    f = np.arange(1, 4)[None, :] / 4
+    return np.hstack([np.cos(xy[:, :1] * f), np.sin(xy[:, :1] * f), np.cos(xy[:, 1:] * f), np.sin(xy[:, 1:] * f)])
+
+
+def test_default_anchor_k_is_capped_by_a_small_slide():
+    """``anchor_k=None`` takes 50 matches, or one less than a slide's spots; a number is used as given.
+
+    Two slides of one wave field: a small one (36 spots, the field's region from 20) and a large one
+    (81 spots, from 0). The cells come from the small slide's region. By default the small slide is a
+    candidate with 35 matches per cell and wins; with ``anchor_k=50`` it is left out, and alone it is
+    an error naming ``anchor_k``.
+    """
+    from gearsx.tl._anchored import ANCHOR_K, DECISION_K, plan_anchor
+
+    rng = np.random.default_rng(2)
+    small, big = _grid(6, offset=20.0), _grid(9)
+    coords = np.vstack([small, big])
+    emb = _waves(coords)
+    centre = emb.mean(0)
+    ref = {"slide_names": ["small", "big"], "slides": np.r_[np.zeros(36, int), np.ones(81, int)], "coords": coords}
+    ref["embedding"] = emb - centre
+    cells = rng.uniform(20, 25, size=(200, 2))
+    query = _waves(cells) - centre + rng.normal(scale=0.05, size=(200, 12))
+    kw = {"anchor": "reference", "reference_slide": None, "random_state": 0, "temperature": 0.5}
+    plan = plan_anchor(query, ref, k=None, **kw)
+    assert ANCHOR_K == 50
+    assert (plan.record["slide"], plan.record["anchor_k"], plan.record["decision_k"]) == ("small", 35, DECISION_K)
+    assert np.median(np.linalg.norm(plan.anchors - cells, axis=1)) < 1.0  # the weights keep 35 of 36 spots local
+    explicit = plan_anchor(query, ref, k=50, **kw)
+    assert (explicit.record["slide"], explicit.record["anchor_k"]) == ("big", 50)
+    only_small = {**ref, "slide_names": ["small"], "slides": ref["slides"][:36], "coords": small}
+    only_small["embedding"] = ref["embedding"][:36]
+    assert plan_anchor(query, only_small, k=None, **kw).record["anchor_k"] == 35
+    with pytest.raises(ValueError, match="pass a smaller anchor_k"):
+        plan_anchor(query, only_small, k=50, **kw)
+
+
 def test_the_decision_compares_the_best_matches_whatever_anchor_k():
     """On a small slide a wide ``anchor_k`` widens the anchors, not the decision.
 
@@ -234,12 +280,8 @@ def test_the_decision_compares_the_best_matches_whatever_anchor_k():
     from gearsx.tl._anchored import DECISION_K, plan_anchor
 
     rng = np.random.default_rng(1)
-    grid = np.stack(np.meshgrid(np.arange(9.0), np.arange(9.0)), -1).reshape(-1, 2)
-
-    def profile(xy):
-        f = np.arange(1, 4)[None, :] / 4
-        return np.hstack([np.cos(xy[:, :1] * f), np.sin(xy[:, :1] * f), np.cos(xy[:, 1:] * f), np.sin(xy[:, 1:] * f)])
-
+    grid = _grid(9)
+    profile = _waves
     cells = rng.uniform(0, 8, size=(300, 2))
     centre = profile(grid).mean(0)
     ref = {

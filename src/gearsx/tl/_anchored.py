@@ -32,6 +32,8 @@ AUTO_THRESHOLD = 0.5
 #: seeds against 0.8994), with the same slide and the same anchors, in 10 s instead of 33 s; at a million
 #: cells the slide candidates and the null were four of the five full matches (match step 113 s -> 31 s).
 DECISION_SAMPLE = 50_000
+#: ``anchor_k=None``: this many matches per cell, or one less than the largest candidate slide's spots.
+ANCHOR_K = 50
 #: The decision (which reference slide, the match score) and each cell's chance that its matches are real
 #: compare the mean similarity of the best ``min(anchor_k, DECISION_K)`` matches; the anchor itself may
 #: weigh more. A cell's 50th match on a slide of 79 spots says little about whether the cell is real:
@@ -156,7 +158,7 @@ def plan_anchor(
     *,
     anchor: str | None,
     reference_slide: str | None,
-    k: int,
+    k: int | None,
     random_state: int,
     expression=None,
     expression_weight: float = 0.0,
@@ -167,7 +169,9 @@ def plan_anchor(
     """Match the query to the model's reference (``ref``, :meth:`gearsx.model.GEARS.reference`) and decide whether to anchor.
 
     The query is matched to every reference slide (or ``reference_slide``) in the embedding; the
-    slide with the most similar matches gives the frame. ``anchor='auto'`` anchors when the query's
+    slide with the most similar matches gives the frame; ``k`` spots are matched per cell (``None``:
+    :data:`ANCHOR_K`, or one less than the largest candidate slide's spots), and slides of no more
+    than ``k`` spots are left out. ``anchor='auto'`` anchors when the query's
     :func:`~gearsx.geometry.match_score` (shuffled query: 0, the reference's own spots: 1) reaches
     ``0.5``. The anchors themselves come from matches that also weigh the expression
     (``expression``: the query's profiles in the order of the reference's genes) by
@@ -195,7 +199,19 @@ def plan_anchor(
         msg = f"`reference_slide`={reference_slide!r} is not a slide of the model's reference; slides: {names}."
         raise ValueError(msg)
     candidates = [names.index(str(reference_slide))] if reference_slide is not None else range(len(names))
-    kd = min(k, DECISION_K)  # the matches the decision compares (see DECISION_K)
+    sizes = {c: int(np.count_nonzero(ref["slides"] == c)) for c in candidates}
+    if k is None:  # the default: ANCHOR_K on each slide, capped by its spots (a slide needs more than k)
+        ks = {c: min(ANCHOR_K, n - 1) for c, n in sizes.items() if n > 1}
+    else:
+        ks = {c: k for c, n in sizes.items() if n > k}
+    if not ks:
+        msg = (
+            f"No reference slide has more than {k} spots for `anchor_k`={k}; pass a smaller anchor_k."
+            if k is not None
+            else f"Every candidate reference slide has fewer than 2 spots ({sizes}); anchoring needs more."
+        )
+        raise ValueError(msg)
+    kd = min(DECISION_K, *ks.values())  # the matches the decision compares, the same on every slide (see DECISION_K)
     sample = x
     if len(x) > DECISION_SAMPLE:
         rows = np.sort(as_rng(random_state).choice(len(x), DECISION_SAMPLE, replace=False))
@@ -203,23 +219,19 @@ def plan_anchor(
     best = None
     # the embedding-only matches give the anchors without the expression; with it the anchors are
     # matched again below, and these serve the decision alone (its DECISION_K matches, equal weights)
-    k_embedding = k if expression_weight == 0 else kd
     candidate_temperature = temperature if expression_weight == 0 else None
-    for s in candidates:
-        sel = ref["slides"] == s
-        if sel.sum() <= k:
-            continue
+    for c, kc in ks.items():
+        sel = ref["slides"] == c
         m = match_reference(
-            sample, ref["embedding"][sel], ref["coords"][sel], k=k_embedding if sample is x else kd,
+            sample, ref["embedding"][sel], ref["coords"][sel], k=kc if expression_weight == 0 and sample is x else kd,
             temperature=candidate_temperature, random_state=random_state,
         )  # fmt: skip
         sim = float(np.median(m.similarity[:, :kd].mean(1)))
         if best is None or sim > best[1]:
-            best = (s, sim, m, sel)
-    if best is None:
-        msg = f"No reference slide has more than {k} spots for `anchor_k`={k}; pass a smaller anchor_k."
-        raise ValueError(msg)
+            best = (c, sim, m, sel)
     s, decision_similarity, match, sel = best
+    k = ks[s]
+    k_embedding = k if expression_weight == 0 else kd
     emb, coords = ref["embedding"][sel], ref["coords"][sel]
     # the null and the reference's own matches serve their similarities only: equal weights, no spread to measure
     null = match_reference(

@@ -41,7 +41,7 @@ def reconstruct(
     smooth_k: int = 50,
     anchor: Literal["auto", "reference"] | None = "auto",
     reference_slide: str | None = None,
-    anchor_k: int = 50,
+    anchor_k: int | None = None,
     anchor_expression_weight: float | None = None,
     anchor_temperature: float | None = TEMPERATURE,
     anchor_weight: float = 0.1,
@@ -122,13 +122,17 @@ def reconstruct(
         Reference slide whose frame anchored layouts live in (default: the slide the query's
         matches are most similar on).
     anchor_k
-        Reference spots matched per cell (default ``50``, weighed by ``anchor_temperature``). The
-        decision and each cell's chance that its matches are real compare only the best ``20``
-        (or ``anchor_k`` when smaller). More matches describe a cell's possible places better:
-        against ``20``, the default ``50`` raised edge ROC-AUC on every setting of our same-tissue
-        benchmark on the MERFISH, Xenium and seqFISH panels, while on an atlas whose genes pin
-        each cell's place (the BDTNP embryo) ``20`` did a little better (see :doc:`/anchoring`).
-        A reference slide needs more than ``anchor_k`` spots.
+        Reference spots matched per cell, weighed by ``anchor_temperature``. ``None`` (default):
+        ``50``, or one less than a slide's spots on a slide of no more than 50 (as scanpy's
+        ``pca`` caps ``n_comps`` by the data); the value used on the chosen slide is recorded in
+        ``uns['gears']['anchor']['anchor_k']``. A number is used as given: a slide of no more
+        than ``anchor_k`` spots is then left out of the candidates, and it is an error when no
+        slide is left. The decision and each cell's chance that its matches are real compare only
+        the best ``20`` on every slide (fewer when a candidate slide's ``anchor_k`` is smaller).
+        More matches describe a cell's possible places better: against ``20``, ``50`` raised edge
+        ROC-AUC on every setting of our same-tissue benchmark on the MERFISH, Xenium and seqFISH
+        panels, while on an atlas whose genes pin each cell's place (the BDTNP embryo) ``20`` did
+        a little better (see :doc:`/anchoring`).
     anchor_expression_weight
         Weight of the expression in the anchors' matches, in ``[0, 1]`` (``0``: the embedding
         alone; see :func:`gearsx.geometry.match_reference`). ``None`` (default): ``0.75`` when the
@@ -421,7 +425,8 @@ def _checked_sizes(
     if smooth_k >= n_obs:
         msg = f"`smooth_k`={smooth_k} must be smaller than the number of cells ({n_obs}); pass a smaller smooth_k."
         raise ValueError(msg)
-    anchor_k = check_positive_int(anchor_k, name="anchor_k")
+    if anchor_k is not None:
+        anchor_k = check_positive_int(anchor_k, name="anchor_k")
     if not np.isfinite(anchor_weight) or anchor_weight < 0:
         msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
         raise ValueError(msg)
