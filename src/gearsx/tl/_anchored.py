@@ -32,10 +32,11 @@ AUTO_THRESHOLD = 0.5
 #: seeds against 0.8994), with the same slide and the same anchors, in 10 s instead of 33 s; at a million
 #: cells the slide candidates and the null were four of the five full matches (match step 113 s -> 31 s).
 DECISION_SAMPLE = 50_000
-#: ``anchor_k=None``: this many matches per cell, or one less than the largest candidate slide's spots.
+#: ``anchor_k=None``: this many matches per cell, or one less than a slide's spots when it has no more.
 ANCHOR_K = 50
 #: The decision (which reference slide, the match score) and each cell's chance that its matches are real
-#: compare the mean similarity of the best ``min(anchor_k, DECISION_K)`` matches; the anchor itself may
+#: compare the mean similarity of the best ``min(anchor_k, DECISION_K)`` matches (the smallest
+#: ``anchor_k`` of the candidate slides, so that every slide is judged on as many); the anchor itself may
 #: weigh more. A cell's 50th match on a slide of 79 spots says little about whether the cell is real:
 #: with the decision over all 50, the uncertainty's rank correlation with the error fell from 0.18
 #: to 0.04 on the benchmark's MERFISH at ten-cell spots (over the best 20: 0.16).
@@ -170,8 +171,8 @@ def plan_anchor(
 
     The query is matched to every reference slide (or ``reference_slide``) in the embedding; the
     slide with the most similar matches gives the frame; ``k`` spots are matched per cell (``None``:
-    :data:`ANCHOR_K`, or one less than the largest candidate slide's spots), and slides of no more
-    than ``k`` spots are left out. ``anchor='auto'`` anchors when the query's
+    :data:`ANCHOR_K`, on each slide of no more spots one less than its spots; a number: slides of
+    no more than ``k`` spots are left out). ``anchor='auto'`` anchors when the query's
     :func:`~gearsx.geometry.match_score` (shuffled query: 0, the reference's own spots: 1) reaches
     ``0.5``. The anchors themselves come from matches that also weigh the expression
     (``expression``: the query's profiles in the order of the reference's genes) by
