@@ -234,13 +234,14 @@ def _waves(xy: np.ndarray) -> np.ndarray:
     return np.hstack([np.cos(xy[:, :1] * f), np.sin(xy[:, :1] * f), np.cos(xy[:, 1:] * f), np.sin(xy[:, 1:] * f)])
 
 
-def test_default_anchor_k_is_capped_by_a_small_slide():
+def test_default_anchor_k_is_capped_by_a_small_slide(caplog):
     """``anchor_k=None`` takes 50 matches, or one less than a slide's spots; a number is used as given.
 
     Two slides of one wave field: a small one (36 spots, the field's region from 20) and a large one
     (81 spots, from 0). The cells come from the small slide's region. By default the small slide is a
     candidate with 35 matches per cell and wins; with ``anchor_k=50`` it is left out, and alone it is
-    an error naming ``anchor_k``.
+    an error naming ``anchor_k``. A third slide of 9 spots makes every slide's decision compare 8
+    matches, with a warning naming it.
     """
     from gearsx.tl._anchored import ANCHOR_K, DECISION_K, plan_anchor
 
@@ -265,6 +266,16 @@ def test_default_anchor_k_is_capped_by_a_small_slide():
     assert plan_anchor(query, only_small, k=None, **kw).record["anchor_k"] == 35
     with pytest.raises(ValueError, match="pass a smaller anchor_k"):
         plan_anchor(query, only_small, k=50, **kw)
+    tiny = _grid(3, offset=40.0)
+    with_tiny = {
+        "slide_names": ["small", "big", "tiny"], "slides": np.r_[ref["slides"], np.full(9, 2)],
+        "coords": np.vstack([coords, tiny]), "embedding": np.vstack([ref["embedding"], _waves(tiny) - centre]),
+    }  # fmt: skip
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        three = plan_anchor(query, with_tiny, k=None, **kw)
+    assert (three.record["slide"], three.record["anchor_k"], three.record["decision_k"]) == ("small", 35, 8)
+    assert "['tiny']" in caplog.text
 
 
 def test_the_decision_compares_the_best_matches_whatever_anchor_k():

@@ -213,6 +213,13 @@ def plan_anchor(
         )
         raise ValueError(msg)
     kd = min(DECISION_K, *ks.values())  # the matches the decision compares, the same on every slide (see DECISION_K)
+    if kd < DECISION_K and len(ks) > 1:
+        small = [names[c] for c, kc in ks.items() if kc < DECISION_K]
+        logger.warning(
+            "reconstruct: reference slide(s) %s hold too few spots for %d matches per cell; every candidate "
+            "slide is compared on its best %d. Pass `reference_slide=` to anchor on one slide.",
+            small, DECISION_K, kd,
+        )  # fmt: skip
     sample = x
     if len(x) > DECISION_SAMPLE:
         rows = np.sort(as_rng(random_state).choice(len(x), DECISION_SAMPLE, replace=False))

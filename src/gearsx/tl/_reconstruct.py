@@ -128,7 +128,8 @@ def reconstruct(
         ``uns['gears']['anchor']['anchor_k']``. A number is used as given: a slide of no more
         than ``anchor_k`` spots is then left out of the candidates, and it is an error when no
         slide is left. The decision and each cell's chance that its matches are real compare only
-        the best ``20`` on every slide (fewer when a candidate slide's ``anchor_k`` is smaller).
+        the best ``20`` on every slide (fewer, with a warning, when a candidate slide's
+        ``anchor_k`` is smaller; pass ``reference_slide`` to avoid it).
         More matches describe a cell's possible places better: against ``20``, ``50`` raised edge
         ROC-AUC on every setting of our same-tissue benchmark on the MERFISH, Xenium and seqFISH
         panels, while on an atlas whose genes pin each cell's place (the BDTNP embryo) ``20`` did
