@@ -276,6 +276,11 @@ def test_default_anchor_k_is_capped_by_a_small_slide(caplog):
         three = plan_anchor(query, with_tiny, k=None, **kw)
     assert (three.record["slide"], three.record["anchor_k"], three.record["decision_k"]) == ("small", 35, 8)
     assert "['tiny']" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        chosen = plan_anchor(query, with_tiny, k=8, **kw)
+    assert (chosen.record["slide"], chosen.record["decision_k"]) == ("small", 8)
+    assert "too few spots" not in caplog.text  # 8 matches were asked for: nothing to warn about
 
 
 def test_the_decision_compares_the_best_matches_whatever_anchor_k():

@@ -213,7 +213,7 @@ def plan_anchor(
         )
         raise ValueError(msg)
     kd = min(DECISION_K, *ks.values())  # the matches the decision compares, the same on every slide (see DECISION_K)
-    if kd < DECISION_K and len(ks) > 1:
+    if k is None and kd < DECISION_K and len(ks) > 1:  # a small slide's cap, not the user's anchor_k
         small = [names[c] for c, kc in ks.items() if kc < DECISION_K]
         logger.warning(
             "reconstruct: reference slide(s) %s hold too few spots for %d matches per cell; every candidate "
