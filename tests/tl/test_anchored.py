@@ -177,7 +177,7 @@ def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null(
     anchors = np.einsum("nk,nkd->nd", weights, coords[idx])
     null = np.array([[0.1, 0.1], [0.3, 0.3]])  # shuffled cells' mean similarities: 0.1 and 0.3 (mean 0.2, SD 0.1)
     sim = np.array([[0.9, 0.9], [0.9, 0.9], [0.2, 0.2]])  # 7 null SDs above, 7 above, at the null's mean
-    match = AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=np.zeros(3), weights=weights)
+    match = AnchorMatch(indices=idx, similarity=sim, anchors=anchors, weights=weights, reference_coords=coords)
     sd = _cell_sd(match, coords, sim, null)
     # cell 0: anchor (0.5, 0); spots at 0.5 (weight 3/4) and 1.5 (1/4): sqrt(0.75 * 0.25 + 0.25 * 2.25)
     np.testing.assert_allclose(sd[0], np.sqrt(0.75), rtol=1e-9)
@@ -297,14 +297,13 @@ def test_the_decision_compares_the_best_matches_whatever_anchor_k():
 
     rng = np.random.default_rng(1)
     grid = _grid(9)
-    profile = _waves
     cells = rng.uniform(0, 8, size=(300, 2))
-    centre = profile(grid).mean(0)
+    centre = _waves(grid).mean(0)
     ref = {
         "slide_names": ["s0"], "slides": np.zeros(len(grid), dtype=int), "coords": grid,
-        "embedding": profile(grid) - centre,
+        "embedding": _waves(grid) - centre,
     }  # fmt: skip
-    query = profile(cells) - centre + rng.normal(scale=0.05, size=(300, 12))
+    query = _waves(cells) - centre + rng.normal(scale=0.05, size=(300, 12))
     kw = {"anchor": "auto", "reference_slide": None, "random_state": 0, "temperature": 0.5}
     narrow = plan_anchor(query, ref, k=DECISION_K, **kw)
     wide = plan_anchor(query, ref, k=60, **kw)

@@ -48,11 +48,20 @@ class AnchorMatch:
     similarity: np.ndarray
     #: ``(n, 2)`` anchor positions: the weighted mean coordinate of the matched spots.
     anchors: np.ndarray
-    #: ``(n,)`` RMS distance of the matched spots to their centre (equal weights; reference units): how
-    #: scattered the matches are, whatever their weights.
-    spread: np.ndarray
     #: ``(n, k)`` weight of each match in its anchor (rows sum to one).
     weights: np.ndarray
+    #: ``(m, 2)`` coordinates of the reference rows that ``indices`` point into.
+    reference_coords: np.ndarray
+
+    @property
+    def spread(self) -> np.ndarray:
+        """``(n,)`` RMS distance of the matched spots to their centre (equal weights; reference units).
+
+        How scattered the matches are, whatever their weights. Computed when asked for: it gathers
+        ``n x k`` coordinates (about 2 GB of temporaries for a million cells and 50 matches),
+        which the matches themselves do not need.
+        """
+        return match_spread(self.reference_coords, self.indices)
 
 
 def _unit_rows(x) -> np.ndarray:
@@ -200,7 +209,7 @@ def match_reference(
         weights = np.exp((score - score.max(1, keepdims=True)) / temperature)
         weights /= weights.sum(1, keepdims=True)
     anchors = np.einsum("nk,nkd->nd", weights, xy[idx])
-    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, spread=match_spread(xy, idx), weights=weights)
+    return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, weights=weights, reference_coords=xy)
 
 
 def match_spread(coords: np.ndarray, indices: np.ndarray) -> np.ndarray:

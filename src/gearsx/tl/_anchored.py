@@ -205,12 +205,11 @@ def plan_anchor(
         ks = {c: min(ANCHOR_K, n - 1) for c, n in sizes.items() if n > 1}
     else:
         ks = {c: k for c, n in sizes.items() if n > k}
+    if not ks and k is None:
+        msg = f"Every candidate reference slide has fewer than 2 spots ({sizes}); anchoring needs more."
+        raise ValueError(msg)
     if not ks:
-        msg = (
-            f"No reference slide has more than {k} spots for `anchor_k`={k}; pass a smaller anchor_k."
-            if k is not None
-            else f"Every candidate reference slide has fewer than 2 spots ({sizes}); anchoring needs more."
-        )
+        msg = f"No reference slide has more than {k} spots for `anchor_k`={k}; pass a smaller anchor_k."
         raise ValueError(msg)
     kd = min(DECISION_K, *ks.values())  # the matches the decision compares, the same on every slide (see DECISION_K)
     if k is None and kd < DECISION_K and len(ks) > 1:  # a small slide's cap, not the user's anchor_k
