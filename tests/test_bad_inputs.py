@@ -419,6 +419,24 @@ def _cases() -> list[Case]:
             "layer",
         ),
         C(
+            "fit_encoder-temperature-0",
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", temperature=0)),
+            ValueError,
+            "`temperature` must be a positive number",
+        ),
+        C(
+            "fit_encoder-lr-0",
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", lr=0.0)),
+            ValueError,
+            "`lr` must be a positive number",
+        ),
+        C(
+            "fit_encoder-negative-w_nce",
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", w_nce=-1.0)),
+            ValueError,
+            "`w_nce` must be a finite number >= 0",
+        ),
+        C(
             "encoder-on-a-copy",
             on(lambda e: e.st[:500].copy(), lambda e, a: gx.model.SharedEncoder(a)),
             ValueError,
@@ -454,6 +472,18 @@ def _cases() -> list[Case]:
             on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, batch_size=2)),
             ValueError,
             "batch_size",
+        ),
+        C(
+            "fit_adapter-negative-w_coral",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, w_coral=-1.0)),
+            ValueError,
+            "`w_coral` must be a finite number >= 0",
+        ),
+        C(
+            "fit_adapter-support_tol-1",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, support_tol=1.0)),
+            ValueError,
+            "1 would drop every direction",
         ),
         # model.GEARS construction and training
         C(
@@ -523,6 +553,12 @@ def _cases() -> list[Case]:
             "refine_start",
         ),
         C(
+            "gears-train-lr-0",
+            plain(lambda e: e.geo.train(lr=0.0), watch=lambda e: [e.st]),
+            ValueError,
+            "`lr` must be a positive number",
+        ),
+        C(
             "gears-train-n_min",
             plain(lambda e: e.geo.train(n_min=5000, n_max=5000), watch=lambda e: [e.st]),
             ValueError,
@@ -539,6 +575,36 @@ def _cases() -> list[Case]:
             plain(lambda e: e.geo.predict_geometry(np.zeros((20, 5), dtype=np.float32))),
             ValueError,
             "embedding dimensions",
+        ),
+        C(
+            "gears-predict-negative-refine_steps",
+            plain(lambda e: e.geo.predict_geometry(e.st, np.arange(40), refine_steps=-1), watch=lambda e: [e.st]),
+            ValueError,
+            "`refine_steps` must be an integer >= 0",
+        ),
+        C(
+            "gears-predict-negative-sigma_start",
+            plain(lambda e: e.geo.predict_geometry(e.st, np.arange(40), sigma_start=-1.0), watch=lambda e: [e.st]),
+            ValueError,
+            "`sigma_start` must be a positive number",
+        ),
+        C(
+            "gears-predict-n_components-zero",
+            plain(lambda e: e.geo.predict_geometry(e.st, np.arange(40), n_components=0), watch=lambda e: [e.st]),
+            ValueError,
+            "`n_components` must be an integer >= 1",
+        ),
+        C(
+            "gears-predict-n_components-above-n_out",
+            plain(lambda e: e.geo.predict_geometry(e.st, np.arange(40), n_components=5), watch=lambda e: [e.st]),
+            ValueError,
+            "pass n_components <= n_out",
+        ),
+        C(
+            "gears-predict-patches-fractional-refine_steps",
+            plain(lambda e: e.geo.predict_patches(e.st, [np.arange(40)], refine_steps=2.5), watch=lambda e: [e.st]),
+            ValueError,
+            "`refine_steps` must be an integer >= 0",
         ),
         # tl.reconstruct
         C(
@@ -573,6 +639,36 @@ def _cases() -> list[Case]:
             ),
             ValueError,
             "smooth_k",
+        ),
+        C(
+            "reconstruct-negative-refine_steps",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, refine_steps=-1)),
+            ValueError,
+            "`refine_steps` must be an integer >= 0",
+        ),
+        C(
+            "reconstruct-jaccard-one",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, jaccard=1.0)),
+            ValueError,
+            "prunes every edge",
+        ),
+        C(
+            "reconstruct-jaccard-nan",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, jaccard=float("nan"))),
+            ValueError,
+            "`jaccard` must be a number in",
+        ),
+        C(
+            "locality_graph-jaccard-above-one",
+            plain(lambda e: gx.geometry.locality_graph(np.asarray(e.sc.obsm["X_gears"])[:300], k=10, jaccard=1.5)),
+            ValueError,
+            "`jaccard` must be a number in",
+        ),
+        C(
+            "fuse_anchor-nan-weight",
+            plain(lambda e: gx.geometry.fuse_anchor(np.eye(20, 2), np.eye(20, 2), np.ones(20), weight=float("nan"))),
+            ValueError,
+            "`weight` must be a finite number >= 0",
         ),
         C(
             "reconstruct-unadapted",

@@ -6,7 +6,13 @@ from ._dtypes import index_dtype
 from ._fingerprint import array_fingerprint, module_fingerprint, sampled_rows
 from ._progress import progress_bar
 from ._random import as_rng
-from ._validation import check_coords, check_fraction, check_positive_int, check_positive_number
+from ._validation import (
+    check_coords,
+    check_fraction,
+    check_nonnegative_number,
+    check_positive_int,
+    check_positive_number,
+)
 
 __all__ = [
     "array_fingerprint",
@@ -19,6 +25,7 @@ __all__ = [
     "resolve_client",
     "check_coords",
     "check_fraction",
+    "check_nonnegative_number",
     "check_positive_int",
     "check_positive_number",
     "renamed_arguments",

@@ -54,6 +54,18 @@ def check_fraction(value, *, name: str) -> float:
     return v
 
 
+def check_nonnegative_number(value, *, name: str) -> float:
+    """Return ``value`` as a finite ``float`` of at least 0 (a loss weight, a decay) or raise a :class:`ValueError` naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(value, bool) or not np.isfinite(v) or v < 0:
+        msg = f"`{name}` must be a finite number >= 0; got {value!r}."
+        raise ValueError(msg)
+    return v
+
+
 def check_positive_number(value, *, name: str, hint: str = "") -> float:
     """Return ``value`` as a finite ``float`` above 0 or raise a :class:`ValueError` naming ``name`` (``hint`` appended)."""
     try:

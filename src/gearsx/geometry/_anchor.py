@@ -27,6 +27,7 @@ from gearsx._utils import (
     as_rng,
     check_coords,
     check_fraction,
+    check_nonnegative_number,
     check_positive_int,
     check_positive_number,
     index_dtype,
@@ -383,9 +384,7 @@ def fuse_anchor(
     if not np.isfinite(c).all() or (c < 0).any() or c.max() <= 0:
         msg = "`confidence` must be finite, non-negative and positive somewhere."
         raise ValueError(msg)
-    if weight < 0:
-        msg = f"`weight` must be >= 0; got {weight}."
-        raise ValueError(msg)
+    weight = check_nonnegative_number(weight, name="weight")
     q = min(check_positive_int(n_neighbors, name="n_neighbors", minimum=2), n - 1)
     if weight == 0 or q < 2:
         return a.copy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._utils import check_coords, check_positive_int
+from gearsx._utils import check_coords, check_fraction, check_positive_int
 
 from ._knn import group_knn, knn, knn_matrix
 
@@ -20,6 +20,18 @@ def _check_rows(x, k) -> tuple[np.ndarray, int]:
         msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
         raise ValueError(msg)
     return x, k
+
+
+def check_jaccard(jaccard) -> float:
+    """``jaccard`` as a float in ``[0, 1)`` (else ``ValueError``): a Jaccard index is at most 1, so 1 would prune every edge."""
+    jaccard = check_fraction(jaccard, name="jaccard")
+    if jaccard >= 1.0:
+        msg = (
+            "`jaccard`=1 prunes every edge (a neighbour-set Jaccard index is at most 1, and edges at or below "
+            "`jaccard` are pruned); pass a value in [0, 1), e.g. the default 0.1."
+        )
+        raise ValueError(msg)
+    return jaccard
 
 
 def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_state: int = 0):
@@ -40,7 +52,7 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
     k
         Neighbours per cell (exact search up to 50,000 cells, pynndescent above).
     jaccard
-        Minimum neighbour-set Jaccard index of a kept edge.
+        Edges whose neighbour-set Jaccard index is at or below this are pruned (in ``[0, 1)``).
     random_state
         Seed of the approximate search.
 
@@ -60,6 +72,7 @@ def locality_graph(x: np.ndarray, *, k: int = 15, jaccard: float = 0.1, random_s
     from scipy.sparse.csgraph import connected_components
 
     x, k = _check_rows(x, k)
+    jaccard = check_jaccard(jaccard)
     n = len(x)
     idx, dist = knn(x, k, random_state=random_state)
     rows = np.repeat(np.arange(n), k)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._utils import check_positive_int, doc_params
+from gearsx._utils import check_nonnegative_number, check_positive_int, check_positive_number, doc_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,10 +113,11 @@ max_steps
     affine map has ``d^2 + d`` parameters, so a capped number of steps fits it as well
     as full epochs do (up to 1,536 cells, three batches, the default changes nothing).
 w_coral, w_mmd, w_identity
-    Loss weights.
+    Loss weights (finite, >= 0).
 support_tol
     Directions in which the ST embeddings vary less than this fraction of the largest
-    variance are outside their support; adapted SC embeddings take the ST mean there.
+    variance are outside their support; adapted SC embeddings take the ST mean there
+    (in ``[0, 1)``).
 random_state
     Seed.
 progress
@@ -253,6 +254,15 @@ class SCAdapter:
             )
             raise ValueError(msg)
         weights = {"w_coral": w_coral, "w_mmd": w_mmd, "w_identity": w_identity}
+        for name, value in weights.items():
+            check_nonnegative_number(value, name=name)
+        check_positive_number(lr, name="lr")
+        if not 0.0 <= support_tol < 1.0:  # NaN fails too
+            msg = (
+                f"`support_tol` must be in [0, 1); got {support_tol!r}: directions of the ST embeddings whose "
+                "variance is at most `support_tol` x the largest are dropped, so 1 would drop every direction."
+            )
+            raise ValueError(msg)
         max_epochs = check_positive_int(max_epochs, name="max_epochs", minimum=0)
         batch_size = check_positive_int(batch_size, name="batch_size", minimum=8)
         if max_steps is not None:

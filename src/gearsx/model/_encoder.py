@@ -7,7 +7,14 @@ import numpy as np
 
 from gearsx._anndata import check_obsm_key, dense_row_batches, get_obs_rep, resolve_slide_key
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, doc_params, module_fingerprint, renamed_arguments
+from gearsx._utils import (
+    check_nonnegative_number,
+    check_positive_int,
+    check_positive_number,
+    doc_params,
+    module_fingerprint,
+    renamed_arguments,
+)
 from gearsx.geometry._knn import group_knn
 
 from ._base import MODEL_ATTRIBUTES, GearsModelBase, _check_var_names
@@ -177,7 +184,7 @@ class SharedEncoder(GearsModelBase):
             Physical neighbours per spot (within its slide) from which positives are drawn
             (formerly ``k_spatial``).
         temperature
-            InfoNCE temperature.
+            InfoNCE temperature (above 0).
         w_nce
             Weight of the InfoNCE term (VICReg weights are 25, 25, 1). The default 5 keeps
             embedding neighbours spatially local (on the simulator, markedly more of each spot's
@@ -196,6 +203,10 @@ class SharedEncoder(GearsModelBase):
             raise NotImplementedError(msg)
         batch_size = check_positive_int(batch_size, name="batch_size", minimum=2)
         n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
+        for name, value in (("lr", lr), ("temperature", temperature)):
+            check_positive_number(value, name=name)
+        for name, value in (("weight_decay", weight_decay), ("w_nce", w_nce)):
+            check_nonnegative_number(value, name=name)
         x = _dense_layer(self.adata, self.setup_args["layer"])
         slides = self._slide_codes()
         coords = self._coords()

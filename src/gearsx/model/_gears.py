@@ -7,7 +7,13 @@ import numpy as np
 
 from gearsx._anndata import check_obsm_key, recorded_encoder_id, resolve_slide_key
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, doc_params, renamed_arguments
+from gearsx._utils import (
+    check_nonnegative_number,
+    check_positive_int,
+    check_positive_number,
+    doc_params,
+    renamed_arguments,
+)
 
 from ._base import MODEL_ATTRIBUTES, GearsModelBase
 from ._gears_inference import GearsInferenceMixin
@@ -318,6 +324,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             raise ValueError(msg)
         batch_size = check_positive_int(batch_size, name="batch_size")
         n_batches = check_positive_int(n_batches, name="n_batches")
+        check_positive_number(lr, name="lr")
+        check_nonnegative_number(weight_decay, name="weight_decay")
         if not 0.0 <= refine_start < 1.0:
             msg = f"`refine_start` must be in [0, 1); got {refine_start}."
             raise ValueError(msg)

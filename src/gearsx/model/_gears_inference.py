@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._anndata import check_obsm_key
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, check_positive_number
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -136,9 +136,18 @@ class GearsInferenceMixin:
         from ._predict import predict_sets
 
         emb, sets, single = self._sets(data, indices)
-        if self._module_kwargs.get("structure") == "ipa" and n_components > 2:
+        n_components = check_positive_int(n_components, name="n_components")
+        if self.structure == "ipa" and n_components > 2:
             msg = f"structure='ipa' predicts 2-D coordinates; `n_components` must be 1 or 2, got {n_components}."
             raise ValueError(msg)
+        if n_components > self.module.n_out:
+            msg = (
+                f"`n_components`={n_components} is more than the model's {self.module.n_out} output dimensions "
+                "(`n_out` of gx.model.GEARS); pass n_components <= n_out."
+            )
+            raise ValueError(msg)
+        refine_steps = check_positive_int(refine_steps, name="refine_steps", minimum=0)
+        sigma_start = check_positive_number(sigma_start, name="sigma_start")
         batch_size = check_positive_int(batch_size, name="batch_size")
         out, base = predict_sets(
             self.module,
@@ -207,6 +216,7 @@ class GearsInferenceMixin:
         from ._predict import predict_patches
 
         emb, sets, _ = self._sets(data, list(patches))
+        refine_steps = check_positive_int(refine_steps, name="refine_steps", minimum=0)
         batch_size = check_positive_int(batch_size, name="batch_size")
         client = check_client(client)
         with progress_bar(

@@ -8,7 +8,13 @@ import numpy as np
 
 from gearsx._anndata import check_obsm_key, recorded_encoder_id, set_obs_rep
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, check_positive_number, renamed_arguments, resolve_client
+from gearsx._utils import (
+    check_nonnegative_number,
+    check_positive_int,
+    check_positive_number,
+    renamed_arguments,
+    resolve_client,
+)
 from gearsx._version import __version__
 from gearsx.geometry._anchor import TEMPERATURE
 
@@ -229,6 +235,7 @@ def reconstruct(
     (10000, 2)
     """
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
+    from gearsx.geometry._graph import check_jaccard
 
     from ._anchored import empty_cells, plan_anchor, query_expression
     from ._stitch import stitch
@@ -241,6 +248,9 @@ def reconstruct(
         adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight, anchor_temperature
     )
     anchor_distance_steps = check_positive_int(anchor_distance_steps, name="anchor_distance_steps", minimum=0)
+    refine_steps = check_positive_int(refine_steps, name="refine_steps", minimum=0)
+    coverage = check_positive_int(coverage, name="coverage")
+    jaccard = check_jaccard(jaccard)
     clock = _StepClock()
     ref = model.reference() if anchor is not None else None  # once: it densifies the spots' expression
     expression, expression_weight, expression_note = query_expression(adata, ref, anchor_expression_weight, anchor)
@@ -428,9 +438,7 @@ def _checked_sizes(
         raise ValueError(msg)
     if anchor_k is not None:
         anchor_k = check_positive_int(anchor_k, name="anchor_k")
-    if not np.isfinite(anchor_weight) or anchor_weight < 0:
-        msg = f"`anchor_weight` must be a finite number >= 0; got {anchor_weight}."
-        raise ValueError(msg)
+    check_nonnegative_number(anchor_weight, name="anchor_weight")
     if anchor_temperature is not None:
         check_positive_number(anchor_temperature, name="anchor_temperature", hint=" or None (equal weights)")
     return n_patch, min_overlap, n_neighbors, smooth_k, anchor_k
