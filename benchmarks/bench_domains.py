@@ -1,4 +1,4 @@
-"""Spatial domains on DLPFC (3 Visium slides, manual layers) and osmFISH (anatomical regions), with GraphST.
+"""Spatial domains on DLPFC (3 Visium slides, manual layers) and osmFISH (anatomical regions), with GraphST; seqFISH cortex as a check.
 
 Run: ``.venv/bin/python benchmarks/bench_domains.py [--sets dlpfc osmfish] [--reps ...] [--seeds 0 1 2]``.
 Writes ``benchmarks/results/domains.md`` (or ``--out``) and the per-run rows next to it (``.csv``). GraphST needs the ``bench`` dependency group.
@@ -8,6 +8,12 @@ hold library-size-normalised counts; the counts are recovered exactly, see
 :func:`counts_from_library_normalised`), 3,000 highly variable genes by scanpy's ``'seurat_v3'``
 flavour on the counts, ``normalize_total(target_sum=1e4)`` and ``log1p``. osmFISH (33 genes, all kept) is
 normalised to its median library size instead, scanpy's default for such a small targeted panel.
+
+``seqfish`` (``--sets seqfish``, not in the default sets): the seqFISH visual cortex section (1,597
+cells, 113 genes), scored against the 9 HMRF spatial domains its authors published (Zhu et al. 2018).
+Those are a spatial model's output, not a manual annotation, so agreement with them is a second
+single-cell check of which representation suits single-cell data, not a ground truth. Its values are
+already normalised across cells (see its PROVENANCE.md), so it gets ``log1p`` only.
 
 Representations, each clustered by ``gx.tl.cluster_domains(method='mclust')`` (the Python mclust EEE,
 ``n_clusters`` = number of reference labels, default ``n_pcs='auto'``) with and without
@@ -127,6 +133,17 @@ def load(name):
         a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
         a.obs["slide"] = "osmfish"
         a.obs["truth"] = a.obs["Region"].astype(str)
+    elif name == "seqfish":
+        f = DATA / "seqfish_mouse_visualcortex" / "seqfish_visualcortex_zhu2018.h5ad"
+        if not f.exists():
+            return None
+        a = ad.read_h5ad(f)
+        a.obs["slide"] = "seqfish"
+        a.obs["truth"] = a.obs["spatial_cluster"].astype(str)
+        a.X = sp.csr_matrix(a.X)
+        a.layers["counts"] = a.X.copy()  # already normalised across cells (see PROVENANCE.md): log1p only
+        sc.pp.log1p(a)
+        return a
     else:
         raise ValueError(name)
     a.layers["counts"] = a.X.copy()
