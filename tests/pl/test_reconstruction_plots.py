@@ -52,6 +52,30 @@ def test_reconstruction_single_panel_and_gene_colour(stitched):
     plt.close("all")
 
 
+def test_reconstruction_takes_a_list_of_colours(stitched):
+    plt.close("all")
+    rows = gx.pl.reconstruction(stitched, color=["domain", "g1"], show=False)
+    assert len(rows) == 2
+    assert [[a.get_title() for a in row] for row in rows] == [
+        ["ground truth: domain", "X_gears_spatial (aligned): domain"],
+        ["ground truth: g1", "X_gears_spatial (aligned): g1"],
+    ]
+    assert len({a.figure for row in rows for a in row}) == 1  # one figure, one row per colour
+    np.testing.assert_allclose(rows[1][1].collections[0].get_array(), stitched.obs_vector("g1"))
+    single = gx.pl.reconstruction(stitched, color=["g1", "domain"], gt_key=None, show=False)
+    assert [a.get_title() for a in single] == ["X_gears_spatial: g1", "X_gears_spatial: domain"]
+    # unknown keys and axes for a list fail before anything is drawn
+    n_figures = len(plt.get_fignums())
+    with pytest.raises(KeyError, match="`color`='nope'"):
+        gx.pl.reconstruction(stitched, color=["domain", "nope"], show=False)
+    with pytest.raises(ValueError, match="with a list of colours leave ax=None"):
+        gx.pl.reconstruction(stitched, color=["domain", "g1"], ax=rows[0], show=False)
+    with pytest.raises(ValueError, match="empty list"):
+        gx.pl.reconstruction(stitched, color=[], show=False)
+    assert len(plt.get_fignums()) == n_figures
+    plt.close("all")
+
+
 def test_distortion_heatmap_shows_the_matrix(stitched, tmp_path):
     ax = gx.pl.distortion_heatmap(stitched, n_blocks=10, show=False, save=str(tmp_path / "h.png"))
     img = ax.images[0].get_array()

@@ -110,7 +110,7 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
 def reconstruction(
     adata: AnnData,
     *,
-    color: str | None = None,
+    color: str | Sequence[str] | None = None,
     basis: str = Key.reconstruction,
     gt_key: str | None = Key.spatial_gt,
     size: float | None = None,
@@ -132,7 +132,8 @@ def reconstruction(
     adata
         Cells with ``obsm[basis]``.
     color
-        An ``obs`` column (categorical: legend; numeric: colour bar) or a gene name.
+        An ``obs`` column (categorical: legend; numeric: colour bar) or a gene name; a list of them
+        draws one row of panels per key (as scanpy's ``color=[...]``).
     basis
         ``obsm`` key of the reconstruction.
     gt_key
@@ -150,7 +151,8 @@ def reconstruction(
         alignment. An intrinsic
         reconstruction has no such frame and raises, as does a ``reference`` without that slide.
     ax
-        Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown.
+        Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown; one
+        ``color`` only (a list of colours makes its own figure).
     show
         Show the figure (default: unless a non-interactive backend is in use); otherwise return the axes.
     save
@@ -158,14 +160,26 @@ def reconstruction(
 
     Returns
     -------
-    The axes (a ``list`` of two with the ground truth), unless shown.
+    The axes (a ``list`` of two with the ground truth; for a list of colours, a ``list`` with that
+    per colour), unless shown.
 
     Examples
     --------
     >>> gx.pl.reconstruction(sc_adata, color="cell_type")  # doctest: +SKIP
+    >>> gx.pl.reconstruction(sc_adata, color=["cell_type", "gears_uncertainty"])  # doctest: +SKIP
     """
     pred = obsm_coords(adata, basis, "the reconstruction; run gx.tl.reconstruct")
     has_gt = gt_key is not None and gt_key in adata.obsm
+    keys = [color] if color is None or isinstance(color, str) else list(color)
+    _check_colors(adata, keys)
+    if len(keys) > 1:
+        if ax is not None:
+            msg = "`ax` takes the panels of one `color`; with a list of colours leave ax=None (one row per colour)."
+            raise ValueError(msg)
+        return _rows(adata, keys, pred_panels=1 if reference is not None or not has_gt else 2, show=show, save=save,
+                     kwargs={"basis": basis, "gt_key": gt_key, "size": size, "palette": palette, "cmap": cmap,
+                             "legend": legend, "reference": reference})  # fmt: skip
+    color = keys[0]
     if reference is not None:
         fig, (axes,) = _axes(ax, 1, figsize=(5.4, 4.8))
         scale = _draw_reference(axes, adata, reference)
@@ -193,6 +207,32 @@ def reconstruction(
     if legend and color is not None and panels[-1][0].get_legend_handles_labels()[1]:
         _category_legend(panels[-1][0])
     return _finish(fig, list(axes) if has_gt else axes, show=show, save=save)
+
+
+def _check_colors(adata: AnnData, keys: list) -> None:
+    """Raise before drawing when ``keys`` is empty or names neither an ``obs`` column nor a gene."""
+    if not keys:
+        msg = "`color` is an empty list; pass an obs column or gene name, a list of them, or None."
+        raise ValueError(msg)
+    for key in keys:
+        if key is not None and key not in adata.obs and key not in adata.var_names:
+            msg = f"`color`={key!r} is neither a column of `adata.obs` nor a gene in `adata.var_names`."
+            raise KeyError(msg)
+
+
+def _rows(adata: AnnData, keys: list, *, pred_panels: int, show, save, kwargs: dict):
+    """One row of :func:`reconstruction`'s panels per colour key, in one figure."""
+    import matplotlib.pyplot as plt
+
+    width, height = (10.0, 4.6) if pred_panels == 2 else (5.4, 4.8)
+    fig, grid = plt.subplots(
+        len(keys), pred_panels, figsize=(width, height * len(keys)), constrained_layout=True, squeeze=False
+    )
+    out = [
+        reconstruction(adata, color=key, ax=list(row) if pred_panels == 2 else row[0], show=False, **kwargs)
+        for key, row in zip(keys, grid, strict=True)
+    ]
+    return _finish(fig, out, show=show, save=save)
 
 
 def _category_legend(ax) -> None:
