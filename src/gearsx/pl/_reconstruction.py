@@ -176,9 +176,9 @@ def reconstruction(
         if ax is not None:
             msg = "`ax` takes the panels of one `color`; with a list of colours leave ax=None (one row per colour)."
             raise ValueError(msg)
-        return _rows(adata, keys, pred_panels=1 if reference is not None or not has_gt else 2, show=show, save=save,
-                     kwargs={"basis": basis, "gt_key": gt_key, "size": size, "palette": palette, "cmap": cmap,
-                             "legend": legend, "reference": reference})  # fmt: skip
+        kwargs = {"basis": basis, "gt_key": gt_key, "size": size, "palette": palette, "cmap": cmap, "legend": legend}
+        panels = 1 if reference is not None or not has_gt else 2
+        return _rows(adata, keys, panels, show=show, save=save, kwargs={**kwargs, "reference": reference})
     color = keys[0]
     if reference is not None:
         fig, (axes,) = _axes(ax, 1, figsize=(5.4, 4.8))
@@ -220,16 +220,16 @@ def _check_colors(adata: AnnData, keys: list) -> None:
             raise KeyError(msg)
 
 
-def _rows(adata: AnnData, keys: list, *, pred_panels: int, show, save, kwargs: dict):
-    """One row of :func:`reconstruction`'s panels per colour key, in one figure."""
+def _rows(adata: AnnData, keys: list, panels: int, *, show, save, kwargs: dict):
+    """One row of :func:`reconstruction`'s ``panels`` panels per colour key, in one figure."""
     import matplotlib.pyplot as plt
 
-    width, height = (10.0, 4.6) if pred_panels == 2 else (5.4, 4.8)
+    width, height = (10.0, 4.6) if panels == 2 else (5.4, 4.8)
     fig, grid = plt.subplots(
-        len(keys), pred_panels, figsize=(width, height * len(keys)), constrained_layout=True, squeeze=False
+        len(keys), panels, figsize=(width, height * len(keys)), constrained_layout=True, squeeze=False
     )
     out = [
-        reconstruction(adata, color=key, ax=list(row) if pred_panels == 2 else row[0], show=False, **kwargs)
+        reconstruction(adata, color=key, ax=list(row) if panels == 2 else row[0], show=False, **kwargs)
         for key, row in zip(keys, grid, strict=True)
     ]
     return _finish(fig, out, show=show, save=save)
