@@ -671,6 +671,27 @@ def _cases() -> list[Case]:
             "`weight` must be a finite number >= 0",
         ),
         C(
+            "reconstruct-key_added-none",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, key_added=None)),
+            ValueError,
+            "`key_added` must be a non-empty string",
+        ),
+        C(
+            "cluster_domains-key_added-empty",
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added=""),
+            ),
+            ValueError,
+            "`key_added` must be a non-empty string",
+        ),
+        C(
+            "spatial_smooth-key_added-not-a-string",
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.spatial_smooth(a, use_rep="X_gears", key_added=3)),
+            ValueError,
+            "`key_added` must be a non-empty string",
+        ),
+        C(
             "reconstruct-unadapted",
             on(lambda e: _with(e.sc, lambda a: a.uns.pop("gears_adapter")), lambda e, a: gx.tl.reconstruct(a, e.geo)),
             ValueError,

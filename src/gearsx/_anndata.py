@@ -41,6 +41,14 @@ _SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare", "X_gears_d
 _SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "section", "slice", "batch")
 
 
+def check_key_added(key_added) -> str:
+    """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string."""
+    if not isinstance(key_added, str) or not key_added:
+        msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."
+        raise ValueError(msg)
+    return key_added
+
+
 def check_obs_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
     """Raise a KeyError naming ``arg`` (and a ``hint`` on how to get the column) when ``key`` is not in ``obs``."""
     if key not in adata.obs:

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import (
     check_finite_matrix,
+    check_key_added,
     check_log_expression,
     check_slide_key,
     get_obs_rep,
@@ -94,6 +95,7 @@ def mean_center_per_slide(
     >>> gx.metrics.slide_separability(st, slide_key="slide", layer="gears_centered")["balanced_accuracy"] < 0.6
     True
     """
+    check_key_added(key_added)
     if slide_key is None and (recorded := recorded_slide_key(adata)) is not None:
         # slides left uncentred keep their batch offsets, silently: take the column prepare recorded
         slide_key = recorded[1]

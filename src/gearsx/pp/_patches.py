@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, write_record
+from gearsx._anndata import check_key_added, check_obsm_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -99,6 +99,7 @@ def extract_patches(
     >>> tiles.shape
     (2, 32, 32, 3)
     """
+    check_key_added(key_added)
     if resolution not in _RESOLUTIONS:
         msg = f"`resolution` must be one of {_RESOLUTIONS}; got {resolution!r}."
         raise ValueError(msg)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from gearsx._anndata import obsm_coords, write_record
+from gearsx._anndata import check_key_added, obsm_coords, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 
@@ -122,6 +122,7 @@ def attention(
     >>> gx.tl.attention(adata_st, geo, recycle=-1)  # doctest: +SKIP
     >>> gx.pl.attention(adata_st)  # doctest: +SKIP
     """
+    check_key_added(key_added)
     _check_ipa(model)
     basis = _default_basis(adata, basis)
     xy = obsm_coords(adata, basis, "the layout")
@@ -228,6 +229,7 @@ def attention_summary(
     from gearsx.geometry import farthest_point_sampling
     from gearsx.metrics import attention_recall
 
+    check_key_added(key_added)
     _check_ipa(model)
     truth = obsm_coords(adata, truth_key, "true positions")
     n_cells = min(check_positive_int(n_cells, name="n_cells", minimum=3), adata.n_obs)

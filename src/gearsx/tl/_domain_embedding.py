@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import (
     check_finite_matrix,
+    check_key_added,
     check_log_expression,
     check_obsm_key,
     get_obs_rep,
@@ -199,6 +200,7 @@ def domain_embedding(
     from gearsx.module import GraphAttentionAutoencoder
     from gearsx.train import GraphAutoencoderTrainingPlan, GraphBatch, fit_lightning
 
+    check_key_added(key_added)
     check_obsm_key(adata, spatial_key, "spatial_key", "the spot coordinates, e.g. 'spatial' from sc.read_visium")
     coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
     slide_key = resolve_slide_key(adata, slide_key)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from gearsx._anndata import get_obs_rep, resolve_slide_key, write_record
+from gearsx._anndata import check_key_added, get_obs_rep, resolve_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int, renamed_arguments
 
@@ -268,6 +268,7 @@ def cluster_domains(
         sc.pp.neighbors(adata_sc, use_rep="X_gears_spatial")
         sc.tl.leiden(adata_sc, key_added="gears_community")
     """
+    check_key_added(key_added)
     if method not in _METHODS:
         msg = f"`method` must be one of {_METHODS}; got {method!r}."
         raise ValueError(msg)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import set_obs_rep, write_record
+from gearsx._anndata import check_key_added, set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
 from gearsx._utils import (
@@ -121,6 +121,7 @@ def embed_patches(
     import torch
     from torch.utils.data import DataLoader
 
+    check_key_added(key_added)
     batch_size = check_positive_int(batch_size, name="batch_size")
     if patches is None:
         if patches_key not in adata.uns or "path" not in adata.uns[patches_key]:

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import set_obs_rep, write_record
+from gearsx._anndata import check_key_added, set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._utils import doc_params
 from gearsx.model._adapter import MAX_STEPS, fit_params_doc
@@ -86,6 +86,7 @@ def fit_encoder(
     from gearsx.metrics import knn_overlap, slide_separability
     from gearsx.model import SharedEncoder
 
+    check_key_added(key_added)
     with SharedEncoder._restore_on_error(adata_st):  # a failed fit leaves adata_st unregistered
         SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
         model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
@@ -182,9 +183,7 @@ def fit_adapter(
     from gearsx.model import SCAdapter
 
     adapter = SCAdapter(encoder, mode=mode)  # validates the encoder and the mode
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"`key_added` must be a non-empty string (an obsm key); got {key_added!r}."
-        raise ValueError(msg)
+    check_key_added(key_added)
     adapter.fit(
         adata_sc,
         adata_st,

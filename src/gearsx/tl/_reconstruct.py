@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, recorded_encoder_id, set_obs_rep
+from gearsx._anndata import check_key_added, check_obsm_key, recorded_encoder_id, set_obs_rep
 from gearsx._keys import Key
 from gearsx._utils import (
     check_nonnegative_number,
@@ -240,6 +240,7 @@ def reconstruct(
     from ._anchored import empty_cells, plan_anchor, query_expression
     from ._stitch import stitch
 
+    check_key_added(key_added)
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted, anchored=anchor is not None)
     client = resolve_client(client)
     if n_communities is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import resolve_slide_key, set_obs_rep, write_record
+from gearsx._anndata import check_key_added, resolve_slide_key, set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 from gearsx.geometry._knn import group_knn
@@ -125,6 +125,8 @@ def spatial_smooth(
     True
     >>> gx.tl.cluster_domains(st, method="mclust", use_rep="X_gears_smoothed", n_clusters=5)
     """
+    if key_added is not None:
+        check_key_added(key_added)
     if spatial_key not in adata.obsm:
         msg = (
             f"`spatial_key={spatial_key!r}` is not in `adata.obsm`; available: {list(adata.obsm.keys())}. "

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import write_record
+from gearsx._anndata import check_key_added, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int, resolve_client
 
@@ -84,6 +84,7 @@ def stitch(
     """
     from gearsx.geometry import stitch_patches
 
+    check_key_added(key_added)
     patches = list(patches)
     if not patches or any(len(p) != 2 for p in patches):
         msg = "`patches` must be a non-empty sequence of (indices, coords) pairs."
