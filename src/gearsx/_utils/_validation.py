@@ -42,13 +42,20 @@ def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _as_float(value) -> float:
+    """``value`` as a ``float``; NaN (which every check below refuses) for a bool or anything not a number."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def check_fraction(value, *, name: str) -> float:
     """Return ``value`` as a ``float`` in ``[0, 1]`` or raise a :class:`ValueError` naming ``name``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(value, bool) or not 0.0 <= v <= 1.0:
+    v = _as_float(value)
+    if not 0.0 <= v <= 1.0:
         msg = f"`{name}` must be a number in [0, 1]; got {value!r}."
         raise ValueError(msg)
     return v
@@ -56,11 +63,8 @@ def check_fraction(value, *, name: str) -> float:
 
 def check_nonnegative_number(value, *, name: str) -> float:
     """Return ``value`` as a finite ``float`` of at least 0 (a loss weight, a decay) or raise a :class:`ValueError` naming ``name``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(value, bool) or not np.isfinite(v) or v < 0:
+    v = _as_float(value)
+    if not np.isfinite(v) or v < 0:
         msg = f"`{name}` must be a finite number >= 0; got {value!r}."
         raise ValueError(msg)
     return v
@@ -68,11 +72,8 @@ def check_nonnegative_number(value, *, name: str) -> float:
 
 def check_positive_number(value, *, name: str, hint: str = "") -> float:
     """Return ``value`` as a finite ``float`` above 0 or raise a :class:`ValueError` naming ``name`` (``hint`` appended)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if isinstance(value, bool) or not np.isfinite(v) or v <= 0:
+    v = _as_float(value)
+    if not np.isfinite(v) or v <= 0:
         msg = f"`{name}` must be a positive number{hint}; got {value!r}."
         raise ValueError(msg)
     return v
