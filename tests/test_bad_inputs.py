@@ -831,6 +831,33 @@ def _cases() -> list[Case]:
             "n_clusters",
         ),
         C(
+            "domains-leiden-resolution-zero",
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="leiden", use_rep="X_gears", resolution=0),
+            ),
+            ValueError,
+            "`resolution` must be a positive number",
+        ),
+        C(
+            "domains-leiden-resolution-nan",
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="leiden", use_rep="X_gears", resolution=float("nan")),
+            ),
+            ValueError,
+            "`resolution` must be a positive number",
+        ),
+        C(
+            "pseudo-spots-infinite-pitch",
+            on(
+                lambda e: _with(e.raw_sc, lambda a: a.obsm.__setitem__("spatial", a.obsm["spatial_gt"])),
+                lambda e, a: gx.datasets.pseudo_spots(a, spot_diameter=50.0, center_to_center=float("inf")),
+            ),
+            ValueError,
+            "`center_to_center` must be a positive number",
+        ),
+        C(
             "domain-embedding-missing-slide-key",
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, slide_key="section", max_epochs=1)),
             KeyError,

@@ -6,7 +6,7 @@ import numpy as np
 
 from gearsx._anndata import all_integers, check_finite_matrix, resolve_slide_key, stored_sample, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int
+from gearsx._utils import check_coords, check_positive_int, check_positive_number
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -27,9 +27,7 @@ def spot_grid(
     if layout not in _LAYOUTS:
         msg = f"`layout` must be one of {_LAYOUTS}; got {layout!r}."
         raise ValueError(msg)
-    if not center_to_center > 0:
-        msg = f"`center_to_center` must be positive; got {center_to_center!r}."
-        raise ValueError(msg)
+    center_to_center = check_positive_number(center_to_center, name="center_to_center")
     dy = center_to_center * (np.sqrt(3.0) / 2.0 if layout == "hex" else 1.0)
     ys = np.arange(lower[1], upper[1] + dy, dy)
     xs = np.arange(lower[0] - center_to_center, upper[0] + center_to_center, center_to_center)
@@ -146,9 +144,8 @@ def pseudo_spots(
         )
         raise KeyError(msg)
     coords = check_coords(adata_cells.obsm[spatial_key], name=f"obsm[{spatial_key!r}]", n_dims=2)
-    if not spot_diameter > 0:
-        msg = f"`spot_diameter` must be positive; got {spot_diameter!r}."
-        raise ValueError(msg)
+    spot_diameter = check_positive_number(spot_diameter, name="spot_diameter")
+    center_to_center = check_positive_number(center_to_center, name="center_to_center")
     min_cells = check_positive_int(min_cells, name="min_cells")
     _check_additive(adata_cells)
     if label_key is not None and label_key not in adata_cells.obs:

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from gearsx._utils import as_rng
+from gearsx._utils import as_rng, check_positive_int, check_positive_number
 from gearsx.geometry._knn import group_knn, knn
 
 __all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
@@ -199,9 +199,14 @@ def leiden(
     """Cluster with scanpy's kNN graph + Leiden (igraph); with ``n_clusters``, bisect the resolution to hit it.
 
     The graph is built on a private AnnData, so a user's ``obsp['connectivities']`` is never touched.
+    ``resolution`` and ``n_neighbors`` are checked here: scanpy takes a resolution of 0, a negative
+    one or NaN without a word.
     """
     import anndata as ad
     import scanpy as sc
+
+    resolution = check_positive_number(resolution, name="resolution")
+    n_neighbors = check_positive_int(n_neighbors, name="n_neighbors", minimum=2)
 
     tmp = ad.AnnData(obsm={"X_rep": x}, shape=(len(x), 0))
     seed = _seed(random_state)
