@@ -35,6 +35,9 @@ Protocol, per single-cell-resolution data set in ../shared/data:
      embedding (cosine), the baseline reference anchoring has to beat;
    * isomap-probe: the cells' own adapted embeddings laid out by Isomap (10 neighbours), with no
      reference positions: the baseline the intrinsic mode has to beat;
+   * regression-probe: a gradient-boosting regressor (scikit-learn's ``HistGradientBoostingRegressor``,
+     one per coordinate) trained on the spots' log-normalised expression to predict their
+     coordinates, applied to the cells: what a plain supervised model of the reference makes of it;
    * moscot (``MappingProblem``, fused Gromov-Wasserstein with its defaults, joint local PCA of the
      shared genes): the plan-weighted mean of the spot coordinates;
    * Tangram (``tangram-sc``, cell mode, 1,000 epochs): a cell's position is the
@@ -63,7 +66,15 @@ warnings.filterwarnings("ignore")
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("spearman", "stress1", "edge_auc", "trust20", "cont20")
 #: Within a data set and seed, these rows come first, in this order; the peers follow in the page's order.
-FIRST_ROWS = ("oracle", "gearsx", "gearsx (intrinsic)", "gearsx-intrinsic", "knn-probe", "isomap-probe")
+FIRST_ROWS = (
+    "oracle",
+    "gearsx",
+    "gearsx (intrinsic)",
+    "gearsx-intrinsic",
+    "knn-probe",
+    "isomap-probe",
+    "regression-probe",
+)
 
 
 def make_spots(cells, target=1000, cells_per_spot=3, spot_cells=None):
@@ -139,6 +150,26 @@ def run_isomap_probe(spots, query, seed=0):
 
     _, cells = _embed(spots, query, seed)
     return Isomap(n_neighbors=10, n_components=2).fit_transform(cells.obsm["X_gears"])
+
+
+def run_regression_probe(spots, query, seed=0):
+    """Each cell where a regressor trained on the spots (expression -> coordinates) puts it.
+
+    scikit-learn's ``HistGradientBoostingRegressor`` (300 iterations, otherwise its defaults), one per
+    coordinate, on the log-normalised shared genes; no embedding, no transport.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    genes = spots.var_names.intersection(query.var_names)
+    sp, q = lognorm(spots[:, genes]), lognorm(query[:, genes])
+    x_sp, x_q = (a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X) for a in (sp, q))
+    xy = np.asarray(sp.obsm["spatial"], float)
+    return np.column_stack(
+        [
+            HistGradientBoostingRegressor(max_iter=300, random_state=seed).fit(x_sp, xy[:, j]).predict(x_q)
+            for j in range(xy.shape[1])
+        ]
+    )
 
 
 def run_tangram(spots, query, seed=0):
@@ -320,7 +351,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-cells", type=int, default=5000)
     parser.add_argument("--sets", nargs="+", default=["osmfish", "merfish", "seqfish", "xenium", "starmap"])
-    parser.add_argument("--methods", nargs="+", default=["gearsx", "knn-probe", "tangram", "novosparc"])
+    parser.add_argument("--methods", nargs="+", default=["gearsx", "knn-probe", "regression-probe", "tangram", "novosparc"])
     parser.add_argument("--protocol", choices=["disjoint", "same-tissue"], default="disjoint")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
@@ -356,6 +387,7 @@ def main():
         "gearsx-intrinsic": run_gearsx_intrinsic,
         "knn-probe": run_knn_probe,
         "isomap-probe": run_isomap_probe,
+        "regression-probe": run_regression_probe,
         "tangram": run_tangram,
         "novosparc": run_novosparc,
         "moscot": run_moscot,
