@@ -351,7 +351,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-cells", type=int, default=5000)
     parser.add_argument("--sets", nargs="+", default=["osmfish", "merfish", "seqfish", "xenium", "starmap"])
-    parser.add_argument("--methods", nargs="+", default=["gearsx", "knn-probe", "regression-probe", "tangram", "novosparc"])
+    parser.add_argument(
+        "--methods", nargs="+", default=["gearsx", "knn-probe", "regression-probe", "tangram", "novosparc"]
+    )
     parser.add_argument("--protocol", choices=["disjoint", "same-tissue"], default="disjoint")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
