@@ -34,6 +34,16 @@ def write_results(path: Path, text: str) -> None:
     path.write_text(text.rstrip("\n") + "\n" + ("\n" + kept if kept else ""))
 
 
+def mean_sd_markdown(table, by, columns, digits: int = 3) -> str:
+    """A markdown table of ``mean ± SD`` of ``columns`` per group of ``by`` (groups in order of appearance).
+
+    A group of one row has SD 0. ``digits``: decimals of both.
+    """
+    grouped = table.groupby(by, sort=False)[list(columns)]
+    mean, sd = grouped.mean().round(digits), grouped.std().fillna(0.0).round(digits)
+    return (mean.astype(str) + " ± " + sd.astype(str)).reset_index().to_markdown(index=False)
+
+
 def lognorm(a):
     """A normalised (``normalize_total``) and log1p-transformed copy of ``a``."""
     a = a.copy()

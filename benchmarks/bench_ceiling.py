@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import lognorm, write_results
+from _common import lognorm, mean_sd_markdown, write_results
 from bench_peers import load
 
 import gearsx as gx
@@ -94,8 +94,7 @@ def main():
                 )  # fmt: skip
                 print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    grouped = table.groupby(["data", "method"], sort=False)[list(METRICS)]
-    summary = grouped.mean().round(3).astype(str) + " ± " + grouped.std().fillna(0.0).round(3).astype(str)
+    summary = mean_sd_markdown(table, ["data", "method"], METRICS)
     write_results(
         args.out,
         "# How far a cell's expression places it: supervised models given the true positions "
@@ -105,7 +104,7 @@ def main():
         "the other metrics: higher is better.\n\n"
         + table.round(3).to_markdown(index=False)
         + f"\n\nMean ± SD over seeds {sorted(set(args.seeds))}:\n\n"
-        + summary.reset_index().to_markdown(index=False),
+        + summary,
     )
     print(summary)
 

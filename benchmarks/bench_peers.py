@@ -58,7 +58,17 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from _common import DATA, PeakRSS, add_append_option, as_number, band_split, first_table, lognorm, write_results
+from _common import (
+    DATA,
+    PeakRSS,
+    add_append_option,
+    as_number,
+    band_split,
+    first_table,
+    lognorm,
+    mean_sd_markdown,
+    write_results,
+)
 
 import gearsx as gx
 
@@ -483,12 +493,10 @@ def main():
         import pandas as pd
 
         table = pd.DataFrame(rows)
-        grouped = table.groupby(["data", "method"], sort=False)[list(METRICS) + ["time"]]
-        mean, sd = grouped.mean(), grouped.std().fillna(0.0)
         # four decimals: several same-tissue margins are below 0.001
-        summary = mean.round(4).astype(str) + " ± " + sd.round(4).astype(str)
+        summary = mean_sd_markdown(table, ["data", "method"], [*METRICS, "time"], digits=4)
         seeds = sorted(table["seed"].unique().tolist())
-        lines += ["", f"Mean ± SD over seeds {seeds}:", "", summary.reset_index().to_markdown(index=False)]
+        lines += ["", f"Mean ± SD over seeds {seeds}:", "", summary]
         for data, part in table.groupby("data", sort=False):
             gx.pl.method_comparison(
                 part,

@@ -24,7 +24,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import DATA, PeakRSS, add_append_option, as_number, first_table, write_results
+from _common import DATA, PeakRSS, add_append_option, as_number, first_table, mean_sd_markdown, write_results
 from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_tangram
 from scipy.stats import spearmanr
 
@@ -149,9 +149,7 @@ def main():
     table = pd.DataFrame(rows)
     scores = ["all cells", "glutamatergic", "glutamatergic, resampled SD", "all cells, per cell"]
     cols = [*scores, "glutamatergic, per cell", "time (s)"]
-    grouped = table.groupby("method", sort=False)[cols]
-    mean, sd = grouped.mean(), grouped.std().fillna(0.0)
-    summary = mean.round(3).astype(str) + " ± " + sd.round(3).astype(str)
+    summary = mean_sd_markdown(table, "method", cols)
     write_results(
         args.out,
         "# Tasic 2016 scRNA-seq onto the seqFISH visual cortex: dissection-layer order "
@@ -162,7 +160,7 @@ def main():
         "*Per cell*: |Spearman| between each cell's layer rank and its own depth.\n\n"
         + table.round(3).to_markdown(index=False)
         + f"\n\nMean ± SD over seeds {sorted(table['seed'].unique().tolist())}:\n\n"
-        + summary.reset_index().to_markdown(index=False),
+        + summary,
     )
     print(args.out.read_text())
 
