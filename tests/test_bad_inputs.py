@@ -120,6 +120,18 @@ def _nan_x(a):
     a.X = x
 
 
+def _fake_layout(*, nan_row: bool = False):
+    """An edit giving the cells a "reconstruction" (their true positions), with a NaN row if asked."""
+
+    def edit(a):
+        xy = np.array(a.obsm["spatial_gt"], dtype=float)
+        if nan_row:
+            xy[0, 0] = np.nan
+        a.obsm["X_gears_spatial"] = xy
+
+    return edit
+
+
 def _fresh_st(e: Env) -> ad.AnnData:
     """A copy of the prepared ST data, not registered anywhere (fresh uns without registry ids)."""
     a = e.st.copy()
@@ -966,6 +978,39 @@ def _cases() -> list[Case]:
             on(lambda e: e.sc.copy(), lambda e, a: gx.pl.reconstruction(a, show=False)),
             KeyError,
             "reconstruct",
+        ),
+        C(
+            "pl-reconstruction-nan-coordinates",
+            on(lambda e: _with(e.sc, _fake_layout(nan_row=True)), lambda e, a: gx.pl.reconstruction(a, show=False)),
+            ValueError,
+            "NaN or inf in 1 of",
+        ),
+        C(
+            "pl-reconstruction-missing-gt-key",
+            on(
+                lambda e: _with(e.sc, _fake_layout()),
+                lambda e, a: gx.pl.reconstruction(a, gt_key="spatial_truth", show=False),
+            ),
+            KeyError,
+            "`gt_key`='spatial_truth'",
+        ),
+        C(
+            "pl-reconstruction-negative-size",
+            on(lambda e: _with(e.sc, _fake_layout()), lambda e, a: gx.pl.reconstruction(a, size=-1, show=False)),
+            ValueError,
+            "`size` must be a positive number",
+        ),
+        C(
+            "pl-domains-negative-spot-size",
+            on(lambda e: e.st.copy(), lambda e, a: gx.pl.domains(a, color="domain", spot_size=-1, show=False)),
+            ValueError,
+            "`spot_size` must be a positive number",
+        ),
+        C(
+            "pl-domains-alpha-above-one",
+            on(lambda e: e.st.copy(), lambda e, a: gx.pl.domains(a, color="domain", alpha=2, show=False)),
+            ValueError,
+            "`alpha` must be a number in",
         ),
         C(
             "pl-domains-missing-key",

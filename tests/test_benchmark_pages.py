@@ -65,3 +65,14 @@ def test_first_table_reads_the_per_seed_rows(tmp_path):
     assert _common.as_number(rows[1]["spearman"]) == 0.171
     assert np.isnan(_common.as_number("-"))
     assert np.isnan(_common.as_number(""))
+
+
+def test_mean_sd_table_known_answer():
+    import pandas as pd
+
+    table = pd.DataFrame({"method": ["b", "a", "b"], "score": [1.0, 5.0, 3.0]})
+    text = _common.mean_sd_markdown(table, "method", ["score"])
+    rows = [line for line in text.splitlines() if line.startswith("| b") or line.startswith("| a")]
+    assert [r.split("|")[1].strip() for r in rows] == ["b", "a"]  # groups in order of appearance
+    assert "2.0 ± 1.414" in rows[0]  # mean of 1 and 3, sample SD sqrt(2)
+    assert "5.0 ± 0.0" in rows[1]  # one row: SD 0, not NaN

@@ -363,12 +363,23 @@ def warn_unkeyed_slides(adata: AnnData, arg: str) -> None:
 
 
 def obsm_coords(adata: AnnData, key: str, what: str) -> np.ndarray:
-    """Return the first two columns of ``adata.obsm[key]`` as float64; errors name ``key`` and ``what`` it holds."""
+    """Return the first two columns of ``adata.obsm[key]`` as float64; errors name ``key`` and ``what`` it holds.
+
+    Rows with NaN or infinity are an error: a scatter plot would leave them out without a word, and
+    an alignment would fail on them.
+    """
     if key not in adata.obsm:
         msg = f"`adata.obsm[{key!r}]` ({what}) is missing; available: {list(adata.obsm.keys())}."
         raise KeyError(msg)
     x = np.asarray(adata.obsm[key], dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 2:
         msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
+        raise ValueError(msg)
+    bad = ~np.isfinite(x[:, :2]).all(axis=1)
+    if bad.any():
+        msg = (
+            f"`adata.obsm[{key!r}]` ({what}) holds NaN or inf in {int(bad.sum())} of {len(x)} rows; "
+            "subset adata to the rows with coordinates first."
+        )
         raise ValueError(msg)
     return x[:, :2]

@@ -10,7 +10,7 @@ import pandas as pd
 
 from gearsx._anndata import check_obs_key, obsm_coords
 from gearsx._keys import Key
-from gearsx._utils import renamed_arguments
+from gearsx._utils import check_fraction, check_positive_number, renamed_arguments
 
 from ._reconstruction import _axes, _category_colors, _finish
 
@@ -91,10 +91,10 @@ def domains(
     img_key
         ``'hires'`` or ``'lowres'`` (default: the best available).
     spot_size
-        Spot diameter in ``obsm[basis]`` units (default: ``spot_diameter_fullres`` or the
+        Spot diameter in ``obsm[basis]`` units, positive (default: ``spot_diameter_fullres`` or the
         median nearest-neighbour distance).
     alpha
-        Spot opacity.
+        Spot opacity, in [0, 1].
     palette
         Sequence of colours for the categories.
     legend
@@ -121,6 +121,9 @@ def domains(
     for k in keys:
         check_obs_key(adata, k, "color", "domains are written by gx.tl.cluster_domains")
     xy = obsm_coords(adata, basis, "spot coordinates")
+    alpha = check_fraction(alpha, name="alpha")
+    if spot_size is not None:
+        spot_size = check_positive_number(spot_size, name="spot_size", hint=" or None (from the data)")
     found = _image(adata, library_id, img_key) if img is not False else None
     if img is True and found is None:
         msg = "`img=True` but `adata.uns['spatial']` holds no tissue image; pass img=None or img=False."

@@ -10,6 +10,7 @@ import numpy as np
 
 from gearsx._anndata import obsm_coords
 from gearsx._keys import Key
+from gearsx._utils import check_positive_number
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -137,9 +138,10 @@ def reconstruction(
     basis
         ``obsm`` key of the reconstruction.
     gt_key
-        ``obsm`` key of the true positions; ``None`` or absent: the reconstruction alone.
+        ``obsm`` key of the true positions; ``None``, or the default key absent: the reconstruction
+        alone. Another key must be in ``obsm``.
     size, palette, cmap
-        Marker size (default from the number of cells), categorical colours (a sequence or a
+        Marker size (positive; default from the number of cells), categorical colours (a sequence or a
         dict; default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
     legend
         Draw the legend of a categorical ``color``.
@@ -169,6 +171,11 @@ def reconstruction(
     >>> gx.pl.reconstruction(sc_adata, color=["cell_type", "gears_uncertainty"])  # doctest: +SKIP
     """
     pred = obsm_coords(adata, basis, "the reconstruction; run gx.tl.reconstruct")
+    if gt_key is not None and gt_key != Key.spatial_gt and gt_key not in adata.obsm:
+        msg = f"`gt_key`={gt_key!r} is not in `adata.obsm`; available: {list(adata.obsm.keys())}. Pass gt_key=None for the reconstruction alone."
+        raise KeyError(msg)
+    if size is not None:
+        size = check_positive_number(size, name="size", hint=" or None (from the number of cells)")
     has_gt = gt_key is not None and gt_key in adata.obsm
     keys = [color] if color is None or isinstance(color, str) else list(color)
     _check_colors(adata, keys)
