@@ -120,6 +120,15 @@ def _nan_x(a):
     a.X = x
 
 
+def _tiny_validation_region(e: Env):
+    """A row: GEARS on a reference whose second slide keeps 20 spots (a 4-spot validation band)."""
+    a = _fresh_st(e)
+    second = (a.obs["slide"] == a.obs["slide"].cat.categories[1]).to_numpy()
+    a = a[~second | (np.cumsum(second) <= 20)].copy()
+    geo = gx.model.GEARS(a, slide_key="slide", n_out=4, dim=16, n_heads=2, n_inducing=8)
+    return (lambda: geo.train(max_epochs=1, n_batches=1, n_min=16, n_max=32, progress=False)), [a]
+
+
 def _fake_layout(*, nan_row: bool = False):
     """An edit giving the cells a "reconstruction" (their true positions), with a NaN row if asked."""
 
@@ -582,6 +591,7 @@ def _cases() -> list[Case]:
             ValueError,
             "validation_slide",
         ),
+        C("gears-train-tiny-validation-region", _tiny_validation_region, ValueError, "validation spots"),
         C(
             "gears-predict-wrong-width",
             plain(lambda e: e.geo.predict_geometry(np.zeros((20, 5), dtype=np.float32))),

@@ -22,6 +22,10 @@ class MinisetPair:
     shared_b: np.ndarray  # positions of the same points in idx_b
 
 
+#: The smallest miniset (spots) the sampler draws: fewer give no distances worth learning from.
+MIN_MINISET = 8
+
+
 class MinisetSampler:
     """Draw minisets and overlapping miniset pairs from the spots of one slide.
 
@@ -69,8 +73,8 @@ class MinisetSampler:
         n_overlap_min: int = 32,
     ) -> None:
         self.coords = check_coords(coords, name="coords", min_points=3)
-        n_min = check_positive_int(n_min, name="n_min", minimum=8)
-        n_max = check_positive_int(n_max, name="n_max", minimum=8)
+        n_min = check_positive_int(n_min, name="n_min", minimum=MIN_MINISET)
+        n_max = check_positive_int(n_max, name="n_max", minimum=MIN_MINISET)
         if n_min > n_max:
             msg = f"`n_min`={n_min} must not exceed `n_max`={n_max}."
             raise ValueError(msg)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from gearsx.geometry._minisets import MinisetSampler
+from gearsx.geometry._minisets import MIN_MINISET, MinisetSampler
 from gearsx.geometry._targets import adaptive_params, build_targets
 from gearsx.module._geometry_losses import collate_targets
 
@@ -225,7 +225,7 @@ def miniset_loaders(
     Training draws fresh pairs of overlapping minisets every epoch; validation draws four fixed
     batches of four single minisets (``rw_stress`` targets), at most as large as the smallest
     validation slide. Raises a ``ValueError`` naming the slide when one has fewer training spots
-    than ``n_min``.
+    than ``n_min``, or fewer validation spots than the smallest miniset.
     """
     train_idx = np.flatnonzero(~val_mask)
     for s in np.unique(slides[train_idx]):
@@ -252,8 +252,16 @@ def miniset_loaders(
     if not val_mask.any():
         return loader, None
     v_idx = np.flatnonzero(val_mask)
-    smallest = min(int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx]))
-    v_max = min(n_max, smallest)
+    v_counts = {s: int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx])}
+    small = min(v_counts, key=v_counts.get)
+    if v_counts[small] < MIN_MINISET:
+        msg = (
+            f"Slide {slide_names[small]!r} has {v_counts[small]} validation spots, fewer than the smallest miniset "
+            f"({MIN_MINISET}). Pass validation=None (no validation), or validation='slide' with a larger "
+            "`validation_slide`, or drop the slide."
+        )
+        raise ValueError(msg)
+    v_max = min(n_max, v_counts[small])
     val_loader = MinisetBatches(
         emb[v_idx],
         coords[v_idx],
