@@ -12,8 +12,8 @@ layer and on glutamatergic neurons alone; cells dissected as 'All', 'upper' or '
 With six ranks that score moves in steps of 0.057 and its layer means rest on as few as 7 cells, so
 two finer figures go beside it: its SD when each layer's cells are resampled (the placements fixed),
 and the same |Spearman| over the cells themselves (each cell's layer rank against its own depth).
-Methods as in ``bench_peers.py`` (gearsx with its defaults, the kNN probe, novoSpaRc, Tangram,
-moscot), plus random placement (each cell at a random reference cell).
+Methods as in ``bench_peers.py`` (gearsx with its defaults, the kNN probe, the regression probe,
+novoSpaRc, Tangram, moscot), plus random placement (each cell at a random reference cell).
 """
 
 import argparse
@@ -25,14 +25,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 from _common import DATA, PeakRSS, add_append_option, as_number, first_table, mean_sd_markdown, write_results
-from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_tangram
+from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_regression_probe, run_tangram
 from scipy.stats import spearmanr
 
 import gearsx as gx
 
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).resolve().parent / "results" / "tasic_seqfish.md"
-METHODS = ("gearsx", "knn-probe", "novosparc", "tangram", "moscot", "random")
+METHODS = ("gearsx", "knn-probe", "regression-probe", "novosparc", "tangram", "moscot", "random")
 LAYER_RANK = {"L1": 0, "L1-L2/3": 1, "L4": 2, "L5": 3, "L6": 4, "L6a": 4, "L6b": 5}
 
 
@@ -114,6 +114,7 @@ def main():
     runners = {
         "gearsx": run_gearsx,
         "knn-probe": run_knn_probe,
+        "regression-probe": run_regression_probe,
         "novosparc": run_novosparc,
         "tangram": run_tangram,
         "moscot": run_moscot,
