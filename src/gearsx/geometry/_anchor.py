@@ -132,7 +132,9 @@ def match_reference(
         Matches per query.
     query_expression, reference_expression
         Optional ``(n, g)`` and ``(m, g)`` expression of the same genes in the same order (dense or
-        sparse; e.g. the mean-centred log expression of :func:`gearsx.pp.mean_center_per_slide`).
+        sparse; e.g. ``layers['gears_centered']`` of :func:`gearsx.pp.mean_center_per_slide`, whose
+        slides share their data set's gene means). They are compared as given, not centred against
+        each other.
         Give both or neither. The query's rows are densified in blocks, never all at once.
     expression_weight
         Weight ``w`` of the expression similarity, in ``[0, 1]`` (``0``: the embedding alone,
