@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _common import lognorm, mean_sd_markdown, write_results
-from bench_peers import load
+from bench_peers import boosted_trees, load
 
 import gearsx as gx
 
@@ -39,17 +39,6 @@ def _dense(a) -> np.ndarray:
     return a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
 
 
-def gbm_cells(x_train, xy_train, x_query, seed):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    return np.column_stack(
-        [
-            HistGradientBoostingRegressor(max_iter=300, random_state=seed).fit(x_train, xy_train[:, j]).predict(x_query)
-            for j in range(xy_train.shape[1])
-        ]
-    )
-
-
 def knn_cells(x_train, xy_train, x_query, seed):
     from sklearn.decomposition import PCA
     from sklearn.neighbors import KNeighborsRegressor
@@ -59,7 +48,7 @@ def knn_cells(x_train, xy_train, x_query, seed):
     return model.predict(pca.transform(x_query))
 
 
-MODELS = {"gbm-cells": gbm_cells, "knn-cells": knn_cells}
+MODELS = {"gbm-cells": boosted_trees, "knn-cells": knn_cells}
 
 
 def main():

@@ -162,24 +162,31 @@ def run_isomap_probe(spots, query, seed=0):
     return Isomap(n_neighbors=10, n_components=2).fit_transform(cells.obsm["X_gears"])
 
 
-def run_regression_probe(spots, query, seed=0):
-    """Each cell where a regressor trained on the spots (expression -> coordinates) puts it.
+def boosted_trees(x_train, xy_train, x_query, seed=0):
+    """Coordinates of ``x_query`` from gradient-boosted trees fitted to ``x_train -> xy_train``.
 
     scikit-learn's ``HistGradientBoostingRegressor`` (300 iterations, otherwise its defaults), one per
-    coordinate, on the log-normalised shared genes; no embedding, no transport.
+    coordinate.
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
+    return np.column_stack(
+        [
+            HistGradientBoostingRegressor(max_iter=300, random_state=seed).fit(x_train, xy_train[:, j]).predict(x_query)
+            for j in range(xy_train.shape[1])
+        ]
+    )
+
+
+def run_regression_probe(spots, query, seed=0):
+    """Each cell where a regressor trained on the spots (expression -> coordinates) puts it.
+
+    :func:`boosted_trees` on the log-normalised shared genes; no embedding, no transport.
+    """
     genes = spots.var_names.intersection(query.var_names)
     sp, q = lognorm(spots[:, genes]), lognorm(query[:, genes])
     x_sp, x_q = (a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X) for a in (sp, q))
-    xy = np.asarray(sp.obsm["spatial"], float)
-    return np.column_stack(
-        [
-            HistGradientBoostingRegressor(max_iter=300, random_state=seed).fit(x_sp, xy[:, j]).predict(x_q)
-            for j in range(xy.shape[1])
-        ]
-    )
+    return boosted_trees(x_sp, np.asarray(sp.obsm["spatial"], float), x_q, seed)
 
 
 def run_tangram(spots, query, seed=0):

@@ -236,6 +236,16 @@ def miniset_loaders(
                 "Lower `n_min`/`n_max`, or drop the slide."
             )
             raise ValueError(msg)
+    v_idx = np.flatnonzero(val_mask)
+    v_counts = {s: int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx])}
+    small = min(v_counts, key=v_counts.get) if v_counts else None
+    if small is not None and v_counts[small] < MIN_MINISET:
+        msg = (
+            f"Slide {slide_names[small]!r} has {v_counts[small]} validation spots, fewer than the smallest miniset "
+            f"({MIN_MINISET}). Pass validation=None (no validation), or validation='slide' with a larger "
+            "`validation_slide`, or drop the slide."
+        )
+        raise ValueError(msg)
     loader = MinisetBatches(
         emb[train_idx],
         coords[train_idx],
@@ -249,18 +259,8 @@ def miniset_loaders(
         n_max=n_max,
         overlap=overlap,
     )
-    if not val_mask.any():
+    if small is None:
         return loader, None
-    v_idx = np.flatnonzero(val_mask)
-    v_counts = {s: int((slides[v_idx] == s).sum()) for s in np.unique(slides[v_idx])}
-    small = min(v_counts, key=v_counts.get)
-    if v_counts[small] < MIN_MINISET:
-        msg = (
-            f"Slide {slide_names[small]!r} has {v_counts[small]} validation spots, fewer than the smallest miniset "
-            f"({MIN_MINISET}). Pass validation=None (no validation), or validation='slide' with a larger "
-            "`validation_slide`, or drop the slide."
-        )
-        raise ValueError(msg)
     v_max = min(n_max, v_counts[small])
     val_loader = MinisetBatches(
         emb[v_idx],
