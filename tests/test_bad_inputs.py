@@ -287,6 +287,15 @@ def _cases() -> list[Case]:
             "layer",
         ),
         C(
+            "prepare-sc-without-counts",
+            on(
+                lambda e: _with(e.raw_sc, lambda a: setattr(a, "X", a.X * 0)),
+                lambda e, a: gx.pp.prepare(e.raw_st, a, slide_key="slide"),
+            ),
+            ValueError,
+            "has no counts in the",
+        ),
+        C(
             "hvg-unknown-batch-key",
             on(lambda e: e.st.copy(), lambda e, a: gx.pp.highly_variable_genes(a, batch_key="nope")),
             KeyError,
@@ -975,6 +984,46 @@ def _cases() -> list[Case]:
             plain(lambda e: gx.metrics.evaluate_geometry(np.eye(10, 2), np.eye(10, 2))),
             ValueError,
             "Lower `k`",
+        ),
+        C(
+            "domain-representation-key-twice",
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_representation(a, ["X_gears", "X_gears"])),
+            ValueError,
+            "more than once",
+        ),
+        C(
+            "method-comparison-text-scores",
+            plain(
+                lambda e: gx.pl.method_comparison(
+                    pd.DataFrame({"method": ["a", "b"], "spearman": ["0.2", "n/a"]}), metrics=["spearman"], show=False
+                )
+            ),
+            TypeError,
+            "not numeric",
+        ),
+        C(
+            "metrics-two-spaces",
+            plain(lambda e: gx.metrics.mmd_rbf(np.zeros((30, 8)), np.ones((30, 6)))),
+            ValueError,
+            "same space",
+        ),
+        C(
+            "metrics-mixing-too-few-points",
+            plain(lambda e: gx.metrics.knn_mixing(np.eye(6, 3), np.ones((40, 3)))),
+            ValueError,
+            "lower `k` below 12",
+        ),
+        C(
+            "metrics-overlap-groups-length",
+            plain(lambda e: gx.metrics.knn_overlap(np.eye(40, 2), np.eye(40, 2), k=3, groups=np.zeros(20))),
+            ValueError,
+            "one group per cell",
+        ),
+        C(
+            "metrics-coherence-too-many-neighbours",
+            plain(lambda e: gx.metrics.spatial_coherence(["a", "b", "a"], np.eye(3, 2))),
+            ValueError,
+            "Lower `n_neighbors`",
         ),
         C(
             "metrics-adata-missing-key",

@@ -127,6 +127,8 @@ def test_h5ad_roundtrip(small_tissue, tmp_path):
         ({"batch_strength": -1.0}, "batch_strength"),
         ({"n_genes": 2}, "n_genes"),
         ({"depth": 0.0}, "depth"),
+        ({"sc_depth": float("nan")}, "sc_depth"),
+        ({"dispersion": float("inf")}, "large value such as 1e6"),  # was numpy's "lam value too large"
     ],
 )
 def test_bad_input(kwargs, match):

@@ -43,3 +43,5 @@ def test_errors():
         gx.metrics.domain_scores([None, "NA", None], [0, 1, 1])
     with pytest.raises(ValueError, match="shape \\(2, 2\\)"):
         gx.metrics.spatial_coherence([0, 1, 1], np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="needs at least 7 points; got 5"):  # was clipped to 4 neighbours
+        gx.metrics.spatial_coherence([0, 0, 1, 1, 1], np.arange(10.0).reshape(5, 2))

@@ -186,6 +186,19 @@ def test_adapter_bad_input():
         gx.tl.fit_adapter(tiny_adata(), model, mode="mlp")
 
 
+def test_adapter_fits_the_smallest_query_it_accepts():
+    """Ten cells (the documented minimum): the alignment report's kNN mixing once asked for 30 neighbours
+    among 20 points and failed after training."""
+    adata = _tiny()
+    model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)
+    model.train(max_epochs=1, batch_size=16, n_spatial_neighbors=3, progress=False)
+    sc = tiny_adata()[:10].copy()
+    gx.tl.fit_adapter(sc, model, max_epochs=1, progress=False)
+    assert sc.obsm["X_gears"].shape == (10, 4)
+    for when in ("before", "after"):
+        assert 1.0 <= sc.uns["gears_adapter"][when]["ilisi"] <= 2.0
+
+
 def test_adapter_max_steps_caps_epochs_and_is_inert_when_large():
     adata = _tiny()
     model = gx.model.SharedEncoder(adata, n_hidden=(8,), n_latent=4)

@@ -150,3 +150,17 @@ def test_method_comparison_bars_are_means_over_runs():
     with pytest.raises(KeyError, match="edge_auc"):
         gx.pl.method_comparison(scores, metrics=["edge_auc"], show=False)
     plt.close("all")
+
+
+def test_method_comparison_refuses_what_it_would_misdraw():
+    scores = pd.DataFrame({"method": ["gearsx", "gearsx", "peer"], "spearman": [0.8, np.nan, 0.5]})
+    # a missing run: the bar is the mean of the others (0.8, not 0.4), and the plot says so
+    with pytest.warns(UserWarning, match=r"missing for 1 row\(s\) \(methods \['gearsx'\]\)"):
+        axes = gx.pl.method_comparison(scores, metrics=["spearman"], show=False)
+    assert [round(p.get_height(), 6) for p in axes[0].patches if p.get_height() > 0] == [0.8, 0.5]
+    # scores read as text (a CSV with a stray "n/a") were drawn as categories
+    with pytest.raises(TypeError, match=r"\['spearman'\] are not numeric"):
+        gx.pl.method_comparison(scores.astype({"spearman": str}), metrics=["spearman"], show=False)
+    with pytest.raises(ValueError, match="no rows"):
+        gx.pl.method_comparison(scores.iloc[:0], metrics=["spearman"], show=False)
+    plt.close("all")

@@ -125,6 +125,30 @@ def test_prepare_bad_input(small_tissue):
         gx.pp.prepare(st, bad, slide_key="slide")
 
 
+def test_prepare_refuses_a_slide_or_data_set_without_counts(small_tissue):
+    st, cells = small_tissue
+    empty = cells.copy()
+    empty.X = empty.X * 0  # e.g. a wrong layer (scanpy failed with "Cannot cut empty array")
+    with pytest.raises(ValueError, match="`adata_sc` has no counts in the 120 shared genes"):
+        gx.pp.prepare(st, empty, slide_key="slide")
+    second = st.obs["slide"].cat.categories[1]
+    one_slide_empty = st.copy()
+    one_slide_empty.X = one_slide_empty.X.multiply((st.obs["slide"] != second).to_numpy()[:, None]).tocsr()
+    with pytest.raises(ValueError, match=f"slide '{second}' of `adata_st` has no counts"):
+        gx.pp.prepare(one_slide_empty, cells, slide_key="slide")
+
+
+def test_prepare_keeps_a_slide_called_sc_apart_from_the_cells(small_tissue):
+    """The gene choice is per batch (each slide, and the SC cells as 'sc'): a slide's name must not merge it
+    with the cells, so renaming a slide changes nothing."""
+    st, cells = small_tissue
+    first = st.obs["slide"].cat.categories[0]
+    renamed = st.copy()
+    renamed.obs["slide"] = renamed.obs["slide"].cat.rename_categories({first: "sc"})
+    picked = [gx.pp.prepare(a, cells, slide_key="slide", n_top_genes=60)[0].var_names.tolist() for a in (st, renamed)]
+    assert picked[0] == picked[1]
+
+
 def test_highly_variable_genes_wrapper(small_tissue):
     st, _ = small_tissue
     a = st.copy()
@@ -143,6 +167,13 @@ def test_highly_variable_genes_wrapper(small_tissue):
     counts = st.copy()
     gx.pp.highly_variable_genes(counts, batch_key="slide", n_top_genes=50, flavor="seurat_v3")
     assert counts.var["highly_variable"].sum() == 50
+    # scaled data: scanpy ranked the exponentials of z-scores without a word
+    scaled = a.copy()
+    sc.pp.scale(scaled)
+    with pytest.raises(ValueError, match="negative values"):
+        gx.pp.highly_variable_genes(scaled, n_top_genes=50)
+    with pytest.raises(ValueError, match="seurat_v3_paper"):  # scanpy's message named two of the four
+        gx.pp.highly_variable_genes(a, flavor="seurat_v4")
 
 
 def test_prepare_normalises_counts_under_a_stale_log1p_record(small_tissue, caplog):

@@ -8,7 +8,7 @@ import numpy as np
 from gearsx._anndata import write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_nonnegative_number, check_positive_int, check_positive_number
 
 from ._pseudo_spots import pseudo_spots
 
@@ -279,13 +279,12 @@ def simulate_tissue(
     if spot_layout not in (*SPOT_LAYOUTS, "cells"):
         msg = f"`spot_layout` must be one of {(*SPOT_LAYOUTS, 'cells')}; got {spot_layout!r}."
         raise ValueError(msg)
-    for name, value in (("batch_strength", batch_strength), ("depth", depth), ("sc_depth", sc_depth)):
-        if not np.isfinite(value) or value < 0 or (name != "batch_strength" and value == 0):
-            msg = f"`{name}` must be a finite {'non-negative' if name == 'batch_strength' else 'positive'} number; got {value!r}."
-            raise ValueError(msg)
-    if not dispersion > 0:
-        msg = f"`dispersion` must be positive; got {dispersion!r}."
-        raise ValueError(msg)
+    batch_strength = check_nonnegative_number(batch_strength, name="batch_strength")
+    depth = check_positive_number(depth, name="depth")
+    sc_depth = check_positive_number(sc_depth, name="sc_depth")
+    dispersion = check_positive_number(
+        dispersion, name="dispersion", hint=" (finite: for counts close to Poisson pass a large value such as 1e6)"
+    )
     if progress is None:
         progress = settings.progress_bar and max(n_sc_cells, n_cells_per_slide) > 200_000
 

@@ -45,7 +45,10 @@ def spatial_coherence(labels, spatial, *, n_neighbors: int = 6) -> float:
     if len(labels) != len(xy):
         msg = f"`labels` has {len(labels)} entries but `spatial` has shape {xy.shape}."
         raise ValueError(msg)
-    k = min(check_positive_int(n_neighbors, name="n_neighbors"), len(xy) - 1)
+    k = check_positive_int(n_neighbors, name="n_neighbors")
+    if k >= len(xy):
+        msg = f"`n_neighbors` = {k} needs at least {k + 1} points; got {len(xy)}. Lower `n_neighbors`."
+        raise ValueError(msg)
     idx = knn_without_self(cKDTree(xy), xy, k)[1].reshape(len(xy), k)
     return float((labels[idx] == labels[:, None]).mean())
 

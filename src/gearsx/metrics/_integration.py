@@ -12,6 +12,15 @@ from ._probe import linear_probe
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
 
 
+def _two_sets(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``a`` and ``b`` as finite float arrays with the same columns (one feature space), else raise."""
+    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    if a.shape[1] != b.shape[1]:
+        msg = f"`a` and `b` must live in the same space; got {a.shape[1]} and {b.shape[1]} columns."
+        raise ValueError(msg)
+    return a, b
+
+
 def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
     """Mean fraction of each cell's ``k`` physical neighbours that are also its ``k`` embedding neighbours.
 
@@ -32,6 +41,9 @@ def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
         msg = f"`embedding` and `coords` must have the same rows; got {len(z)} and {len(xy)}."
         raise ValueError(msg)
     labels = np.zeros(len(z), dtype=int) if groups is None else np.asarray(groups)
+    if len(labels) != len(z):
+        msg = f"`groups` has {len(labels)} entries but `embedding` has {len(z)} rows; pass one group per cell."
+        raise ValueError(msg)
     total, count = 0.0, 0
     for g in np.unique(labels):
         idx = np.flatnonzero(labels == g)
@@ -51,14 +63,14 @@ def domain_classifier_accuracy(a, b, *, n_splits: int = 5, random_state: int = 0
     0.5 means the two sets are linearly indistinguishable. Features are centred and
     scaled by one global factor (see the note in :func:`slide_separability`).
     """
-    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    a, b = _two_sets(a, b)
     y = np.r_[np.zeros(len(a)), np.ones(len(b))]
     return linear_probe(np.vstack([a, b]), y, n_splits=n_splits, random_state=random_state)
 
 
 def coral_distance(a, b) -> float:
     """CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` between the covariances of two sets."""
-    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    a, b = _two_sets(a, b)
     d = a.shape[1]
     return float(((np.cov(a, rowvar=False) - np.cov(b, rowvar=False)) ** 2).sum() / (4 * d * d))
 
@@ -67,7 +79,7 @@ def mmd_rbf(a, b, *, max_points: int = 2000, random_state: int = 0) -> float:
     """Biased squared MMD with a Gaussian kernel (median-heuristic bandwidth) on at most ``max_points`` rows each."""
     from scipy.spatial.distance import cdist
 
-    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    a, b = _two_sets(a, b)
     rng = as_rng(random_state)
     a = a[rng.choice(len(a), min(len(a), max_points), replace=False)]
     b = b[rng.choice(len(b), min(len(b), max_points), replace=False)]
@@ -91,10 +103,25 @@ def knn_mixing(a, b, *, k: int = 30, max_points: int = 5000, random_state: int =
     Returns
     -------
     ``{'mixing_entropy': ..., 'ilisi': ...}`` (means over points).
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.normal(size=(500, 2)), rng.normal(size=(500, 2))
+    >>> round(gx.metrics.knn_mixing(a, b + 100, k=10)["ilisi"], 2)  # far apart: separated
+    1.0
     """
-    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    a, b = _two_sets(a, b)
+    k = check_positive_int(k, name="k")
     rng = as_rng(random_state)
     m = min(len(a), len(b), max_points)
+    if k >= 2 * m:
+        msg = (
+            f"`k` = {k} neighbours need more than {k} points in all, but the two sets give {2 * m} "
+            f"({m} a side, the smaller set's size); lower `k` below {2 * m}."
+        )
+        raise ValueError(msg)
     x = np.vstack([a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]])
     label = np.r_[np.zeros(m), np.ones(m)]
     p = label[knn(x, k)[0]].mean(1)

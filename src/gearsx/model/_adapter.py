@@ -74,7 +74,8 @@ def alignment_report(z_sc: np.ndarray, z_st: np.ndarray, random_state: int) -> d
         "mmd": mmd_rbf(z_sc, z_st, max_points=1000, random_state=random_state),
         "centroid_distance": float(np.linalg.norm(z_sc.mean(0) - z_st.mean(0)) / max(rms_st, 1e-12)),
         "norm_ratio": float(np.linalg.norm(z_sc, axis=1).mean() / max(np.linalg.norm(z_st, axis=1).mean(), 1e-12)),
-        **knn_mixing(z_sc, z_st, random_state=random_state),
+        # 30 neighbours, fewer for a query too small to have them (knn_mixing pools m cells a side)
+        **knn_mixing(z_sc, z_st, k=min(30, 2 * min(len(z_sc), len(z_st)) - 1), random_state=random_state),
     }
 
 

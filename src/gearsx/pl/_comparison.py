@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,23 @@ def method_comparison(
     if not metrics:
         msg = "`metrics` is empty; name at least one column of `scores`."
         raise ValueError(msg)
+    if table.empty:
+        msg = "`scores` has no rows; pass one row per method and run."
+        raise ValueError(msg)
+    text = [m for m in metrics if not pd.api.types.is_numeric_dtype(table[m])]
+    if text:
+        msg = f"`scores` column(s) {text} are not numeric ({[str(table[m].dtype) for m in text]}); convert them first."
+        raise TypeError(msg)
     table[key] = table[key].astype(str)
+    for metric in metrics:
+        gaps = table.loc[table[metric].isna(), key]
+        if len(gaps):
+            warnings.warn(
+                f"`scores[{metric!r}]` is missing for {len(gaps)} row(s) (methods {sorted(set(gaps))}); "
+                "their bars average the other rows only.",
+                UserWarning,
+                stacklevel=2,
+            )
     order = list(dict.fromkeys(table[key]))
     fig, axes = _axes(ax, len(metrics), figsize=(3.6 * len(metrics), 3.4))
     for a, metric in zip(axes, metrics, strict=True):

@@ -108,6 +108,10 @@ def _warn_near_misses(adatas, common) -> None:
         )
 
 
+#: The flavours of :func:`scanpy.pp.highly_variable_genes`.
+HVG_FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
+
+
 def highly_variable_genes(
     adata: AnnData,
     *,
@@ -147,6 +151,18 @@ def highly_variable_genes(
     if batch_key is not None:
         check_slide_key(adata, batch_key, "batch_key")
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
+    if flavor not in HVG_FLAVORS:  # scanpy's own message names only two of them
+        msg = f"`flavor` must be one of {HVG_FLAVORS}; got {flavor!r}."
+        raise ValueError(msg)
+    x = get_matrix(adata, layer)
+    lowest = float((x.data if sp.issparse(x) else np.asarray(x)).min(initial=0.0))
+    if lowest < 0:  # scaled or centred values: scanpy would rank their exponentials without a word
+        where = f"layers[{layer!r}]" if layer else "X"
+        msg = (
+            f"`{where}` holds negative values (min {lowest:.3g}), as scaled or centred data do; gene choice needs "
+            "log-normalised expression (or counts with flavor='seurat_v3'): pass that layer with `layer`."
+        )
+        raise ValueError(msg)
     if flavor in ("seurat", "cell_ranger"):  # dispersions of log values: counts would rank genes by their mean
         check_log_expression(
             get_matrix(adata, layer),
@@ -301,9 +317,11 @@ def prepare(
     for a, name in ((st, "adata_st"), (sc, "adata_sc")):
         check_finite_matrix(a.X, name)
         _check_expression_range(a.X, name, layer)
+    # "st:" keeps a slide that happens to be called "sc" out of the SC cells' batch
+    st_batch = "st:" + (st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(st.n_obs, ""))
+    batch = np.concatenate([st_batch.astype(object), np.full(sc.n_obs, "sc", dtype=object)])
+    _check_every_batch_has_counts(batch, np.concatenate([empty_rows(st.X), empty_rows(sc.X)]), slide_key, st.n_vars)
     how_st, how_sc = _normalize_log(st, "adata_st"), _normalize_log(sc, "adata_sc")
-    st_batch = st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(st.n_obs, "st")
-    batch = np.concatenate([st_batch, np.full(sc.n_obs, "sc", dtype=object)])
     both = ad.AnnData(X=ad.concat([st, sc], join="inner").X, var=st.var[[]].copy())
     both.obs["gears_batch"] = batch
     highly_variable_genes(both, batch_key="gears_batch", n_top_genes=n_top_genes)
@@ -329,6 +347,24 @@ def prepare(
     for a in out:
         write_record(a, Key.prepare, params)
     return out[0], out[1]
+
+
+def _check_every_batch_has_counts(batch: np.ndarray, empty: np.ndarray, slide_key: str | None, n_genes: int) -> None:
+    """Raise before the genes are chosen when a slide, or the whole SC data set, has no count in the shared genes.
+
+    Such a batch holds no information, and scanpy's per-batch gene choice failed on it with
+    "Cannot cut empty array"; it is usually a wrong ``layer`` or gene identifiers that match by
+    chance.
+    """
+    for b in dict.fromkeys(batch):
+        if empty[batch == b].all():
+            where = "`adata_sc`" if b == "sc" else f"slide {b[3:]!r} of `adata_st`" if slide_key else "`adata_st`"
+            msg = (
+                f"{where} has no counts in the {n_genes} shared genes; check the matrix passed (`layer`, or `X` "
+                "emptied by an earlier step) and that the gene identifiers of both data sets mean the same genes, "
+                "or drop that data before `prepare`."
+            )
+            raise ValueError(msg)
 
 
 def _warn_empty(adata: AnnData, name: str) -> int:

@@ -105,6 +105,10 @@ def domain_representation(
     if not reps:
         msg = "`use_rep` is an empty list; give at least one obsm key."
         raise ValueError(msg)
+    twice = sorted({r for r in reps if reps.count(r) > 1})
+    if twice:  # fused twice, a block would silently carry double weight
+        msg = f"`use_rep` lists {twice} more than once; name each representation once."
+        raise ValueError(msg)
     blocks = [_block(adata, r) for r in reps]
     if len(blocks) == 1:
         x = blocks[0]

@@ -170,7 +170,8 @@ def fit_adapter(
     -------
     ``None``. Writes ``adata_sc.obsm[key_added]`` and ``adata_sc.uns['gears_adapter']``
     (``params``, and ``before``/``after`` diagnostics: ST-vs-SC domain-classifier balanced
-    accuracy, CORAL, MMD, centroid distance, norm ratio, kNN mixing entropy, iLISI; and
+    accuracy, CORAL, MMD, centroid distance, norm ratio, kNN mixing entropy and iLISI over 30
+    neighbours, or ``2 m - 1`` for a query of ``m < 16`` cells; and
     ``encoder_id``, the encoder's :attr:`~gearsx.model.SharedEncoder.fingerprint`, which
     :func:`gearsx.tl.reconstruct` compares with the model's). The adapter is attached to the
     encoder (``encoder.adapter``) and saved with it.
