@@ -652,7 +652,7 @@ def _cases() -> list[Case]:
         ),
         C(
             "reconstruct-n_patch-too-large",
-            on(lambda e: e.sc[:40].copy(), lambda e, a: gx.tl.reconstruct(a, e.geo)),
+            on(lambda e: e.sc[:40].copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, n_patch=64)),
             ValueError,
             "pass n_patch=40",
         ),

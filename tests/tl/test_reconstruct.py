@@ -38,6 +38,21 @@ def test_reconstruct_simulator_beats_pca(trained_encoder, trained_gears):
     assert sc.obsp["connectivities"].shape == (3000, 3000)
 
 
+def test_reconstruct_defaults_take_a_plate_of_a_few_hundred_cells(trained_encoder, trained_gears):
+    """Fewer cells than the default patch (384): one patch of all of them, not an error asking for one."""
+    st, geo = trained_gears
+    cells = trained_encoder[1][:300].copy()
+    gx.tl.reconstruct(cells, geo, anchor=None, progress=False, random_state=0)
+    rec = cells.uns["gears"]["reconstruct"]
+    assert rec["params"]["n_patch"] == 300
+    assert rec["n_patches"] >= 1
+    same = trained_encoder[1][:300].copy()
+    gx.tl.reconstruct(same, geo, n_patch=300, anchor=None, progress=False, random_state=0)
+    np.testing.assert_array_equal(cells.obsm["X_gears_spatial"], same.obsm["X_gears_spatial"])
+    m = gx.metrics.evaluate_adata(cells, "X_gears_spatial", "spatial_gt")
+    assert float(m["spearman"].iloc[0]) > 0.3  # a layout, not noise (the test model is trained briefly)
+
+
 def test_reconstruct_bad_input(trained_encoder, trained_gears):
     sc = trained_encoder[1][:500].copy()
     st, geo = trained_gears
@@ -45,6 +60,8 @@ def test_reconstruct_bad_input(trained_encoder, trained_gears):
         gx.tl.reconstruct(sc, geo, n_patch=1000)
     with pytest.raises(ValueError, match="min_overlap`=64 must be smaller than `n_patch`=48"):
         gx.tl.reconstruct(sc, geo, n_patch=48)
+    with pytest.raises(ValueError, match="min_overlap`=64 must be smaller than `n_patch`=40"):  # one patch of 40
+        gx.tl.reconstruct(sc[:40].copy(), geo)
     with pytest.raises(ValueError, match="`smooth_k`=500 must be smaller than the number of cells"):
         gx.tl.reconstruct(sc, geo, n_patch=128, smooth_k=500)
     no_emb = sc.copy()

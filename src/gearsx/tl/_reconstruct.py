@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 #: Fewest cells in a patch (and so in a reconstruction).
 _MIN_PATCH = 16
+#: Cells per patch at ``n_patch=None`` (the largest training miniset), or all cells when fewer.
+DEFAULT_N_PATCH = 384
 
 
 @renamed_arguments(embedding_key="use_rep", knn="n_neighbors")
@@ -38,7 +40,7 @@ def reconstruct(
     model: GEARS,
     *,
     use_rep: str = Key.embedding,
-    n_patch: int = 384,
+    n_patch: int | None = None,
     min_overlap: int = 64,
     coverage: int = 2,
     prune: bool = False,
@@ -101,7 +103,9 @@ def reconstruct(
         model kept it (:meth:`gearsx.model.GEARS.train`), another encoder's embeddings are an error,
         and so, when anchoring, are ST data embedded again after the model was trained.
     n_patch
-        Cells per patch (the model's training miniset sizes are 128-384).
+        Cells per patch. ``None`` (default): 384 (the model's training miniset sizes are 128-384),
+        or all the cells, one patch, when there are fewer (a plate of a few hundred cells). A
+        number larger than the data is an error.
     min_overlap
         Cells each patch is guaranteed to share with at least one other patch (the cover
         is repaired where needed, see :func:`gearsx.geometry.random_walk_patches`); must be
@@ -415,6 +419,7 @@ def _checked_sizes(
     if n_obs < _MIN_PATCH:
         msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {n_obs}."
         raise ValueError(msg)
+    n_patch = min(DEFAULT_N_PATCH, n_obs) if n_patch is None else n_patch
     n_patch = check_positive_int(n_patch, name="n_patch", minimum=_MIN_PATCH)
     if n_patch > n_obs:
         msg = (
