@@ -164,3 +164,24 @@ def test_method_comparison_refuses_what_it_would_misdraw():
     with pytest.raises(ValueError, match="no rows"):
         gx.pl.method_comparison(scores.iloc[:0], metrics=["spearman"], show=False)
     plt.close("all")
+
+
+def test_reconstruction_draws_cells_without_a_value_in_grey(stitched):
+    """A categorical or numeric colour with missing values: those cells were left out of the picture."""
+    a = stitched.copy()
+    labels = a.obs["domain"].astype(object).to_numpy()
+    labels[:50] = np.nan
+    a.obs["domain"] = pd.Categorical(labels)
+    a.obs["score"] = np.where(np.arange(a.n_obs) < 30, np.nan, np.linspace(0, 1, a.n_obs))
+    for color, n_missing in (("domain", 50), ("score", 30)):
+        axes = gx.pl.reconstruction(a, color=color, gt_key=None, show=False)
+        ax = axes[0] if isinstance(axes, list) else axes
+        assert sum(len(c.get_offsets()) for c in ax.collections) == a.n_obs
+        grey = [c for c in ax.collections if c.get_label() == "NA"]
+        assert len(grey) == 1
+        assert len(grey[0].get_offsets()) == n_missing
+        plt.close("all")
+    axes = gx.pl.reconstruction(a, color="domain", gt_key=None, show=False)
+    ax = axes[0] if isinstance(axes, list) else axes
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["NA", "left", "right"]
+    plt.close("all")

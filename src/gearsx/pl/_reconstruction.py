@@ -62,6 +62,10 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
     return [palette[i % len(palette)] for i in range(len(cats))]
 
 
+#: Colour of observations without a value (scanpy's ``na_color``).
+NA_COLOR = "lightgray"
+
+
 def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """``pred`` moved onto ``gt`` by the best similarity transform (Procrustes with scale, reflections allowed)."""
     from gearsx.geometry import procrustes
@@ -81,6 +85,11 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c="0.3", linewidths=0, rasterized=len(xy) > 5000)
         return
     values = adata.obs[color] if color in adata.obs else pd.Series(adata.obs_vector(color), index=adata.obs_names)
+    missing = np.asarray(values.isna())
+    if missing.any():  # drawn in grey, as scanpy's na_color, not left out of the picture
+        ax.scatter(
+            xy[missing, 0], xy[missing, 1], s=size, color=NA_COLOR, label="NA", linewidths=0, rasterized=len(xy) > 5000
+        )
     if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object:
         cats = pd.Categorical(values)
         colors = _category_colors(adata, color, list(cats.categories), palette)
@@ -97,10 +106,10 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
             )
     else:
         sc_ = ax.scatter(
-            xy[:, 0],
-            xy[:, 1],
+            xy[~missing, 0],
+            xy[~missing, 1],
             s=size,
-            c=np.asarray(values, dtype=float),
+            c=np.asarray(values, dtype=float)[~missing],
             cmap=cmap,
             linewidths=0,
             rasterized=len(xy) > 5000,
