@@ -958,6 +958,28 @@ def _cases() -> list[Case]:
             "non-empty",
         ),
         C(
+            "stitch-float-indices",
+            on(
+                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
+                lambda e, a: gx.tl.stitch(
+                    a, [(np.arange(30) + 0.5, np.random.default_rng(0).normal(size=(30, 2)))]
+                ),  # was truncated to 0..29 without a word
+            ),
+            TypeError,
+            "integer positions",
+        ),
+        C(
+            "stitch-mask-indices",
+            on(
+                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
+                lambda e, a: gx.tl.stitch(
+                    a, [(np.arange(30) < 30, np.random.default_rng(0).normal(size=(30, 2)))]
+                ),  # was read as positions 0 and 1
+            ),
+            TypeError,
+            "flatnonzero",
+        ),
+        C(
             "stitch-uncovered-cells",
             on(
                 lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),

@@ -148,7 +148,12 @@ def checked_patches(patch_indices, patch_coords, n_obs: int) -> tuple[list[np.nd
         raise ValueError(msg)
     idx_list, y_list = [], []
     for p, (ix, xy) in enumerate(zip(patch_indices, patch_coords, strict=True)):
-        ix = np.asarray(ix, dtype=np.int64)
+        raw = np.asarray(ix)
+        if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer) or raw.size == 0):
+            hint = " (a boolean mask: pass `np.flatnonzero(mask)`)" if raw.dtype == bool else ""
+            msg = f"Patch {p}: cell indices must be integer positions; got dtype {raw.dtype}{hint}."
+            raise TypeError(msg)  # a float index was truncated towards zero, a mask read as positions 0 and 1
+        ix = raw.astype(np.int64, copy=False)
         xy = check_coords(xy, name=f"patch_coords[{p}]", min_points=3, n_dims=2)
         if ix.ndim != 1 or len(ix) != len(xy):
             msg = f"Patch {p}: {len(ix)} indices for {len(xy)} coordinate rows; they must match."
