@@ -608,6 +608,36 @@ def _cases() -> list[Case]:
             "embedding dimensions",
         ),
         C(
+            "gears-predict-mask-indices",  # was cast to positions 0 and 1: a set of two spots, repeated
+            plain(lambda e: e.geo.predict_geometry(e.st, np.arange(e.st.n_obs) < 40), watch=lambda e: [e.st]),
+            TypeError,
+            "flatnonzero",
+        ),
+        C(
+            "gears-predict-repeated-indices",
+            plain(lambda e: e.geo.predict_geometry(e.st, np.r_[np.arange(40), 3]), watch=lambda e: [e.st]),
+            ValueError,
+            "repeats an index",
+        ),
+        C(
+            "encoder-latent-float-indices",  # truncated towards zero by numpy
+            plain(lambda e: e.enc.get_latent_representation(e.st, indices=np.arange(10) + 0.5), watch=lambda e: [e.st]),
+            TypeError,
+            "integer positions",
+        ),
+        C(
+            "encoder-latent-negative-indices",  # counted from the end by numpy
+            plain(lambda e: e.enc.get_latent_representation(e.st, indices=np.array([-1])), watch=lambda e: [e.st]),
+            IndexError,
+            "outside",
+        ),
+        C(
+            "encoder-latent-batch_size-0",  # was the default batch without a word
+            plain(lambda e: e.enc.get_latent_representation(e.st, batch_size=0), watch=lambda e: [e.st]),
+            ValueError,
+            "batch_size",
+        ),
+        C(
             "gears-predict-negative-refine_steps",
             plain(lambda e: e.geo.predict_geometry(e.st, np.arange(40), refine_steps=-1), watch=lambda e: [e.st]),
             ValueError,

@@ -10,6 +10,7 @@ from ._validation import (
     check_coords,
     check_fraction,
     check_nonnegative_number,
+    check_positions,
     check_positive_int,
     check_positive_number,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "resolve_client",
     "check_coords",
     "check_fraction",
+    "check_positions",
     "check_nonnegative_number",
     "check_positive_int",
     "check_positive_number",

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_coords", "check_positive_int"]
+__all__ = ["check_coords", "check_positions", "check_positive_int"]
 
 
 def check_coords(x, *, name: str = "X", min_points: int = 1, n_dims: int | None = None) -> np.ndarray:
@@ -77,3 +77,37 @@ def check_positive_number(value, *, name: str, hint: str = "") -> float:
         msg = f"`{name}` must be a positive number{hint}; got {value!r}."
         raise ValueError(msg)
     return v
+
+
+def check_positions(
+    index,
+    n: int,
+    *,
+    name: str,
+    min_size: int = 0,
+    unique: bool = False,
+    range_error: type[Exception] = IndexError,
+) -> np.ndarray:
+    """Return ``index`` as a 1-D ``int64`` array of positions in ``[0, n)``, or raise naming ``name``.
+
+    numpy would read a boolean mask as positions 0 and 1 once cast, truncate float positions
+    towards zero, and count negative ones from the end; each is refused here, the mask with the
+    fix (``np.flatnonzero``).
+    """
+    raw = np.asarray(index)
+    if raw.dtype == bool or (raw.size and not np.issubdtype(raw.dtype, np.integer)):
+        hint = " (a boolean mask: pass `np.flatnonzero(mask)`)" if raw.dtype == bool else ""
+        msg = f"{name} must hold integer positions; got dtype {raw.dtype}{hint}."
+        raise TypeError(msg)
+    if raw.ndim != 1 or len(raw) < min_size:
+        at_least = f" of at least {min_size} observations" if min_size else ""
+        msg = f"{name} must be a 1-D index array{at_least}; got shape {raw.shape}."
+        raise ValueError(msg)
+    out = raw.astype(np.int64, copy=False)
+    if out.size and (out.min() < 0 or out.max() >= n):
+        msg = f"{name} has indices outside [0, {n})."
+        raise range_error(msg)
+    if unique and len(np.unique(out)) != len(out):
+        msg = f"{name} repeats an index; each observation may appear once."
+        raise ValueError(msg)
+    return out

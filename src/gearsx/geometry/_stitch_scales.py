@@ -14,7 +14,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import lsqr
 from scipy.spatial import cKDTree
 
-from gearsx._utils import check_coords, index_dtype
+from gearsx._utils import check_coords, check_positions, index_dtype
 
 from ._cover import patch_incidence
 from ._gauge import gauge_fix
@@ -148,21 +148,10 @@ def checked_patches(patch_indices, patch_coords, n_obs: int) -> tuple[list[np.nd
         raise ValueError(msg)
     idx_list, y_list = [], []
     for p, (ix, xy) in enumerate(zip(patch_indices, patch_coords, strict=True)):
-        raw = np.asarray(ix)
-        if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer) or raw.size == 0):
-            hint = " (a boolean mask: pass `np.flatnonzero(mask)`)" if raw.dtype == bool else ""
-            msg = f"Patch {p}: cell indices must be integer positions; got dtype {raw.dtype}{hint}."
-            raise TypeError(msg)  # a float index was truncated towards zero, a mask read as positions 0 and 1
-        ix = raw.astype(np.int64, copy=False)
+        ix = check_positions(ix, n_obs, name=f"Patch {p}", unique=True, range_error=ValueError)
         xy = check_coords(xy, name=f"patch_coords[{p}]", min_points=3, n_dims=2)
-        if ix.ndim != 1 or len(ix) != len(xy):
+        if len(ix) != len(xy):
             msg = f"Patch {p}: {len(ix)} indices for {len(xy)} coordinate rows; they must match."
-            raise ValueError(msg)
-        if ix.min() < 0 or ix.max() >= n_obs:
-            msg = f"Patch {p} holds cell indices outside [0, n_obs={n_obs})."
-            raise ValueError(msg)
-        if len(np.unique(ix)) != len(ix):
-            msg = f"Patch {p} repeats a cell index; each cell may appear once per patch."
             raise ValueError(msg)
         if not (xy.max(0) - xy.min(0) > 0).any():
             msg = (

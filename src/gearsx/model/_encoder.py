@@ -9,6 +9,7 @@ from gearsx._anndata import check_obsm_key, dense_row_batches, get_obs_rep, reso
 from gearsx._keys import Key
 from gearsx._utils import (
     check_nonnegative_number,
+    check_positions,
     check_positive_int,
     check_positive_number,
     doc_params,
@@ -264,7 +265,7 @@ class SharedEncoder(GearsModelBase):
         adata
             Any AnnData with the model's genes in the same order (ST or SC).
         indices
-            Subset of observations.
+            Integer positions of a subset of observations (for a boolean mask, ``np.flatnonzero(mask)``).
         batch_size
             Rows per forward pass (default 4096).
         layer
@@ -332,6 +333,10 @@ class SharedEncoder(GearsModelBase):
             raise RuntimeError(msg)
         adata = self.adata if adata is None else adata
         _check_var_names(adata, self.adata.var_names)
+        if indices is not None:
+            indices = check_positions(indices, adata.n_obs, name="`indices`")
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, name="batch_size")
         layer = self.setup_args["layer"] if layer is True else layer
         x = get_obs_rep(adata, layer=layer, arg="layer", hint=_LAYER_HINT)  # as stored: sparse, backed or dask
         source = f"layers[{layer!r}]" if layer else "X"

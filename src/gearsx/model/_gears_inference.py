@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._anndata import check_obsm_key
-from gearsx._utils import check_positive_int, check_positive_number
+from gearsx._utils import check_positions, check_positive_int, check_positive_number
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -82,14 +82,10 @@ class GearsInferenceMixin:
         emb = self.check_embedding(emb)
         single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
         sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
-        sets = [np.asarray(s, dtype=np.int64) for s in sets]
-        for i, s in enumerate(sets):
-            if s.ndim != 1 or len(s) < 3:
-                msg = f"Set {i} of `indices` must be a 1-D index array of at least 3 observations; got shape {s.shape}."
-                raise ValueError(msg)
-            if s.min() < 0 or s.max() >= len(emb):
-                msg = f"Set {i} of `indices` has indices outside [0, {len(emb)})."
-                raise IndexError(msg)
+        sets = [
+            check_positions(s, len(emb), name=f"Set {i} of `indices`", min_size=3, unique=True)
+            for i, s in enumerate(sets)
+        ]
         return emb, sets, single
 
     def predict_geometry(
