@@ -150,6 +150,14 @@ def _fresh_st(e: Env) -> ad.AnnData:
     return a
 
 
+def _one_patch(indices: np.ndarray):
+    """A row: ``gx.tl.stitch`` on 30 cells given one patch, ``indices`` with random coordinates."""
+    coords = np.random.default_rng(0).normal(size=(len(indices), 2))
+    return on(
+        lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)), lambda e, a: gx.tl.stitch(a, [(indices, coords)])
+    )
+
+
 def on(build: Callable[[Env], ad.AnnData], call: Callable[[Env, ad.AnnData], object]):
     """A row whose call gets a fresh AnnData built from the environment; that AnnData is watched."""
 
@@ -987,37 +995,9 @@ def _cases() -> list[Case]:
             ValueError,
             "non-empty",
         ),
-        C(
-            "stitch-float-indices",
-            on(
-                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
-                lambda e, a: gx.tl.stitch(
-                    a, [(np.arange(30) + 0.5, np.random.default_rng(0).normal(size=(30, 2)))]
-                ),  # was truncated to 0..29 without a word
-            ),
-            TypeError,
-            "integer positions",
-        ),
-        C(
-            "stitch-mask-indices",
-            on(
-                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
-                lambda e, a: gx.tl.stitch(
-                    a, [(np.arange(30) < 30, np.random.default_rng(0).normal(size=(30, 2)))]
-                ),  # was read as positions 0 and 1
-            ),
-            TypeError,
-            "flatnonzero",
-        ),
-        C(
-            "stitch-uncovered-cells",
-            on(
-                lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
-                lambda e, a: gx.tl.stitch(a, [(np.arange(20), np.random.default_rng(0).normal(size=(20, 2)))]),
-            ),
-            ValueError,
-            "in no patch",
-        ),
+        C("stitch-float-indices", _one_patch(np.arange(30) + 0.5), TypeError, "integer positions"),  # was 0..29
+        C("stitch-mask-indices", _one_patch(np.arange(30) < 30), TypeError, "flatnonzero"),  # was positions 0, 1
+        C("stitch-uncovered-cells", _one_patch(np.arange(20)), ValueError, "in no patch"),
         # metrics
         C(
             "metrics-length-mismatch",
