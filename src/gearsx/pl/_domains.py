@@ -12,7 +12,7 @@ from gearsx._anndata import check_obs_key, obsm_coords
 from gearsx._keys import Key
 from gearsx._utils import check_fraction, check_positive_number, renamed_arguments
 
-from ._reconstruction import _axes, _category_colors, _finish
+from ._reconstruction import NA_COLOR, _axes, _category_colors, _finish
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -150,7 +150,7 @@ def domains(
         colors = _category_colors(adata, k, list(cats.categories), palette)
         if found is not None:
             a.imshow(image, zorder=0)
-        face = np.array([colors[c] if c >= 0 else (0.8, 0.8, 0.8) for c in cats.codes], dtype=object)
+        face = np.array([colors[c] if c >= 0 else NA_COLOR for c in cats.codes], dtype=object)
         coll = EllipseCollection(
             widths=np.full(len(pos), diam),
             heights=np.full(len(pos), diam),

@@ -62,8 +62,8 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
     return [palette[i % len(palette)] for i in range(len(cats))]
 
 
-#: Colour of observations without a value (scanpy's ``na_color``).
-NA_COLOR = "lightgray"
+#: Colour of observations without a value, in every gearsx plot (scanpy's ``na_color`` is as light a grey).
+NA_COLOR = (0.8, 0.8, 0.8)
 
 
 def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

@@ -165,7 +165,7 @@ def highly_variable_genes(
         raise ValueError(msg)
     if flavor in ("seurat", "cell_ranger"):  # dispersions of log values: counts would rank genes by their mean
         check_log_expression(
-            get_matrix(adata, layer),
+            x,
             f"layers[{layer!r}]" if layer else "X",
             f"flavor={flavor!r} expects log-normalised expression: normalise and log-transform first, "
             "or pass flavor='seurat_v3' (which expects the counts)",
