@@ -150,6 +150,13 @@ def _fresh_st(e: Env) -> ad.AnnData:
     return a
 
 
+def _ring(n: int):
+    """A ring graph of ``n`` nodes (each linked to the next), as a sparse adjacency."""
+    nxt = np.roll(np.arange(n), -1)
+    a = sp.csr_matrix((np.ones(n), (np.arange(n), nxt)), shape=(n, n))
+    return (a + a.T).tocsr()
+
+
 def _one_patch(indices: np.ndarray):
     """A row: ``gx.tl.stitch`` on 30 cells given one patch, ``indices`` with random coordinates."""
     coords = np.random.default_rng(0).normal(size=(len(indices), 2))
@@ -732,6 +739,32 @@ def _cases() -> list[Case]:
             plain(lambda e: gx.geometry.locality_graph(np.asarray(e.sc.obsm["X_gears"])[:300], k=10, jaccard=1.5)),
             ValueError,
             "`jaccard` must be a number in",
+        ),
+        C(
+            "walk-patches-restart-one",  # every walker jumped back into its patch forever: the call never returned
+            plain(lambda e: gx.geometry.random_walk_patches(_ring(60), 20, restart=1.0)),
+            ValueError,
+            "`restart` must be below 1",
+        ),
+        C(
+            "walk-patches-max_patches-0",  # `max_patches or default`: 0 meant the default limit
+            plain(lambda e: gx.geometry.random_walk_patches(_ring(60), 20, max_patches=0)),
+            ValueError,
+            "max_patches",
+        ),
+        C(
+            "spatial_edges-groups-length",  # the first 10 points were grouped, the others ignored
+            plain(
+                lambda e: gx.geometry.spatial_edges(np.random.default_rng(0).uniform(size=(60, 2)), groups=np.zeros(10))
+            ),
+            ValueError,
+            "one group (slide) per point",
+        ),
+        C(
+            "expected_distance-negative-variance",  # read as no scatter
+            plain(lambda e: gx.geometry.expected_distance(np.ones(3), np.array([1.0, -1.0, 0.0]))),
+            ValueError,
+            "non-negative",
         ),
         C(
             "fuse_anchor-nan-weight",

@@ -235,3 +235,29 @@ def test_communities_that_share_no_cells_are_laid_side_by_side(rng):
     assert x[:300, 0].max() < x[300:, 0].min() or x[300:, 0].max() < x[:300, 0].min()  # apart, not on top
     assert gx.metrics.distance_correlation(x[:300], left) > 0.99
     assert gx.metrics.distance_correlation(x[300:], right) > 0.99
+
+
+def test_cover_helpers_name_what_is_wrong():
+    """Arguments that failed deep in numpy/SciPy, or (restart=1) made the cover walk forever."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(size=(100, 2))
+    graph = kneighbors_graph(xy, 6, include_self=False)
+    graph = (graph + graph.T).tocsr()
+    with pytest.raises(ValueError, match="`restart` must be below 1"):
+        random_walk_patches(graph, 20, restart=1.0)
+    with pytest.raises(ValueError, match=r"`revisit` must be a number in \[0, 1\]"):
+        random_walk_patches(graph, 20, revisit=-0.5)
+    with pytest.raises(ValueError, match="square"):
+        random_walk_patches(graph[:, :90], 20)
+    with pytest.raises(IndexError, match="Patch 1 has indices outside"):
+        best_overlaps([np.arange(10), np.arange(5, 300)], 100)
+    patches = random_walk_patches(graph, 30, random_state=0)
+    coords = [xy[p] for p in patches]
+    # the residuals: zero for patches that are exact copies of the layout, and clear errors otherwise
+    np.testing.assert_allclose(gx.geometry.patch_residuals(patches, coords, xy), 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match="Patch 0: 30 indices for 29 coordinate rows"):
+        gx.geometry.patch_residuals(patches, [coords[0][:-1], *coords[1:]], xy)
+    with pytest.raises(ValueError, match="must pair up"):
+        gx.geometry.patch_residuals(patches, coords[:-1], xy)
+    with pytest.raises(ValueError, match="2-D"):
+        gx.geometry.shuffled(np.arange(10))

@@ -28,6 +28,7 @@ from gearsx._utils import (
     check_coords,
     check_fraction,
     check_nonnegative_number,
+    check_positions,
     check_positive_int,
     check_positive_number,
     index_dtype,
@@ -282,6 +283,9 @@ def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
     """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`)."""
     rng = as_rng(random_state)
     x = np.asarray(x)
+    if x.ndim != 2:
+        msg = f"`x` must be a 2-D (rows, features) array; got shape {x.shape}."
+        raise ValueError(msg)
     rows = np.arange(len(x), dtype=index_dtype(len(x)))
     return np.take_along_axis(x, rng.permuted(np.tile(rows[:, None], (1, x.shape[1])), axis=0), axis=0)
 
@@ -463,9 +467,17 @@ def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], l
     ``(n,)`` residuals (``0`` for a cell in no patch).
     """
     xy = check_coords(layout, name="layout", n_dims=2)
+    if len(patches) != len(patch_coords):
+        msg = f"`patches` and `patch_coords` must pair up; got {len(patches)} and {len(patch_coords)}."
+        raise ValueError(msg)
     total = np.zeros(len(xy))
     count = np.zeros(len(xy))
-    for idx, y in zip(patches, patch_coords, strict=True):
+    for p, (idx, y) in enumerate(zip(patches, patch_coords, strict=True)):
+        idx = check_positions(idx, len(xy), name=f"Patch {p}", unique=True)
+        y = check_coords(y, name=f"patch_coords[{p}]", n_dims=2)
+        if len(y) != len(idx):
+            msg = f"Patch {p}: {len(idx)} indices for {len(y)} coordinate rows; they must match."
+            raise ValueError(msg)
         target = xy[idx]
         total[idx] += ((_similarity_fit(y, target) - target) ** 2).sum(1)
         count[idx] += 1

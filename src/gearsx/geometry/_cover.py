@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from gearsx._utils import as_rng, check_positive_int
+from gearsx._utils import as_rng, check_fraction, check_positions, check_positive_int
 
 __all__ = ["best_overlaps", "random_walk_patches"]
 
@@ -94,6 +94,15 @@ def random_walk_patches(
     n = a.shape[0]
     patch_size = check_positive_int(patch_size, name="patch_size", minimum=2)
     coverage = check_positive_int(coverage, name="coverage")
+    if a.shape[0] != a.shape[1]:
+        msg = f"`adjacency` must be a square (n, n) graph; got shape {a.shape}."
+        raise ValueError(msg)
+    if not check_fraction(restart, name="restart") < 1:  # walkers that always jump back never reach a new cell
+        msg = "`restart` must be below 1: at 1 every walker jumps back into the patch at each step, which never grows."
+        raise ValueError(msg)
+    check_fraction(revisit, name="revisit")
+    if max_patches is not None:
+        max_patches = check_positive_int(max_patches, name="max_patches")
     rng = as_rng(random_state)
     indptr, indices = a.indptr, a.indices
     deg = np.diff(indptr)
@@ -194,6 +203,7 @@ def patch_incidence(patches: list[np.ndarray], n: int) -> sp.csr_matrix:
 
 def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
     """For each patch, the most cells it shares with another patch, and that partner (-1 for none)."""
+    patches = [check_positions(p, n, name=f"Patch {i}") for i, p in enumerate(patches)]
     if len(patches) < 2:
         return np.zeros(len(patches), dtype=np.int64), np.full(len(patches), -1)
     inc = patch_incidence(patches, n).T.tocsr()  # patches x cells

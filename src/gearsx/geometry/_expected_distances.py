@@ -36,6 +36,9 @@ def expected_distance(mean_distance: np.ndarray, variance: np.ndarray) -> np.nda
     """
     m = np.asarray(mean_distance, dtype=np.float64)
     v = np.asarray(variance, dtype=np.float64)
+    if not (np.all(v >= 0) and np.all(m >= 0)):  # a negative variance read as no scatter; NaN fails here too
+        msg = "`mean_distance` and `variance` must be non-negative (and not NaN)."
+        raise ValueError(msg)
     scattered = v > 1e-12 * np.maximum(m**2, 1e-300)
     sigma = np.sqrt(np.where(scattered, v, 1.0) / 2)
     h = m**2 / (4 * sigma**2)

@@ -115,6 +115,9 @@ def group_knn(
     per group, fast in two or three dimensions).
     """
     labels = np.zeros(len(x), dtype=np.int64) if groups is None else np.asarray(groups)
+    if len(labels) != len(x):  # np.unique would group the first rows only, or index past the points
+        msg = f"`groups` has {len(labels)} entries for {len(x)} points; pass one group (slide) per point."
+        raise ValueError(msg)
     values, codes = np.unique(labels, return_inverse=True)
     for g, value in enumerate(values):
         rows = np.flatnonzero(codes == g)
