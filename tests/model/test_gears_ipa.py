@@ -120,6 +120,8 @@ def test_attention_plots(ipa_model):
     assert set(table["path"]) == {"inference", "oracle"}
     with pytest.raises(ValueError, match="not among"):
         gx.tl.attention(st, geo, query_cells=[0, st.n_obs - 1], n_cells=10)
+    with pytest.raises(TypeError, match="neither an `obs_names` entry nor an integer"):  # was truncated to 2
+        gx.tl.attention(st, geo, query_cells=[2.7], n_cells=10)
     with pytest.raises(TypeError, match="never runs a model"):
         gx.pl.attention(st, geo, show=False)
     with pytest.raises(TypeError, match="never runs a model"):

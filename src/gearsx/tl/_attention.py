@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -48,6 +49,9 @@ def _query_positions(adata: AnnData, query_cells) -> np.ndarray:
                 raise KeyError(msg)
             out.append(adata.obs_names.get_loc(q))
         else:
+            if isinstance(q, bool | np.bool_) or not isinstance(q, numbers.Integral):  # int() truncated 2.7 to 2
+                msg = f"query cell {q!r} is neither an `obs_names` entry nor an integer position."
+                raise TypeError(msg)
             q = int(q)
             if not 0 <= q < adata.n_obs:
                 msg = f"query position {q} is outside [0, {adata.n_obs})."
@@ -106,7 +110,7 @@ def attention(
     truth_key
         ``obsm`` key of true positions (needed for ``oracle``; default as for ``basis``).
     n_cells
-        Miniset size.
+        Miniset size (all the cells when ``adata`` has fewer; the size used is in ``params``).
     oracle
         Run the oracle path (true spatial edges, gate off) instead of the inference path.
     key_added
