@@ -28,12 +28,12 @@ from gearsx._utils import (
     check_coords,
     check_fraction,
     check_nonnegative_number,
-    check_positions,
     check_positive_int,
     check_positive_number,
     index_dtype,
 )
 
+from ._cover import checked_patch
 from ._gauge import _similarity_fit
 from ._knn import knn_index, knn_matrix, knn_query
 
@@ -473,11 +473,7 @@ def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], l
     total = np.zeros(len(xy))
     count = np.zeros(len(xy))
     for p, (idx, y) in enumerate(zip(patches, patch_coords, strict=True)):
-        idx = check_positions(idx, len(xy), name=f"Patch {p}", unique=True)
-        y = check_coords(y, name=f"patch_coords[{p}]", n_dims=2)
-        if len(y) != len(idx):
-            msg = f"Patch {p}: {len(idx)} indices for {len(y)} coordinate rows; they must match."
-            raise ValueError(msg)
+        idx, y = checked_patch(p, idx, y, len(xy))
         target = xy[idx]
         total[idx] += ((_similarity_fit(y, target) - target) ** 2).sum(1)
         count[idx] += 1

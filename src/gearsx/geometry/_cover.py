@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from gearsx._utils import as_rng, check_fraction, check_positions, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_fraction, check_positions, check_positive_int
 
 __all__ = ["best_overlaps", "random_walk_patches"]
 
@@ -199,6 +199,22 @@ def patch_incidence(patches: list[np.ndarray], n: int) -> sp.csr_matrix:
     return sp.csr_matrix(
         (np.ones(len(cols), dtype=np.float32), (np.concatenate(patches), cols)), shape=(n, len(patches))
     )
+
+
+def checked_patch(
+    p: int, index, coords, n: int, *, min_points: int = 1, range_error: type[Exception] = IndexError
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return patch ``p``'s cell positions and ``(len, 2)`` coordinates, validated against ``n`` cells.
+
+    Positions must be distinct integers in ``[0, n)``, the coordinates finite with one row per
+    position; errors name the patch.
+    """
+    idx = check_positions(index, n, name=f"Patch {p}", unique=True, range_error=range_error)
+    xy = check_coords(coords, name=f"patch_coords[{p}]", min_points=min_points, n_dims=2)
+    if len(idx) != len(xy):
+        msg = f"Patch {p}: {len(idx)} indices for {len(xy)} coordinate rows; they must match."
+        raise ValueError(msg)
+    return idx, xy
 
 
 def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:

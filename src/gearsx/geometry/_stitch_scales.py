@@ -14,9 +14,9 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import lsqr
 from scipy.spatial import cKDTree
 
-from gearsx._utils import check_coords, check_positions, index_dtype
+from gearsx._utils import index_dtype
 
-from ._cover import patch_incidence
+from ._cover import checked_patch, patch_incidence
 from ._gauge import gauge_fix
 from ._order import sort_within_groups
 
@@ -148,11 +148,7 @@ def checked_patches(patch_indices, patch_coords, n_obs: int) -> tuple[list[np.nd
         raise ValueError(msg)
     idx_list, y_list = [], []
     for p, (ix, xy) in enumerate(zip(patch_indices, patch_coords, strict=True)):
-        ix = check_positions(ix, n_obs, name=f"Patch {p}", unique=True, range_error=ValueError)
-        xy = check_coords(xy, name=f"patch_coords[{p}]", min_points=3, n_dims=2)
-        if len(ix) != len(xy):
-            msg = f"Patch {p}: {len(ix)} indices for {len(xy)} coordinate rows; they must match."
-            raise ValueError(msg)
+        ix, xy = checked_patch(p, ix, xy, n_obs, min_points=3, range_error=ValueError)
         if not (xy.max(0) - xy.min(0) > 0).any():
             msg = (
                 f"`patch_coords[{p}]` places all {len(xy)} cells at one point: it holds no geometry to stitch. "
