@@ -903,6 +903,12 @@ def _cases() -> list[Case]:
             "sc.pp.pca",
         ),
         C(
+            "domains-refine-too-many-neighbours",  # clipped to each slide's size: a vote over whole slides
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, refine=True, n_spatial_neighbors=10**6)),
+            ValueError,
+            "largest slide",
+        ),
+        C(
             "domains-refine-missing-spatial",
             on(
                 lambda e: _with(e.st, lambda a: a.obsm.pop("spatial")),

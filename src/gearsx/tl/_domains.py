@@ -226,7 +226,8 @@ def cluster_domains(
     refine
         Spatial majority-vote refinement.
     n_spatial_neighbors
-        Physical neighbours in the vote (formerly ``refine_k``).
+        Physical neighbours in the vote (formerly ``refine_k``); fewer than the largest slide's
+        spots. A smaller slide votes over all its other spots.
     spatial_key
         ``obsm`` key of the coordinates (for ``refine``).
     slide_key
@@ -303,6 +304,13 @@ def cluster_domains(
         n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
         if slide_key is not None:
             groups = adata.obs[slide_key].to_numpy()
+        largest = int(pd.Series(groups).value_counts().max()) if groups is not None else adata.n_obs
+        if n_spatial_neighbors >= largest:  # every slide would vote over all its spots: no neighbourhood left
+            msg = (
+                f"`n_spatial_neighbors`={n_spatial_neighbors} needs more spots than the largest slide holds "
+                f"({largest}); lower it (6 is the first ring of a Visium grid)."
+            )
+            raise ValueError(msg)
 
     x = domain_representation(adata, use_rep, n_pcs=n_pcs, slide_key=slide_key, random_state=random_state)
     emb = None
