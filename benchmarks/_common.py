@@ -44,6 +44,11 @@ def mean_sd_markdown(table, by, columns, digits: int = 3) -> str:
     return (mean.astype(str) + " ± " + sd.astype(str)).reset_index().to_markdown(index=False)
 
 
+def dense_x(a) -> np.ndarray:
+    """``a.X`` as a dense numpy array (sparse matrices densified)."""
+    return a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
+
+
 def lognorm(a):
     """A normalised (``normalize_total``) and log1p-transformed copy of ``a``."""
     a = a.copy()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import lognorm, mean_sd_markdown, write_results
+from _common import dense_x, lognorm, mean_sd_markdown, write_results
 from bench_peers import boosted_trees, load
 
 import gearsx as gx
@@ -33,10 +33,6 @@ import gearsx as gx
 warnings.filterwarnings("ignore")
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("spearman", "stress1", "edge_auc")
-
-
-def _dense(a) -> np.ndarray:
-    return a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
 
 
 def knn_cells(x_train, xy_train, x_query, seed):
@@ -70,7 +66,7 @@ def main():
                 pick = np.random.default_rng(seed).choice(held.n_obs, args.max_cells, replace=False)
                 held = held[np.sort(pick)].copy()
             genes = train.var_names.intersection(held.var_names)
-            x_train, x_query = _dense(lognorm(train[:, genes])), _dense(lognorm(held[:, genes]))
+            x_train, x_query = dense_x(lognorm(train[:, genes])), dense_x(lognorm(held[:, genes]))
             xy_train, truth = (np.asarray(a.obsm["spatial"], float) for a in (train, held))
             for method, fit_predict in MODELS.items():
                 t = time.perf_counter()

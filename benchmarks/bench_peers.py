@@ -64,6 +64,7 @@ from _common import (
     add_append_option,
     as_number,
     band_split,
+    dense_x,
     first_table,
     lognorm,
     mean_sd_markdown,
@@ -185,7 +186,7 @@ def run_regression_probe(spots, query, seed=0):
     """
     genes = spots.var_names.intersection(query.var_names)
     sp, q = lognorm(spots[:, genes]), lognorm(query[:, genes])
-    x_sp, x_q = (a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X) for a in (sp, q))
+    x_sp, x_q = dense_x(sp), dense_x(q)
     return boosted_trees(x_sp, np.asarray(sp.obsm["spatial"], float), x_q, seed)
 
 
@@ -204,8 +205,8 @@ def run_novosparc(spots, query, seed=0):
 
     genes = spots.var_names.intersection(query.var_names)
     sp, q = lognorm(spots[:, genes]), lognorm(query[:, genes])
-    q.X = q.X.toarray() if hasattr(q.X, "toarray") else np.asarray(q.X)
-    atlas = sp.X.toarray() if hasattr(sp.X, "toarray") else np.asarray(sp.X)
+    q.X = dense_x(q)
+    atlas = dense_x(sp)
     locs = np.asarray(sp.obsm["spatial"], dtype=float)
     tissue = novosparc.cm.Tissue(dataset=q, locations=locs, atlas_matrix=atlas, markers_to_use=np.arange(len(genes)))
     tissue.setup_reconstruction(num_neighbors_s=5, num_neighbors_t=5, verbose=False)
@@ -300,7 +301,7 @@ def platform_effect(query, sd: float, seed: int):
 
     rng = np.random.default_rng(10_000 + seed)
     factor = np.exp(rng.normal(0.0, sd, query.n_vars))
-    x = query.X.toarray() if sp.issparse(query.X) else np.asarray(query.X)
+    x = dense_x(query)
     out = query.copy()
     out.X = sp.csr_matrix(rng.poisson(x * factor).astype(np.float32))
     return out[np.asarray(out.X.sum(1)).ravel() > 0].copy()

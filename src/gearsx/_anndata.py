@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from gearsx._utils import check_coords
 from gearsx._version import __version__
 
 if TYPE_CHECKING:
@@ -375,11 +376,4 @@ def obsm_coords(adata: AnnData, key: str, what: str) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] < 2:
         msg = f"`adata.obsm[{key!r}]` must be (n_obs, >=2) coordinates; got shape {x.shape}."
         raise ValueError(msg)
-    bad = ~np.isfinite(x[:, :2]).all(axis=1)
-    if bad.any():
-        msg = (
-            f"`adata.obsm[{key!r}]` ({what}) holds NaN or inf in {int(bad.sum())} of {len(x)} rows; "
-            "subset adata to the rows with coordinates first."
-        )
-        raise ValueError(msg)
-    return x[:, :2]
+    return check_coords(x[:, :2], name=f"adata.obsm[{key!r}]")
