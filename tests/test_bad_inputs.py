@@ -150,6 +150,13 @@ def _fresh_st(e: Env) -> ad.AnnData:
     return a
 
 
+def _with_nan_row(x: np.ndarray) -> np.ndarray:
+    """``x`` as float with its first row NaN."""
+    x = np.array(x, dtype=float)
+    x[0] = np.nan
+    return x
+
+
 def _ring(n: int):
     """A ring graph of ``n`` nodes (each linked to the next), as a sparse adjacency."""
     nxt = np.roll(np.arange(n), -1)
@@ -699,7 +706,7 @@ def _cases() -> list[Case]:
             "reconstruct-n_patch-too-large",
             on(lambda e: e.sc[:40].copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, n_patch=64)),
             ValueError,
-            "pass n_patch=40",
+            "larger than the data (40 cells); pass n_patch=None",
         ),
         C(
             "reconstruct-min_overlap",
@@ -765,6 +772,30 @@ def _cases() -> list[Case]:
             plain(lambda e: gx.geometry.expected_distance(np.ones(3), np.array([1.0, -1.0, 0.0]))),
             ValueError,
             "non-negative",
+        ),
+        C(
+            "gauge_fix-nan",  # returned all-NaN coordinates
+            plain(lambda e: gx.geometry.gauge_fix(_with_nan_row(np.eye(20, 2)))),
+            ValueError,
+            "`x` contains NaN or inf in 1 of 20 rows",
+        ),
+        C(
+            "procrustes-nan",  # numpy's "SVD did not converge"
+            plain(lambda e: gx.geometry.procrustes(_with_nan_row(np.eye(20, 2)), np.eye(20, 2))),
+            ValueError,
+            "`source` contains NaN or inf",
+        ),
+        C(
+            "neighbor_average-nan",  # scikit-learn's "Input X contains NaN"
+            plain(lambda e: gx.geometry.neighbor_average(_with_nan_row(np.eye(20, 2)), 5)),
+            ValueError,
+            "`x` contains NaN or inf in 1 of 20 rows",
+        ),
+        C(
+            "match_score-one-dimensional",  # numpy's "axis 1 is out of bounds"
+            plain(lambda e: gx.geometry.match_score(np.ones(5), np.ones((5, 2)), np.ones((5, 2)))),
+            ValueError,
+            "`query_similarity` must be a 2-D array",
         ),
         C(
             "fuse_anchor-nan-weight",

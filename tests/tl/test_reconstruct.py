@@ -53,15 +53,42 @@ def test_reconstruct_defaults_take_a_plate_of_a_few_hundred_cells(trained_encode
     assert float(m["spearman"].iloc[0]) > 0.3  # a layout, not noise (the test model is trained briefly)
 
 
+@pytest.mark.parametrize(("n_cells", "smooth_k"), [(16, 1), (40, 3), (120, 10)])
+def test_reconstruct_defaults_take_a_query_of_a_few_dozen_cells(trained_encoder, trained_gears, n_cells, smooth_k):
+    """Below 600 cells the average takes one cell in twelve and patches overlap by half, not 50 and 64."""
+    _, geo = trained_gears
+    cells = trained_encoder[1][:n_cells].copy()
+    gx.tl.reconstruct(cells, geo, anchor=None, progress=False, random_state=0)
+    params = cells.uns["gears"]["reconstruct"]["params"]
+    assert params["smooth_k"] == smooth_k
+    assert params["min_overlap"] == min(64, params["n_patch"] // 2)
+    assert np.isfinite(cells.obsm["X_gears_spatial"]).all()
+    # the defaults are the numbers written down: the same layout when they are passed explicitly
+    same = trained_encoder[1][:n_cells].copy()
+    kw = {"smooth_k": smooth_k, "min_overlap": params["min_overlap"], "n_patch": params["n_patch"]}
+    gx.tl.reconstruct(same, geo, anchor=None, progress=False, random_state=0, **kw)
+    np.testing.assert_array_equal(cells.obsm["X_gears_spatial"], same.obsm["X_gears_spatial"])
+
+
+def test_reconstruct_default_average_keeps_a_small_query_apart(trained_encoder, trained_gears):
+    """On 120 cells the default average (10 cells) places them better than the fixed 50 it replaced."""
+    _, geo = trained_gears
+    scores = {}
+    for smooth_k in (None, 50):
+        cells = trained_encoder[1][1000:1120].copy()
+        gx.tl.reconstruct(cells, geo, anchor=None, smooth_k=smooth_k, progress=False, random_state=0)
+        scores[smooth_k] = gx.metrics.evaluate_geometry(cells.obsm["X_gears_spatial"], cells.obsm["spatial_gt"], k=5)
+    print({k: round(v["spearman"], 3) for k, v in scores.items()})
+    assert scores[None]["spearman"] > scores[50]["spearman"] + 0.05
+
+
 def test_reconstruct_bad_input(trained_encoder, trained_gears):
     sc = trained_encoder[1][:500].copy()
     st, geo = trained_gears
     with pytest.raises(ValueError, match="n_patch"):
         gx.tl.reconstruct(sc, geo, n_patch=1000)
     with pytest.raises(ValueError, match="min_overlap`=64 must be smaller than `n_patch`=48"):
-        gx.tl.reconstruct(sc, geo, n_patch=48)
-    with pytest.raises(ValueError, match="min_overlap`=64 must be smaller than `n_patch`=40"):  # one patch of 40
-        gx.tl.reconstruct(sc[:40].copy(), geo)
+        gx.tl.reconstruct(sc, geo, n_patch=48, min_overlap=64)
     with pytest.raises(ValueError, match="`smooth_k`=500 must be smaller than the number of cells"):
         gx.tl.reconstruct(sc, geo, n_patch=128, smooth_k=500)
     no_emb = sc.copy()

@@ -267,15 +267,15 @@ def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, refer
     ----------
     query_similarity, null_similarity, reference_similarity
         ``AnchorMatch.similarity`` of the queries, of the shuffled queries and of the reference
-        matched to itself.
+        matched to itself: 2-D ``(rows, matches)``, finite, at least one row each.
 
     Returns
     -------
     The score, clipped to ``[0, 1]``.
     """
-    q, null, ref = (
-        float(np.median(np.asarray(s).mean(1))) for s in (query_similarity, null_similarity, reference_similarity)
-    )
+    names = ("query_similarity", "null_similarity", "reference_similarity")
+    sims = (query_similarity, null_similarity, reference_similarity)
+    q, null, ref = (float(np.median(check_coords(s, name=n).mean(1))) for s, n in zip(sims, names, strict=True))
     return float(np.clip((q - null) / max(ref - null, 1e-12), 0.0, 1.0))
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gearsx._utils import check_coords
+
 __all__ = ["gauge_fix", "procrustes"]
 
 
@@ -29,7 +31,7 @@ def gauge_fix(x: np.ndarray) -> np.ndarray:
     >>> float(np.sqrt((y**2).sum(1).mean()))
     1.0
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = check_coords(x, name="x")
     xc = x - x.mean(axis=0, keepdims=True)
     rms = np.sqrt((xc**2).sum(axis=1).mean())
     return xc / rms if rms > 0 else xc
@@ -56,8 +58,8 @@ def procrustes(source: np.ndarray, target: np.ndarray, *, reflection: bool = Tru
     -------
     ``R`` with shape ``(d, d)``.
     """
-    source = np.asarray(source, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
+    source = check_coords(source, name="source")
+    target = check_coords(target, name="target")
     if source.shape != target.shape:
         msg = f"`source` and `target` must have the same shape; got {source.shape} and {target.shape}."
         raise ValueError(msg)

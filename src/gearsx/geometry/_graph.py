@@ -19,6 +19,10 @@ def _check_rows(x, k) -> tuple[np.ndarray, int]:
     if x.ndim != 2 or k >= len(x):
         msg = f"`x` must be a 2-D array with more than k={k} rows; got shape {x.shape}."
         raise ValueError(msg)
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        msg = f"`x` contains NaN or inf in {int((~finite).sum())} of {len(x)} rows; remove or impute those rows first."
+        raise ValueError(msg)
     return x, k
 
 

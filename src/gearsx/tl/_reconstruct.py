@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 _MIN_PATCH = 16
 #: Cells per patch at ``n_patch=None`` (the largest training miniset), or all cells when fewer.
 DEFAULT_N_PATCH = 384
+#: Cells shared between neighbouring patches at ``min_overlap=None``, or half a patch when smaller.
+DEFAULT_MIN_OVERLAP = 64
+#: Cells averaged per embedding at ``smooth_k=None``, or one in ``SMOOTH_FRACTION`` cells when fewer.
+DEFAULT_SMOOTH_K = 50
+SMOOTH_FRACTION = 12
 
 
 @renamed_arguments(embedding_key="use_rep", knn="n_neighbors")
@@ -41,12 +46,12 @@ def reconstruct(
     *,
     use_rep: str = Key.embedding,
     n_patch: int | None = None,
-    min_overlap: int = 64,
+    min_overlap: int | None = None,
     coverage: int = 2,
     prune: bool = False,
     n_neighbors: int = 15,
     jaccard: float = 0.1,
-    smooth_k: int = 50,
+    smooth_k: int | None = None,
     anchor: Literal["auto", "reference"] | None = "auto",
     reference_slide: str | None = None,
     anchor_k: int | None = None,
@@ -108,7 +113,8 @@ def reconstruct(
         number larger than the data is an error.
     min_overlap
         Cells each patch is guaranteed to share with at least one other patch (the cover
-        is repaired where needed, see :func:`gearsx.geometry.random_walk_patches`); must be
+        is repaired where needed, see :func:`gearsx.geometry.random_walk_patches`). ``None``
+        (default): 64, or half a patch when patches hold fewer than 128 cells. A number must be
         smaller than ``n_patch``.
     coverage
         Patches covering each cell at least.
@@ -122,7 +128,8 @@ def reconstruct(
     smooth_k
         Cells averaged per embedding before the graph and the patch predictions (the cell
         and its ``smooth_k - 1`` nearest neighbours in embedding space); ``1`` uses the raw
-        embeddings. Must be smaller than the number of cells.
+        embeddings. ``None`` (default): 50, or one cell in twelve on a query of fewer than 600
+        cells (at least 1; see Notes). A number must be smaller than the number of cells.
     anchor
         ``'auto'`` (default): anchor in the reference frame when the query looks like the
         reference's tissue, else intrinsic mode; ``'reference'``: always anchor; ``None``: intrinsic
@@ -219,6 +226,10 @@ def reconstruct(
     correlation and the edge ROC-AUC of the intrinsic layout on real data (see
     :ref:`gears-reconstruction`; figures in :doc:`/benchmarks`). The anchors are matched on the
     cells' own embeddings, so in anchored mode the averaging shapes only the intrinsic offsets.
+    On a small query a fixed 50 averages away what tells the cells apart: on 60 and 120 cells of
+    four data sets the intrinsic layout scored higher with one cell in twelve averaged than with
+    50 on every set (Spearman +0.02 to +0.37), and within 0.006 of it on 500 cells; anchored
+    layouts moved by at most 0.02 either way (see :doc:`/benchmarks`, small queries).
 
     When to anchor: a reference-anchored layout lives in the frame of a reference slide, so it can be
     drawn over it, and it uses the strongest signal there is when the cells come from the tissue the
@@ -423,10 +434,12 @@ def _checked_sizes(
     n_patch = check_positive_int(n_patch, name="n_patch", minimum=_MIN_PATCH)
     if n_patch > n_obs:
         msg = (
-            f"`n_patch`={n_patch} is larger than the data ({n_obs} cells); pass n_patch={n_obs} "
-            f"(one patch of all cells) with min_overlap < n_patch, e.g. min_overlap={max(1, n_obs // 6)}."
+            f"`n_patch`={n_patch} is larger than the data ({n_obs} cells); pass n_patch=None "
+            f"(the default: one patch of all cells here) or a smaller n_patch."
         )
         raise ValueError(msg)
+    if min_overlap is None:
+        min_overlap = min(DEFAULT_MIN_OVERLAP, n_patch // 2)
     min_overlap = check_positive_int(min_overlap, name="min_overlap")
     if min_overlap >= n_patch:
         msg = (
@@ -438,6 +451,8 @@ def _checked_sizes(
     if n_neighbors >= n_obs:
         msg = f"`n_neighbors`={n_neighbors} must be smaller than the number of cells ({n_obs})."
         raise ValueError(msg)
+    if smooth_k is None:
+        smooth_k = max(1, min(DEFAULT_SMOOTH_K, n_obs // SMOOTH_FRACTION))
     smooth_k = check_positive_int(smooth_k, name="smooth_k")
     if smooth_k >= n_obs:
         msg = f"`smooth_k`={smooth_k} must be smaller than the number of cells ({n_obs}); pass a smaller smooth_k."

@@ -1,0 +1,128 @@
+"""Small queries: how much neighbour averaging (``smooth_k``) a query of 60-500 cells can take.
+
+Run: ``.venv/bin/python benchmarks/bench_small_query.py [--sets simulator seqfish merfish xenium]
+[--seeds 0 1] [--reps 3]``. Writes ``benchmarks/results/small_query.md``.
+
+``gx.tl.reconstruct`` averages each cell's embedding with its nearest neighbours before the patches
+are predicted (``smooth_k``). A fixed 50 was measured on queries of 639-5,000 cells; on a plate of a
+hundred cells it averages over half the query. This script measures the intrinsic layout
+(``anchor=None``, the mode the average shapes; anchored layouts take the anchors from each cell's own
+embedding) on random subsets of a query, per subset size ``n``, with ``smooth_k`` at 1, ``n // 25``,
+the default (``n // 12`` below 600 cells, at most 50), ``n // 6`` and 50. The anchored default is
+also scored against ``smooth_k=50``.
+
+Per set and seed, one model is trained:
+
+* ``simulator``: the default simulator slides (``_common.simulator_models``) and 2,000 simulated
+  cells of the same tissue;
+* real sets: the same-tissue split of ``bench_peers.py`` (half of a section's cells make the spots,
+  the other half is the query; encoder, adapter and GEARS as its gearsx runner).
+
+Then ``--reps`` random subsets of each size are drawn from the adapted query and reconstructed with
+each ``smooth_k`` (the subsets are cut from the embeddings adapted on the whole query, so only the
+reconstruction sees the small query). Scores: Spearman and edge ROC-AUC against the true positions
+(``k=5``: trustworthiness needs ``n > 2k``), mean ± SD over seeds and subsets.
+"""
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import mean_sd_markdown, simulated_query, simulator_models, write_results
+
+import gearsx as gx
+
+warnings.filterwarnings("ignore")
+RESULTS = Path(__file__).resolve().parent / "results"
+SIZES = (60, 120, 250, 500)
+
+
+def averages(n: int) -> dict[str, int | None]:
+    """The ``smooth_k`` settings compared on ``n`` cells, by label (``None``: the default)."""
+    return {"1": 1, "n // 25": max(1, n // 25), "default": None, "n // 6": n // 6, "50": 50}
+
+
+def models(name: str, seed: int):
+    """(adapted query with ``obsm['spatial']`` as truth, trained GEARS), or None without the data."""
+    if name == "simulator":
+        st, enc, geo = simulator_models(None)
+        cells = simulated_query(2000, st, enc)
+        cells.obsm["spatial"] = np.asarray(cells.obsm["spatial_gt"], float)
+        return cells, geo
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_peers
+
+    parts = bench_peers.load(name, "same-tissue", seed)
+    if parts is None:
+        return None
+    train, held = parts
+    st, cells = bench_peers._embed(bench_peers.make_spots(train), held, seed)
+    n_max = min(384, int(0.8 * st.n_obs))
+    geo = gx.model.GEARS(st)
+    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed)
+    cells.obsm["spatial"] = np.asarray(held.obsm["spatial"], float)
+    return cells, geo
+
+
+def score(cells, geo, idx, *, smooth_k, anchor, rep) -> dict[str, float]:
+    """Reconstruct the subset ``idx`` at ``smooth_k`` and score it against the true positions."""
+    a = cells[idx].copy()
+    gx.tl.reconstruct(a, geo, anchor=anchor, smooth_k=smooth_k, progress=False, random_state=rep)
+    m = gx.metrics.evaluate_geometry(a.obsm["X_gears_spatial"], a.obsm["spatial"], k=5)
+    return {
+        "spearman": m["spearman"],
+        "edge_auc": m["edge_auc"],
+        "smooth_k_used": a.uns["gears"]["reconstruct"]["params"]["smooth_k"],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", nargs="+", default=["simulator", "seqfish", "merfish", "xenium"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "small_query.md")
+    args = parser.parse_args()
+    gx.settings.progress_bar = False
+    rows = []
+    t0 = time.perf_counter()
+    for name in args.sets:
+        for seed in args.seeds if name != "simulator" else args.seeds[:1]:  # one simulator model
+            built = models(name, seed)
+            if built is None:
+                print(f"{name}: data not found, skipped", flush=True)
+                break
+            cells, geo = built
+            rng = np.random.default_rng(seed)
+            for n in SIZES:
+                for rep in range(args.reps):
+                    idx = np.sort(rng.choice(cells.n_obs, n, replace=False))
+                    settings = [(label, k, None) for label, k in averages(n).items()]
+                    settings += [("anchored default", None, "reference"), ("anchored 50", 50, "reference")]
+                    for label, k, anchor in settings:
+                        m = score(cells, geo, idx, smooth_k=k, anchor=anchor, rep=rep)
+                        rows.append({"data": name, "cells": n, "smooth_k": label, "seed": seed, "rep": rep, **m})
+                print(f"{name} seed {seed}: {n} cells done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    table = pd.DataFrame(rows)
+    used = table[table["smooth_k"] == "default"].groupby("cells")["smooth_k_used"].first()
+    text = (
+        "# Small queries: the neighbour average (`smooth_k`) on 60-500 cells\n\n"
+        f"`bench_small_query.py --sets {' '.join(args.sets)} --seeds {' '.join(map(str, args.seeds))} "
+        f"--reps {args.reps}`, {time.strftime('%Y-%m-%d')}, 2-core CPU. Intrinsic layouts (`anchor=None`) "
+        "unless the row says anchored; mean ± SD over seeds and random subsets. The default's `smooth_k` per "
+        "size: "
+        + ", ".join(f"{n} cells -> {int(k)}" for n, k in used.items())
+        + ".\n\n"
+        + mean_sd_markdown(table, ["data", "cells", "smooth_k"], ["spearman", "edge_auc"])
+        + "\n"
+    )
+    write_results(args.out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
