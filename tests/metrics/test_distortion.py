@@ -36,6 +36,34 @@ def test_morton_order_is_local(rng):
     assert np.median(step) < 0.2 * np.median(random_step)
 
 
+def test_morton_order_uses_every_coordinate(rng):
+    """A 3-D section is ordered in 3-D (the z column was ignored), and 2-D orders are the interleaved codes."""
+    layers = np.repeat(np.arange(4.0), 1024)
+    x = np.c_[np.tile(rng.uniform(size=(1024, 2)), (4, 1)), layers]  # four identical layers stacked in z
+    order = gx.metrics.morton_order(x)
+    step = np.linalg.norm(np.diff(x[order], axis=0), axis=1)
+    assert np.median(step) < 0.2  # neighbours in the order are neighbours in 3-D, not other layers' twins
+    changes = np.count_nonzero(np.diff(layers[order]))
+    assert changes < 1000  # the order visits the layers in long runs (ignoring z: a change at nearly every step)
+    # 2-D: the ranks of a 2 x 2 grid by the interleaved code (x the low bit, y the high bit)
+    grid = np.array([[1.0, 1.0], [0.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    assert gx.metrics.morton_order(grid, bits=1).tolist() == [1, 3, 2, 0]
+    with pytest.raises(ValueError, match="`bits`=40 for 2 coordinates needs 80 bits"):  # shifted past 64 bits
+        gx.metrics.morton_order(grid, bits=40)
+    with pytest.raises(ValueError, match="`bits` must be an integer >= 1"):  # 0 returned the input order
+        gx.metrics.morton_order(grid, bits=0)
+
+
+def test_attention_recall_refuses_what_it_cannot_score():
+    xy = np.random.default_rng(0).uniform(size=(12, 2))
+    att = np.full((12, 12), 1 / 12)
+    assert float(gx.metrics.attention_recall(att, xy, k=3)["entropy"]) == pytest.approx(np.log(12))
+    with pytest.raises(ValueError, match="`k`=11 must be smaller than n - 1 = 11"):  # was clipped: recall 1 always
+        gx.metrics.attention_recall(att, xy, k=11)
+    with pytest.raises(ValueError, match="finite, non-negative"):  # NaN weights gave a recall and a NaN entropy
+        gx.metrics.attention_recall(np.full((12, 12), np.nan), xy, k=3)
+
+
 def test_distortion_bad_input():
     with pytest.raises(ValueError, match="same rows"):
         gx.metrics.distortion_matrix(np.zeros((5, 2)), np.zeros((6, 2)))

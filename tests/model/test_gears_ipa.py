@@ -127,3 +127,31 @@ def test_attention_plots(ipa_model):
     with pytest.raises(TypeError, match="never runs a model"):
         gx.pl.attention_summary(st, geo, show=False)
     plt.close("all")
+
+
+def test_attention_names_bad_arguments_before_writing(ipa_model):
+    """Each was accepted (or failed in numpy) and wrote a result the plot could not use, or scored 1 by construction."""
+    adata, geo = ipa_model
+    st = adata[adata.obs["slide"] == "s0"].copy()
+    one = st.copy()
+    gx.tl.attention(one, geo, query_cells=st.obs_names[5], n_cells=40)  # a bare name is one query, not its letters
+    np.testing.assert_array_equal(one.uns["gears_attention"]["queries"], [5])
+    cases = [
+        ({"query_cells": []}, ValueError, "`query_cells` is empty"),  # was numpy's "index 0 is out of bounds"
+        ({"query_cells": [3, 3]}, ValueError, "more than once"),  # drew the same query twice
+        ({"head": 0.5}, ValueError, "`head` must be an integer"),  # was numpy's "only integers ... are valid indices"
+        ({"truth_key": "nope"}, KeyError, "nope"),  # was written, then failed in the plot
+    ]
+    for kw, exc, match in cases:
+        fresh = st.copy()
+        with pytest.raises(exc, match=match):
+            gx.tl.attention(fresh, geo, n_cells=40, **kw)
+        assert "gears_attention" not in fresh.uns
+    with pytest.raises(ValueError, match="`n_sets` must be an integer"):  # 2.5 was cut to 2; 0 named `m`
+        gx.tl.attention_summary(st, geo, n_sets=2.5)
+    with pytest.raises(ValueError, match="`k`=10 must be smaller than n_cells - 1 = 9"):  # recall 1 whatever the model
+        gx.tl.attention_summary(st, geo, n_sets=2, n_cells=10, k=10)
+    gx.tl.attention(one, geo, n_cells=40)
+    with pytest.raises(ValueError, match="`k_true`=39 must be smaller than 39"):  # recall@39 of 39 others: 1.00
+        gx.pl.attention(one, k_true=39, show=False)
+    plt.close("all")

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from gearsx._utils import check_coords
+from gearsx._utils import check_coords, check_positive_int
 
 from ._compiled import compiled
 
 __all__ = ["morton_order", "sort_within_groups"]
 
 
-def morton_order(coords: np.ndarray, *, bits: int = 16) -> np.ndarray:
-    """Order points along a Morton (Z-order) curve of their 2-D coordinates.
+def morton_order(coords: np.ndarray, *, bits: int | None = None) -> np.ndarray:
+    """Order points along a Morton (Z-order) curve of their coordinates.
 
-    Coordinates are quantised to a ``2^bits`` grid over their bounding box and the bits
-    of ``x`` and ``y`` are interleaved; nearby points get nearby ranks (mostly), so
+    Coordinates are quantised to a ``2^bits`` grid over their bounding box and the bits of
+    every coordinate are interleaved; nearby points get nearby ranks (mostly), so
     contiguous blocks of the order are spatially compact. The stitch's stress solve
     renumbers the cells in this order of its start layout, so that the cells of an edge
     are close in memory.
+
+    Parameters
+    ----------
+    coords
+        Coordinates ``(n, d)``, finite; every column takes part (a 3-D section is ordered in 3-D).
+    bits
+        Grid resolution per coordinate. ``None`` (default): 16, or ``64 // d`` when fewer fit; the
+        interleaved code has ``bits * d`` bits and must fit in 64.
+
+    Returns
+    -------
+    The order, ``(n,)`` integer positions (a permutation of ``range(n)``).
 
     Examples
     --------
@@ -28,13 +40,21 @@ def morton_order(coords: np.ndarray, *, bits: int = 16) -> np.ndarray:
     [1, 3, 2, 0]
     """
     xy = check_coords(coords, name="coords")
+    d = xy.shape[1]
+    most = 64 // d
+    if most < 1:
+        msg = f"`coords` has {d} columns; a Morton code interleaves them in 64 bits, so at most 64 fit."
+        raise ValueError(msg)
+    bits = min(16, most) if bits is None else check_positive_int(bits, name="bits")
+    if bits * d > 64:
+        msg = f"`bits`={bits} for {d} coordinates needs {bits * d} bits; the code has 64, pass bits <= {most}."
+        raise ValueError(msg)
     lo, span = xy.min(0), np.ptp(xy, axis=0)
     q = ((xy - lo) / np.where(span > 0, span, 1.0) * (2**bits - 1)).astype(np.uint64)
     code = np.zeros(len(xy), dtype=np.uint64)
     for b in range(bits):
-        bit = np.uint64(b)
-        code |= ((q[:, 0] >> bit) & np.uint64(1)) << np.uint64(2 * b)
-        code |= ((q[:, 1] >> bit) & np.uint64(1)) << np.uint64(2 * b + 1)
+        for j in range(d):
+            code |= ((q[:, j] >> np.uint64(b)) & np.uint64(1)) << np.uint64(d * b + j)
     return np.argsort(code, kind="stable")
 
 

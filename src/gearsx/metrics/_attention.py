@@ -22,7 +22,8 @@ def attention_recall(attention, coords, *, k: int = 10) -> dict[str, np.ndarray]
     coords
         True coordinates ``(n, d)``.
     k
-        Neighbours per query.
+        Neighbours per query; fewer than ``n - 1`` (with ``n - 1`` or more every point counts
+        as a neighbour and the recall is 1 whatever the attention).
 
     Returns
     -------
@@ -46,7 +47,13 @@ def attention_recall(attention, coords, *, k: int = 10) -> dict[str, np.ndarray]
     if a.ndim < 2 or a.shape[-2:] != (n, n):
         msg = f"`attention` must have shape (..., {n}, {n}) to match `coords` {xy.shape}; got {a.shape}."
         raise ValueError(msg)
-    k = min(check_positive_int(k, name="k"), n - 1)
+    if not np.isfinite(a).all() or (a < 0).any():
+        msg = "`attention` must hold finite, non-negative weights (rows of a row-stochastic matrix)."
+        raise ValueError(msg)
+    k = check_positive_int(k, name="k")
+    if k >= n - 1:
+        msg = f"`k`={k} must be smaller than n - 1 = {n - 1}: every other point would count as a neighbour."
+        raise ValueError(msg)
     true = knn_without_self(cKDTree(xy), xy, k)[1].reshape(n, k)
     is_true = np.zeros((n, n), dtype=bool)
     is_true[np.repeat(np.arange(n), k), true.ravel()] = True

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from gearsx._anndata import obsm_coords
+from gearsx._utils import check_positive_int
 
 from ._reconstruction import _axes, _finish
 
@@ -64,7 +65,8 @@ def attention(
     key
         ``uns`` key written by :func:`gearsx.tl.attention`.
     k_true
-        True neighbours marked and used for the recall.
+        True neighbours marked and used for the recall: at least 1, and fewer than ``m - 1`` for a
+        miniset of ``m`` cells.
     cmap
         Colour map of the weights.
     ax
@@ -82,9 +84,16 @@ def attention(
     >>> gx.pl.attention(adata_st)  # doctest: +SKIP
     """
     _no_model(model, "attention")
+    k_true = check_positive_int(k_true, name="k_true")
     entry = _stored(adata, key, "attention", ("members", "queries", "weights", "params"))
     params = entry["params"]
     members, queries = np.asarray(entry["members"]), np.asarray(entry["queries"])
+    if k_true >= len(members) - 1:
+        msg = (
+            f"`k_true`={k_true} must be smaller than {len(members) - 1}, one less than the other cells of the "
+            f"{len(members)}-cell miniset: with every other cell a neighbour the recall is 1 whatever the attention."
+        )
+        raise ValueError(msg)
     weights = np.asarray(entry["weights"], dtype=float)
     xy = obsm_coords(adata, params["basis"], "the layout")
     truth_key = params.get("truth_key")
@@ -102,7 +111,7 @@ def attention(
         title = f"{adata.obs_names[q]} (recycle {params['recycle']})"
         if truth is not None:
             tq = truth[members]
-            true_nb = cKDTree(tq).query(tq[qi], k=min(k_true + 1, len(members)))[1][1:]
+            true_nb = cKDTree(tq).query(tq[qi], k=k_true + 1)[1][1:]
             a.scatter(
                 sub[true_nb, 0], sub[true_nb, 1], s=60, facecolors="none", edgecolors="red", linewidths=0.8,
                 label=f"{len(true_nb)} true neighbours",

@@ -41,6 +41,9 @@ def _default_truth(adata: AnnData, truth_key: str | None, basis: str) -> str | N
 
 
 def _query_positions(adata: AnnData, query_cells) -> np.ndarray:
+    """Positions of ``query_cells`` (names or integer positions; one name or position alone is one query)."""
+    if isinstance(query_cells, str | numbers.Integral):  # a bare name would be iterated letter by letter
+        query_cells = [query_cells]
     out = []
     for q in query_cells:
         if isinstance(q, str):
@@ -57,6 +60,13 @@ def _query_positions(adata: AnnData, query_cells) -> np.ndarray:
                 msg = f"query position {q} is outside [0, {adata.n_obs})."
                 raise IndexError(msg)
             out.append(q)
+    if not out:
+        msg = "`query_cells` is empty; pass at least one cell, or None for the default queries."
+        raise ValueError(msg)
+    values, counts = np.unique(out, return_counts=True)
+    if (counts > 1).any():
+        msg = f"`query_cells` lists {adata.obs_names[values[counts > 1]].tolist()} more than once; pass each cell once."
+        raise ValueError(msg)
     return np.asarray(out, dtype=np.int64)
 
 
@@ -97,7 +107,8 @@ def attention(
     model
         A trained :class:`gearsx.model.GEARS` with ``structure='ipa'``.
     query_cells
-        ``obs_names`` or integer positions of the queries.
+        ``obs_names`` or integer positions of the queries, each once (one name or position alone
+        is one query).
     n_query
         Number of default queries.
     recycle
@@ -108,7 +119,8 @@ def attention(
         ``obsm`` key of the layout that defines the miniset (default ``'spatial'``, else
         ``'X_gears_spatial'``).
     truth_key
-        ``obsm`` key of true positions (needed for ``oracle``; default as for ``basis``).
+        ``obsm`` key of true positions (needed for ``oracle``; default as for ``basis``);
+        :func:`gearsx.pl.attention` rings each query's true neighbours from it.
     n_cells
         Miniset size (all the cells when ``adata`` has fewer; the size used is in ``params``).
     oracle
@@ -134,8 +146,10 @@ def attention(
     if oracle and truth_key is None:
         msg = "`oracle=True` needs true positions (`truth_key`) to build the true spatial edges."
         raise ValueError(msg)
-    truth = obsm_coords(adata, truth_key, "true positions") if oracle else None
+    truth = obsm_coords(adata, truth_key, "true positions") if truth_key is not None else None  # read by the plot
     n_query = check_positive_int(n_query, name="n_query")
+    if head is not None:
+        head = check_positive_int(head, name="head", minimum=0)
     n_cells = min(check_positive_int(n_cells, name="n_cells", minimum=3), adata.n_obs)
     tree = cKDTree(xy)
     if query_cells is None:
@@ -159,9 +173,7 @@ def attention(
                 "first query; raise `n_cells`."
             )
             raise ValueError(msg)
-    att = model.get_attention(
-        adata, indices=members, recycle=recycle, oracle_coords=truth[members] if truth is not None else None
-    )
+    att = model.get_attention(adata, indices=members, recycle=recycle, oracle_coords=truth[members] if oracle else None)
     weights = att["attention"]
     if head is not None:
         if not 0 <= head < weights.shape[0]:
@@ -210,7 +222,7 @@ def attention_summary(
     n_sets, n_cells
         Number and size of the minisets.
     k
-        Neighbours for the recall.
+        Neighbours for the recall; smaller than ``n_cells - 1``.
     truth_key
         ``obsm`` key of the true positions.
     oracle
@@ -236,8 +248,15 @@ def attention_summary(
     check_key_added(key_added)
     _check_ipa(model)
     truth = obsm_coords(adata, truth_key, "true positions")
+    n_sets = check_positive_int(n_sets, name="n_sets")
     n_cells = min(check_positive_int(n_cells, name="n_cells", minimum=3), adata.n_obs)
     k = check_positive_int(k, name="k")
+    if k >= n_cells - 1:
+        msg = (
+            f"`k`={k} must be smaller than n_cells - 1 = {n_cells - 1} (cells per miniset, at most the data's "
+            f"{adata.n_obs}): with every other cell a neighbour the recall is 1 whatever the attention."
+        )
+        raise ValueError(msg)
     tree = cKDTree(truth)
     centres = farthest_point_sampling(truth, min(int(n_sets), adata.n_obs), random_state=random_state)
     rows = []
