@@ -73,3 +73,28 @@ def test_domains_color_argument_and_old_key_name(visium_like):
         ax = gx.pl.domains(visium_like, key="layer", img=False, show=False)
     assert ax.get_title() == "layer"
     plt.close("all")
+
+
+def test_domains_draw_missing_labels_grey_and_keep_the_category_order(visium_like):
+    """NaN and 'NA' labels took a palette colour (legend 'NA' in green); scanpy's colours follow the category order."""
+    a = visium_like.copy()
+    labels = np.where(a.obsm["spatial"][:, 0] < 2500, "10", "2").astype(object)
+    labels[:5] = np.nan
+    labels[5:9] = "NA"  # as unlabelled DLPFC spots are written
+    a.obs["truth"] = pd.Categorical(labels, categories=["2", "10", "NA"])  # not the lexicographic order
+    a.uns["truth_colors"] = ["#0000ff", "#00ff00", "#ff0000"]
+    ax = gx.pl.domains(a, color="truth", img=False, show=False)
+    face = ax.collections[0].get_facecolors()[:, :3]
+    assert np.allclose(face[:9], gx.pl._reconstruction.NA_COLOR)
+    two = np.asarray(labels == "2", dtype=bool)
+    assert np.allclose(face[two], to_rgba("#0000ff")[:3])  # '2' is the first category: the first stored colour
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["2", "10", "NA"]
+    plt.close("all")
+
+
+def test_domains_palette_gives_every_category_a_colour(visium_like):
+    with pytest.raises(ValueError, match=r"`palette` has no colour for \['L2'\] of `layer`"):  # was drawn as NA grey
+        gx.pl.domains(visium_like, color="layer", img=False, palette={"L1": "red"}, show=False)
+    with pytest.warns(UserWarning, match="2 categories and the palette 1 colours"):  # both domains one colour
+        gx.pl.domains(visium_like, color="gears_domain", img=False, palette=["red"], show=False)
+    plt.close("all")

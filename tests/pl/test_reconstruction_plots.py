@@ -87,6 +87,13 @@ def test_distortion_heatmap_shows_the_matrix(stitched, tmp_path):
     plt.close("all")
 
 
+def test_distortion_heatmap_refuses_a_scale_it_cannot_draw(stitched):
+    for vmax in (-1.0, 0.0, float("nan")):  # an empty or inverted colour scale was drawn without a word
+        with pytest.raises(ValueError, match="`vmax` must be a positive number"):
+            gx.pl.distortion_heatmap(stitched, vmax=vmax, show=False)
+    plt.close("all")
+
+
 def test_stitching_diagnostics_panels(stitched):
     axes = gx.pl.stitching_diagnostics(stitched, show=False)
     assert len(axes) == 3
@@ -163,6 +170,9 @@ def test_method_comparison_refuses_what_it_would_misdraw():
         gx.pl.method_comparison(scores.astype({"spearman": str}), metrics=["spearman"], show=False)
     with pytest.raises(ValueError, match="no rows"):
         gx.pl.method_comparison(scores.iloc[:0], metrics=["spearman"], show=False)
+    # one metric by name: it was read letter by letter ("lacks the column(s) ['s', 'p', ...]")
+    axes = gx.pl.method_comparison(scores.fillna(0.2), metrics="spearman", show=False)
+    assert len(axes) == 1
     plt.close("all")
 
 

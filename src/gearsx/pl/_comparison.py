@@ -65,13 +65,13 @@ def method_comparison(
     """
     import seaborn as sns
 
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)  # a bare name would be read letter by letter
     table = scores.reset_index() if method_key is None else scores.copy()
     key = table.columns[0] if method_key is None else method_key
     missing = [c for c in (key, *metrics, *([hue] if hue else [])) if c not in table.columns]
     if missing:
         msg = f"`scores` lacks the column(s) {missing}; available: {list(table.columns)}."
         raise KeyError(msg)
-    metrics = list(metrics)
     if not metrics:
         msg = "`metrics` is empty; name at least one column of `scores`."
         raise ValueError(msg)

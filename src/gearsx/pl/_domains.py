@@ -96,7 +96,9 @@ def domains(
     alpha
         Spot opacity, in [0, 1].
     palette
-        Sequence of colours for the categories.
+        Colours of the categories: a sequence (reused, with a warning, when shorter than the
+        categories) or a dict with a colour for every category. Default: ``uns[f'{color}_colors']``
+        as in scanpy, else tab10/tab20. Missing labels (NaN or ``'NA'``) are drawn in light grey.
     legend
         Draw a legend per panel.
     ax
@@ -146,7 +148,7 @@ def domains(
 
     fig, axs = _axes(ax, len(keys), figsize=(5.2 * len(keys), 4.8))
     for a, k in zip(axs, keys, strict=True):
-        cats = pd.Categorical(adata.obs[k].astype("object").where(adata.obs[k].notna(), "NA").astype(str))
+        cats, n_missing = _domain_categories(adata.obs[k])
         colors = _category_colors(adata, k, list(cats.categories), palette)
         if found is not None:
             a.imshow(image, zorder=0)
@@ -175,5 +177,22 @@ def domains(
         a.set_title(k)
         if legend:
             handles = [Patch(color=colors[i], label=str(c)) for i, c in enumerate(cats.categories)]
+            handles += [Patch(color=NA_COLOR, label="NA")] if n_missing else []
             a.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
     return _finish(fig, axs if len(keys) > 1 else axs[0], show=show, save=save)
+
+
+def _domain_categories(values: pd.Series) -> tuple[pd.Categorical, int]:
+    """Labels as strings in the column's category order (sorted when not categorical), and how many are missing.
+
+    Missing labels (NaN, or the string ``'NA'``, which :func:`gearsx.metrics.domain_scores` also reads as
+    unlabelled) get code ``-1``, so they are drawn in :data:`NA_COLOR`; the order of a categorical
+    column is kept, so colours stored by scanpy in ``uns[f'{key}_colors']`` go to their categories.
+    """
+    text = values.astype("object").astype(str).to_numpy()
+    missing = values.isna().to_numpy() | (text == "NA")
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        order = [str(c) for c in values.cat.categories if str(c) != "NA"]
+    else:
+        order = sorted(set(text[~missing]))
+    return pd.Categorical(np.where(missing, None, text), categories=order), int(missing.sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,19 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
     if palette is None:
         palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
     if isinstance(palette, dict):
-        return [palette.get(c, palette.get(str(c), "0.7")) for c in cats]
+        missing = [c for c in cats if c not in palette and str(c) not in palette]
+        if missing:  # drawn grey, they looked like observations without a value
+            msg = f"`palette` has no colour for {missing} of `{key}`; give every category a colour."
+            raise ValueError(msg)
+        return [palette.get(c, palette.get(str(c))) for c in cats]
+    palette = list(palette)
+    if len(palette) < len(cats):
+        warnings.warn(
+            f"`{key}` has {len(cats)} categories and the palette {len(palette)} colours; some categories share "
+            "a colour (pass a `palette` with one colour per category).",
+            UserWarning,
+            stacklevel=3,
+        )
     return [palette[i % len(palette)] for i in range(len(cats))]
 
 
@@ -150,8 +163,9 @@ def reconstruction(
         ``obsm`` key of the true positions; ``None``, or the default key absent: the reconstruction
         alone. Another key must be in ``obsm``.
     size, palette, cmap
-        Marker size (positive; default from the number of cells), categorical colours (a sequence or a
-        dict; default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
+        Marker size (positive; default from the number of cells), categorical colours (a sequence, reused
+        with a warning when shorter than the categories, or a dict with a colour for every category;
+        default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
     legend
         Draw the legend of a categorical ``color``.
     reference
@@ -335,7 +349,7 @@ def distortion_heatmap(
     n_blocks
         Blocks along the Morton order.
     vmax
-        Upper end of the colour scale (default: 99th percentile).
+        Upper end of the colour scale, a positive number (default: 99th percentile; the scale starts at 0).
     cmap
         Colour map.
     random_state
@@ -349,6 +363,8 @@ def distortion_heatmap(
     """
     from gearsx.metrics import distortion_matrix
 
+    if vmax is not None:
+        vmax = check_positive_number(vmax, name="vmax", hint=" or None (the 99th percentile)")
     pred = obsm_coords(adata, pred_key, "the reconstruction; run gx.tl.reconstruct")
     gt = obsm_coords(adata, gt_key, "the ground truth")
     m, _ = distortion_matrix(pred, gt, n_blocks=n_blocks, random_state=random_state)
