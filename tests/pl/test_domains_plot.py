@@ -97,4 +97,10 @@ def test_domains_palette_gives_every_category_a_colour(visium_like):
         gx.pl.domains(visium_like, color="layer", img=False, palette={"L1": "red"}, show=False)
     with pytest.warns(UserWarning, match="2 categories and the palette 1 colours"):  # both domains one colour
         gx.pl.domains(visium_like, color="gears_domain", img=False, palette=["red"], show=False)
+    # a colour map's name (its letters were taken for colours: "Invalid RGBA argument: 'S'")
+    ax = gx.pl.domains(visium_like, color="gears_domain", img=False, palette="Set2", show=False)
+    face = ax.collections[0].get_facecolors()[:, :3]
+    first = visium_like.obs["gears_domain"].to_numpy() == "0"
+    assert np.allclose(face[first], plt.get_cmap("Set2").colors[0])
+    assert np.allclose(face[~first], plt.get_cmap("Set2").colors[1])
     plt.close("all")

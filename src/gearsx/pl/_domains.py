@@ -96,8 +96,8 @@ def domains(
     alpha
         Spot opacity, in [0, 1].
     palette
-        Colours of the categories: a sequence (reused, with a warning, when shorter than the
-        categories) or a dict with a colour for every category. Default: ``uns[f'{color}_colors']``
+        Colours of the categories: a colour map's name (``'Set2'``), a sequence (reused, with a
+        warning, when shorter than the categories) or a dict with a colour for every category. Default: ``uns[f'{color}_colors']``
         as in scanpy, else tab10/tab20. Missing labels (NaN or ``'NA'``) are drawn in light grey.
     legend
         Draw a legend per panel.

@@ -58,6 +58,10 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
         return list(stored)
     if palette is None:
         palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
+    if isinstance(palette, str):  # a colour map's name, as scanpy takes it (its letters are not colours)
+        cmap = plt.get_cmap(palette)
+        listed = getattr(cmap, "colors", None)
+        palette = list(listed) if listed is not None and len(listed) < 256 else cmap(np.linspace(0, 1, len(cats)))
     if isinstance(palette, dict):
         missing = [c for c in cats if c not in palette and str(c) not in palette]
         if missing:  # drawn grey, they looked like observations without a value
@@ -163,9 +167,9 @@ def reconstruction(
         ``obsm`` key of the true positions; ``None``, or the default key absent: the reconstruction
         alone. Another key must be in ``obsm``.
     size, palette, cmap
-        Marker size (positive; default from the number of cells), categorical colours (a sequence, reused
-        with a warning when shorter than the categories, or a dict with a colour for every category;
-        default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
+        Marker size (positive; default from the number of cells), categorical colours (a colour map's name, a
+        sequence, reused with a warning when shorter than the categories, or a dict with a colour for
+        every category; default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
     legend
         Draw the legend of a categorical ``color``.
     reference

@@ -36,6 +36,7 @@ DEFAULT_N_PATCH = 384
 DEFAULT_MIN_OVERLAP = 64
 #: Cells averaged per embedding at ``smooth_k=None``, or one in ``SMOOTH_FRACTION`` cells when fewer.
 DEFAULT_SMOOTH_K = 50
+#: Below ``SMOOTH_FRACTION * DEFAULT_SMOOTH_K`` cells, ``smooth_k=None`` averages one cell in this many.
 SMOOTH_FRACTION = 12
 
 
