@@ -110,7 +110,8 @@ def attention(
         ``obs_names`` or integer positions of the queries, each once (one name or position alone
         is one query).
     n_query
-        Number of default queries.
+        Number of default queries: at most the cells of the miniset's inner half (the
+        ``n_cells // 2`` nearest the centre); the queries used are in ``uns[key_added]['queries']``.
     recycle
         Recycle to keep (0-based; ``-1``: the last).
     head
