@@ -87,12 +87,10 @@ def run_demo(
         f"{ada['after']['domain_accuracy']:.3f}"
     )
 
-    # minisets of 128-384 spots, capped by the training spots of the smallest slide (a 20% band of
-    # each slide is held out for validation)
-    smallest = int(adata_st.obs[Key.slide].value_counts().min())
-    n_max = min(384, int(0.8 * smallest))
+    # minisets of 128-384 spots (fewer on slides with fewer training spots; a 20% band of each slide is
+    # held out for validation)
     geo = model.GEARS(adata_st, slide_key=Key.slide)
-    geo.train(max_epochs=gears_epochs, n_min=min(128, n_max), n_max=n_max, random_state=random_state)
+    geo.train(max_epochs=gears_epochs, random_state=random_state)
     last = geo.history_.iloc[-1]
     done(
         f"[3/6] GEARS trained; held-out slide minisets: Spearman {last['val_spearman']:.3f}, "

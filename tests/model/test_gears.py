@@ -166,3 +166,27 @@ def test_training_plans_keep_weighted_epoch_means():
     plan.add_to_epoch({"train_total": torch.tensor(4.0), "sigma_data": 0.0}, 1)
     assert plan.pop_epoch_means() == {"train_total": 2.0, "sigma_data": 2.0}  # (1*2 + 4) / 3, (3*2 + 0) / 3
     assert plan.pop_epoch_means() == {}  # a new epoch starts empty
+
+
+def test_train_defaults_take_a_small_reference():
+    """A slide of fewer training spots than 128 failed at the defaults ("fewer than the miniset size n_min=128")."""
+    small = _synthetic(n_per_slide=90, n_slides=2)
+    small = small[np.r_[0:90, 90:150]].copy()  # slides of 90 and 60 spots
+    fast = {"max_epochs": 1, "n_batches": 2, "batch_size": 2, "progress": False}
+    geo = gx.model.GEARS(small, slide_key="slide", **_TINY)
+    geo.train(random_state=0, **fast)
+    assert geo.train_params_["n_train_spots"] == 120  # a 20% band of each slide was held out for validation
+    held = small.obs["slide"].to_numpy() == "s1"
+    n_min = geo.train_params_["n_min"]
+    assert n_min == 48  # the smaller slide's training spots (80% of 60), not 128
+    # the default is the number written down: the same model when it is passed explicitly
+    same = gx.model.GEARS(small, slide_key="slide", **_TINY)
+    same.train(random_state=0, n_min=n_min, **fast)
+    idx = np.flatnonzero(held)[:40]
+    np.testing.assert_array_equal(geo.predict_geometry(small, idx), same.predict_geometry(small, idx))
+    # large slides keep 128
+    big = gx.model.GEARS(_synthetic(n_per_slide=300, n_slides=1), **_TINY)
+    big.train(random_state=0, **fast)
+    assert big.train_params_["n_min"] == 128
+    with pytest.raises(ValueError, match="n_min=100"):  # a number is used as given
+        gx.model.GEARS(small, slide_key="slide", **_TINY).train(n_min=100, **fast)

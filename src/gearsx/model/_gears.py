@@ -14,6 +14,7 @@ from gearsx._utils import (
     doc_params,
     renamed_arguments,
 )
+from gearsx.geometry._minisets import MIN_MINISET
 
 from ._base import MODEL_ATTRIBUTES, GearsModelBase
 from ._gears_inference import GearsInferenceMixin
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 _TARGETS = ("gram", "rw_stress")
 #: Optimisation steps aimed at by ``GEARS.train(max_epochs=None)``.
 _DEFAULT_STEPS = 160
+#: Smallest miniset at ``train(n_min=None)``, or the smallest slide's training spots when fewer.
+DEFAULT_N_MIN = 128
 
 
 @doc_params(model_attributes=MODEL_ATTRIBUTES)
@@ -250,7 +253,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         n_batches: int = 32,
         lr: float = 5e-4,
         weight_decay: float = 1e-4,
-        n_min: int = 128,
+        n_min: int | None = None,
         n_max: int = 384,
         overlap: float = 0.5,
         refine_start: float = 0.3,
@@ -283,7 +286,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         lr, weight_decay
             AdamW settings (linear warm-up over 5% of the steps, then cosine decay to 0.1 ``lr``).
         n_min, n_max
-            Miniset sizes (uniform on ``[n_min, n_max]``).
+            Miniset sizes (uniform on ``[n_min, n_max]``; ``n_max`` is clipped to each slide's
+            training spots). ``n_min=None`` (default): 128, or the training spots of the smallest
+            slide when it has fewer (at least 8), so that a small reference (a few dozen Visium spots
+            of a region, an ST array) trains at the defaults; the value used is in
+            ``train_params_['n_min']``. A number larger than a slide's training spots is an error.
         overlap
             Fraction of a miniset shared with its partner (at least 32 spots).
         refine_start
@@ -339,6 +346,10 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             validation, validation_slide, slides, coords, self._slide_names(), slide_key=self.setup_args["slide_key"]
         )
         train_idx = np.flatnonzero(~val_mask)
+        if n_min is None:  # 128, or the smallest slide's training spots (the loaders name a slide below 8)
+            counts = np.bincount(slides[train_idx])
+            smallest = int(counts[counts > 0].min()) if len(train_idx) else 0
+            n_min = max(MIN_MINISET, min(DEFAULT_N_MIN, check_positive_int(n_max, name="n_max"), smallest))
         kind = self._module_kwargs["targets"]
         loader, val_loader = miniset_loaders(
             emb,
