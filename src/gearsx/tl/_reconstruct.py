@@ -109,9 +109,9 @@ def reconstruct(
         model kept it (:meth:`gearsx.model.GEARS.train`), another encoder's embeddings are an error,
         and so, when anchoring, are ST data embedded again after the model was trained.
     n_patch
-        Cells per patch. ``None`` (default): 384 (the model's training miniset sizes are 128-384),
-        or all the cells, one patch, when there are fewer (a plate of a few hundred cells). A
-        number larger than the data is an error.
+        Cells per patch. ``None`` (default): 384 (the largest training miniset at
+        :meth:`gearsx.model.GEARS.train`'s defaults), or all the cells, one patch, when there are
+        fewer (a plate of a few hundred cells). A number larger than the data is an error.
     min_overlap
         Cells each patch is guaranteed to share with at least one other patch (the cover
         is repaired where needed, see :func:`gearsx.geometry.random_walk_patches`). ``None``
