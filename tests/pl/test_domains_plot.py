@@ -1,6 +1,8 @@
 import matplotlib
 
 matplotlib.use("agg")
+import warnings
+
 import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
@@ -103,4 +105,16 @@ def test_domains_palette_gives_every_category_a_colour(visium_like):
     first = visium_like.obs["gears_domain"].to_numpy() == "0"
     assert np.allclose(face[first], plt.get_cmap("Set2").colors[0])
     assert np.allclose(face[~first], plt.get_cmap("Set2").colors[1])
+    plt.close("all")
+
+
+def test_domains_default_palette_keeps_30_domains_apart(visium_like):
+    """Above 20 categories tab20 was cycled (two domains one colour); scanpy's 102 colours, as scanpy does."""
+    a = visium_like.copy()
+    a.obs["fine"] = pd.Categorical((np.arange(a.n_obs) % 30).astype(str))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "some categories share a colour"
+        ax = gx.pl.domains(a, color="fine", img=False, show=False)
+    face = ax.collections[0].get_facecolors()[:, :3]
+    assert len({tuple(np.round(f, 4)) for f in face}) == 30
     plt.close("all")

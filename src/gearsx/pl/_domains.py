@@ -97,8 +97,9 @@ def domains(
         Spot opacity, in [0, 1].
     palette
         Colours of the categories: a colour map's name (``'Set2'``), a sequence (reused, with a
-        warning, when shorter than the categories) or a dict with a colour for every category. Default: ``uns[f'{color}_colors']``
-        as in scanpy, else tab10/tab20. Missing labels (NaN or ``'NA'``) are drawn in light grey.
+        warning, when shorter than the categories) or a dict with a colour for every category.
+        Default: ``uns[f'{color}_colors']`` as in scanpy, else tab10, tab20 or, above 20
+        categories, scanpy's 102 colours. Missing labels (NaN or ``'NA'``) are drawn in light grey.
     legend
         Draw a legend per panel.
     ax

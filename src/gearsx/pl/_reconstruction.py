@@ -50,14 +50,16 @@ def _axes(ax, n: int, *, figsize: tuple[float, float]):
 
 
 def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
-    """Colours of ``cats``: ``palette``, else ``uns[f'{key}_colors']`` (scanpy's convention), else tab10/tab20."""
+    """Colours of ``cats``: ``palette``, else ``uns[f'{key}_colors']`` (scanpy's convention), else tab10/tab20/scanpy's 102."""
     import matplotlib.pyplot as plt
 
     stored = adata.uns.get(Key.colors(key))
     if palette is None and stored is not None and len(stored) >= len(cats):
         return list(stored)
-    if palette is None:
-        palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
+    if palette is None:  # scanpy's choice above 20 categories: its 102 distinct colours
+        from scanpy.plotting.palettes import default_102
+
+        palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors if len(cats) <= 20 else default_102
     if isinstance(palette, str):  # a colour map's name, as scanpy takes it (its letters are not colours)
         cmap = plt.get_cmap(palette)
         listed = getattr(cmap, "colors", None)
@@ -169,7 +171,8 @@ def reconstruction(
     size, palette, cmap
         Marker size (positive; default from the number of cells), categorical colours (a colour map's name, a
         sequence, reused with a warning when shorter than the categories, or a dict with a colour for
-        every category; default ``uns[f'{color}_colors']`` as in scanpy, else tab10/tab20), colour map.
+        every category; default ``uns[f'{color}_colors']`` as in scanpy, else tab10, tab20 or, above 20
+        categories, scanpy's 102 colours), colour map.
     legend
         Draw the legend of a categorical ``color``.
     reference
