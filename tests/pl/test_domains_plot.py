@@ -117,4 +117,7 @@ def test_domains_default_palette_keeps_30_domains_apart(visium_like):
         ax = gx.pl.domains(a, color="fine", img=False, show=False)
     face = ax.collections[0].get_facecolors()[:, :3]
     assert len({tuple(np.round(f, 4)) for f in face}) == 30
+    ax.figure.canvas.draw()  # scanpy's rule: two columns for 15-30 entries, not one column running off the page
+    columns = {round(t.get_window_extent().x0) for t in ax.get_legend().get_texts()}
+    assert len(columns) == 2
     plt.close("all")

@@ -12,7 +12,7 @@ from gearsx._anndata import check_obs_key, obsm_coords
 from gearsx._keys import Key
 from gearsx._utils import check_fraction, check_positive_number, renamed_arguments
 
-from ._reconstruction import NA_COLOR, _axes, _category_colors, _finish
+from ._reconstruction import NA_COLOR, _axes, _category_colors, _finish, legend_columns
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -179,7 +179,10 @@ def domains(
         if legend:
             handles = [Patch(color=colors[i], label=str(c)) for i, c in enumerate(cats.categories)]
             handles += [Patch(color=NA_COLOR, label="NA")] if n_missing else []
-            a.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+            a.legend(
+                handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8,
+                ncol=legend_columns(len(handles)),
+            )  # fmt: skip
     return _finish(fig, axs if len(keys) > 1 else axs[0], show=show, save=save)
 
 

@@ -272,9 +272,15 @@ def _rows(adata: AnnData, keys: list, panels: int, *, show, save, kwargs: dict):
     return _finish(fig, out, show=show, save=save)
 
 
+def legend_columns(n_entries: int) -> int:
+    """Columns of a categorical legend: scanpy's rule (one up to 14 entries, two up to 30, then three)."""
+    return 1 if n_entries <= 14 else 2 if n_entries <= 30 else 3
+
+
 def _category_legend(ax) -> None:
     """Place the categories' legend right of ``ax``, with markers of one size whatever the points' size."""
-    leg = ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8)
+    n = len(ax.get_legend_handles_labels()[1])
+    leg = ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, fontsize=8, ncol=legend_columns(n))
     for handle in leg.legend_handles:
         handle.set_sizes([30.0])
 
