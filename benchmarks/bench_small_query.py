@@ -25,7 +25,6 @@ reconstruction sees the small query). Scores: Spearman and edge ROC-AUC against 
 """
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _common import mean_sd_markdown, simulated_query, simulator_models, write_results
+from bench_peers import _embed, load, make_spots
 
 import gearsx as gx
 
@@ -55,16 +55,13 @@ def models(name: str, seed: int):
         cells = simulated_query(2000, st, enc)
         cells.obsm[TRUTH] = np.asarray(cells.obsm.pop("spatial_gt"), float)
         return cells, geo
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_peers
-
-    parts = bench_peers.load(name, "same-tissue", seed)
+    parts = load(name, "same-tissue", seed)
     if parts is None:
         return None
     train, held = parts
     query = held.copy()
     del query.obsm["spatial"]  # expression only, as in bench_peers.py
-    st, cells = bench_peers._embed(bench_peers.make_spots(train), query, seed)
+    st, cells = _embed(make_spots(train), query, seed)
     n_max = min(384, int(0.8 * st.n_obs))
     geo = gx.model.GEARS(st)
     geo.train(n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed)

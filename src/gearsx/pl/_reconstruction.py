@@ -56,10 +56,10 @@ def _category_colors(adata: AnnData, key: str, cats: list, palette) -> list:
     stored = adata.uns.get(Key.colors(key))
     if palette is None and stored is not None and len(stored) >= len(cats):
         return list(stored)
-    if palette is None:  # scanpy's choice above 20 categories: its 102 distinct colours
+    if palette is None:  # tab10, tab20, then scanpy's choice above 20 categories: its 102 distinct colours
         from scanpy.plotting.palettes import default_102
 
-        palette = plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors if len(cats) <= 20 else default_102
+        palette = default_102 if len(cats) > 20 else plt.get_cmap("tab10" if len(cats) <= 10 else "tab20").colors
     if isinstance(palette, str):  # a colour map's name, as scanpy takes it (its letters are not colours)
         cmap = plt.get_cmap(palette)
         listed = getattr(cmap, "colors", None)
