@@ -798,6 +798,62 @@ def _cases() -> list[Case]:
             "`query_similarity` must be a 2-D array",
         ),
         C(
+            "match_reference-nan-query",  # scikit-learn's "Input X contains NaN"
+            plain(lambda e: gx.geometry.match_reference(_with_nan_row(np.eye(20, 3)), np.eye(20, 3), np.eye(20, 2))),
+            ValueError,
+            "`query` holds NaN or inf in 1 of 20 rows",
+        ),
+        C(
+            "match_reference-nan-expression",  # scikit-learn's "Input X contains NaN"
+            plain(
+                lambda e: gx.geometry.match_reference(
+                    np.eye(20, 3),
+                    np.eye(20, 3),
+                    np.eye(20, 2),
+                    query_expression=_with_nan_row(np.eye(20, 4)),
+                    reference_expression=np.eye(20, 4),
+                )
+            ),
+            ValueError,
+            "`query_expression` holds NaN or inf in 1 of 20 rows",
+        ),
+        C(
+            "knn_indices-nan",  # scipy's "data must be finite"
+            plain(lambda e: gx.geometry.knn_indices(_with_nan_row(np.eye(20, 2)), 3)),
+            ValueError,
+            "`coords` contains NaN or inf in 1 of 20 rows",
+        ),
+        C(
+            "coral_distance-one-row",  # returned NaN
+            plain(lambda e: gx.metrics.coral_distance(np.ones((1, 3)), np.eye(5, 3))),
+            ValueError,
+            "`a` has 1 points; at least 2",
+        ),
+        C(
+            "domain_classifier_accuracy-few-rows",  # scikit-learn's "n_splits=5 cannot be greater than ..."
+            plain(lambda e: gx.metrics.domain_classifier_accuracy(np.eye(3, 2), np.eye(3, 2) + 1.0)),
+            ValueError,
+            "at least `n_splits`=5 rows each",
+        ),
+        C(
+            "distortion_matrix-negative-eps",  # NaN blocks from log of a negative ratio
+            plain(lambda e: gx.metrics.distortion_matrix(np.eye(20, 2), np.eye(20, 2), eps=-1.0)),
+            ValueError,
+            "`eps` must be a positive number",
+        ),
+        C(
+            "domain_scores-missing-prediction",  # 'nan' was scored as a domain of its own
+            plain(lambda e: gx.metrics.domain_scores(["a", "a", "b", "b"], ["x", None, "y", "y"])),
+            ValueError,
+            "`labels_pred` holds 1 missing labels",
+        ),
+        C(
+            "spatial_coherence-missing-label",  # two unlabelled neighbours counted as agreeing
+            plain(lambda e: gx.metrics.spatial_coherence([np.nan, "a", "b", np.nan], np.eye(4, 2), n_neighbors=1)),
+            ValueError,
+            "`labels` holds 2 missing labels",
+        ),
+        C(
             "fuse_anchor-nan-weight",
             plain(lambda e: gx.geometry.fuse_anchor(np.eye(20, 2), np.eye(20, 2), np.ones(20), weight=float("nan"))),
             ValueError,
@@ -823,6 +879,27 @@ def _cases() -> list[Case]:
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.spatial_smooth(a, use_rep="X_gears", key_added=3)),
             ValueError,
             "`key_added` must be a non-empty string",
+        ),
+        C(
+            "spatial_smooth-key_added-spatial",  # overwrote the coordinates with the smoothed embedding
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.spatial_smooth(a, use_rep="X_gears", key_added="spatial")),
+            ValueError,
+            "`key_added`='spatial' is",
+        ),
+        C(
+            "fit_adapter-key_added-spatial",  # overwrote the query's coordinates with its embedding
+            on(
+                lambda e: _with(e.sc, lambda a: a.obsm.__setitem__("spatial", a.obsm["spatial_gt"])),
+                lambda e, a: gx.tl.fit_adapter(a, e.enc, key_added="spatial"),
+            ),
+            ValueError,
+            "which holds coordinates",
+        ),
+        C(
+            "fit_encoder-key_added-spatial",  # trained, then overwrote the spots' coordinates
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", key_added="spatial")),
+            ValueError,
+            "which holds coordinates",
         ),
         C(
             "reconstruct-unadapted",

@@ -42,10 +42,20 @@ _SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare", "X_gears_d
 _SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "section", "slice", "batch")
 
 
-def check_key_added(key_added) -> str:
-    """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string."""
+def check_key_added(key_added, *, spatial_key: str | None = None) -> str:
+    """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string.
+
+    With ``spatial_key`` (the ``obsm`` key of coordinates), ``key_added`` may not be that key: the step
+    would overwrite the coordinates with its result.
+    """
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."
+        raise ValueError(msg)
+    if spatial_key is not None and key_added == spatial_key:
+        msg = (
+            f"`key_added`={key_added!r} is `obsm[{spatial_key!r}]`, which holds coordinates: the result would "
+            "overwrite them. Pick another name (or keep the default)."
+        )
         raise ValueError(msg)
     return key_added
 
@@ -152,6 +162,22 @@ def holds_counts(x) -> bool:
     """
     sample = stored_sample(x)
     return bool(sample.size) and float(sample.max()) > 1.0 and all_integers(sample)
+
+
+def looks_logged(adata: AnnData) -> bool:
+    """Return whether ``adata.X`` looks log-normalised already (sampled stored values).
+
+    The values decide first: integer values are counts (log-normalised expression is integer only
+    at zero), whatever ``uns['log1p']`` says, since that record outlives the matrix it describes
+    (counts put back into ``X``, or ``prepare(..., layer='counts')`` on processed data). Non-integer
+    values are log-normalised when ``uns['log1p']`` is present or all lie below 20.
+    """
+    sample = stored_sample(adata.X)
+    if sample.size == 0:
+        return "log1p" in adata.uns
+    if all_integers(sample):
+        return False
+    return "log1p" in adata.uns or float(sample.max()) < 20.0
 
 
 def check_log_expression(x, name: str, fix: str) -> None:

@@ -136,3 +136,25 @@ def test_values_that_cannot_be_summed_are_refused(small_tissue):
     logged.X = cells.X.copy()
     spots = gx.datasets.pseudo_spots(logged, **kw)
     assert spots.X.sum() == pytest.approx(cells.X[spots.uns["pseudo_spots"]["cell_spot"] >= 0].sum(), rel=1e-5)
+
+
+def test_log_values_without_their_record_draw_a_warning(small_tissue, caplog):
+    import scanpy as sc
+
+    _, cells = small_tissue
+    cells = cells.copy()
+    cells.obsm["spatial"] = cells.obsm["spatial_gt"]
+    kw = {"spot_diameter": 88.0, "center_to_center": 160.0}
+    logged = cells.copy()
+    sc.pp.normalize_total(logged)
+    sc.pp.log1p(logged)
+    del logged.uns["log1p"]  # lost, as after a round trip through a tool that drops uns
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.datasets.pseudo_spots(logged, **kw)
+    assert "looks log-transformed" in caplog.text
+    caplog.clear()
+    normalised = cells.copy()  # non-integer but additive, on the counts' scale: summed without a word
+    sc.pp.normalize_total(normalised, target_sum=1e4)
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.datasets.pseudo_spots(normalised, **kw)
+    assert "looks log-transformed" not in caplog.text

@@ -147,6 +147,11 @@ def test_attention_names_bad_arguments_before_writing(ipa_model):
         with pytest.raises(exc, match=match):
             gx.tl.attention(fresh, geo, n_cells=40, **kw)
         assert "gears_attention" not in fresh.uns
+    twice = st.copy()  # two slides' barcodes concatenated without `index_unique`
+    twice.obs_names = [st.obs_names[i % 7] for i in range(st.n_obs)]
+    with pytest.raises(ValueError, match="names several cells"):
+        gx.tl.attention(twice, geo, query_cells=st.obs_names[5], n_cells=40)  # was numpy's IndexError
+    assert "gears_attention" not in twice.uns
     with pytest.raises(ValueError, match="`n_sets` must be an integer"):  # 2.5 was cut to 2; 0 named `m`
         gx.tl.attention_summary(st, geo, n_sets=2.5)
     with pytest.raises(ValueError, match="`k`=10 must be smaller than n_cells - 1 = 9"):  # recall 1 whatever the model

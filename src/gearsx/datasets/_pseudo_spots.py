@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import all_integers, check_finite_matrix, resolve_slide_key, stored_sample, write_record
+from gearsx._anndata import (
+    all_integers,
+    check_finite_matrix,
+    looks_logged,
+    resolve_slide_key,
+    stored_sample,
+    write_record,
+)
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int, check_positive_number
 
@@ -12,6 +20,8 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 __all__ = ["pseudo_spots", "spot_grid"]
+
+logger = logging.getLogger(__name__)
 
 _LAYOUTS = ("hex", "square")
 
@@ -57,6 +67,12 @@ def _check_additive(adata: AnnData) -> None:
             "expression. Pass the counts (e.g. `adata.X = adata.layers['counts']`)."
         )
         raise ValueError(msg)
+    if looks_logged(adata):  # non-integer, all below 20, and no record: most likely logs whose record was lost
+        logger.warning(
+            "pseudo_spots: `adata_cells.X` looks log-transformed (non-integer values, all below 20, no "
+            "uns['log1p'] record); a sum of logs is no spot's expression. If so, pass the counts "
+            "(e.g. `adata.X = adata.layers['counts']`); additive values such as intensities are summed as given."
+        )
 
 
 def pseudo_spots(
@@ -85,7 +101,8 @@ def pseudo_spots(
         Single-cell-resolution data with 2-D coordinates in ``obsm[spatial_key]``
         (dense or sparse ``X``; counts are expected, any additive quantity works). Negative values
         (scaled data) and log-transformed values (non-integer under ``uns['log1p']``) are an
-        error: their sums are no spot's expression.
+        error: their sums are no spot's expression. Non-integer values all below 20 without that
+        record draw a warning (the rule :func:`gearsx.pp.prepare` reads as log-normalised).
     spot_diameter
         Spot diameter, in the units of the coordinates (Visium: 55 µm).
     center_to_center

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from gearsx._anndata import check_finite_matrix
 from gearsx._utils import (
     as_rng,
     check_coords,
@@ -170,6 +171,8 @@ def match_reference(
     if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:
         msg = f"`query` and `reference` must be 2-D with the same width; got {q.shape} and {r.shape}."
         raise ValueError(msg)
+    check_finite_matrix(q, "query", "impute or remove those cells first")
+    check_finite_matrix(r, "reference", "impute or remove those spots first")
     if len(xy) != len(r):
         msg = f"`reference_coords` has {len(xy)} rows for {len(r)} reference rows."
         raise ValueError(msg)
@@ -252,6 +255,8 @@ def _checked_expression(query_expression, reference_expression, weight, n_query:
             f"per reference row ({n_reference}) and the same genes (columns)."
         )
         raise ValueError(msg)
+    check_finite_matrix(query_expression, "query_expression", "impute or remove those cells first")
+    check_finite_matrix(reference_expression, "reference_expression", "impute or remove those spots first")
     return w
 
 

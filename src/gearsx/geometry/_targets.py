@@ -80,7 +80,7 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
     ``k`` with miniset-local neighbours. This prefers real neighbours over points that
     only look close because the miniset skipped the cells between them (see :ref:`gears-minisets`).
     """
-    x = np.asarray(coords, dtype=np.float64)
+    x = check_coords(coords, name="coords")
     n = len(x)
     k = check_positive_int(k, name="k")
     if k >= n:

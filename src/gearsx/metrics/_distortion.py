@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_positive_int, check_positive_number
 from gearsx.geometry._order import morton_order
 
 __all__ = ["distortion_matrix", "morton_order"]
@@ -56,6 +56,7 @@ def distortion_matrix(
         raise ValueError(msg)
     n_blocks = min(check_positive_int(n_blocks, name="n_blocks"), len(gt))
     n_per_block = check_positive_int(n_per_block, name="n_per_block")
+    eps = check_positive_number(eps, name="eps")  # 0 or less: log(0) for coincident points
     rng = as_rng(random_state)
     order = morton_order(gt)
     blocks = np.array_split(order, n_blocks)

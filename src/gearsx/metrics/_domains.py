@@ -12,6 +12,19 @@ from gearsx.geometry._knn import knn_without_self
 __all__ = ["domain_scores", "spatial_coherence"]
 
 
+def _assigned_labels(labels, name: str) -> np.ndarray:
+    """Return ``labels`` as strings, raising when one is missing (a missing label is no domain of its own)."""
+    values = pd.Series(labels.to_numpy() if isinstance(labels, pd.Series) else np.asarray(labels, dtype=object))
+    missing = values.isna().to_numpy()
+    if missing.any():
+        msg = (
+            f"`{name}` holds {int(missing.sum())} missing labels (NaN/None) of {len(values)}; every observation "
+            "needs a label here. Subset to the labelled observations first."
+        )
+        raise ValueError(msg)
+    return values.astype(str).to_numpy()
+
+
 def spatial_coherence(labels, spatial, *, n_neighbors: int = 6) -> float:
     """Mean fraction of each point's ``n_neighbors`` nearest physical neighbours that share its label.
 
@@ -40,7 +53,7 @@ def spatial_coherence(labels, spatial, *, n_neighbors: int = 6) -> float:
     >>> round(gx.metrics.spatial_coherence(xy[:, 0] < 10, xy, n_neighbors=4), 2)  # 40 of 400 have 1 of 4 across
     0.97
     """
-    labels = pd.Series(np.asarray(labels)).astype(str).to_numpy()
+    labels = _assigned_labels(labels, "labels")
     xy = check_coords(spatial, name="spatial", min_points=2)
     if len(labels) != len(xy):
         msg = f"`labels` has {len(labels)} entries but `spatial` has shape {xy.shape}."
@@ -89,7 +102,7 @@ def domain_scores(
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     t = pd.Series(list(labels_true) if not isinstance(labels_true, pd.Series) else labels_true.to_numpy())
-    p = pd.Series(np.asarray(labels_pred)).astype(str)
+    p = pd.Series(_assigned_labels(labels_pred, "labels_pred"))
     if len(t) != len(p):
         msg = f"`labels_true` has {len(t)} entries and `labels_pred` {len(p)}; they must match."
         raise ValueError(msg)

@@ -12,9 +12,9 @@ from ._probe import linear_probe
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
 
 
-def _two_sets(a, b) -> tuple[np.ndarray, np.ndarray]:
+def _two_sets(a, b, min_points: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Return ``a`` and ``b`` as finite float arrays with the same columns (one feature space), else raise."""
-    a, b = check_coords(a, name="a"), check_coords(b, name="b")
+    a, b = check_coords(a, name="a", min_points=min_points), check_coords(b, name="b", min_points=min_points)
     if a.shape[1] != b.shape[1]:
         msg = f"`a` and `b` must live in the same space; got {a.shape[1]} and {b.shape[1]} columns."
         raise ValueError(msg)
@@ -64,13 +64,13 @@ def domain_classifier_accuracy(a, b, *, n_splits: int = 5, random_state: int = 0
     scaled by one global factor (see the note in :func:`slide_separability`).
     """
     a, b = _two_sets(a, b)
-    y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    y = np.repeat(np.array(["a", "b"]), [len(a), len(b)])  # named as the arguments, for linear_probe's messages
     return linear_probe(np.vstack([a, b]), y, n_splits=n_splits, random_state=random_state)
 
 
 def coral_distance(a, b) -> float:
-    """CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` between the covariances of two sets."""
-    a, b = _two_sets(a, b)
+    """CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` between the covariances of two sets (2 rows each at least)."""
+    a, b = _two_sets(a, b, min_points=2)  # one row has no covariance
     d = a.shape[1]
     return float(((np.cov(a, rowvar=False) - np.cov(b, rowvar=False)) ** 2).sum() / (4 * d * d))
 

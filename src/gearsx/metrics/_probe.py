@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gearsx._utils import check_positive_int
+
 __all__ = ["linear_probe"]
 
 
@@ -16,6 +18,14 @@ def linear_probe(x: np.ndarray, labels: np.ndarray, *, n_splits: int = 5, random
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+    n_splits = check_positive_int(n_splits, name="n_splits", minimum=2)
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    if len(values) < 2 or counts.min() < n_splits:
+        msg = (
+            f"the cross-validation needs two classes or more with at least `n_splits`={n_splits} rows each; "
+            f"got {dict(zip(values.tolist(), counts.tolist(), strict=True))}. Lower `n_splits` or pass more rows."
+        )
+        raise ValueError(msg)
     x = np.asarray(x, dtype=np.float64)
     x = x - x.mean(0)
     scale = np.sqrt((x**2).sum(1).mean() / max(x.shape[1], 1))

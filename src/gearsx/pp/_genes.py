@@ -8,13 +8,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._anndata import (
-    all_integers,
     check_finite_matrix,
     check_log_expression,
     check_slide_key,
     empty_rows,
     get_matrix,
-    stored_sample,
+    looks_logged,
     warn_unkeyed_slides,
     write_record,
 )
@@ -205,33 +204,17 @@ def _check_expression_range(x, name: str, layer: str | None) -> None:
         raise ValueError(msg)
 
 
-def _looks_logged(adata: AnnData) -> bool:
-    """Return whether ``adata.X`` looks log-normalised already (sampled stored values).
-
-    The values decide first: integer values are counts (log-normalised expression is integer only
-    at zero), whatever ``uns['log1p']`` says, since that record outlives the matrix it describes
-    (counts put back into ``X``, or ``prepare(..., layer='counts')`` on processed data). Non-integer
-    values are log-normalised when ``uns['log1p']`` is present or all lie below 20.
-    """
-    sample = stored_sample(adata.X)
-    if sample.size == 0:
-        return "log1p" in adata.uns
-    if all_integers(sample):
-        return False
-    return "log1p" in adata.uns or float(sample.max()) < 20.0
-
-
 def _normalize_log(adata: AnnData, name: str) -> str:
     import scanpy as sc
 
-    if _looks_logged(adata):
+    if looks_logged(adata):
         logger.warning(
             "%s looks log-transformed already (non-integer values, with uns['log1p'] present or all below 20); "
             "skipping normalize_total + log1p.",
             name,
         )
         return "input already log-normalised"
-    if "log1p" in adata.uns:  # a stale record: the values are counts (see _looks_logged)
+    if "log1p" in adata.uns:  # a stale record: the values are counts (see looks_logged)
         logger.warning(
             "%s carries uns['log1p'] but its values are integer counts (the record outlived the matrix it "
             "described, e.g. counts put back into X); normalising and log-transforming them.",

@@ -50,7 +50,14 @@ def _query_positions(adata: AnnData, query_cells) -> np.ndarray:
             if q not in adata.obs_names:
                 msg = f"query cell {q!r} is not in `adata.obs_names`."
                 raise KeyError(msg)
-            out.append(adata.obs_names.get_loc(q))
+            where = adata.obs_names.get_loc(q)
+            if not isinstance(where, numbers.Integral):  # a slice or mask: the name is not unique
+                msg = (
+                    f"query cell {q!r} names several cells of `adata.obs_names`; run `adata.obs_names_make_unique()` "
+                    "or pass integer positions."
+                )
+                raise ValueError(msg)
+            out.append(where)
         else:
             if isinstance(q, bool | np.bool_) or not isinstance(q, numbers.Integral):  # int() truncated 2.7 to 2
                 msg = f"query cell {q!r} is neither an `obs_names` entry nor an integer position."

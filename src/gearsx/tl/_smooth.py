@@ -126,7 +126,7 @@ def spatial_smooth(
     >>> gx.tl.cluster_domains(st, method="mclust", use_rep="X_gears_smoothed", n_clusters=5)
     """
     if key_added is not None:
-        check_key_added(key_added)
+        check_key_added(key_added, spatial_key=spatial_key)
     if spatial_key not in adata.obsm:
         msg = (
             f"`spatial_key={spatial_key!r}` is not in `adata.obsm`; available: {list(adata.obsm.keys())}. "
