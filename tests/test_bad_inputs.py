@@ -902,6 +902,12 @@ def _cases() -> list[Case]:
             "which holds coordinates",
         ),
         C(
+            "reconstruct-anchor-arguments-in-intrinsic-mode",  # anchor_k and reference_slide were ignored
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, anchor=None, anchor_k=5)),
+            ValueError,
+            "which reads none of",
+        ),
+        C(
             "reconstruct-unadapted",
             on(lambda e: _with(e.sc, lambda a: a.uns.pop("gears_adapter")), lambda e, a: gx.tl.reconstruct(a, e.geo)),
             ValueError,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -38,6 +39,10 @@ DEFAULT_MIN_OVERLAP = 64
 DEFAULT_SMOOTH_K = 50
 #: Below ``SMOOTH_FRACTION * DEFAULT_SMOOTH_K`` cells, ``smooth_k=None`` averages one cell in this many.
 SMOOTH_FRACTION = 12
+#: Default weight of the intrinsic offsets against the anchors (``anchor_weight``).
+ANCHOR_WEIGHT = 0.1
+#: Default number of expected-distance steps of an anchored layout (``anchor_distance_steps``).
+ANCHOR_DISTANCE_STEPS = 3
 
 
 @renamed_arguments(embedding_key="use_rep", knn="n_neighbors")
@@ -58,8 +63,8 @@ def reconstruct(
     anchor_k: int | None = None,
     anchor_expression_weight: float | None = None,
     anchor_temperature: float | None = TEMPERATURE,
-    anchor_weight: float = 0.1,
-    anchor_distance_steps: int = 3,
+    anchor_weight: float = ANCHOR_WEIGHT,
+    anchor_distance_steps: int = ANCHOR_DISTANCE_STEPS,
     refine_steps: int = 4,
     batch_size: int = 16,
     allow_unadapted: bool = False,
@@ -135,7 +140,8 @@ def reconstruct(
         ``'auto'`` (default): anchor in the reference frame when the query looks like the
         reference's tissue, else intrinsic mode; ``'reference'``: always anchor; ``None``: intrinsic
         mode (the layout is defined up to rotation, reflection, translation and scale). The
-        decision and its figures go to ``uns['gears']['anchor']``.
+        decision and its figures go to ``uns['gears']['anchor']``. With ``None``, the
+        ``reference_slide`` and ``anchor_*`` arguments are read by nothing, so setting one is an error.
     reference_slide
         Reference slide whose frame anchored layouts live in (default: the slide the query's
         matches are most similar on).
@@ -257,6 +263,15 @@ def reconstruct(
     from ._stitch import stitch
 
     check_key_added(key_added)
+    _check_anchor_arguments(
+        anchor,
+        reference_slide=reference_slide,
+        anchor_k=anchor_k,
+        anchor_expression_weight=anchor_expression_weight,
+        anchor_temperature=anchor_temperature,
+        anchor_weight=anchor_weight,
+        anchor_distance_steps=anchor_distance_steps,
+    )
     x = _checked_embedding(adata, model, use_rep, allow_unadapted=allow_unadapted, anchored=anchor is not None)
     client = resolve_client(client)
     if n_communities is not None:
@@ -422,6 +437,38 @@ def _check_same_encoder(adata: AnnData, model, use_rep: str, *, anchored: bool) 
             "it was trained on."
         )
         raise ValueError(msg)
+
+
+def _check_anchor_arguments(anchor, **given) -> None:
+    """Raise when ``anchor=None`` comes with arguments that only an anchored reconstruction reads.
+
+    Intrinsic mode would ignore them, so a user who set ``anchor_k`` (say) and ``anchor=None`` would
+    get a layout that their argument never touched.
+    """
+    if anchor is not None:
+        return
+    defaults = {
+        "reference_slide": None,
+        "anchor_k": None,
+        "anchor_expression_weight": None,
+        "anchor_temperature": TEMPERATURE,
+        "anchor_weight": ANCHOR_WEIGHT,
+        "anchor_distance_steps": ANCHOR_DISTANCE_STEPS,
+    }
+    unused = [name for name, default in defaults.items() if not _same(given[name], default)]
+    if unused:
+        msg = (
+            f"anchor=None places the cells from the intrinsic geometry alone, which reads none of {unused}. "
+            "Drop them, or pass anchor='reference' (or 'auto') to anchor the cells in the reference."
+        )
+        raise ValueError(msg)
+
+
+def _same(value, default) -> bool:
+    """Return whether an argument is its default (``None`` only equals ``None``)."""
+    if value is None or default is None:
+        return value is default
+    return isinstance(value, numbers.Number) and not isinstance(value, bool) and value == default
 
 
 def _checked_sizes(
