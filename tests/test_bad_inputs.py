@@ -121,12 +121,12 @@ def _nan_x(a):
 
 
 def _tiny_validation_region(e: Env):
-    """A row: GEARS on a reference whose second slide keeps 20 spots (a 4-spot validation band)."""
+    """A row: GEARS on a reference whose second slide keeps 20 spots (a 4-spot validation band, asked for)."""
     a = _fresh_st(e)
     second = (a.obs["slide"] == a.obs["slide"].cat.categories[1]).to_numpy()
     a = a[~second | (np.cumsum(second) <= 20)].copy()
     geo = gx.model.GEARS(a, slide_key="slide", n_out=4, dim=16, n_heads=2, n_inducing=8)
-    return (lambda: geo.train(max_epochs=1, n_batches=1, n_min=16, n_max=32, progress=False)), [a]
+    return (lambda: geo.train(max_epochs=1, n_batches=1, n_min=16, n_max=32, validation="region", progress=False)), [a]
 
 
 def _fake_layout(*, nan_row: bool = False):

@@ -190,3 +190,23 @@ def test_train_defaults_take_a_small_reference():
     assert big.train_params_["n_min"] == 128
     with pytest.raises(ValueError, match="n_min=100"):  # a number is used as given
         gx.model.GEARS(small, slide_key="slide", **_TINY).train(n_min=100, **fast)
+
+
+def test_train_auto_validation_keeps_a_tiny_slide_whole(caplog):
+    """A slide of fewer than ~40 spots failed 'auto' validation ("fewer than the smallest miniset")."""
+    data = _synthetic(n_per_slide=90, n_slides=2)
+    data = data[np.r_[0:90, 90:120]].copy()  # slides of 90 and 30 spots: the second's band holds 6
+    fast = {"max_epochs": 1, "n_batches": 2, "batch_size": 2, "progress": False, "random_state": 0}
+    geo = gx.model.GEARS(data, slide_key="slide", **_TINY)
+    with caplog.at_level("WARNING", logger="gearsx"):
+        geo.train(**fast)
+    assert geo.train_params_["n_validation_spots"] == 18  # the 90-spot slide's band only
+    assert geo.train_params_["n_train_spots"] == 72 + 30
+    assert "['s1'] train on all their spots" in geo.train_params_["validation"]
+    assert "train on all their spots" in caplog.text
+    alone = gx.model.GEARS(data[data.obs["slide"] == "s1"].copy(), slide_key="slide", **_TINY)
+    alone.train(**fast)  # no slide large enough: no validation, said so
+    assert alone.train_params_["n_validation_spots"] == 0
+    assert alone.train_params_["validation"].startswith("none")
+    with pytest.raises(ValueError, match="validation spots"):  # asked for by name, it stays an error
+        gx.model.GEARS(data, slide_key="slide", **_TINY).train(validation="region", **fast)

@@ -299,7 +299,10 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             ``'region'``: hold out a 20% band of each slide (along its first principal
             axis); ``'slide'``: hold out a whole slide (``validation_slide``, default the last);
             ``'auto'`` (default): ``'region'`` (``'slide'`` when ``validation_slide`` is given), so every slide contributes 80% of its spots to
-            training (holding out a whole slide would lose a third of a three-slide reference);
+            training (holding out a whole slide would lose a third of a three-slide reference); a
+            slide whose band would hold fewer than 8 spots (fewer than about 40 spots in all)
+            trains on all its spots, and with no larger slide there is no validation (the split
+            used is in ``train_params_['validation']``; ``'region'`` makes either an error);
             ``None``: no validation, every spot trains. Held-out spots are never used for
             training: for a final model on all the data, train once with ``validation=None``.
         validation_slide

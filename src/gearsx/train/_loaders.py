@@ -5,6 +5,8 @@ Arrays in, torch batches out; no AnnData (see :ref:`gears-minisets` and :ref:`ge
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
@@ -12,6 +14,8 @@ from scipy.spatial import cKDTree
 from gearsx.geometry._minisets import MIN_MINISET, MinisetSampler
 from gearsx.geometry._targets import adaptive_params, build_targets
 from gearsx.module._geometry_losses import collate_targets
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["VALIDATION", "GraphBatch", "MinisetBatches", "SlideBatches", "miniset_loaders", "validation_split"]
 
@@ -290,13 +294,16 @@ def validation_split(
 
     ``'region'`` (and ``'auto'`` without ``validation_slide``) holds out the last 20% of each slide
     along its first principal axis (a contiguous band), so every slide trains; ``'slide'`` holds
-    out a whole slide (``validation_slide``, default the last); ``None`` holds out nothing.
+    out a whole slide (``validation_slide``, default the last); ``None`` holds out nothing. With
+    ``'auto'``, a slide whose band would hold fewer spots than the smallest miniset (a slide of
+    fewer than about 40 spots) is not held out from; ``'region'`` makes that an error.
     """
     if validation not in VALIDATION:
         msg = f"`validation` must be one of {VALIDATION}; got {validation!r}."
         raise ValueError(msg)
     if validation is None:
         return np.zeros(len(slides), dtype=bool), "none"
+    auto = validation == "auto" and validation_slide is None
     if validation == "auto":
         validation = "slide" if validation_slide is not None else "region"
     if validation == "slide":
@@ -313,10 +320,22 @@ def validation_split(
         return slides == names.index(name), f"slide {name}"
     # region: the last 20% of each slide along its first principal axis (a contiguous band)
     mask = np.zeros(len(slides), dtype=bool)
+    kept = []  # 'auto': slides whose band would hold fewer spots than a miniset train on all of theirs
     for s in np.unique(slides):
         idx = np.flatnonzero(slides == s)
         xy = coords[idx] - coords[idx].mean(0)
         axis = np.linalg.svd(xy, full_matrices=False)[2][0]
         proj = xy @ axis
-        mask[idx[proj >= np.quantile(proj, 0.8)]] = True
-    return mask, "region (20% band of each slide)"
+        band = idx[proj >= np.quantile(proj, 0.8)]
+        if auto and len(band) < MIN_MINISET:
+            kept.append(names[s])
+            continue
+        mask[band] = True
+    if not kept:
+        return mask, "region (20% band of each slide)"
+    if not mask.any():
+        split = f"none ('auto': every slide's 20% band holds fewer than {MIN_MINISET} spots)"
+    else:
+        split = f"region (20% band of each slide; {kept} train on all their spots: bands under {MIN_MINISET} spots)"
+    logger.warning("GEARS: validation %s.", split)
+    return mask, split
