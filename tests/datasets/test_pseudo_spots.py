@@ -114,16 +114,24 @@ def test_bad_input():
         gx.datasets.pseudo_spots(cells, spot_diameter=1.0, center_to_center=2.0, label_key="type")
 
 
-def test_values_that_cannot_be_summed_are_refused(small_tissue):
+_SPOTS = {"spot_diameter": 88.0, "center_to_center": 160.0}
+
+
+def _cells_and_logged(small_tissue):
+    """The simulator's cells at their true positions, and a log-normalised copy (with its record)."""
     import scanpy as sc
 
-    _, cells = small_tissue
-    cells = cells.copy()
+    cells = small_tissue[1].copy()
     cells.obsm["spatial"] = cells.obsm["spatial_gt"]
-    kw = {"spot_diameter": 88.0, "center_to_center": 160.0}
     logged = cells.copy()
     sc.pp.normalize_total(logged)
     sc.pp.log1p(logged)
+    return cells, logged
+
+
+def test_values_that_cannot_be_summed_are_refused(small_tissue):
+    cells, logged = _cells_and_logged(small_tissue)
+    kw = _SPOTS
     before = logged.X.copy()
     with pytest.raises(ValueError, match="log-transformed"):
         gx.datasets.pseudo_spots(logged, **kw)
@@ -141,13 +149,8 @@ def test_values_that_cannot_be_summed_are_refused(small_tissue):
 def test_log_values_without_their_record_draw_a_warning(small_tissue, caplog):
     import scanpy as sc
 
-    _, cells = small_tissue
-    cells = cells.copy()
-    cells.obsm["spatial"] = cells.obsm["spatial_gt"]
-    kw = {"spot_diameter": 88.0, "center_to_center": 160.0}
-    logged = cells.copy()
-    sc.pp.normalize_total(logged)
-    sc.pp.log1p(logged)
+    cells, logged = _cells_and_logged(small_tissue)
+    kw = _SPOTS
     del logged.uns["log1p"]  # lost, as after a round trip through a tool that drops uns
     with caplog.at_level("WARNING", logger="gearsx"):
         gx.datasets.pseudo_spots(logged, **kw)
