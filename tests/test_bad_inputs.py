@@ -884,7 +884,16 @@ def _cases() -> list[Case]:
             "spatial_smooth-key_added-spatial",  # overwrote the coordinates with the smoothed embedding
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.spatial_smooth(a, use_rep="X_gears", key_added="spatial")),
             ValueError,
-            "`key_added`='spatial' is",
+            "`key_added`='spatial' is reserved",
+        ),
+        C(
+            "spatial_smooth-key_added-spatial_key",  # the same with coordinates under another key
+            on(
+                lambda e: _with(e.st, lambda a: a.obsm.__setitem__("xy", a.obsm["spatial"])),
+                lambda e, a: gx.tl.spatial_smooth(a, use_rep="X_gears", spatial_key="xy", key_added="xy"),
+            ),
+            ValueError,
+            "`key_added`='xy' is `spatial_key`",
         ),
         C(
             "fit_adapter-key_added-spatial",  # overwrote the query's coordinates with its embedding
@@ -893,13 +902,24 @@ def _cases() -> list[Case]:
                 lambda e, a: gx.tl.fit_adapter(a, e.enc, key_added="spatial"),
             ),
             ValueError,
-            "which holds coordinates",
+            "is reserved",
         ),
         C(
             "fit_encoder-key_added-spatial",  # trained, then overwrote the spots' coordinates
             on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", key_added="spatial")),
             ValueError,
-            "which holds coordinates",
+            "is reserved",
+        ),
+        C(
+            "cluster_domains-key_added-spatial",  # its record replaced uns['spatial'], the slides' images
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(
+                    a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added="spatial"
+                ),
+            ),
+            ValueError,
+            "is reserved",
         ),
         C(
             "reconstruct-anchor-arguments-in-intrinsic-mode",  # anchor_k and reference_slide were ignored

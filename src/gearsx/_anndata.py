@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from gearsx._keys import Key
 from gearsx._utils import check_coords
 from gearsx._version import __version__
 
@@ -45,17 +46,21 @@ _SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "sec
 def check_key_added(key_added, *, spatial_key: str | None = None) -> str:
     """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string.
 
-    With ``spatial_key`` (the ``obsm`` key of coordinates), ``key_added`` may not be that key: the step
-    would overwrite the coordinates with its result.
+    It may not be ``'spatial'``, where scanpy and squidpy keep the coordinates (``obsm``) and the
+    images (``uns``), nor ``spatial_key``, the coordinates the step reads: the result would
+    overwrite them.
     """
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."
         raise ValueError(msg)
-    if spatial_key is not None and key_added == spatial_key:
-        msg = (
-            f"`key_added`={key_added!r} is `obsm[{spatial_key!r}]`, which holds coordinates: the result would "
-            "overwrite them. Pick another name (or keep the default)."
+    if key_added in (Key.spatial, spatial_key):
+        why = (
+            "is reserved: scanpy and squidpy keep the coordinates in `obsm['spatial']` and the images in "
+            "`uns['spatial']`, which the result would overwrite"
+            if key_added == Key.spatial
+            else f"is `spatial_key`: the result would overwrite the coordinates in `obsm[{key_added!r}]`"
         )
+        msg = f"`key_added`={key_added!r} {why}. Pick another name (or keep the default)."
         raise ValueError(msg)
     return key_added
 

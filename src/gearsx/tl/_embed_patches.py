@@ -121,7 +121,7 @@ def embed_patches(
     import torch
     from torch.utils.data import DataLoader
 
-    check_key_added(key_added, spatial_key=Key.spatial if Key.spatial in adata.obsm else None)
+    check_key_added(key_added)
     batch_size = check_positive_int(batch_size, name="batch_size")
     if patches is None:
         if patches_key not in adata.uns or "path" not in adata.uns[patches_key]:

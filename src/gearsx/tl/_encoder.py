@@ -184,7 +184,7 @@ def fit_adapter(
     from gearsx.model import SCAdapter
 
     adapter = SCAdapter(encoder, mode=mode)  # validates the encoder and the mode
-    check_key_added(key_added, spatial_key=Key.spatial if Key.spatial in adata_sc.obsm else None)
+    check_key_added(key_added)
     adapter.fit(
         adata_sc,
         adata_st,
