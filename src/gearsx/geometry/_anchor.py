@@ -362,7 +362,8 @@ def fuse_anchor(
     confidence
         ``(n,)`` non-negative weight of each anchor (at least one positive).
     n_neighbors
-        Neighbours per cell whose intrinsic offsets are kept (the local maps use four times as many).
+        Neighbours per cell whose intrinsic offsets are kept (the local maps use four times as many);
+        at most ``n - 1`` are used, so on fewer cells every other cell is a neighbour.
     weight
         Weight of the intrinsic offsets against the anchors (``0``: the anchors themselves).
 
