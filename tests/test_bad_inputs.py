@@ -1283,6 +1283,15 @@ def _cases() -> list[Case]:
             "gears_domain",
         ),
         C(
+            "pl-domains-missing-img_key",  # drew the spots without an image, without a word
+            on(
+                lambda e: _with(_visium(e, 0.1), lambda a: a.obs.__setitem__("d", pd.Categorical(["x"] * a.n_obs))),
+                lambda e, a: gx.pl.domains(a, color="d", img_key="lowres", show=False),
+            ),
+            KeyError,
+            "`img_key='lowres'` is not an image of library 'lib'",
+        ),
+        C(
             "pl-distortion-missing-truth",
             on(lambda e: e.sc.copy(), lambda e, a: gx.pl.distortion_heatmap(a, show=False)),
             KeyError,

@@ -35,9 +35,12 @@ def _image(adata: AnnData, library_id: str | None, img_key: str | None):
         msg = f"`library_id={library_id!r}` is not in `adata.uns['spatial']`; available: {list(lib)}."
         raise KeyError(msg)
     images = lib[library_id].get("images", {})
+    if img_key is not None and img_key not in images:  # asked for by name: drawing none would hide it
+        msg = f"`img_key={img_key!r}` is not an image of library {library_id!r}; available: {list(images)}."
+        raise KeyError(msg)
     if img_key is None:
         img_key = "hires" if "hires" in images else "lowres" if "lowres" in images else None
-    if img_key is None or img_key not in images:
+    if img_key is None:
         return None
     sf = lib[library_id].get("scalefactors", {}).get(f"tissue_{img_key}_scalef")
     if sf is None:
@@ -89,7 +92,8 @@ def domains(
     library_id
         Library in ``uns['spatial']`` (needed when there are several).
     img_key
-        ``'hires'`` or ``'lowres'`` (default: the best available).
+        ``'hires'`` or ``'lowres'`` (default: the best available); an image the library does not
+        hold is an error.
     spot_size
         Spot diameter in ``obsm[basis]`` units, positive (default: ``spot_diameter_fullres`` or the
         median nearest-neighbour distance).
