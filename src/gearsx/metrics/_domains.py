@@ -14,7 +14,7 @@ __all__ = ["domain_scores", "spatial_coherence"]
 
 def _assigned_labels(labels, name: str) -> np.ndarray:
     """Return ``labels`` as strings, raising when one is missing (a missing label is no domain of its own)."""
-    values = pd.Series(labels.to_numpy() if isinstance(labels, pd.Series) else np.asarray(labels, dtype=object))
+    values = pd.Series(np.asarray(labels, dtype=object))
     missing = values.isna().to_numpy()
     if missing.any():
         msg = (
