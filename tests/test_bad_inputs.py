@@ -329,6 +329,24 @@ def _cases() -> list[Case]:
             ValueError,
             "integer counts",
         ),
+        C(
+            "hvg-sparse-array",
+            on(
+                lambda e: _with(e.st, lambda a: setattr(a, "X", sp.csr_array(a.X))),
+                lambda e, a: gx.pp.highly_variable_genes(a, batch_key="slide"),
+            ),
+            TypeError,
+            "sparse array, which scanpy",
+        ),
+        C(
+            "hvg-half-precision-layer",
+            on(
+                lambda e: _with(e.st, lambda a: a.layers.__setitem__("half", a.X.toarray().astype(np.float16))),
+                lambda e, a: gx.pp.highly_variable_genes(a, batch_key="slide", layer="half"),
+            ),
+            TypeError,
+            "float16, on which",
+        ),
         # pp.mean_center_per_slide
         C(
             "center-nan-slide",

@@ -154,9 +154,18 @@ def highly_variable_genes(
         msg = f"`flavor` must be one of {HVG_FLAVORS}; got {flavor!r}."
         raise ValueError(msg)
     x = get_matrix(adata, layer)
+    where = f"layers[{layer!r}]" if layer else "X"
+    if isinstance(x, sp.sparray) or _half_precision(x):  # converting a copy here would not reach scanpy
+        m = "adata." + where if layer is None else f"adata.layers[{layer!r}]"
+        what, fix = (
+            ("a SciPy sparse array, which scanpy 1.11's gene choice cannot read", f"scipy.sparse.csr_matrix({m})")
+            if isinstance(x, sp.sparray)
+            else (f"{x.dtype}, on which scanpy's gene choice overflows", f"{m}.astype('float32')")
+        )
+        msg = f"`{where}` is {what}: convert it first, `{m} = {fix}`."
+        raise TypeError(msg)
     lowest = float((x.data if sp.issparse(x) else np.asarray(x)).min(initial=0.0))
     if lowest < 0:  # scaled or centred values: scanpy would rank their exponentials without a word
-        where = f"layers[{layer!r}]" if layer else "X"
         msg = (
             f"`{where}` holds negative values (min {lowest:.3g}), as scaled or centred data do; gene choice needs "
             "log-normalised expression (or counts with flavor='seurat_v3'): pass that layer with `layer`."
@@ -222,9 +231,45 @@ def _normalize_log(adata: AnnData, name: str) -> str:
         )
         del adata.uns["log1p"]
     adata.layers[Key.counts_layer] = adata.X.copy()
-    sc.pp.normalize_total(adata)
+    sc.pp.normalize_total(adata, target_sum=_median_total(adata.X))
     sc.pp.log1p(adata)
     return "normalize_total + log1p"
+
+
+def _median_total(x) -> float:
+    """Return the median total count of the observations that hold any count (``1`` when none does).
+
+    The target of the library-size normalisation, given to :func:`scanpy.pp.normalize_total`
+    explicitly: left to itself (``target_sum=None``), scanpy 1.11 takes the median over the
+    *non-empty* rows of a dense matrix but over *all* rows of a sparse one (scverse/scanpy#4251),
+    so the same counts came out scaled differently by storage, and a sparse matrix with more
+    than half of its rows empty was divided by a target of ``0``: every value became ``0``.
+    """
+    totals = np.concatenate(
+        [np.asarray(x[s : s + 65_536].sum(1), dtype=np.float64).ravel() for s in range(0, x.shape[0], 65_536)]
+    )
+    totals = totals[totals > 0]
+    return float(np.median(totals)) if len(totals) else 1.0
+
+
+def _scanpy_ready(x):
+    """Return ``x`` in a form scanpy 1.11's normalisation and gene choice read correctly.
+
+    - A SciPy sparse *array* (``csr_array``, ``csc_array``; valid in AnnData) becomes the sparse
+      *matrix* of the same format: ``normalize_total`` failed on it with "Data matrix has wrong
+      shape (n, 1)" and ``highly_variable_genes`` with a bare ``NotImplementedError``.
+    - Half-precision floats become ``float32``: the genes' variances overflowed in ``float16``
+      (scanpy warned, then chose other genes), and SciPy's sparse matrices refuse that type later on.
+
+    Anything else is returned as it is (no copy).
+    """
+    if isinstance(x, sp.sparray):
+        x = sp.csc_matrix(x) if x.format == "csc" else sp.csr_matrix(x)
+    return x.astype(np.float32) if _half_precision(x) else x
+
+
+def _half_precision(x) -> bool:
+    return np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize < 4
 
 
 def prepare(
@@ -244,8 +289,12 @@ def prepare(
        log-transformed: non-integer values, with ``uns['log1p']`` present or all below 20
        (then a warning says so and nothing is logged twice). Integer values are counts, even
        under a stale ``uns['log1p']`` (counts put back into ``X`` after scanpy's ``log1p``, or
-       ``layer='counts'`` of processed data), and are normalised. Raw values are kept in
-       ``layers['counts']``.
+       ``layer='counts'`` of processed data), and are normalised. Each observation is scaled to
+       the median total of the observations that hold a count, whether ``X`` is dense or sparse
+       (scanpy 1.11 left to itself takes the empty ones into a sparse matrix's median,
+       scverse/scanpy#4251). Raw values are kept in ``layers['counts']``. SciPy sparse arrays
+       become sparse matrices and half-precision values ``float32`` first: scanpy 1.11 cannot
+       normalise the first and its gene choice overflows on the second.
     3. Highly variable genes on the concatenation with the slide (ST) or ``'sc'`` as
        batch key (:func:`highly_variable_genes`), optionally keeping only them.
 
@@ -297,6 +346,7 @@ def prepare(
     st, sc = shared_genes(adata_st, adata_sc, min_shared=min_shared)
     if layer is not None:
         st.X, sc.X = st.layers[layer].copy(), sc.layers[layer].copy()
+    st.X, sc.X = _scanpy_ready(st.X), _scanpy_ready(sc.X)
     for a, name in ((st, "adata_st"), (sc, "adata_sc")):
         check_finite_matrix(a.X, name)
         _check_expression_range(a.X, name, layer)
