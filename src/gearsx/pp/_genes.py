@@ -156,7 +156,7 @@ def highly_variable_genes(
     x = get_matrix(adata, layer)
     where = f"layers[{layer!r}]" if layer else "X"
     if isinstance(x, sp.sparray) or _half_precision(x):  # converting a copy here would not reach scanpy
-        m = "adata." + where if layer is None else f"adata.layers[{layer!r}]"
+        m = f"adata.{where}"
         what, fix = (
             ("a SciPy sparse array, which scanpy 1.11's gene choice cannot read", f"scipy.sparse.csr_matrix({m})")
             if isinstance(x, sp.sparray)
@@ -245,9 +245,7 @@ def _median_total(x) -> float:
     so the same counts came out scaled differently by storage, and a sparse matrix with more
     than half of its rows empty was divided by a target of ``0``: every value became ``0``.
     """
-    totals = np.concatenate(
-        [np.asarray(x[s : s + 65_536].sum(1), dtype=np.float64).ravel() for s in range(0, x.shape[0], 65_536)]
-    )
+    totals = np.asarray(x.sum(1, dtype=np.float64)).ravel()
     totals = totals[totals > 0]
     return float(np.median(totals)) if len(totals) else 1.0
 
