@@ -12,14 +12,54 @@ import scanpy as sc
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
-def write_results(path: Path, text: str) -> None:
+#: Packages whose versions a results page records: the figures can move with them (the same code gave
+#: another seed-2 row on the Tasic page after a fresh install, see ``results/tasic_seqfish.md``).
+PACKAGES = (
+    "numpy", "scipy", "pandas", "torch", "scikit-learn", "pynndescent", "anndata", "scanpy",
+    "POT", "novosparc", "tangram-sc", "moscot",
+)  # fmt: skip
+
+
+def environment() -> str:
+    """One line naming the commit of the code and the versions of :data:`PACKAGES` that this run used."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--", "../src", "."):
+        commit += " with uncommitted changes"
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            continue
+    return (
+        f"Environment of the run that wrote this page: gearsx at {commit}, Python {platform.python_version()}, "
+        + ", ".join(versions)
+        + ". Rows kept with `--append` come from the runs before it."
+    )
+
+
+def write_results(path: Path, text: str, *, stamp: bool = True) -> None:
     """Write a generated results page, keeping the hand-written sections of the page it replaces.
 
     The scripts generate a title, notes and tables, never a ``## `` heading; the readings written by
     hand under such headings (``## Reading``) follow them. When ``path`` exists, everything from its
     first ``## `` heading on is kept after the new ``text``, and a message says so: the kept reading
-    describes the previous figures and must be revised to the new ones.
+    describes the previous figures and must be revised to the new ones. ``stamp``: end the generated
+    part with :func:`environment`'s line.
     """
+    if stamp:
+        text = text.rstrip("\n") + "\n\n" + environment() + "\n"
     kept = ""
     if path.exists():
         old = path.read_text()

@@ -19,7 +19,7 @@ write_results = _common.write_results
 
 def test_new_page_is_written_as_generated(tmp_path):
     page = tmp_path / "results" / "table.md"
-    write_results(page, "# Title\n\n| a |\n|---|\n| 1 |\n\n")
+    write_results(page, "# Title\n\n| a |\n|---|\n| 1 |\n\n", stamp=False)
     assert page.read_text() == "# Title\n\n| a |\n|---|\n| 1 |\n"
 
 
@@ -27,7 +27,7 @@ def test_rerun_replaces_the_tables_and_keeps_the_reading(tmp_path, capsys):
     page = tmp_path / "table.md"
     reading = "## Reading\n\n- the old figure was 0.5\n\n## Noticed\n\n- something\n"
     page.write_text("# Title\n\n| a |\n|---|\n| 1 |\n\nCommand: `old`\n\n" + reading)
-    write_results(page, "# Title\n\n| a |\n|---|\n| 2 |\n")
+    write_results(page, "# Title\n\n| a |\n|---|\n| 2 |\n", stamp=False)
     text = page.read_text()
     assert text == "# Title\n\n| a |\n|---|\n| 2 |\n\n" + reading
     assert "| 1 |" not in text
@@ -42,9 +42,24 @@ def test_rerun_replaces_the_tables_and_keeps_the_reading(tmp_path, capsys):
 def test_page_without_a_reading_is_replaced_whole(tmp_path, capsys, old):
     page = tmp_path / "table.md"
     page.write_text(old)
-    write_results(page, "# New\n")
+    write_results(page, "# New\n", stamp=False)
     assert page.read_text() == "# New\n"
     assert capsys.readouterr().out == ""
+
+
+def test_page_names_the_code_and_package_versions_of_its_run(tmp_path):
+    """A figure can move with a library version: the generated part ends with the commit and the versions used."""
+    from importlib.metadata import version
+
+    page = tmp_path / "table.md"
+    page.write_text("# Old\n\n## Reading\n\n- kept\n")
+    write_results(page, "# Title\n\n| a |\n|---|\n| 2 |\n")
+    generated, reading = page.read_text().split("## Reading")
+    stamp = generated.strip().splitlines()[-1]
+    assert stamp.startswith("Environment of the run that wrote this page: gearsx at ")
+    for name in ("numpy", "scipy", "torch", "scanpy", "anndata", "scikit-learn"):
+        assert f"{name} {version(name)}" in stamp
+    assert reading == "\n\n- kept\n"
 
 
 def test_first_table_reads_the_per_seed_rows(tmp_path):
