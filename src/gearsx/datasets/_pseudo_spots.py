@@ -88,7 +88,7 @@ def pseudo_spots(
 ) -> AnnData:
     """Aggregate single-cell-resolution spatial data into Visium-like spots.
 
-    This is the benchmark protocol of the GEARS paper: a regular array of circular
+    This is how gearsx's benchmarks make spots of single-cell data: a regular array of circular
     spots is laid over the tissue, every cell whose centre lies inside a spot is
     assigned to it, and the spot's expression is the sum of its cells' expression.
     When spots overlap (``spot_diameter > center_to_center``) a cell goes to the

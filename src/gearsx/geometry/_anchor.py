@@ -277,6 +277,14 @@ def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, refer
     Returns
     -------
     The score, clipped to ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import match_score
+    >>> null, ref = np.full((100, 20), 0.0), np.full((100, 20), 0.8)
+    >>> match_score(np.full((100, 20), 0.4), null, ref)  # halfway between the null and the reference
+    0.5
     """
     names = ("query_similarity", "null_similarity", "reference_similarity")
     sims = (query_similarity, null_similarity, reference_similarity)
@@ -285,7 +293,29 @@ def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, refer
 
 
 def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
-    """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`)."""
+    """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`).
+
+    Each column keeps its values (its marginal); what ties a row's values together is lost.
+
+    Parameters
+    ----------
+    x
+        ``(rows, features)`` array.
+    random_state
+        Seed of the permutations.
+
+    Returns
+    -------
+    A permuted copy of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import shuffled
+    >>> x = np.arange(12).reshape(4, 3)
+    >>> bool((np.sort(shuffled(x, random_state=0), axis=0) == x).all())  # every column keeps its values
+    True
+    """
     rng = as_rng(random_state)
     x = np.asarray(x)
     if x.ndim != 2:
@@ -471,6 +501,16 @@ def patch_residuals(patches: list[np.ndarray], patch_coords: list[np.ndarray], l
     Returns
     -------
     ``(n,)`` residuals (``0`` for a cell in no patch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import patch_residuals
+    >>> layout = np.random.default_rng(0).uniform(size=(6, 2))
+    >>> patches = [np.arange(4), np.arange(2, 6)]
+    >>> coords = [2 * layout[:4] + 1, layout[2:, ::-1]]  # each patch a similar copy of the layout
+    >>> patch_residuals(patches, coords, layout).round(6).tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     """
     xy = check_coords(layout, name="layout", n_dims=2)
     if len(patches) != len(patch_coords):

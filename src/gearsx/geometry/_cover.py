@@ -89,6 +89,15 @@ def random_walk_patches(
     Returns
     -------
     A ``list`` of index arrays, one per patch.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from gearsx.geometry import random_walk_patches
+    >>> chain = sp.diags([np.ones(99), np.ones(99)], [-1, 1], shape=(100, 100))  # 100 cells in a row
+    >>> patches = random_walk_patches(chain, 20, coverage=2, random_state=0)
+    >>> {len(p) for p in patches}, int(np.bincount(np.concatenate(patches), minlength=100).min())
+    ({20}, 2)
     """
     a = sp.csr_matrix(adjacency)
     n = a.shape[0]
@@ -218,7 +227,28 @@ def checked_patch(
 
 
 def best_overlaps(patches: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each patch, the most cells it shares with another patch, and that partner (-1 for none)."""
+    """For each patch, the most cells it shares with another patch, and that partner (-1 for none).
+
+    Parameters
+    ----------
+    patches
+        One integer index array per patch (cells ``0`` to ``n - 1``).
+    n
+        Number of cells.
+
+    Returns
+    -------
+    ``(shared, partner)``, one entry per patch: the largest number of cells it shares with another
+    patch, and the index of that patch (``-1`` when it shares none).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import best_overlaps
+    >>> shared, partner = best_overlaps([np.array([0, 1, 2, 3]), np.array([2, 3, 4]), np.array([7, 8])], 9)
+    >>> shared.tolist(), partner.tolist()
+    ([2, 2, 0], [1, 0, -1])
+    """
     patches = [check_positions(p, n, name=f"Patch {i}") for i, p in enumerate(patches)]
     if len(patches) < 2:
         return np.zeros(len(patches), dtype=np.int64), np.full(len(patches), -1)

@@ -57,6 +57,15 @@ def procrustes(source: np.ndarray, target: np.ndarray, *, reflection: bool = Tru
     Returns
     -------
     ``R`` with shape ``(d, d)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import procrustes
+    >>> rotation = np.array([[np.cos(0.7), -np.sin(0.7)], [np.sin(0.7), np.cos(0.7)]])
+    >>> x = np.random.default_rng(0).normal(size=(50, 2))
+    >>> bool(np.allclose(procrustes(x, x @ rotation), rotation))
+    True
     """
     source = check_coords(source, name="source")
     target = check_coords(target, name="target")

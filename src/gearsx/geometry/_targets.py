@@ -55,6 +55,27 @@ def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state=0) -> np
 
     Starts from a random point (seeded) and repeatedly adds the point farthest from
     the landmarks chosen so far; ``O(n m)`` time and ``O(n)`` memory.
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` point coordinates.
+    m
+        Landmarks to choose (at most ``n``).
+    random_state
+        Seed of the first landmark.
+
+    Returns
+    -------
+    ``(m,)`` indices into ``coords``, in the order chosen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import farthest_point_sampling
+    >>> square = np.array([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 0.5]])  # four corners and the centre
+    >>> farthest_point_sampling(square, 3, random_state=0).tolist()  # a seeded start, then the farthest
+    [4, 0, 1]
     """
     x = check_coords(coords, name="coords", min_points=1)
     m = check_positive_int(m, name="m")
@@ -79,6 +100,27 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
     the true neighbours present in the miniset come first and the list is filled up to
     ``k`` with miniset-local neighbours. This prefers real neighbours over points that
     only look close because the miniset skipped the cells between them (see :ref:`gears-minisets`).
+
+    Parameters
+    ----------
+    coords
+        ``(n, d)`` point coordinates.
+    k
+        Neighbours per point (fewer than ``n``).
+    knn_global
+        Optional full-slide neighbours in local indices, as above.
+
+    Returns
+    -------
+    ``(n, k)`` integer indices into ``coords``, nearest first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gearsx.geometry import knn_indices
+    >>> grid = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
+    >>> sorted(knn_indices(grid, 4)[12].tolist())  # the centre of a 5 x 5 grid: its four closest points
+    [7, 11, 13, 17]
     """
     x = check_coords(coords, name="coords")
     n = len(x)
@@ -193,7 +235,7 @@ def build_targets(
 
     The coordinates are first gauge-fixed (centred, unit RMS norm). Then:
 
-    * Gram factor (always; the paper's target): ``V = U[:, :32] L^{1/2}``.
+    * Gram factor (always; the target of the default ``'gram'`` training): ``V = U[:, :32] L^{1/2}``.
     * With ``kind='rw_stress'``: the random-walk operator on the symmetrised kNN
       graph with bandwidths ``sigma_i`` = distance to the ``k``-th neighbour,
       ``W_ij = exp(-d_ij^2 / (sigma_i sigma_j))``, ``T = D^-1 W`` and its powers for

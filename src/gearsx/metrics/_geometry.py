@@ -1,4 +1,4 @@
-"""Geometry-reconstruction metrics of the GEARS paper (Table 1; see :ref:`gears-evaluation`).
+"""Geometry-reconstruction metrics: a layout against the known positions of the same cells (see :ref:`gears-evaluation`).
 
 All metrics compare a predicted point cloud ``X_pred`` with ground-truth
 coordinates ``X_gt`` of the same cells (rows correspond). Each one is invariant
@@ -81,16 +81,38 @@ def distance_correlation(
     return Evaluation(X_pred, X_gt, k=1, n_pairs=n_pairs, random_state=random_state).correlation(method)
 
 
+@doc_params(coords=_DOC_COORDS)
 def stress1(X_pred, X_gt, *, n_pairs: int | None = None, random_state=0) -> float:
     """Kruskal's Stress-1 after optimal global scaling of the predicted distances.
 
     ``sqrt(sum (s d_pred - d_gt)^2 / sum d_gt^2)`` with ``s`` the least-squares scale,
     over all pairs or a fixed-seed pair sample (see :func:`distance_correlation`)
     :cite:p:`Kruskal1964`. 0 is perfect; lower is better.
+
+    Parameters
+    ----------
+    {coords}
+    n_pairs, random_state
+        Pair budget and its seed (see :func:`distance_correlation`).
+
+    Returns
+    -------
+    Stress-1, ``0`` for a layout equal to ``X_gt`` up to rotation, translation and scale.
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(300, 2))
+    >>> round(gx.metrics.stress1(2 * x + 1, x), 6)  # scale and shift are free
+    0.0
+    >>> bool(gx.metrics.stress1(x + rng.normal(scale=0.05, size=x.shape), x) > 0.05)
+    True
     """
     return Evaluation(X_pred, X_gt, k=1, n_pairs=n_pairs, random_state=random_state).stress1()
 
 
+@doc_params(coords=_DOC_COORDS)
 def edge_scores(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0) -> dict[str, float]:
     """Edge ROC-AUC and balanced average precision of neighbour recovery.
 
@@ -100,13 +122,32 @@ def edge_scores(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random
     is chance for both scores. For large inputs all near pairs (or a uniform sample
     of them) are scored against a uniform sample of far pairs.
 
+    Parameters
+    ----------
+    {coords}
+    k
+        Neighbour rank that sets ``R20``.
+    n_pairs, random_state
+        Pair budget and its seed (see :func:`distance_correlation`).
+
     Returns
     -------
-    ``{'edge_auc': ..., 'bap': ...}``
+    ``{{'edge_auc': ..., 'bap': ...}}``
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(300, 2))
+    >>> gx.metrics.edge_scores(x[:, ::-1], x)  # a reflection keeps every neighbour
+    {{'edge_auc': 1.0, 'bap': 1.0}}
+    >>> round(gx.metrics.edge_scores(rng.permutation(x), x)["edge_auc"], 1)  # shuffled cells: chance
+    0.5
     """
     return Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state).edge_scores()
 
 
+@doc_params(coords=_DOC_COORDS)
 def shell_f1(X_pred, X_gt, *, k: int = 20, shells=DEFAULT_SHELLS, n_pairs: int | None = None, random_state=0) -> float:
     """Macro F1 of classifying pairs into distance shells.
 
@@ -116,10 +157,32 @@ def shell_f1(X_pred, X_gt, *, k: int = 20, shells=DEFAULT_SHELLS, n_pairs: int |
     least-squares global scale (as in :func:`stress1`). Counts are weighted by the
     inverse sampling rate of near and far pairs, so the value estimates the
     all-pairs macro F1 (exact for up to 2,000 cells).
+
+    Parameters
+    ----------
+    {coords}
+    k
+        Neighbour rank that sets ``R20``.
+    shells
+        Increasing shell edges in units of ``R20``.
+    n_pairs, random_state
+        Pair budget and its seed (see :func:`distance_correlation`).
+
+    Returns
+    -------
+    The macro F1, ``1`` for a layout equal to ``X_gt`` up to rotation, translation and scale.
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> x = np.random.default_rng(0).uniform(size=(300, 2))
+    >>> gx.metrics.shell_f1(3 * x, x)
+    1.0
     """
     return Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state).shell_f1(shells)
 
 
+@doc_params(coords=_DOC_COORDS)
 def trustworthiness(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
     """Trustworthiness@k: how many predicted neighbours are true neighbours.
 
@@ -129,19 +192,62 @@ def trustworthiness(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
     KD-tree ball count, and above 5,000 cells a fixed-seed sample of 5,000 query cells
     is used. Written here rather than calling scikit-learn because scikit-learn's
     version is quadratic in memory.
+
+    Parameters
+    ----------
+    {coords}
+    k
+        Neighbours per cell (at most ``n_cells - 1``).
+    random_state
+        Seed of the query-cell sample above 5,000 cells.
+
+    Returns
+    -------
+    Trustworthiness in ``[0, 1]`` (``1`` when no predicted neighbour is a false one).
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.uniform(size=(300, 2))
+    >>> gx.metrics.trustworthiness(x[:, ::-1], x)
+    1.0
+    >>> round(gx.metrics.trustworthiness(x + rng.normal(scale=0.05, size=x.shape), x), 3)
+    0.985
     """
     return Evaluation(X_pred, X_gt, k=k, random_state=random_state).trust(swap=False)
 
 
+@doc_params(coords=_DOC_COORDS)
 def continuity(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
     """Continuity@k: how many true neighbours stay neighbours in the prediction.
 
     Trustworthiness with the roles of the two spaces exchanged, i.e.
     :func:`sklearn.manifold.trustworthiness` ``(X_pred, X_gt, n_neighbors=k)``.
+
+    Parameters
+    ----------
+    {coords}
+    k
+        Neighbours per cell (at most ``n_cells - 1``).
+    random_state
+        Seed of the query-cell sample above 5,000 cells.
+
+    Returns
+    -------
+    Continuity in ``[0, 1]`` (``1`` when every true neighbour is a predicted one).
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> x = np.random.default_rng(0).uniform(size=(300, 2))
+    >>> gx.metrics.continuity(2 * x, x)
+    1.0
     """
     return Evaluation(X_pred, X_gt, k=k, random_state=random_state).trust(swap=True)
 
 
+@doc_params(coords=_DOC_COORDS)
 def sliced_wasserstein(X_pred, X_gt, *, n_projections: int = 256, max_points: int = 50_000, random_state=0) -> float:
     """Sliced 1-Wasserstein distance between gauge-fixed, Procrustes-aligned point clouds.
 
@@ -150,6 +256,27 @@ def sliced_wasserstein(X_pred, X_gt, *, n_projections: int = 256, max_points: in
     cloud is zero-padded), and the 1-D Wasserstein-1 distances along ``n_projections``
     random unit directions are averaged. Above ``max_points`` cells a fixed-seed
     subsample is used :cite:p:`Bonneel2015`. 0 is perfect.
+
+    Parameters
+    ----------
+    {coords}
+    n_projections
+        Random directions averaged over.
+    max_points
+        Cells used at most (a seeded sample above it).
+    random_state
+        Seed of the directions and of the sample.
+
+    Returns
+    -------
+    The distance, in units of the gauge-fixed clouds (RMS norm ``1``).
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> x = np.random.default_rng(0).uniform(size=(300, 2))
+    >>> round(gx.metrics.sliced_wasserstein(5 * x - 2, x), 6)
+    0.0
     """
     ev = Evaluation(X_pred, X_gt, k=1, random_state=random_state)
     check_positive_int(n_projections, name="n_projections")
@@ -157,6 +284,7 @@ def sliced_wasserstein(X_pred, X_gt, *, n_projections: int = 256, max_points: in
     return ev.sliced_wasserstein(n_projections, max_points)
 
 
+@doc_params(coords=_DOC_COORDS)
 def knn_distance_w1(X_pred, X_gt, *, k: int = 20) -> float:
     """Wasserstein-1 distance between the distributions of ``k``-NN distances.
 
@@ -164,13 +292,30 @@ def knn_distance_w1(X_pred, X_gt, *, k: int = 20) -> float:
     each cloud after gauge fixing (unit RMS norm around the centroid); the two
     distributions are compared with :func:`scipy.stats.wasserstein_distance`.
     It measures local length-scale calibration; 0 is perfect.
+
+    Parameters
+    ----------
+    {coords}
+    k
+        Neighbour rank whose distance is compared.
+
+    Returns
+    -------
+    The distance, in units of the gauge-fixed clouds (RMS norm ``1``).
+
+    Examples
+    --------
+    >>> import numpy as np, gearsx as gx
+    >>> x = np.random.default_rng(0).uniform(size=(300, 2))
+    >>> round(gx.metrics.knn_distance_w1(2 * x, x), 6)
+    0.0
     """
     return Evaluation(X_pred, X_gt, k=k).knn_distance_w1()
 
 
 @doc_params(coords=_DOC_COORDS)
 def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0) -> dict[str, float]:
-    """All reconstruction metrics of the GEARS paper (Table 1) in one call.
+    """All reconstruction metrics of this module in one call.
 
     Shared work (KD-trees, the pair sample, neighbour lists) is done once.
 
@@ -198,7 +343,7 @@ def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, 
         :func:`shell_f1` (higher is better).
     ``trust20``, ``cont20``
         :func:`trustworthiness`, :func:`continuity` at ``k`` (higher is better; the
-        keys keep the paper's names whatever ``k``).
+        keys keep the names of the default ``k=20`` whatever ``k``).
     ``swd``
         :func:`sliced_wasserstein` (lower is better).
     ``w1_knn``

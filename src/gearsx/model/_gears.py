@@ -64,7 +64,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         column when it holds several values). A ``slide_key`` that puts slides of the recorded column
         together (e.g. a donor of several slides) is taken, with a warning.
     targets
-        ``'gram'`` (the paper's: Procrustes regression to the Gram factor, Gram and
+        ``'gram'`` (default: Procrustes regression to the Gram factor, Gram and
         log-scale losses) or ``'rw_stress'`` (the generator is trained with
         ``L_geo = L_RW + 0.1 L_stress``).
     n_out

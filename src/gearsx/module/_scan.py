@@ -13,7 +13,7 @@ class ScanHead(nn.Module):
 
     The trunk output (``n_hidden`` features) is the head's embedding, written to
     ``obsm['X_scan']`` by :func:`gearsx.tl.cluster_domains`. Several heads are trained at
-    once from the same trunk; the one with the lowest SCAN loss is kept, as in the paper.
+    once from the same trunk; the one with the lowest SCAN loss is kept, as in SCAN :cite:p:`VanGansbeke2020`.
 
     Parameters
     ----------
@@ -85,8 +85,8 @@ def self_label_loss(
     """SCAN self-labelling: cross-entropy of the strong view against confident weak-view labels.
 
     Only points whose weak-view maximum probability exceeds ``threshold`` contribute; the
-    cross-entropy is weighted by inverse class frequency among them (the paper's fix for
-    imbalanced pseudo-labels).
+    cross-entropy is weighted by inverse class frequency among them (SCAN's fix for
+    imbalanced pseudo-labels, :cite:p:`VanGansbeke2020`).
 
     Parameters
     ----------

@@ -144,6 +144,17 @@ def highly_variable_genes(
     Returns
     -------
     ``None``; writes ``var['highly_variable']`` and scanpy's companion columns.
+
+    Examples
+    --------
+    >>> import scanpy as sc
+    >>> import gearsx as gx
+    >>> st, _ = gx.datasets.simulate_tissue(n_cells_per_slide=2000, random_state=0)
+    >>> sc.pp.normalize_total(st)
+    >>> sc.pp.log1p(st)
+    >>> gx.pp.highly_variable_genes(st, batch_key="slide", n_top_genes=50)
+    >>> int(st.var["highly_variable"].sum())
+    50
     """
     import scanpy as sc
 
