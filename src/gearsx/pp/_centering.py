@@ -54,7 +54,7 @@ def mean_center_per_slide(
 ) -> AnnData | None:
     """Per-slide, per-gene mean centring: ``x - mean_slide + mean_all`` (see :ref:`gears-preprocessing`).
 
-    The single most effective batch correction in the GEARS research notes: it removes
+    The single most effective batch correction found while developing gearsx: it removes
     each slide's gene-wise offset (on log-normalised data, a per-slide capture
     efficiency is exactly such an offset) while leaving within-slide spatial structure
     untouched (Moran's I within a slide is invariant to it). Adding back the global

@@ -74,8 +74,8 @@ def embed_patches(
     normalisation), and batches run through ``encoder`` in evaluation mode under
     :func:`torch.inference_mode` with a progress bar. Outputs are flattened per tile.
 
-    Embeddings are stored raw (not normalised): normalise them after loading, as the
-    research notes recommend, so a cache never bakes in one normalisation.
+    Embeddings are stored raw (not normalised): normalise them after loading, so that a
+    cache never bakes in one normalisation.
 
     Parameters
     ----------
