@@ -27,6 +27,17 @@ def expected_distance(mean_distance: np.ndarray, variance: np.ndarray) -> np.nda
     written with exponentially scaled Bessel functions so that it stays finite). It is never
     below ``mean_distance`` and tends to it as the scatter vanishes.
 
+    Parameters
+    ----------
+    mean_distance
+        Distances between the two means (non-negative), any shape.
+    variance
+        ``s_i^2 + s_j^2`` for each pair (non-negative), broadcastable with ``mean_distance``.
+
+    Returns
+    -------
+    The expected distances, in the broadcast shape of ``mean_distance`` and ``variance``.
+
     Examples
     --------
     >>> import numpy as np

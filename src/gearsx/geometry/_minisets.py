@@ -118,13 +118,35 @@ class MinisetSampler:
         return np.concatenate([[center], chosen]).astype(np.int64)
 
     def sample(self, rng=None, *, n: int | None = None) -> np.ndarray:
-        """Row indices of one miniset (size ``n``, default uniform on ``[n_min, n_max]``)."""
+        """Row indices of one miniset (size ``n``, default uniform on ``[n_min, n_max]``).
+
+        Parameters
+        ----------
+        rng
+            A seed or :class:`numpy.random.Generator`.
+        n
+            Size of the miniset (capped at the slide's spots); default a uniform draw.
+
+        Returns
+        -------
+        ``(n,)`` row indices into the sampler's spots.
+        """
         rng = as_rng(rng)
         n = self._size(rng) if n is None else min(int(n), self.n_spots)
         return self._draw(int(rng.integers(self.n_spots)), n, rng)
 
     def sample_pair(self, rng=None) -> MinisetPair:
-        """Two overlapping minisets (see the class description)."""
+        """Two overlapping minisets (see the class description).
+
+        Parameters
+        ----------
+        rng
+            A seed or :class:`numpy.random.Generator`.
+
+        Returns
+        -------
+        A :class:`~gearsx.geometry.MinisetPair`.
+        """
         rng = as_rng(rng)
         idx_a = self.sample(rng)
         n_b = self._size(rng)

@@ -38,6 +38,15 @@ def adaptive_params(n: int) -> dict[str, object]:
     for ``n <= 128``, ``[1..4]`` for ``n <= 256``, else ``[1..5]``; ``max(8, n // 16)``
     landmarks (capped at ``n``).
 
+    Parameters
+    ----------
+    n
+        Points in the miniset (at least 2).
+
+    Returns
+    -------
+    ``{'k': ..., 'steps': [...], 'n_landmarks': ...}``
+
     Examples
     --------
     >>> from gearsx.geometry import adaptive_params

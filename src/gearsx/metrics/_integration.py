@@ -27,6 +27,21 @@ def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
     Neighbours are searched within each group (slide) when ``groups`` is given. 1 means
     the embedding's neighbourhoods are the physical ones; about ``k / n`` is chance.
 
+    Parameters
+    ----------
+    embedding
+        ``(n, d)`` embedding of the cells (e.g. ``obsm['X_gears']``).
+    coords
+        ``(n, 2)`` or ``(n, 3)`` physical coordinates of the same cells.
+    k
+        Neighbours per cell (fewer than the cells of every group).
+    groups
+        Optional ``(n,)`` group (slide) of every cell.
+
+    Returns
+    -------
+    The mean overlap in ``[0, 1]``.
+
     Examples
     --------
     >>> import numpy as np, gearsx as gx
@@ -166,6 +181,17 @@ def knn_mixing(a, b, *, k: int = 30, max_points: int = 5000, random_state: int =
     mixed) and the inverse Simpson index ``1 / (p^2 + (1-p)^2)`` (the iLISI of two
     batches, computed on a plain kNN graph rather than LISI's perplexity-weighted one;
     1 = separated, 2 = mixed).
+
+    Parameters
+    ----------
+    a, b
+        ``(n_a, d)`` and ``(n_b, d)`` embeddings of two sets (e.g. spots and adapted cells).
+    k
+        Neighbours per point in the joint graph (fewer than twice the subsample).
+    max_points
+        Points per set at most (a seeded sample above it).
+    random_state
+        Seed of the samples.
 
     Returns
     -------

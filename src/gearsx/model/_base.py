@@ -120,7 +120,13 @@ class GearsModelBase:
         return next(self.module.parameters()).device
 
     def to_device(self, device) -> None:
-        """Move the module to ``device`` (a :class:`torch.device` or a string)."""
+        """Move the module to ``device``.
+
+        Parameters
+        ----------
+        device
+            A :class:`torch.device` or a string such as ``'cpu'`` or ``'cuda:0'``.
+        """
         self.module.to(device)
 
     def _check_if_trained(self) -> None:
