@@ -30,7 +30,7 @@ def random_walk_patches(
     min_overlap: int = 0,
     max_patches: int | None = None,
     prune: bool = False,
-    random_state=0,
+    random_state: int = 0,
 ) -> list[np.ndarray]:
     """Cover a graph with overlapping patches grown by random walks.
 

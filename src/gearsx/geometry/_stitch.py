@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +22,9 @@ from gearsx._utils import as_rng, check_positive_int
 
 from ._stitch_scales import checked_patches, consensus_edges, patch_edge_table, patch_scales
 from ._stitch_solve import solve_components
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["StitchResult", "stitch_patches"]
 
@@ -71,8 +75,8 @@ def stitch_patches(
     n_landmarks: int = 64,
     max_iter: int = 150,
     n_communities: int | None = None,
-    client=None,
-    random_state=0,
+    client: Client | None = None,
+    random_state: int = 0,
 ) -> StitchResult:
     """Stitch overlapping patch geometries into one global 2-D layout.
 

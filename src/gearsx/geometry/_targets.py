@@ -59,7 +59,7 @@ def adaptive_params(n: int) -> dict[str, object]:
     return {"k": k, "steps": list(range(1, n_steps + 1)), "n_landmarks": min(max(8, n // 16), n)}
 
 
-def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state=0) -> np.ndarray:
+def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state: int = 0) -> np.ndarray:
     """Choose ``m`` landmarks by farthest-point sampling and return their indices.
 
     Starts from a random point (seeded) and repeatedly adds the point farthest from
@@ -238,7 +238,7 @@ def build_targets(
     *,
     kind: Literal["rw_stress", "gram"] = "rw_stress",
     knn_global: np.ndarray | None = None,
-    random_state=0,
+    random_state: int = 0,
 ) -> GeometryTargets:
     """Build the intrinsic geometry targets of a miniset (see :ref:`gears-minisets`).
 

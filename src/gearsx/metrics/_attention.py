@@ -11,7 +11,7 @@ from gearsx.geometry._knn import knn_without_self
 __all__ = ["attention_recall"]
 
 
-def attention_recall(attention, coords, *, k: int = 10) -> dict[str, np.ndarray]:
+def attention_recall(attention: np.ndarray, coords: np.ndarray, *, k: int = 10) -> dict[str, np.ndarray]:
     """Recall@k of true spatial neighbours among each query's top-``k`` attended points, and row entropy.
 
     Parameters

@@ -11,7 +11,13 @@ __all__ = ["distortion_matrix", "morton_order"]
 
 
 def distortion_matrix(
-    X_pred, X_gt, *, n_blocks: int = 64, n_per_block: int = 32, eps: float = 1e-3, random_state=0
+    X_pred: np.ndarray,
+    X_gt: np.ndarray,
+    *,
+    n_blocks: int = 64,
+    n_per_block: int = 32,
+    eps: float = 1e-3,
+    random_state: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean log-distance distortion between blocks of cells ordered along the true layout.
 

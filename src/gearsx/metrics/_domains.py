@@ -25,7 +25,7 @@ def _assigned_labels(labels, name: str) -> np.ndarray:
     return values.astype(str).to_numpy()
 
 
-def spatial_coherence(labels, spatial, *, n_neighbors: int = 6) -> float:
+def spatial_coherence(labels: np.ndarray | pd.Series, spatial: np.ndarray, *, n_neighbors: int = 6) -> float:
     """Mean fraction of each point's ``n_neighbors`` nearest physical neighbours that share its label.
 
     1 for perfectly contiguous domains; about ``sum_k p_k^2`` (the chance of two random
@@ -67,7 +67,12 @@ def spatial_coherence(labels, spatial, *, n_neighbors: int = 6) -> float:
 
 
 def domain_scores(
-    labels_true, labels_pred, *, spatial=None, n_neighbors: int = 6, unlabelled: tuple[str, ...] = ("NA",)
+    labels_true: np.ndarray | pd.Series,
+    labels_pred: np.ndarray | pd.Series,
+    *,
+    spatial: np.ndarray | None = None,
+    n_neighbors: int = 6,
+    unlabelled: tuple[str, ...] = ("NA",),
 ) -> dict[str, float]:
     """Agreement of predicted domains with reference labels, plus spatial coherence.
 

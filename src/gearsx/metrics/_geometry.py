@@ -52,7 +52,7 @@ X_pred
 
 @doc_params(coords=_DOC_COORDS)
 def distance_correlation(
-    X_pred, X_gt, *, method: str = "spearman", n_pairs: int | None = None, random_state=0
+    X_pred: np.ndarray, X_gt: np.ndarray, *, method: str = "spearman", n_pairs: int | None = None, random_state: int = 0
 ) -> float:
     """Correlation between predicted and ground-truth pairwise distances.
 
@@ -82,7 +82,7 @@ def distance_correlation(
 
 
 @doc_params(coords=_DOC_COORDS)
-def stress1(X_pred, X_gt, *, n_pairs: int | None = None, random_state=0) -> float:
+def stress1(X_pred: np.ndarray, X_gt: np.ndarray, *, n_pairs: int | None = None, random_state: int = 0) -> float:
     """Kruskal's Stress-1 after optimal global scaling of the predicted distances.
 
     ``sqrt(sum (s d_pred - d_gt)^2 / sum d_gt^2)`` with ``s`` the least-squares scale,
@@ -113,7 +113,9 @@ def stress1(X_pred, X_gt, *, n_pairs: int | None = None, random_state=0) -> floa
 
 
 @doc_params(coords=_DOC_COORDS)
-def edge_scores(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0) -> dict[str, float]:
+def edge_scores(
+    X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, n_pairs: int | None = None, random_state: int = 0
+) -> dict[str, float]:
     """Edge ROC-AUC and balanced average precision of neighbour recovery.
 
     A pair is positive when its ground-truth distance is below ``R20``, the median
@@ -148,7 +150,15 @@ def edge_scores(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random
 
 
 @doc_params(coords=_DOC_COORDS)
-def shell_f1(X_pred, X_gt, *, k: int = 20, shells=DEFAULT_SHELLS, n_pairs: int | None = None, random_state=0) -> float:
+def shell_f1(
+    X_pred: np.ndarray,
+    X_gt: np.ndarray,
+    *,
+    k: int = 20,
+    shells: tuple[float, ...] = DEFAULT_SHELLS,
+    n_pairs: int | None = None,
+    random_state: int = 0,
+) -> float:
     """Macro F1 of classifying pairs into distance shells.
 
     Shells are intervals of distance in units of ``R20`` (see :func:`edge_scores`);
@@ -183,7 +193,7 @@ def shell_f1(X_pred, X_gt, *, k: int = 20, shells=DEFAULT_SHELLS, n_pairs: int |
 
 
 @doc_params(coords=_DOC_COORDS)
-def trustworthiness(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
+def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_state: int = 0) -> float:
     """Trustworthiness@k: how many predicted neighbours are true neighbours.
 
     Measures intrusions :cite:p:`Venna2001`. Identical to
@@ -219,7 +229,7 @@ def trustworthiness(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
 
 
 @doc_params(coords=_DOC_COORDS)
-def continuity(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
+def continuity(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_state: int = 0) -> float:
     """Continuity@k: how many true neighbours stay neighbours in the prediction.
 
     Trustworthiness with the roles of the two spaces exchanged, i.e.
@@ -248,7 +258,9 @@ def continuity(X_pred, X_gt, *, k: int = 20, random_state=0) -> float:
 
 
 @doc_params(coords=_DOC_COORDS)
-def sliced_wasserstein(X_pred, X_gt, *, n_projections: int = 256, max_points: int = 50_000, random_state=0) -> float:
+def sliced_wasserstein(
+    X_pred: np.ndarray, X_gt: np.ndarray, *, n_projections: int = 256, max_points: int = 50_000, random_state: int = 0
+) -> float:
     """Sliced 1-Wasserstein distance between gauge-fixed, Procrustes-aligned point clouds.
 
     Both clouds are centred and scaled to unit RMS norm, the prediction is aligned to
@@ -285,7 +297,7 @@ def sliced_wasserstein(X_pred, X_gt, *, n_projections: int = 256, max_points: in
 
 
 @doc_params(coords=_DOC_COORDS)
-def knn_distance_w1(X_pred, X_gt, *, k: int = 20) -> float:
+def knn_distance_w1(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20) -> float:
     """Wasserstein-1 distance between the distributions of ``k``-NN distances.
 
     For every cell, the distance to its ``k``-th nearest neighbour is measured in
@@ -314,7 +326,9 @@ def knn_distance_w1(X_pred, X_gt, *, k: int = 20) -> float:
 
 
 @doc_params(coords=_DOC_COORDS)
-def evaluate_geometry(X_pred, X_gt, *, k: int = 20, n_pairs: int | None = None, random_state=0) -> dict[str, float]:
+def evaluate_geometry(
+    X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, n_pairs: int | None = None, random_state: int = 0
+) -> dict[str, float]:
     """All reconstruction metrics of this module in one call.
 
     Shared work (KD-trees, the pair sample, neighbour lists) is done once.
@@ -389,7 +403,7 @@ def evaluate_adata(
     slide_key: str | None = None,
     k: int = 20,
     n_pairs: int | None = None,
-    random_state=0,
+    random_state: int = 0,
 ) -> pd.DataFrame:
     """Evaluate a reconstruction stored in ``adata.obsm`` against ground truth.
 

@@ -21,7 +21,7 @@ def _two_sets(a, b, min_points: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
+def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, groups: np.ndarray | None = None) -> float:
     """Mean fraction of each cell's ``k`` physical neighbours that are also its ``k`` embedding neighbours.
 
     Neighbours are searched within each group (slide) when ``groups`` is given. 1 means
@@ -72,7 +72,7 @@ def knn_overlap(embedding, coords, *, k: int = 20, groups=None) -> float:
     return float(total / count)
 
 
-def domain_classifier_accuracy(a, b, *, n_splits: int = 5, random_state: int = 0) -> float:
+def domain_classifier_accuracy(a: np.ndarray, b: np.ndarray, *, n_splits: int = 5, random_state: int = 0) -> float:
     """Balanced accuracy of a cross-validated logistic regression telling rows of ``a`` from rows of ``b``.
 
     0.5 means the two sets are linearly indistinguishable. Features are centred and
@@ -106,7 +106,7 @@ def domain_classifier_accuracy(a, b, *, n_splits: int = 5, random_state: int = 0
     return linear_probe(np.vstack([a, b]), y, n_splits=n_splits, random_state=random_state)
 
 
-def coral_distance(a, b) -> float:
+def coral_distance(a: np.ndarray, b: np.ndarray) -> float:
     """CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` between the covariances of two sets (2 rows each at least).
 
     The quantity the SC adapter's CORAL loss lowers (:cite:p:`Sun2016`).
@@ -135,7 +135,7 @@ def coral_distance(a, b) -> float:
     return float(((np.cov(a, rowvar=False) - np.cov(b, rowvar=False)) ** 2).sum() / (4 * d * d))
 
 
-def mmd_rbf(a, b, *, max_points: int = 2000, random_state: int = 0) -> float:
+def mmd_rbf(a: np.ndarray, b: np.ndarray, *, max_points: int = 2000, random_state: int = 0) -> float:
     """Biased squared MMD with a Gaussian kernel (median-heuristic bandwidth) on at most ``max_points`` rows each.
 
     Parameters
@@ -172,7 +172,9 @@ def mmd_rbf(a, b, *, max_points: int = 2000, random_state: int = 0) -> float:
     return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
 
 
-def knn_mixing(a, b, *, k: int = 30, max_points: int = 5000, random_state: int = 0) -> dict[str, float]:
+def knn_mixing(
+    a: np.ndarray, b: np.ndarray, *, k: int = 30, max_points: int = 5000, random_state: int = 0
+) -> dict[str, float]:
     """Mixing of two sets in their joint kNN graph: label entropy and iLISI.
 
     Both sets are subsampled to the same size (at most ``max_points``) so that perfect

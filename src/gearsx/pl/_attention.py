@@ -39,7 +39,7 @@ def _stored(adata: AnnData, key: str, name: str, fields: tuple[str, ...]) -> dic
 
 def attention(
     adata: AnnData,
-    model=None,
+    model: object | None = None,
     *,
     key: str = "gears_attention",
     k_true: int = 10,
@@ -129,7 +129,7 @@ def attention(
 
 def attention_summary(
     adata: AnnData,
-    model=None,
+    model: object | None = None,
     *,
     key: str = "gears_attention_summary",
     ax: Sequence[Axes] | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -25,7 +25,7 @@ def method_comparison(
     metrics: Sequence[str] = ("spearman", "stress1", "edge_auc"),
     method_key: str | None = "method",
     hue: str | None = None,
-    palette=None,
+    palette: str | Sequence[str] | Mapping[str, str] | None = None,
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,
     save: str | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,7 +63,7 @@ def domains(
     img_key: str | None = None,
     spot_size: float | None = None,
     alpha: float = 0.85,
-    palette=None,
+    palette: str | Sequence[str] | Mapping[str, str] | None = None,
     legend: bool = True,
     ax: Axes | Sequence[Axes] | None = None,
     show: bool | None = None,

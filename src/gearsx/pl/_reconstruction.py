@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -143,7 +143,7 @@ def reconstruction(
     basis: str = Key.reconstruction,
     gt_key: str | None = Key.spatial_gt,
     size: float | None = None,
-    palette=None,
+    palette: str | Sequence[str] | Mapping[str, str] | None = None,
     cmap: str = "viridis",
     legend: bool = True,
     reference: AnnData | None = None,

@@ -17,6 +17,8 @@ from gearsx._utils import check_positive_int
 if TYPE_CHECKING:
     from anndata import AnnData
 
+    from gearsx.model import GEARS
+
 __all__ = ["attention", "attention_summary"]
 
 
@@ -87,7 +89,7 @@ def _check_ipa(model) -> None:
 
 def attention(
     adata: AnnData,
-    model,
+    model: GEARS,
     *,
     query_cells: Sequence[str | int] | None = None,
     n_query: int = 3,
@@ -204,7 +206,7 @@ def attention(
 
 def attention_summary(
     adata: AnnData,
-    model,
+    model: GEARS,
     *,
     n_sets: int = 20,
     n_cells: int = 256,

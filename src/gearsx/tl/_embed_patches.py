@@ -56,7 +56,7 @@ def embed_patches(
     adata: AnnData,
     encoder: torch.nn.Module,
     *,
-    patches=None,
+    patches: np.ndarray | None = None,
     patches_key: str = Key.patches,
     batch_size: int = 64,
     accelerator: str = "auto",
