@@ -117,7 +117,7 @@ class MinisetSampler:
         chosen = rng.choice(idx, size=n - 1, replace=False, p=w / w.sum())
         return np.concatenate([[center], chosen]).astype(np.int64)
 
-    def sample(self, rng=None, *, n: int | None = None) -> np.ndarray:
+    def sample(self, rng: int | np.random.Generator | None = None, *, n: int | None = None) -> np.ndarray:
         """Row indices of one miniset (size ``n``, default uniform on ``[n_min, n_max]``).
 
         Parameters
@@ -135,7 +135,7 @@ class MinisetSampler:
         n = self._size(rng) if n is None else min(int(n), self.n_spots)
         return self._draw(int(rng.integers(self.n_spots)), n, rng)
 
-    def sample_pair(self, rng=None) -> MinisetPair:
+    def sample_pair(self, rng: int | np.random.Generator | None = None) -> MinisetPair:
         """Two overlapping minisets (see the class description).
 
         Parameters

@@ -19,7 +19,10 @@ import numpy as np
 from ._registry import Registration, Registry, slide_names
 
 if TYPE_CHECKING:
+    from typing import Self
+
     import pandas as pd
+    import torch
     from anndata import AnnData
 
 __all__ = ["FORMAT_VERSION", "GearsModelBase"]
@@ -119,7 +122,7 @@ class GearsModelBase:
         """The torch device the module lives on."""
         return next(self.module.parameters()).device
 
-    def to_device(self, device) -> None:
+    def to_device(self, device: torch.device | str) -> None:
         """Move the module to ``device``.
 
         Parameters
@@ -281,7 +284,7 @@ class GearsModelBase:
         self.history_ = _history_frame(meta["history"])
 
     @classmethod
-    def load(cls, dir_path: str | Path, adata: AnnData | None = None, *, accelerator: str = "auto"):
+    def load(cls, dir_path: str | Path, adata: AnnData | None = None, *, accelerator: str = "auto") -> Self:
         """Load a model saved with ``.save()``.
 
         Parameters

@@ -11,7 +11,10 @@ from gearsx._anndata import check_obsm_key
 from gearsx._utils import check_positions, check_positive_int, check_positive_number
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anndata import AnnData
+    from distributed import Client
 
 __all__ = ["GearsInferenceMixin"]
 
@@ -31,7 +34,7 @@ class GearsInferenceMixin:
         """Which coordinate refiner the model was built with, ``'refiner'`` (the default diffusion refiner) or ``'ipa'``."""
         return str(self._module_kwargs.get("structure", "refiner"))
 
-    def check_embedding(self, x, *, name: str = "embeddings") -> np.ndarray:
+    def check_embedding(self, x: np.ndarray, *, name: str = "embeddings") -> np.ndarray:
         """Validate query embeddings for this model and return them as float32.
 
         Parameters
@@ -91,7 +94,7 @@ class GearsInferenceMixin:
     def predict_geometry(
         self,
         data: AnnData | np.ndarray | None = None,
-        indices=None,
+        indices: np.ndarray | Sequence[np.ndarray] | None = None,
         *,
         refine_steps: int = 4,
         sigma_start: float = 1.0,
@@ -99,7 +102,7 @@ class GearsInferenceMixin:
         n_components: int = 2,
         batch_size: int = 16,
         random_state: int = 0,
-    ):
+    ) -> np.ndarray | list[np.ndarray] | tuple[np.ndarray | list[np.ndarray], np.ndarray | list[np.ndarray]]:
         """Predict the intrinsic geometry of one or several sets of observations.
 
         Parameters
@@ -162,12 +165,12 @@ class GearsInferenceMixin:
     def predict_patches(
         self,
         data: AnnData | np.ndarray,
-        patches,
+        patches: Sequence[np.ndarray],
         *,
         refine_steps: int = 4,
         batch_size: int = 16,
         random_state: int = 0,
-        client=None,
+        client: Client | None = None,
         progress: bool | None = None,
     ) -> list[np.ndarray]:
         """Predict the geometry of many patches, streamed in chunks, in this process or on a dask cluster.
@@ -235,7 +238,7 @@ class GearsInferenceMixin:
     def get_attention(
         self,
         data: AnnData | np.ndarray | None = None,
-        indices=None,
+        indices: np.ndarray | None = None,
         *,
         recycle: int | None = None,
         oracle_coords: np.ndarray | None = None,
