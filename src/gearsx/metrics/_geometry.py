@@ -49,6 +49,12 @@ X_pred
     X_gt
         Ground-truth coordinates of the same cells in the same order, shape ``(n_cells, d_gt)``."""
 
+_DOC_NEIGHBOURS = """\
+k
+        Neighbours per cell (at most ``n_cells - 1``).
+    random_state
+        Seed of the query-cell sample above 5,000 cells."""
+
 
 @doc_params(coords=_DOC_COORDS)
 def distance_correlation(
@@ -192,7 +198,7 @@ def shell_f1(
     return Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state).shell_f1(shells)
 
 
-@doc_params(coords=_DOC_COORDS)
+@doc_params(coords=_DOC_COORDS, neighbours=_DOC_NEIGHBOURS)
 def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_state: int = 0) -> float:
     """Trustworthiness@k: how many predicted neighbours are true neighbours.
 
@@ -206,10 +212,7 @@ def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random
     Parameters
     ----------
     {coords}
-    k
-        Neighbours per cell (at most ``n_cells - 1``).
-    random_state
-        Seed of the query-cell sample above 5,000 cells.
+    {neighbours}
 
     Returns
     -------
@@ -228,7 +231,7 @@ def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random
     return Evaluation(X_pred, X_gt, k=k, random_state=random_state).trust(swap=False)
 
 
-@doc_params(coords=_DOC_COORDS)
+@doc_params(coords=_DOC_COORDS, neighbours=_DOC_NEIGHBOURS)
 def continuity(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_state: int = 0) -> float:
     """Continuity@k: how many true neighbours stay neighbours in the prediction.
 
@@ -238,10 +241,7 @@ def continuity(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_stat
     Parameters
     ----------
     {coords}
-    k
-        Neighbours per cell (at most ``n_cells - 1``).
-    random_state
-        Seed of the query-cell sample above 5,000 cells.
+    {neighbours}
 
     Returns
     -------
