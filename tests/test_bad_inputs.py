@@ -884,6 +884,23 @@ def _cases() -> list[Case]:
             "`key_added` must be a non-empty string",
         ),
         C(
+            "reconstruct-key_added-slash",  # written to h5ad as nested groups: the file could not be read back
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, key_added="gears/run1")),
+            ValueError,
+            "'gears_run1'",
+        ),
+        C(
+            "cluster_domains-key_added-slash",  # an obs column zarr refuses to write
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(
+                    a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added="domain/k3"
+                ),
+            ),
+            ValueError,
+            "holds a '/'",
+        ),
+        C(
             "cluster_domains-key_added-empty",
             on(
                 lambda e: e.st.copy(),

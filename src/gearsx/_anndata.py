@@ -46,12 +46,19 @@ _SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "sec
 def check_key_added(key_added, *, spatial_key: str | None = None) -> str:
     """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string.
 
-    It may not be ``'spatial'``, where scanpy and squidpy keep the coordinates (``obsm``) and the
+    It may not hold a ``'/'`` (anndata's files read it as nesting), nor be ``'spatial'``, where scanpy and squidpy keep the coordinates (``obsm``) and the
     images (``uns``), nor ``spatial_key``, the coordinates the step reads: the result would
     overwrite them.
     """
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."
+        raise ValueError(msg)
+    if "/" in key_added:
+        msg = (
+            f"`key_added`={key_added!r} holds a '/': anndata writes such a key as nested groups, so the file "
+            "cannot be read back (h5ad) or not written at all (zarr). Use another character, e.g. "
+            f"{key_added.replace('/', '_')!r}."
+        )
         raise ValueError(msg)
     if key_added in (Key.spatial, spatial_key):
         why = (

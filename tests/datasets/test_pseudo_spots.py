@@ -161,3 +161,30 @@ def test_log_values_without_their_record_draw_a_warning(small_tissue, caplog):
     with caplog.at_level("WARNING", logger="gearsx"):
         gx.datasets.pseudo_spots(normalised, **kw)
     assert "looks log-transformed" not in caplog.text
+
+
+def test_labels_with_a_slash_draw_a_warning_naming_the_rename(small_tissue, caplog, tmp_path):
+    """A category like ``'L2/3 IT'`` names a column of ``obsm['spot_cell_counts']``, which zarr refuses.
+
+    The spots are made all the same, with a warning that names the labels and the rename; after the
+    rename they are written to zarr and read back with their counts.
+    """
+    _, cells = small_tissue
+    cells = cells.copy()
+    cells.obsm["spatial"] = cells.obsm["spatial_gt"]
+    cells.obs["cell_type"] = cells.obs["cell_type"].astype(str).str.replace("type_", "L/").astype("category")
+    kw = {"spot_diameter": 88.0, "center_to_center": 160.0, "label_key": "cell_type"}
+    with caplog.at_level("WARNING", logger="gearsx"):
+        spots = gx.datasets.pseudo_spots(cells, **kw)
+    assert "hold a '/'" in caplog.text
+    assert "str.replace('/', '-')" in caplog.text
+    with pytest.raises(ValueError, match="Forward slashes"):  # what the warning foresees
+        spots.write_zarr(tmp_path / "slashed.zarr")
+    cells.obs["cell_type"] = cells.obs["cell_type"].astype(str).str.replace("/", "-").astype("category")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gearsx"):
+        renamed = gx.datasets.pseudo_spots(cells, **kw)
+    assert "hold a '/'" not in caplog.text
+    renamed.write_zarr(tmp_path / "renamed.zarr")
+    back = ad.read_zarr(tmp_path / "renamed.zarr")
+    np.testing.assert_array_equal(back.obsm["spot_cell_counts"].to_numpy(), spots.obsm["spot_cell_counts"].to_numpy())

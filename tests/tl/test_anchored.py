@@ -283,6 +283,35 @@ def test_default_anchor_k_is_capped_by_a_small_slide(caplog):
     assert "too few spots" not in caplog.text  # 8 matches were asked for: nothing to warn about
 
 
+def test_each_candidate_slides_similarity_is_recorded_and_the_best_chosen(caplog):
+    """The record lists every candidate slide's median similarity; the chosen slide has the highest.
+
+    Two slides of one wave field (the "small" one covers the cells' region, the "big" one does not
+    hold it at its centre): the small slide is more similar and chosen, both similarities are in the
+    record, and the info log names the runner-up. With ``reference_slide`` only that slide is a candidate.
+    """
+    from gearsx.tl._anchored import plan_anchor
+
+    rng = np.random.default_rng(2)
+    small, big = _grid(6, offset=20.0), _grid(9)
+    coords = np.vstack([small, big])
+    emb = _waves(coords)
+    ref = {"slide_names": ["small", "big"], "slides": np.r_[np.zeros(36, int), np.ones(81, int)], "coords": coords}
+    ref["embedding"] = emb - emb.mean(0)
+    query = _waves(rng.uniform(20, 25, size=(200, 2))) - emb.mean(0) + rng.normal(scale=0.05, size=(200, 12))
+    kw = {"anchor": "reference", "k": 20, "random_state": 0, "temperature": 0.5}
+    with caplog.at_level(logging.INFO, logger="gearsx"):
+        plan = plan_anchor(query, ref, reference_slide=None, **kw)
+    sims = dict(zip(plan.record["candidate_slides"], plan.record["slide_similarity"], strict=True))
+    assert set(sims) == {"small", "big"}
+    assert plan.record["slide"] == max(sims, key=sims.get) == "small"
+    assert sims["small"] == plan.record["similarity"] > sims["big"]
+    assert "the next best ('big')" in caplog.text
+    chosen = plan_anchor(query, ref, reference_slide="big", **kw)
+    assert list(chosen.record["candidate_slides"]) == ["big"]
+    assert chosen.record["slide_similarity"][0] == pytest.approx(sims["big"])
+
+
 def test_the_decision_compares_the_best_matches_whatever_anchor_k():
     """On a small slide a wide ``anchor_k`` widens the anchors, not the decision.
 

@@ -115,8 +115,9 @@ def pseudo_spots(
         ``obsm`` key of the cell coordinates.
     label_key
         Optional categorical ``obs`` column (e.g. cell type). If given, the spots get
-        per-category cell counts in ``obsm['spot_cell_counts']`` and the majority
-        category in ``obs[label_key]``.
+        per-category cell counts in ``obsm['spot_cell_counts']`` (a data frame whose columns are
+        the categories) and the majority category in ``obs[label_key]``. A category holding a
+        ``'/'`` (``'L2/3 IT'``) gets a warning: anndata cannot write such a column to zarr.
     slide_key
         ``obs`` column with the slide (section) of each cell: each slide gets its own spot array, so
         no spot sums cells of different slides. ``None``: the slide column an earlier gearsx step
@@ -171,6 +172,14 @@ def pseudo_spots(
     slide_key = resolve_slide_key(adata_cells, slide_key)
     slides = adata_cells.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
     labels = pd.Categorical(adata_cells.obs[label_key]) if label_key is not None else None
+    slashed = [str(c) for c in labels.categories if "/" in str(c)] if labels is not None else []
+    if slashed:
+        logger.warning(
+            "pseudo_spots: labels %s of obs[%r] hold a '/', and name columns of obsm['spot_cell_counts']: "
+            "anndata cannot write such a column to zarr (nor to h5ad from its next release). To save the spots, "
+            "rename the labels first, e.g. adata.obs[%r] = adata.obs[%r].astype(str).str.replace('/', '-').",
+            slashed[:5], label_key, label_key, label_key,
+        )  # fmt: skip
 
     cell_spot = np.full(adata_cells.n_obs, -1, dtype=np.int64)
     xs, names, n_cells, centres, counts, slide_of = [], [], [], [], [], []

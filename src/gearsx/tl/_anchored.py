@@ -223,7 +223,7 @@ def plan_anchor(
     if len(x) > DECISION_SAMPLE:
         rows = np.sort(as_rng(random_state).choice(len(x), DECISION_SAMPLE, replace=False))
         sample = x[rows]
-    best = None
+    best, slide_similarity = None, {}
     # the embedding-only matches give the anchors without the expression; with it the anchors are
     # matched again below, and these serve the decision alone (its DECISION_K matches, equal weights)
     candidate_temperature = temperature if expression_weight == 0 else None
@@ -234,6 +234,7 @@ def plan_anchor(
             temperature=candidate_temperature, random_state=random_state,
         )  # fmt: skip
         sim = float(np.median(m.similarity[:, :kd].mean(1)))
+        slide_similarity[names[c]] = sim
         if best is None or sim > best[1]:
             best = (c, sim, m, sel)
     s, decision_similarity, match, sel = best
@@ -285,6 +286,9 @@ def plan_anchor(
         "slide": names[s],
         "match_score": score,
         "similarity": decision_similarity,
+        # two arrays, not a dict keyed by slide: a slide name may hold '/', which h5ad reads back as nesting
+        "candidate_slides": np.array(list(slide_similarity), dtype=object),
+        "slide_similarity": np.array(list(slide_similarity.values())),
         "null_similarity": null_sim,
         "reference_similarity": ref_sim,
         "localisation": local,
@@ -297,6 +301,13 @@ def plan_anchor(
         "n_empty": int(np.count_nonzero(empty)) if empty is not None else 0,
     }
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
+    if len(slide_similarity) > 1:
+        runner_up = max((v, n) for n, v in slide_similarity.items() if n != names[s])
+        logger.info(
+            "reconstruct: reference slide %r matched the cells with median similarity %.4f, the next best (%r) "
+            "%.4f; pass `reference_slide=` to choose the slide yourself.",
+            names[s], decision_similarity, runner_up[1], runner_up[0],
+        )  # fmt: skip
     if not anchored:  # the sample's matches would not describe every cell
         return AnchorPlan(anchored=False, record=record)
     sd = _cell_sd(match, coords, similarity, null.similarity, empty)

@@ -68,8 +68,8 @@ def fit_encoder(
     :meth:`~gearsx.model.SharedEncoder.get_latent_representation`) and
     ``uns['gears_encoder']`` with the parameters and diagnostics: ``slide_probe``
     (balanced accuracy of a 5-fold logistic regression predicting the slide, and its
-    ``chance`` level), ``knn_overlap20`` (mean, and per slide) between embedding and
-    physical neighbours, and ``norm_ratio`` (max/min over slides of the embeddings'
+    ``chance`` level), ``knn_overlap20`` (mean, and per slide: ``knn_overlap20_per_slide``, in the
+    order of ``slides``) between embedding and physical neighbours, and ``norm_ratio`` (max/min over slides of the embeddings'
     RMS norm), and ``encoder_id`` (:attr:`~gearsx.model.SharedEncoder.fingerprint`: the
     geometry model keeps it, so that cells adapted to another encoder are refused).
 
@@ -104,7 +104,9 @@ def fit_encoder(
     rms = {s: float(np.sqrt((z[slides == s] ** 2).sum(1).mean())) for s in names}
     diag = {
         "knn_overlap20": float(np.average(list(overlap.values()), weights=[(slides == s).sum() for s in names])),
-        "knn_overlap20_per_slide": overlap,
+        # two arrays, not a dict keyed by slide: h5ad nests a key holding '/', and zarr refuses it
+        "slides": np.array(names, dtype=object),
+        "knn_overlap20_per_slide": np.array([overlap[s] for s in names]),
         "norm_ratio": float(max(rms.values()) / max(min(rms.values()), 1e-12)),
     }
     if len(names) > 1:
@@ -122,7 +124,8 @@ def fit_encoder(
         **{k: v for k, v in model.train_params_.items() if k != "random_state"},
     }
     write_record(adata_st, Key.encoder, params, encoder_id=model.fingerprint, **diag)
-    logger.info("encoder diagnostics: %s", diag)
+    shown = {k: v for k, v in diag.items() if k != "slides"}
+    logger.info("encoder diagnostics: %s", {**shown, "knn_overlap20_per_slide": overlap})  # per slide by name
     return model
 
 
