@@ -460,6 +460,53 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model, caplog):
     plt.close("all")
 
 
+def test_anchored_result_is_drawn_in_the_frame_the_model_was_trained_in(caplog):
+    """A model trained on ``obsm['spatial_um']`` anchors the cells in microns; the plot must draw them there.
+
+    The spots used to come from ``obsm['spatial']`` (pixels) whatever the model's key, so the cells sat
+    in a corner of the slide, silently. Now the spots are drawn from the recorded key; over an image the
+    micron frame is carried onto the pixels by the exact affine map between the two keys, and a frame
+    no affine map carries there is drawn without the image, with a warning.
+    """
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    st, sc = _reference_and_query()
+    st.obsm["spatial_um"] = 0.25 * st.obsm["spatial"] + 7.0
+    geo = gx.model.GEARS(
+        st, slide_key="slide", spatial_key="spatial_um", n_out=8, dim=32, n_inducing=8, n_context_blocks=1,
+        n_generator_blocks=1,
+    )  # fmt: skip
+    geo.train(max_epochs=1, n_batches=2, batch_size=2, n_min=64, n_max=128, validation=None, progress=False)
+    gx.tl.reconstruct(sc, geo, anchor="reference", **_FAST)
+    assert sc.uns["gears"]["anchor"]["spatial_key"] == "spatial_um"
+    cells = sc.obsm["X_gears_spatial"]
+    assert np.median(np.linalg.norm(cells - (0.25 * sc.obsm["spatial_gt"] + 7.0), axis=1)) < 0.25  # in microns
+    ax = gx.pl.reconstruction(sc, reference=st, show=False)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), st.obsm["spatial_um"])
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), cells)
+    st.uns["spatial"] = {
+        "V1": {"images": {"hires": np.ones((20, 20, 3))}, "scalefactors": {"tissue_hires_scalef": 2.0}}
+    }
+    ax = gx.pl.reconstruction(sc, reference=st, show=False)
+    assert len(ax.images) == 1
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), 2.0 * st.obsm["spatial"], atol=1e-9)
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), 2.0 * (cells - 7.0) / 0.25, atol=1e-8)
+    bent = st.copy()  # a frame no affine map carries onto the pixels
+    bent.obsm["spatial_um"] = st.obsm["spatial_um"] ** 2
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gearsx"):
+        ax = gx.pl.reconstruction(sc, reference=bent, show=False)
+    assert not ax.images
+    assert "no affine map" in caplog.text
+    del bent.obsm["spatial_um"]
+    with pytest.raises(KeyError, match="spatial_um"):
+        gx.pl.reconstruction(sc, reference=bent, show=False)
+    plt.close("all")
+
+
 def test_localisation_tells_informative_anchors_from_scattered_ones(toy_model, caplog):
     from gearsx.tl._anchored import localisation, plan_anchor
 

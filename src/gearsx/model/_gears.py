@@ -432,7 +432,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         Returns
         -------
         ``{'embedding': (m, n_input), 'coords': (m, 2), 'slides': (m,) codes, 'slide_names': list,
-        'expression': (m, n_genes) or None, 'genes': list}`` from the registered ST data, or from
+        'expression': (m, n_genes) or None, 'genes': list, 'spatial_key': str}`` (``spatial_key``: the
+        ``obsm`` key the coordinates came from) from the registered ST data, or from
         the saved state of a model loaded without it; ``None`` for a model saved before references
         were stored. ``expression`` is the spots' ``layers['gears_centered']`` (mean-centred log
         expression, :func:`gearsx.pp.mean_center_per_slide`) in the order of ``genes``, ``None``
@@ -451,6 +452,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
                 "slide_names": self._slide_names(),
                 "expression": expression,
                 "genes": self.var_names,
+                "spatial_key": self.setup_args.get("spatial_key") or Key.spatial,
             }
         return self._saved_reference
 
@@ -485,4 +487,5 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
                     else None
                 ),
                 "genes": list(meta.get("var_names", [])),
+                "spatial_key": meta["setup_args"].get("spatial_key") or Key.spatial,
             }

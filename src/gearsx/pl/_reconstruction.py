@@ -180,8 +180,12 @@ def reconstruction(
         its slides (``uns['gears']['anchor']['slide']``), and is drawn over that slide's spots (and
         its tissue image, when ``uns['spatial']`` holds one keyed by the slide's name, or the only one of
         a one-slide reference; otherwise a warning says the image was left out), without any
-        alignment. An intrinsic
-        reconstruction has no such frame and raises, as does a ``reference`` without that slide.
+        alignment. The spots come from the ``obsm`` key the model was trained on
+        (``uns['gears']['anchor']['spatial_key']``); when that is not ``'spatial'``, the frame of the
+        image's scale factors, the drawing is carried onto the image by the exact affine map between
+        the two keys (microns and pixels of the same spots), or drawn without the image, with a
+        warning, when there is none. An intrinsic reconstruction has no such frame and raises, as does
+        a ``reference`` without that slide or that key.
     ax
         Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown; one
         ``color`` only (a list of colours makes its own figure).
@@ -219,8 +223,8 @@ def reconstruction(
     color = keys[0]
     if reference is not None:
         fig, (axes,) = _axes(ax, 1, figsize=(5.4, 4.8))
-        scale = _draw_reference(axes, adata, reference)
-        _scatter(axes, pred * scale, adata, color, size, palette, cmap)
+        to_drawing = _draw_reference(axes, adata, reference)
+        _scatter(axes, to_drawing(pred), adata, color, size, palette, cmap)
         axes.set_title(f"{basis} over reference slide {adata.uns['gears']['anchor']['slide']!r}")
         axes.set_aspect("equal")
         axes.set_xticks([])
@@ -285,8 +289,31 @@ def _category_legend(ax) -> None:
         handle.set_sizes([30.0])
 
 
-def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
-    """Draw the anchored slide's spots (and tissue image) and return the image's scale factor (or 1)."""
+def _image_frame_map(reference: AnnData, frame: str, sel: np.ndarray):
+    """Return the affine map from ``obsm[frame]`` onto ``obsm['spatial']`` (the image's scale factors' frame), or ``None``.
+
+    Fitted by least squares on the anchored slide's spots, and kept only when it is exact up to a
+    thousandth of the slide's extent (microns and pixels of the same spots are; another layout is not).
+    """
+    if Key.spatial not in reference.obsm:
+        return None
+    src = obsm_coords(reference, frame, "the reference spots")[sel]
+    dst = obsm_coords(reference, Key.spatial, "the reference spots")[sel]
+    design = np.column_stack([src, np.ones(len(src))])
+    coef = np.linalg.lstsq(design, dst, rcond=None)[0]
+    rms = float(np.sqrt(((design @ coef - dst) ** 2).sum(1).mean()))
+    if rms > 1e-3 * float(np.ptp(dst, axis=0).max()):
+        return None
+    return lambda xy: np.column_stack([xy, np.ones(len(xy))]) @ coef
+
+
+def _draw_reference(ax, adata: AnnData, reference: AnnData):
+    """Draw the anchored slide's spots (and tissue image); return the map of the anchored frame onto the drawing.
+
+    The anchored coordinates are in the frame the model was trained in (``uns['gears']['anchor']['spatial_key']``;
+    ``'spatial'`` for results of versions that did not record it). The image's scale factors place
+    ``obsm['spatial']`` on it, so another frame is mapped there first (see :func:`_image_frame_map`).
+    """
     from gearsx._anndata import resolve_slide_key
 
     from ._domains import _image
@@ -298,7 +325,15 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
             "(uns['gears']['anchor']['mode'] is not 'reference'); it has no reference frame."
         )
         raise ValueError(msg)
-    xy = obsm_coords(reference, Key.spatial, "the reference spots")
+    frame = str(anchor.get("spatial_key", Key.spatial))
+    if frame not in reference.obsm:
+        msg = (
+            f"The reconstruction's coordinates are in the frame of `obsm[{frame!r}]`, the key the model was "
+            f"trained on, which `reference` does not hold (its obsm: {list(reference.obsm.keys())}); pass the "
+            "ST data the model was trained on."
+        )
+        raise KeyError(msg)
+    xy = obsm_coords(reference, frame, "the reference spots")
     slide_key = resolve_slide_key(reference, None)
     sel = np.ones(reference.n_obs, dtype=bool)
     if slide_key is not None:
@@ -310,7 +345,10 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
                 f"(its obs[{slide_key!r}]: {sorted(set(slides))[:10]}); pass the ST data the model was trained on."
             )
             raise ValueError(msg)
-    scale = 1.0
+
+    def to_drawing(points):
+        return points
+
     spatial = reference.uns.get("spatial")
     if isinstance(spatial, dict) and spatial:
         slide = str(anchor["slide"])
@@ -325,12 +363,25 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData) -> float:
                 slide, sorted(spatial)[:10], slide_key,
             )  # fmt: skip
         found = _image(reference, lib, None) if lib is not None else None
-        if found is not None:
+        onto_spatial = (lambda p: p) if frame == Key.spatial else _image_frame_map(reference, frame, sel)
+        if found is not None and onto_spatial is None:
+            logger.warning(
+                "The reconstruction is in the frame of obsm[%r] (the model's coordinates), which no affine map "
+                "carries onto obsm['spatial'], the frame of the image's scale factors: drawn over the slide's "
+                "spots without the image.",
+                frame,
+            )
+        elif found is not None:
             image, scale, _ = found
             ax.imshow(image, zorder=0)
             ax.invert_yaxis()
-    ax.scatter(xy[sel, 0] * scale, xy[sel, 1] * scale, s=6, c="0.85", linewidths=0, zorder=0.5, label="_reference")
-    return scale
+
+            def to_drawing(points):
+                return onto_spatial(points) * scale
+
+    spots = to_drawing(xy[sel])
+    ax.scatter(spots[:, 0], spots[:, 1], s=6, c="0.85", linewidths=0, zorder=0.5, label="_reference")
+    return to_drawing
 
 
 def distortion_heatmap(

@@ -284,6 +284,8 @@ def plan_anchor(
         "mode": "reference" if anchored else "intrinsic",
         "decision": decision,
         "slide": names[s],
+        # the frame of the anchored coordinates: gx.pl.reconstruction(reference=) draws the spots from it
+        "spatial_key": str(ref.get("spatial_key", Key.spatial)),
         "match_score": score,
         "similarity": decision_similarity,
         # two arrays, not a dict keyed by slide: a slide name may hold '/', which h5ad reads back as nesting
