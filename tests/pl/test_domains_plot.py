@@ -68,6 +68,45 @@ def test_domains_without_image_and_errors(visium_like):
     plt.close("all")
 
 
+def test_domains_of_several_slides_draw_the_library_slide_only(visium_like):
+    """Two slides in one AnnData share the pixel frame: over library "A"'s image only slide A is drawn.
+
+    All 1,200 spots used to be drawn over the one image. An image named after no slide is an error
+    naming the slide column; without an image ``library_id`` still picks the slide.
+    """
+    two = ad.concat([visium_like, visium_like], label="library_id", keys=["A", "B"], index_unique="-")
+    two.obsm["spatial"] = np.vstack([visium_like.obsm["spatial"]] * 2)
+    two.obs["gears_domain"] = pd.Categorical(np.r_[np.zeros(600, int), np.ones(600, int)].astype(str))
+    image = visium_like.uns["spatial"]["lib"]
+    two.uns["spatial"] = {"A": image, "B": image}
+    for lib, domain in (("A", "0"), ("B", "1")):
+        ax = gx.pl.domains(two, library_id=lib, show=False)
+        assert len(ax.collections[0].get_offsets()) == 600
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["0", "1"]  # the categories, drawn or not
+        colours = ax.collections[0].get_facecolors()[:, :3]
+        expected = to_rgba(ax.get_legend().legend_handles[int(domain)].get_facecolor())[:3]
+        assert np.allclose(colours, expected)
+    two.uns["spatial"] = {"lib": image}
+    with pytest.raises(ValueError, match=r"obs\['library_id'\]"):
+        gx.pl.domains(two, show=False)
+    ax = gx.pl.domains(two, library_id="B", img=False, show=False)
+    assert len(ax.collections[0].get_offsets()) == 600
+    plt.close("all")
+
+
+def test_domains_on_another_basis_leave_the_image_out(visium_like):
+    """The image's scale factors place ``obsm['spatial']`` on it; a layout in other units is drawn without it."""
+    visium_like.obsm["X_layout"] = (visium_like.obsm["spatial"] - 1000.0) / 200.0
+    ax = gx.pl.domains(visium_like, color="layer", basis="X_layout", show=False)
+    assert not ax.get_images()
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), visium_like.obsm["X_layout"])
+    # the spots' size from the layout (nearest neighbours 1 apart), not the 110-pixel Visium diameter
+    np.testing.assert_allclose(ax.collections[0].get_widths(), 1.0, rtol=0.01)
+    with pytest.raises(ValueError, match="basis='spatial'"):
+        gx.pl.domains(visium_like, color="layer", basis="X_layout", img=True, show=False)
+    plt.close("all")
+
+
 def test_domains_color_argument_and_old_key_name(visium_like):
     axes = gx.pl.domains(visium_like, color=["layer", "gears_domain"], img=False, show=False)
     assert [a.get_title() for a in axes] == ["layer", "gears_domain"]

@@ -86,11 +86,15 @@ def domains(
         ``obs`` column(s) with domain labels, e.g. ``['layer', 'gears_domain']`` (scanpy's name;
         the earlier ``key=`` still works, with a warning).
     basis
-        ``obsm`` key of the coordinates.
+        ``obsm`` key of the coordinates. The tissue image and the Visium spot size are drawn only
+        with ``'spatial'``, the frame of their scale factors.
     img
-        Draw the tissue image: ``None`` when present, ``True`` requires it, ``False`` never.
+        Draw the tissue image: ``None`` when present (and ``basis='spatial'``), ``True`` requires
+        it, ``False`` never.
     library_id
-        Library in ``uns['spatial']`` (needed when there are several).
+        Library in ``uns['spatial']`` (needed when there are several). When ``adata`` holds several
+        slides (the slide column recorded by an earlier gearsx step, else ``obs['library_id']``),
+        only the spots of the slide of that name are drawn.
     img_key
         ``'hires'`` or ``'lowres'`` (default: the best available); an image the library does not
         hold is an error.
@@ -131,16 +135,27 @@ def domains(
     alpha = check_fraction(alpha, name="alpha")
     if spot_size is not None:
         spot_size = check_positive_number(spot_size, name="spot_size", hint=" or None (from the data)")
-    found = _image(adata, library_id, img_key) if img is not False else None
+    # the image and its scale factors place obsm['spatial'] (full-resolution pixels) on it, no other layout
+    on_pixels = basis == Key.spatial
+    if img is True and not on_pixels:
+        msg = (
+            f"`img=True`, but the tissue image's scale factors place `obsm['spatial']` on it, not "
+            f"`obsm[{basis!r}]`; pass basis='spatial' to draw over the image, or img=None."
+        )
+        raise ValueError(msg)
+    found = _image(adata, library_id, img_key) if img is not False and on_pixels else None
     if img is True and found is None:
         msg = "`img=True` but `adata.uns['spatial']` holds no tissue image; pass img=None or img=False."
         raise KeyError(msg)
+    keep = _library_spots(adata, found[2] if found is not None else library_id, drawing_image=found is not None)
+    xy = xy[keep]
+    obs = adata.obs.iloc[np.flatnonzero(keep)]
     scale = 1.0
     if found is not None:
         image, scale, lib = found
     if spot_size is None:
         sf = {}
-        if isinstance(adata.uns.get("spatial"), dict) and adata.uns["spatial"]:
+        if on_pixels and isinstance(adata.uns.get("spatial"), dict) and adata.uns["spatial"]:
             lib_any = library_id or next(iter(adata.uns["spatial"]))
             sf = adata.uns["spatial"].get(lib_any, {}).get("scalefactors", {})
         if "spot_diameter_fullres" in sf:
@@ -153,7 +168,7 @@ def domains(
 
     fig, axs = _axes(ax, len(keys), figsize=(5.2 * len(keys), 4.8))
     for a, k in zip(axs, keys, strict=True):
-        cats, n_missing = _domain_categories(adata.obs[k])
+        cats, n_missing = _domain_categories(obs[k])
         colors = _category_colors(adata, k, list(cats.categories), palette)
         if found is not None:
             a.imshow(image, zorder=0)
@@ -188,6 +203,35 @@ def domains(
                 ncol=legend_columns(len(handles)),
             )  # fmt: skip
     return _finish(fig, axs if len(keys) > 1 else axs[0], show=show, save=save)
+
+
+def _library_spots(adata: AnnData, library: str | None, *, drawing_image: bool) -> np.ndarray:
+    """Mask of the spots to draw: all of them, or the slide of ``library`` when ``adata`` holds several slides.
+
+    The slides are told apart by the slide column an earlier gearsx step recorded, else by
+    ``obs['library_id']`` (scanpy's name when it concatenates Visium samples). Slides share one
+    coordinate frame, so drawing them all over one slide's image would put the others' spots on it:
+    an image whose library names none of the slides is an error.
+    """
+    from gearsx._anndata import resolve_slide_key
+
+    everything = np.ones(adata.n_obs, dtype=bool)
+    slide_key = resolve_slide_key(adata, None, warn=False)
+    if slide_key is None and "library_id" in adata.obs:
+        slide_key = "library_id"
+    if library is None or slide_key is None or adata.obs[slide_key].nunique() < 2:
+        return everything
+    slides = adata.obs[slide_key].astype(str).to_numpy()
+    if str(library) in slides:
+        return slides == str(library)
+    if drawing_image:
+        msg = (
+            f"`adata` holds {len(set(slides))} slides (obs[{slide_key!r}]) and the image of library {library!r} "
+            "is none of them: every slide's spots would be drawn over it. Key `uns['spatial']` by the slide "
+            f"names, or pass one slide, e.g. `adata[adata.obs[{slide_key!r}] == {slides[0]!r}]`."
+        )
+        raise ValueError(msg)
+    return everything
 
 
 def _domain_categories(values: pd.Series) -> tuple[pd.Categorical, int]:
