@@ -28,6 +28,7 @@ __all__ = [
     "check_slide_key",
     "get_matrix",
     "get_obs_rep",
+    "image_slide_key",
     "obsm_coords",
     "resolve_slide_key",
     "set_obs_rep",
@@ -307,6 +308,18 @@ def recorded_encoder_id(adata: AnnData, record: str, use_rep: str) -> str | None
         return None
     value = entry.get("encoder_id") if params.get("key_added") == use_rep else None
     return str(value) if value else None
+
+
+def image_slide_key(adata: AnnData) -> str | None:
+    """Return the ``obs`` column telling apart the slides whose images ``uns['spatial']`` keys, or ``None``.
+
+    The slide column an earlier gearsx step recorded (:func:`resolve_slide_key`), else
+    ``obs['library_id']``, scanpy's name for it when it concatenates Visium samples.
+    """
+    key = resolve_slide_key(adata, None, warn=False)
+    if key is None and "library_id" in adata.obs:
+        key = "library_id"
+    return key
 
 
 def resolve_slide_key(

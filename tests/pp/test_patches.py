@@ -60,6 +60,37 @@ def test_tiles_are_centred_on_spots(rng, tmp_path, request, resolution, size):
     assert adata.uns["gears_patches"]["scalef"] == SCALES[resolution]
 
 
+def test_several_slides_are_each_cut_from_their_own_image(rng, tmp_path):
+    """Two slides (one pixel frame each) with their own hires images and scale factors, in one AnnData.
+
+    Each spot's marker (slide A: its id; slide B: 100 + its id) must sit at its tile's centre: every
+    slide is cut from its own image at its own scale. ``library_id`` (one slide's image) used to cut
+    every slide's spots from that image; it is now an error, as is a slide without an image.
+    """
+    a, b = _visium_like(rng), _visium_like(rng)
+    two = ad.concat([a, b], label="library_id", keys=["A", "B"], index_unique="-")
+    two.obsm["spatial"] = np.vstack([a.obsm["spatial"], b.obsm["spatial"]])
+    image_a, image_b = _marker_image(a, 0.2), _marker_image(b, 0.1) + 100 * (_marker_image(b, 0.1) > 0)
+    two.uns["spatial"] = {
+        "A": {"images": {"hires": image_a}, "scalefactors": {"tissue_hires_scalef": 0.2}},
+        "B": {"images": {"hires": image_b}, "scalefactors": {"tissue_hires_scalef": 0.1}},
+    }
+    tiles = gx.pp.extract_patches(two, resolution="hires", size=15, path=tmp_path / "t.npy", pad_value=-1)
+    for i in range(40):  # the inner spots of each slide
+        for row, marker in ((i, i + 1), (44 + i, 100 + i + 1)):
+            pos = np.argwhere(tiles[row, :, :, 0] == marker)
+            assert len(pos) == 1, f"row {row}: marker {marker} missing from its tile"
+            assert np.abs(pos[0] - 7).max() <= 1
+    record = two.uns["gears_patches"]
+    assert list(record["params"]["library_id"]) == ["A", "B"]
+    np.testing.assert_allclose(record["scalef"], [0.2, 0.1])
+    with pytest.raises(ValueError, match="library_id=None"):
+        gx.pp.extract_patches(two, library_id="A", resolution="hires", size=15, path=tmp_path / "u.npy")
+    del two.uns["spatial"]["B"]
+    with pytest.raises(KeyError, match=r"no library for \['B'\]"):
+        gx.pp.extract_patches(two, resolution="hires", size=15, path=tmp_path / "v.npy")
+
+
 def test_dlpfc_lowres_tiles_lie_on_tissue(tmp_path):
     adata = ad.read_h5ad(shared_file("dlpfc_visium_libd", "dlpfc_151673.h5ad"))
     tiles = gx.pp.extract_patches(adata, resolution="lowres", size=6, path=tmp_path / "right.npy")

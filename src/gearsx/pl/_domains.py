@@ -213,12 +213,10 @@ def _library_spots(adata: AnnData, library: str | None, *, drawing_image: bool) 
     coordinate frame, so drawing them all over one slide's image would put the others' spots on it:
     an image whose library names none of the slides is an error.
     """
-    from gearsx._anndata import resolve_slide_key
+    from gearsx._anndata import image_slide_key
 
     everything = np.ones(adata.n_obs, dtype=bool)
-    slide_key = resolve_slide_key(adata, None, warn=False)
-    if slide_key is None and "library_id" in adata.obs:
-        slide_key = "library_id"
+    slide_key = image_slide_key(adata)
     if library is None or slide_key is None or adata.obs[slide_key].nunique() < 2:
         return everything
     slides = adata.obs[slide_key].astype(str).to_numpy()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_key_added, check_obsm_key, write_record
+from gearsx._anndata import check_key_added, check_obsm_key, image_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 
@@ -65,7 +65,10 @@ def extract_patches(
     adata
         Spatial data (e.g. Visium read by :func:`scanpy.read_visium`).
     library_id
-        Key in ``uns['spatial']``; required when there are several.
+        Key in ``uns['spatial']``; required when there are several and ``adata`` holds one slide.
+        When ``adata`` holds several slides (the slide column an earlier gearsx step recorded, else
+        ``obs['library_id']``), leave it ``None``: each slide is cut from the image keyed by its
+        name, at that image's scale factor (one slide's image for all would be an error).
     size
         Tile edge, in pixels of the chosen image.
     resolution
@@ -87,7 +90,8 @@ def extract_patches(
     -------
     A read-only :class:`numpy.memmap` of shape ``(n_obs, size, size, channels)`` in obs
     order (supports ``patches[i]`` and slicing). ``uns[key_added]`` records ``path``,
-    ``shape``, ``scalef`` and the parameters.
+    ``shape``, ``scalef`` and the parameters (with several slides, ``params['library_id']`` and
+    ``scalef`` are arrays, one entry per slide).
 
     Examples
     --------
@@ -106,56 +110,114 @@ def extract_patches(
     size = check_positive_int(size, name="size")
     check_obsm_key(adata, spatial_key, "spatial_key", "patches need full-resolution spot coordinates")
     coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]", n_dims=2)
-    lib = ""
+    slide_key = image_slide_key(adata)
+    slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
+    several = slides is not None and len(set(slides)) > 1
+    if several and (library_id is not None or image is not None or resolution == "fullres"):
+        names = sorted(set(slides))
+        msg = (
+            f"`adata` holds {len(names)} slides (obs[{slide_key!r}]: {names[:5]}), and "
+            f"{'`image`' if image is not None else f'`library_id`={library_id!r}'} is one slide's image: every "
+            "slide's spots would be cut from it. Pass library_id=None (and no `image`) to cut each slide from its "
+            "own image in `uns['spatial']`, keyed by the slide's name, or pass one slide, e.g. "
+            f"`adata[adata.obs[{slide_key!r}] == {names[0]!r}]`."
+        )
+        raise ValueError(msg)
     if resolution == "fullres":
         if image is None:
             msg = "resolution='fullres' needs the full-resolution image as `image=` (Space Ranger does not store it in uns)."
             raise ValueError(msg)
-        scalef = 1.0
-    else:
-        lib = _resolve_library(adata, library_id)
-        entry = adata.uns[Key.spatial][lib]
-        factors = entry.get("scalefactors", {})
-        factor_key = f"tissue_{resolution}_scalef"
-        if factor_key not in factors:
+        jobs = [(np.arange(len(coords)), "", np.asarray(image), 1.0)]
+    elif several:
+        libs = list(adata.uns.get(Key.spatial, {}) or {})
+        names = list(dict.fromkeys(slides))
+        missing = [n for n in names if n not in libs]
+        if missing:
             msg = (
-                f"Scale factor {factor_key!r} is missing in uns['spatial'][{lib!r}]['scalefactors'] "
-                f"(available: {sorted(factors)}); it is needed to map full-resolution coordinates to the {resolution} image."
+                f"`adata` holds {len(names)} slides (obs[{slide_key!r}]), and `uns['spatial']` has no library for "
+                f"{missing[:5]} (its libraries: {libs[:5]}): each slide is cut from the image keyed by its name. "
+                "Key each slide's image by its name, or pass one slide."
             )
             raise KeyError(msg)
-        scalef = float(factors[factor_key])
-        if not np.isfinite(scalef) or scalef <= 0:
-            msg = (
-                f"Scale factor uns['spatial'][{lib!r}]['scalefactors'][{factor_key!r}] is {scalef}; it must be a "
-                f"positive number (the {resolution} image's pixels per full-resolution pixel, e.g. 0.05-0.2)."
-            )
-            raise ValueError(msg)
-        if image is None:
-            images = entry.get("images", {})
-            if resolution not in images:
-                msg = f"No {resolution!r} image in uns['spatial'][{lib!r}]['images'] (available: {sorted(images)})."
-                raise KeyError(msg)
-            image = images[resolution]
+        jobs = [(np.flatnonzero(slides == n), n, *_library_image(adata, n, resolution, None)) for n in names]
+    else:
+        lib = _resolve_library(adata, library_id)
+        jobs = [(np.arange(len(coords)), lib, *_library_image(adata, lib, resolution, image))]
+    shapes = {_as_image(job[2]).shape[2] for job in jobs}
+    if len(shapes) > 1:
+        msg = f"The slides' images have {sorted(shapes)} channels; cut each slide alone (adata[adata.obs[...] == ...])."
+        raise ValueError(msg)
+    channels, dtype = shapes.pop(), np.result_type(*(_as_image(job[2]).dtype for job in jobs))
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="gearsx_patches_")) / f"{key_added}.npy"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(len(coords), size, size, channels))
+    outside = sum(_cut(out, _as_image(img), coords, rows, scalef, size, pad_value) for rows, _, img, scalef in jobs)
+    out.flush()
+    if outside:
+        logger.warning("%d of %d spots lie outside the image; their tiles are all padding.", outside, len(coords))
+    if len(jobs) == 1:
+        lib_record, scalef_record = jobs[0][1], jobs[0][3]
+    else:  # each slide from its own image: the libraries in the order of the slides' first spots, and their factors
+        lib_record = np.array([job[1] for job in jobs], dtype=object)
+        scalef_record = np.array([job[3] for job in jobs])
+    params = {"library_id": lib_record, "size": size, "resolution": resolution, "spatial_key": spatial_key}
+    write_record(
+        adata, key_added, params, path=str(path), shape=np.asarray(out.shape, dtype=np.int64), scalef=scalef_record
+    )
+    del out
+    return np.load(path, mmap_mode="r")
+
+
+def _library_image(adata: AnnData, lib: str, resolution: str, image: np.ndarray | None) -> tuple:
+    """``(image, scale factor)`` of library ``lib`` at ``resolution`` (``image``, when given, replaces the stored one)."""
+    entry = adata.uns[Key.spatial][lib]
+    factors = entry.get("scalefactors", {})
+    factor_key = f"tissue_{resolution}_scalef"
+    if factor_key not in factors:
+        msg = (
+            f"Scale factor {factor_key!r} is missing in uns['spatial'][{lib!r}]['scalefactors'] "
+            f"(available: {sorted(factors)}); it is needed to map full-resolution coordinates to the {resolution} image."
+        )
+        raise KeyError(msg)
+    scalef = float(factors[factor_key])
+    if not np.isfinite(scalef) or scalef <= 0:
+        msg = (
+            f"Scale factor uns['spatial'][{lib!r}]['scalefactors'][{factor_key!r}] is {scalef}; it must be a "
+            f"positive number (the {resolution} image's pixels per full-resolution pixel, e.g. 0.05-0.2)."
+        )
+        raise ValueError(msg)
+    if image is None:
+        images = entry.get("images", {})
+        if resolution not in images:
+            msg = f"No {resolution!r} image in uns['spatial'][{lib!r}]['images'] (available: {sorted(images)})."
+            raise KeyError(msg)
+        image = images[resolution]
+    return np.asarray(image), scalef
+
+
+def _as_image(image: np.ndarray) -> np.ndarray:
+    """``image`` as ``(rows, cols, channels)``; a ValueError for any other shape."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3:
         msg = f"`image` must have shape (rows, cols) or (rows, cols, channels); got {image.shape}."
         raise ValueError(msg)
-    rows, cols, channels = image.shape
-    if path is None:
-        path = Path(tempfile.mkdtemp(prefix="gearsx_patches_")) / f"{key_added}.npy"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=image.dtype, shape=(len(coords), size, size, channels))
-    centre = np.rint(coords * scalef).astype(np.int64)  # (x, y) = (col, row)
+    return image
+
+
+def _cut(out, image: np.ndarray, coords: np.ndarray, rows: np.ndarray, scalef: float, size: int, pad_value) -> int:
+    """Write the tiles of spots ``rows`` into ``out`` (padded past the border); return how many lie outside."""
+    n_rows, n_cols = image.shape[:2]
+    centre = np.rint(coords[rows] * scalef).astype(np.int64)  # (x, y) = (col, row)
     top = centre[:, 1] - size // 2
     left = centre[:, 0] - size // 2
     outside = 0
-    for i in range(len(coords)):
-        r0, c0 = top[i], left[i]
-        rs, re = max(r0, 0), min(r0 + size, rows)
-        cs, ce = max(c0, 0), min(c0 + size, cols)
+    for i, r0, c0 in zip(rows, top, left, strict=True):
+        rs, re = max(r0, 0), min(r0 + size, n_rows)
+        cs, ce = max(c0, 0), min(c0 + size, n_cols)
         tile = out[i]
         if rs >= re or cs >= ce:
             tile[...] = pad_value
@@ -164,10 +226,4 @@ def extract_patches(
         if rs > r0 or cs > c0 or re < r0 + size or ce < c0 + size:
             tile[...] = pad_value
         tile[rs - r0 : re - r0, cs - c0 : ce - c0] = image[rs:re, cs:ce]
-    out.flush()
-    if outside:
-        logger.warning("%d of %d spots lie outside the image; their tiles are all padding.", outside, len(coords))
-    params = {"library_id": lib, "size": size, "resolution": resolution, "spatial_key": spatial_key}
-    write_record(adata, key_added, params, path=str(path), shape=np.asarray(out.shape, dtype=np.int64), scalef=scalef)
-    del out
-    return np.load(path, mmap_mode="r")
+    return outside
