@@ -130,6 +130,28 @@ def test_bad_input(rng):
         gx.pp.extract_patches(adata, resolution="fullres", image=np.zeros((5, 5)))
 
 
+def test_tiles_are_refused_for_spots_reordered_since_they_were_cut(rng, tmp_path):
+    """Tile ``i`` belongs to the spot that was row ``i`` when the tiles were cut.
+
+    After the AnnData is reordered (same spots, same count) the recorded tiles would describe other spots:
+    ``embed_patches`` refuses them and says to cut again; cut again, the embedding follows the new order.
+    """
+    adata = _visium_like(rng)
+    adata.uns["spatial"]["lib"]["images"]["lowres"] = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    adata.uns["spatial"]["lib"]["scalefactors"]["tissue_lowres_scalef"] = 0.05
+    gx.pp.extract_patches(adata, resolution="lowres", size=8, path=tmp_path / "tiles.npy")
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    gx.tl.embed_patches(adata, pool, progress=False)
+    order = np.random.default_rng(0).permutation(adata.n_obs)
+    moved = adata[order].copy()
+    with pytest.raises(ValueError, match="extract_patches again"):
+        gx.tl.embed_patches(moved, pool, progress=False)
+    assert "X_image" not in moved.obsm or np.allclose(moved.obsm["X_image"], adata.obsm["X_image"][order])
+    gx.pp.extract_patches(moved, resolution="lowres", size=8, path=tmp_path / "moved.npy")
+    gx.tl.embed_patches(moved, pool, progress=False)
+    np.testing.assert_allclose(moved.obsm["X_image"], adata.obsm["X_image"][order])
+
+
 def test_embed_patches_and_cache(rng, tmp_path, caplog):
     adata = _visium_like(rng)
     img = rng.integers(0, 255, (*FULL, 3), dtype=np.uint8)[::10, ::10]

@@ -3,7 +3,7 @@ from ._deprecation import renamed_arguments
 from ._device import resolve_device
 from ._docs import doc_params
 from ._dtypes import index_dtype
-from ._fingerprint import array_fingerprint, module_fingerprint, sampled_rows
+from ._fingerprint import array_fingerprint, module_fingerprint, names_fingerprint, sampled_rows
 from ._progress import progress_bar
 from ._random import as_rng
 from ._validation import (
@@ -22,6 +22,7 @@ __all__ = [
     "doc_params",
     "index_dtype",
     "module_fingerprint",
+    "names_fingerprint",
     "progress_bar",
     "resolve_client",
     "check_coords",

@@ -36,3 +36,8 @@ def array_fingerprint(array) -> str:
     for i in sampled_rows(len(array)):
         digest.update(np.ascontiguousarray(array[i]).tobytes())
     return digest.hexdigest()[:16]
+
+
+def names_fingerprint(names) -> str:
+    """16 hex digits of a SHA-256 over a sequence of names, in order (``obs_names``: which rows, in which order)."""
+    return hashlib.sha256("\x1f".join(map(str, names)).encode()).hexdigest()[:16]

@@ -9,7 +9,7 @@ import numpy as np
 
 from gearsx._anndata import check_key_added, check_obsm_key, image_slide_key, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int
+from gearsx._utils import check_coords, check_positive_int, names_fingerprint
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -90,7 +90,8 @@ def extract_patches(
     -------
     A read-only :class:`numpy.memmap` of shape ``(n_obs, size, size, channels)`` in obs
     order (supports ``patches[i]`` and slicing). ``uns[key_added]`` records ``path``,
-    ``shape``, ``scalef`` and the parameters (with several slides, ``params['library_id']`` and
+    ``shape``, ``scalef``, a fingerprint of ``obs_names`` (which spots, in which order: the tiles
+    are refused for an AnnData reordered since) and the parameters (with several slides, ``params['library_id']`` and
     ``scalef`` are arrays, one entry per slide).
 
     Examples
@@ -164,8 +165,9 @@ def extract_patches(
         scalef_record = np.array([job[3] for job in jobs])
     params = {"library_id": lib_record, "size": size, "resolution": resolution, "spatial_key": spatial_key}
     write_record(
-        adata, key_added, params, path=str(path), shape=np.asarray(out.shape, dtype=np.int64), scalef=scalef_record
-    )
+        adata, key_added, params, path=str(path), shape=np.asarray(out.shape, dtype=np.int64), scalef=scalef_record,
+        obs_names=names_fingerprint(adata.obs_names),  # the rows the tiles belong to, in order
+    )  # fmt: skip
     del out
     return np.load(path, mmap_mode="r")
 

@@ -15,6 +15,7 @@ from gearsx._utils import (
     array_fingerprint,
     check_positive_int,
     module_fingerprint,
+    names_fingerprint,
     progress_bar,
     renamed_arguments,
     resolve_device,
@@ -127,7 +128,16 @@ def embed_patches(
         if patches_key not in adata.uns or "path" not in adata.uns[patches_key]:
             msg = f"No tiles: `adata.uns[{patches_key!r}]` is missing. Run gx.pp.extract_patches first or pass `patches=`."
             raise KeyError(msg)
-        patches = np.load(adata.uns[patches_key]["path"], mmap_mode="r")
+        record = adata.uns[patches_key]
+        patches = np.load(record["path"], mmap_mode="r")
+        cut_for = record.get("obs_names")
+        if cut_for is not None and len(patches) == adata.n_obs and cut_for != names_fingerprint(adata.obs_names):
+            msg = (
+                f"The tiles recorded in `adata.uns[{patches_key!r}]` were cut for other spots or another order of "
+                "them (`obs_names` differ since `gx.pp.extract_patches` ran): each tile would describe another "
+                "spot. Run gx.pp.extract_patches again on this AnnData."
+            )
+            raise ValueError(msg)
     if len(patches) != adata.n_obs:
         msg = f"`patches` holds {len(patches)} tiles for {adata.n_obs} observations; they must match."
         raise ValueError(msg)
