@@ -27,6 +27,8 @@ def test_demo_writes_outputs(tmp_path, capsys):
     assert "GEARS" in (out / "metrics.md").read_text()
     report = json.loads((out / "report.json").read_text())
     assert 0.0 < report["encoder"]["knn_overlap20"] <= 1.0
+    assert report["encoder"]["slides"] == ["slide_0", "slide_1", "slide_2"]  # arrays in the record, lists here
+    assert len(report["encoder"]["knn_overlap20_per_slide"]) == 3
     assert report["adapter_after"]["domain_accuracy"] < report["adapter_before"]["domain_accuracy"]
     assert report["reconstruct"]["graph"]["n_components"] == 1
     assert -1.0 <= report["communities_ari_vs_true_domains"] <= 1.0

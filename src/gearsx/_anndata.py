@@ -47,9 +47,9 @@ _SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "sec
 def check_key_added(key_added, *, spatial_key: str | None = None) -> str:
     """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string.
 
-    It may not hold a ``'/'`` (anndata's files read it as nesting), nor be ``'spatial'``, where scanpy and squidpy keep the coordinates (``obsm``) and the
-    images (``uns``), nor ``spatial_key``, the coordinates the step reads: the result would
-    overwrite them.
+    It may not hold a ``'/'`` (anndata's files read it as nesting), nor be ``'spatial'``, where
+    scanpy and squidpy keep the coordinates (``obsm``) and the images (``uns``), nor
+    ``spatial_key``, the coordinates the step reads: the result would overwrite them.
     """
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."

@@ -137,7 +137,7 @@ def run_demo(
         "reconstruct": adata_sc.uns[Key.result]["reconstruct"],
         "communities_ari_vs_true_domains": float(ari),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=_jsonable))
     table.to_csv(out / "metrics.csv")
     (out / "metrics.md").write_text(
         f"{STATUS}\n\n{_markdown(table.round(4))}\n\nLeiden communities of the reconstruction vs true domains: "
@@ -194,3 +194,12 @@ def _markdown(table) -> str:
         "| " + " | ".join([str(i), *map(str, row)]) + " |" for i, row in zip(table.index, table.to_numpy(), strict=True)
     ]
     return "\n".join(lines)
+
+
+def _jsonable(value):
+    """Return a record's numpy value for JSON: arrays as lists (per-slide values, slide names), scalars as numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return float(value)

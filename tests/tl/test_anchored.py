@@ -507,6 +507,37 @@ def test_anchored_result_is_drawn_in_the_frame_the_model_was_trained_in(caplog):
     plt.close("all")
 
 
+def test_reference_drawing_reads_the_record_of_the_run_that_wrote_the_basis(toy_model):
+    """Two runs under two ``key_added``: each layout is drawn (or refused) by its own run's record.
+
+    The plot read ``uns['gears']`` whatever the basis: an intrinsic layout written under another key was
+    drawn over the reference slide as if anchored, and an anchored one under another key was refused.
+    """
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    st, sc = _reference_and_query()
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)  # uns['gears'], obsm['X_gears_spatial']
+    gx.tl.reconstruct(sc, toy_model, anchor=None, key_added="run2", **_FAST)  # uns['run2'], obsm['X_run2_spatial']
+    with pytest.raises(ValueError, match=r"uns\['run2'\]\['anchor'\]\['mode'\] is not 'reference'"):
+        gx.pl.reconstruction(sc, basis="X_run2_spatial", reference=st, show=False)
+    ax = gx.pl.reconstruction(sc, basis="X_gears_spatial", reference=st, show=False)
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), sc.obsm["X_gears_spatial"])
+    ax = gx.pl.reconstruction(sc, basis="X_gears_anchor", reference=st, show=False)
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), sc.obsm["X_gears_anchor"])
+    gx.tl.reconstruct(sc, toy_model, anchor=None, **_FAST)
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", key_added="run2", **_FAST)
+    ax = gx.pl.reconstruction(sc, basis="X_run2_spatial", reference=st, show=False)
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), sc.obsm["X_run2_spatial"])
+    with pytest.raises(ValueError, match="intrinsic"):
+        gx.pl.reconstruction(sc, basis="X_gears_spatial", reference=st, show=False)
+    with pytest.raises(ValueError, match="not one"):  # the stitched layout: not in the reference's frame
+        gx.pl.reconstruction(sc, basis="X_run2_intrinsic", reference=st, show=False)
+    plt.close("all")
+
+
 def test_localisation_tells_informative_anchors_from_scattered_ones(toy_model, caplog):
     from gearsx.tl._anchored import localisation, plan_anchor
 

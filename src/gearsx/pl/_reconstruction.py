@@ -177,11 +177,12 @@ def reconstruction(
         Draw the legend of a categorical ``color``.
     reference
         The ST data of the model: a reference-anchored reconstruction lives in the frame of one of
-        its slides (``uns['gears']['anchor']['slide']``), and is drawn over that slide's spots (and
-        its tissue image, when ``uns['spatial']`` holds one keyed by the slide's name, or the only one of
-        a one-slide reference; otherwise a warning says the image was left out), without any
-        alignment. The spots come from the ``obsm`` key the model was trained on
-        (``uns['gears']['anchor']['spatial_key']``); when that is not ``'spatial'``, the frame of the
+        its slides, and is drawn over that slide's spots (and its tissue image, when
+        ``uns['spatial']`` holds one keyed by the slide's name, or the only one of a one-slide
+        reference; otherwise a warning says the image was left out), without any alignment. The
+        slide is read from the record of the run that wrote ``basis`` (``uns[key]['anchor']`` for
+        ``'X_<key>_spatial'``, the layout, or ``'X_<key>_anchor'``, its anchors). The spots come from the ``obsm`` key the model was trained on
+        (``uns[key]['anchor']['spatial_key']``); when that is not ``'spatial'``, the frame of the
         image's scale factors, the drawing is carried onto the image by the exact affine map between
         the two keys (microns and pixels of the same spots), or drawn without the image, with a
         warning, when there is none. An intrinsic reconstruction has no such frame and raises, as does
@@ -223,9 +224,9 @@ def reconstruction(
     color = keys[0]
     if reference is not None:
         fig, (axes,) = _axes(ax, 1, figsize=(5.4, 4.8))
-        to_drawing = _draw_reference(axes, adata, reference)
+        to_drawing, slide = _draw_reference(axes, adata, reference, basis)
         _scatter(axes, to_drawing(pred), adata, color, size, palette, cmap)
-        axes.set_title(f"{basis} over reference slide {adata.uns['gears']['anchor']['slide']!r}")
+        axes.set_title(f"{basis} over reference slide {slide!r}")
         axes.set_aspect("equal")
         axes.set_xticks([])
         axes.set_yticks([])
@@ -307,8 +308,36 @@ def _image_frame_map(reference: AnnData, frame: str, sel: np.ndarray):
     return lambda xy: np.column_stack([xy, np.ones(len(xy))]) @ coef
 
 
-def _draw_reference(ax, adata: AnnData, reference: AnnData):
-    """Draw the anchored slide's spots (and tissue image); return the map of the anchored frame onto the drawing.
+def _anchor_record(adata: AnnData, basis: str) -> dict:
+    """Return the anchoring record of the run that wrote ``obsm[basis]`` (``uns[key]['anchor']`` for ``X_<key>_spatial``).
+
+    A layout in the reference's frame is the fused layout or the anchors of a reference-anchored run
+    (``X_<key>_spatial``, ``X_<key>_anchor``); each run keeps its record under its own ``key_added``,
+    so the record is read from the basis's name, never from another run's.
+    """
+    import re
+
+    match = re.fullmatch(r"X_(.+)_(spatial|anchor)", basis)
+    if match is None:
+        msg = (
+            f"`reference=` draws a layout in the reference's frame, written by gx.tl.reconstruct: "
+            f"`basis`={basis!r} is not one (pass 'X_<key_added>_spatial' or 'X_<key_added>_anchor')."
+        )
+        raise ValueError(msg)
+    key = match.group(1)
+    anchor = adata.uns.get(key, {}).get("anchor", {}) if isinstance(adata.uns.get(key), dict) else {}
+    if anchor.get("mode") != "reference":
+        msg = (
+            f"`reference=` draws a reference-anchored reconstruction over its slide, but the run that wrote "
+            f"obsm[{basis!r}] is intrinsic or unrecorded (uns[{key!r}]['anchor']['mode'] is not 'reference'); "
+            "it has no reference frame."
+        )
+        raise ValueError(msg)
+    return anchor
+
+
+def _draw_reference(ax, adata: AnnData, reference: AnnData, basis: str):
+    """Draw the anchored slide's spots (and image); return the map of the anchored frame onto the drawing, and the slide.
 
     The anchored coordinates are in the frame the model was trained in (``uns['gears']['anchor']['spatial_key']``;
     ``'spatial'`` for results of versions that did not record it). The image's scale factors place
@@ -318,13 +347,7 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData):
 
     from ._domains import _image
 
-    anchor = adata.uns.get(Key.result, {}).get("anchor", {})
-    if anchor.get("mode") != "reference":
-        msg = (
-            "`reference=` draws a reference-anchored reconstruction over its slide, but this one is intrinsic "
-            "(uns['gears']['anchor']['mode'] is not 'reference'); it has no reference frame."
-        )
-        raise ValueError(msg)
+    anchor = _anchor_record(adata, basis)
     frame = str(anchor.get("spatial_key", Key.spatial))
     if frame not in reference.obsm:
         msg = (
@@ -345,10 +368,7 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData):
                 f"(its obs[{slide_key!r}]: {sorted(set(slides))[:10]}); pass the ST data the model was trained on."
             )
             raise ValueError(msg)
-
-    def to_drawing(points):
-        return points
-
+    onto_image = None  # with an image drawn: the anchored frame -> the image's pixels
     spatial = reference.uns.get("spatial")
     if isinstance(spatial, dict) and spatial:
         slide = str(anchor["slide"])
@@ -363,25 +383,33 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData):
                 slide, sorted(spatial)[:10], slide_key,
             )  # fmt: skip
         found = _image(reference, lib, None) if lib is not None else None
-        onto_spatial = (lambda p: p) if frame == Key.spatial else _image_frame_map(reference, frame, sel)
-        if found is not None and onto_spatial is None:
-            logger.warning(
-                "The reconstruction is in the frame of obsm[%r] (the model's coordinates), which no affine map "
-                "carries onto obsm['spatial'], the frame of the image's scale factors: drawn over the slide's "
-                "spots without the image.",
-                frame,
-            )
-        elif found is not None:
+        if found is not None:
             image, scale, _ = found
-            ax.imshow(image, zorder=0)
-            ax.invert_yaxis()
-
-            def to_drawing(points):
-                return onto_spatial(points) * scale
-
+            onto_spatial = _identity if frame == Key.spatial else _image_frame_map(reference, frame, sel)
+            if onto_spatial is None:
+                logger.warning(
+                    "The reconstruction is in the frame of obsm[%r] (the model's coordinates), which no affine "
+                    "map carries onto obsm['spatial'], the frame of the image's scale factors: drawn over the "
+                    "slide's spots without the image.",
+                    frame,
+                )
+            else:
+                ax.imshow(image, zorder=0)
+                ax.invert_yaxis()
+                onto_image = _then_scaled(onto_spatial, scale)
+    to_drawing = _identity if onto_image is None else onto_image
     spots = to_drawing(xy[sel])
     ax.scatter(spots[:, 0], spots[:, 1], s=6, c="0.85", linewidths=0, zorder=0.5, label="_reference")
-    return to_drawing
+    return to_drawing, str(anchor["slide"])
+
+
+def _identity(points: np.ndarray) -> np.ndarray:
+    return points
+
+
+def _then_scaled(onto, scale: float):
+    """``onto`` followed by multiplication with ``scale`` (an image's scale factor)."""
+    return lambda points: onto(points) * scale
 
 
 def distortion_heatmap(

@@ -91,8 +91,8 @@ def extract_patches(
     A read-only :class:`numpy.memmap` of shape ``(n_obs, size, size, channels)`` in obs
     order (supports ``patches[i]`` and slicing). ``uns[key_added]`` records ``path``,
     ``shape``, ``scalef``, a fingerprint of ``obs_names`` (which spots, in which order: the tiles
-    are refused for an AnnData reordered since) and the parameters (with several slides, ``params['library_id']`` and
-    ``scalef`` are arrays, one entry per slide).
+    are refused for an AnnData reordered since) and the parameters (with several slides,
+    ``params['library_id']`` and ``scalef`` are arrays, one entry per slide).
 
     Examples
     --------
@@ -114,7 +114,7 @@ def extract_patches(
     slide_key = image_slide_key(adata)
     slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
     several = slides is not None and len(set(slides)) > 1
-    if several and (library_id is not None or image is not None or resolution == "fullres"):
+    if several and (library_id is not None or image is not None):
         names = sorted(set(slides))
         msg = (
             f"`adata` holds {len(names)} slides (obs[{slide_key!r}]: {names[:5]}), and "
@@ -144,17 +144,18 @@ def extract_patches(
     else:
         lib = _resolve_library(adata, library_id)
         jobs = [(np.arange(len(coords)), lib, *_library_image(adata, lib, resolution, image))]
-    shapes = {_as_image(job[2]).shape[2] for job in jobs}
+    jobs = [(rows, lib, _as_image(img), scalef) for rows, lib, img, scalef in jobs]
+    shapes = {img.shape[2] for _, _, img, _ in jobs}
     if len(shapes) > 1:
         msg = f"The slides' images have {sorted(shapes)} channels; cut each slide alone (adata[adata.obs[...] == ...])."
         raise ValueError(msg)
-    channels, dtype = shapes.pop(), np.result_type(*(_as_image(job[2]).dtype for job in jobs))
+    channels, dtype = shapes.pop(), np.result_type(*(img.dtype for _, _, img, _ in jobs))
     if path is None:
         path = Path(tempfile.mkdtemp(prefix="gearsx_patches_")) / f"{key_added}.npy"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(len(coords), size, size, channels))
-    outside = sum(_cut(out, _as_image(img), coords, rows, scalef, size, pad_value) for rows, _, img, scalef in jobs)
+    outside = sum(_cut(out, img, coords, rows, scalef, size, pad_value) for rows, _, img, scalef in jobs)
     out.flush()
     if outside:
         logger.warning("%d of %d spots lie outside the image; their tiles are all padding.", outside, len(coords))
