@@ -154,6 +154,12 @@ def fit_adapter(
     RBF-MMD fine-tuning, outputs kept on the support of the ST embeddings), attaches it to
     ``encoder`` (saved with it) and writes the adapted SC embeddings and the alignment report.
 
+    The map matches the query's mean and spread to the reference's, which removes a platform
+    difference only when the query holds the tissue's mix of cells: fit it on the whole dissociated
+    sample and subset afterwards. A single cell type, a sorted population or one region's cells,
+    adapted alone, are stretched over the whole tissue and placed worse ("Map the whole sample" in
+    the docs' "When to anchor").
+
     Parameters
     ----------
     adata_sc
