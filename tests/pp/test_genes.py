@@ -49,6 +49,21 @@ def test_genes_missed_only_for_case_or_version_are_named(small_tissue, caplog):
     assert "shared_genes" not in caplog.text
 
 
+def test_few_shared_genes_draw_a_warning(small_tissue, caplog):
+    """12 of 120 genes shared (the rest under other identifiers): a warning naming the counts; 100 of 120: none."""
+    st, cells = small_tissue
+    other = cells.copy()
+    other.var_names = [n if i < 12 else f"ENSMUSG{i:011d}" for i, n in enumerate(cells.var_names)]
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        a, _ = gx.pp.shared_genes(st, other)
+    assert a.n_vars == 12
+    assert "only 12 of the 120 genes of data set 0 (the smallest)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.pp.shared_genes(st, cells[:, :100].copy())  # a panel nearly all found
+    assert "only" not in caplog.text
+
+
 def test_prepare_without_a_slide_key_names_a_slide_column(small_tissue, caplog):
     # Every later step takes prepare's record: slide_key=None on several slides pooled them all the
     # way through (centring, encoder, geometry model) without a word.

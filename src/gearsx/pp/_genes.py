@@ -72,6 +72,7 @@ def shared_genes(*adatas: AnnData, min_shared: int = MIN_SHARED_GENES) -> list[A
         )
         raise ValueError(msg)
     _warn_near_misses(adatas, common)
+    _warn_few_shared(adatas, common)
     logger.info("%d genes shared by %d data sets", len(common), len(adatas))
     return [a[:, common].copy() for a in adatas]
 
@@ -105,6 +106,29 @@ def _warn_near_misses(adatas, common) -> None:
             ", ".join(map(str, missed[:3])),
             len(common),
         )
+
+
+#: Below this share of the smallest data set's genes, :func:`shared_genes` warns that most of them are missing.
+FEW_SHARED = 0.5
+
+
+def _warn_few_shared(adatas, common) -> None:
+    """Warn when fewer than :data:`FEW_SHARED` of the smallest data set's genes are found in every data set.
+
+    A targeted panel is nearly all found in a transcriptome (Xenium's 248 genes, MERFISH's 161); when
+    most of the smaller gene list is missing, the identifiers rarely agree (symbols against Ensembl
+    IDs, two species, another annotation), and the models would learn from the few genes that match
+    by chance, without a word.
+    """
+    i = int(np.argmin([a.n_vars for a in adatas]))
+    smallest = adatas[i].n_vars
+    if len(common) < FEW_SHARED * smallest:
+        logger.warning(
+            "shared_genes: only %d of the %d genes of data set %d (the smallest) are found in every data set "
+            "(%.0f%%); the rest is dropped. Check that all data sets use the same gene identifiers (symbols or "
+            "Ensembl IDs, one species, one annotation) before going on.",
+            len(common), smallest, i, 100 * len(common) / max(smallest, 1),
+        )  # fmt: skip
 
 
 #: The flavours of :func:`scanpy.pp.highly_variable_genes`.
