@@ -68,9 +68,9 @@ def fit_encoder(
     :meth:`~gearsx.model.SharedEncoder.get_latent_representation`) and
     ``uns['gears_encoder']`` with the parameters and diagnostics: ``slide_probe``
     (balanced accuracy of a 5-fold logistic regression predicting the slide, and its
-    ``chance`` level), ``knn_overlap20`` (mean, and per slide: ``knn_overlap20_per_slide``, in the
-    order of ``slides``) between embedding and physical neighbours, and ``norm_ratio`` (max/min over slides of the embeddings'
-    RMS norm), and ``encoder_id`` (:attr:`~gearsx.model.SharedEncoder.fingerprint`: the
+    ``chance`` level), ``knn_overlap20`` (mean, and per slide: ``knn_overlap20_per_slide``, in
+    the order of ``slides``) between embedding and physical neighbours, ``norm_ratio`` (max/min
+    over slides of the embeddings' RMS norm), and ``encoder_id`` (:attr:`~gearsx.model.SharedEncoder.fingerprint`: the
     geometry model keeps it, so that cells adapted to another encoder are refused).
 
     Examples
