@@ -191,6 +191,14 @@ def plain(call: Callable[[Env], object], watch: Callable[[Env], list] | None = N
     return make
 
 
+def _cluster_key_added(key):
+    """A row: k-means domains of a copy of the prepared spots, written under ``key_added=key``."""
+    return on(
+        lambda e: e.st.copy(),
+        lambda e, a: gx.tl.cluster_domains(a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added=key),
+    )
+
+
 def _save_broken(e: Env, tmp, what: str):
     import shutil
 
@@ -891,21 +899,13 @@ def _cases() -> list[Case]:
         ),
         C(
             "cluster_domains-key_added-slash",  # an obs column zarr refuses to write
-            on(
-                lambda e: e.st.copy(),
-                lambda e, a: gx.tl.cluster_domains(
-                    a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added="domain/k3"
-                ),
-            ),
+            _cluster_key_added("domain/k3"),
             ValueError,
             "holds a '/'",
         ),
         C(
             "cluster_domains-key_added-empty",
-            on(
-                lambda e: e.st.copy(),
-                lambda e, a: gx.tl.cluster_domains(a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added=""),
-            ),
+            _cluster_key_added(""),
             ValueError,
             "`key_added` must be a non-empty string",
         ),
@@ -947,12 +947,7 @@ def _cases() -> list[Case]:
         ),
         C(
             "cluster_domains-key_added-spatial",  # its record replaced uns['spatial'], the slides' images
-            on(
-                lambda e: e.st.copy(),
-                lambda e, a: gx.tl.cluster_domains(
-                    a, method="kmeans", n_clusters=3, use_rep="X_gears", key_added="spatial"
-                ),
-            ),
+            _cluster_key_added("spatial"),
             ValueError,
             "is reserved",
         ),
