@@ -313,13 +313,20 @@ def recorded_encoder_id(adata: AnnData, record: str, use_rep: str) -> str | None
 def image_slide_key(adata: AnnData) -> str | None:
     """Return the ``obs`` column telling apart the slides whose images ``uns['spatial']`` keys, or ``None``.
 
-    The slide column an earlier gearsx step recorded (:func:`resolve_slide_key`), else
-    ``obs['library_id']``, scanpy's name for it when it concatenates Visium samples.
+    The slide column an earlier gearsx step recorded (:func:`resolve_slide_key`); else the first
+    column usually naming the slide (``library_id``, ``sample_id``, ...) among whose values a library
+    of ``uns['spatial']`` is found; else ``obs['library_id']``, scanpy's name for it when it
+    concatenates Visium samples.
     """
     key = resolve_slide_key(adata, None, warn=False)
-    if key is None and "library_id" in adata.obs:
-        key = "library_id"
-    return key
+    if key is not None:
+        return key
+    spatial = adata.uns.get(Key.spatial)
+    libraries = {str(k) for k in spatial} if isinstance(spatial, dict) else set()
+    for column in _SLIDE_COLUMNS:
+        if column in adata.obs and libraries & set(adata.obs[column].astype(str).unique()):
+            return column
+    return "library_id" if "library_id" in adata.obs else None
 
 
 def resolve_slide_key(

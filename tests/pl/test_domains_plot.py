@@ -91,6 +91,9 @@ def test_domains_of_several_slides_draw_the_library_slide_only(visium_like):
         gx.pl.domains(two, show=False)
     ax = gx.pl.domains(two, library_id="B", img=False, show=False)
     assert len(ax.collections[0].get_offsets()) == 600
+    two.obs = two.obs.rename(columns={"library_id": "sample_id"})  # another usual name, its values the libraries'
+    two.uns["spatial"] = {"A": image, "B": image}
+    assert len(gx.pl.domains(two, library_id="A", show=False).collections[0].get_offsets()) == 600
     plt.close("all")
 
 

@@ -93,8 +93,9 @@ def domains(
         it, ``False`` never.
     library_id
         Library in ``uns['spatial']`` (needed when there are several). When ``adata`` holds several
-        slides (the slide column recorded by an earlier gearsx step, else ``obs['library_id']``),
-        only the spots of the slide of that name are drawn.
+        slides (the slide column recorded by an earlier gearsx step, else a column such as
+        ``library_id`` or ``sample_id`` whose values name the libraries), only the spots of the
+        slide of that name are drawn.
     img_key
         ``'hires'`` or ``'lowres'`` (default: the best available); an image the library does not
         hold is an error.
@@ -208,8 +209,8 @@ def domains(
 def _library_spots(adata: AnnData, library: str | None, *, drawing_image: bool) -> np.ndarray:
     """Mask of the spots to draw: all of them, or the slide of ``library`` when ``adata`` holds several slides.
 
-    The slides are told apart by the slide column an earlier gearsx step recorded, else by
-    ``obs['library_id']`` (scanpy's name when it concatenates Visium samples). Slides share one
+    The slides are told apart as :func:`gearsx._anndata.image_slide_key` finds their column (the
+    recorded slide column, else one whose values name the libraries). Slides share one
     coordinate frame, so drawing them all over one slide's image would put the others' spots on it:
     an image whose library names none of the slides is an error.
     """

@@ -67,8 +67,9 @@ def extract_patches(
     library_id
         Key in ``uns['spatial']``; required when there are several and ``adata`` holds one slide.
         When ``adata`` holds several slides (the slide column an earlier gearsx step recorded, else
-        ``obs['library_id']``), leave it ``None``: each slide is cut from the image keyed by its
-        name, at that image's scale factor (one slide's image for all would be an error).
+        a column such as ``library_id`` or ``sample_id`` whose values name the libraries), leave it
+        ``None``: each slide is cut from the image keyed by its name, at that image's scale factor
+        (one slide's image for all would be an error).
     size
         Tile edge, in pixels of the chosen image.
     resolution
