@@ -286,9 +286,9 @@ def test_default_anchor_k_is_capped_by_a_small_slide(caplog):
 def test_each_candidate_slides_similarity_is_recorded_and_the_best_chosen(caplog):
     """The record lists every candidate slide's median similarity; the chosen slide has the highest.
 
-    Two slides of one wave field (the "small" one covers the cells' region, the "big" one does not
-    hold it at its centre): the small slide is more similar and chosen, both similarities are in the
-    record, and the info log names the runner-up. With ``reference_slide`` only that slide is a candidate.
+    Two slides of one wave field (the "small" one covers the cells' region, the "big" one another part
+    of the field): the small slide is more similar and chosen, both similarities are in the record,
+    and the info log names the runner-up. With ``reference_slide`` only that slide is a candidate.
     """
     from gearsx.tl._anchored import plan_anchor
 
