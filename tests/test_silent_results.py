@@ -118,7 +118,8 @@ def test_refinement_never_pools_slides_without_slide_key():
     gx.tl.cluster_domains(
         adata, method="kmeans", use_rep="X_rep", n_pcs=None, n_clusters=2, refine=True, n_spatial_neighbors=6
     )
-    assert adata.obs["gears_domain"].iloc[:150].nunique() == 2
+    pooled = adata.obs["gears_domain"].to_numpy()
+    assert set(pooled[:150]) & set(pooled[150:])  # the two slides now share labels
 
 
 def test_spatial_smooth_never_pools_slides_without_slide_key():

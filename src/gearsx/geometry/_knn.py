@@ -13,10 +13,24 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
-__all__ = ["EXACT_MAX", "drop_self", "group_knn", "knn", "knn_index", "knn_matrix", "knn_query", "knn_without_self"]
+__all__ = [
+    "EXACT_MAX",
+    "drop_self",
+    "group_knn",
+    "knn",
+    "knn_index",
+    "knn_matrix",
+    "knn_query",
+    "knn_without_self",
+    "settle_ties",
+]
 
 #: Above this many rows a search is approximate (pynndescent) instead of exact.
 EXACT_MAX = 50_000
+#: Among coordinates, distances within this fraction of the points' extent are a tie (broken by index):
+#: well above floating-point rounding (about 1e-16 of a coordinate, 1e-7 in float32), well below
+#: any spacing a slide resolves (a Visium slide of 10,000 pixels: 0.01 pixel).
+TIE_TOLERANCE = 1e-6
 
 #: pynndescent's graph construction with fewer candidates per join (its default is ``min(60, k)``) and an
 #: early stop at 1% updates per round (its default 0.1%): on 300,000 embeddings of 128 dimensions with
@@ -47,13 +61,48 @@ def knn_matrix(idx: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((values.ravel(), idx.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
 
 
+def settle_ties(dist: np.ndarray, idx: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each row's neighbours by distance, with distances within ``tol`` of each other in index order.
+
+    ``dist`` must be sorted along each row. Neighbours form runs in which each distance is within
+    ``tol`` of the one before; a run is one tie, ordered by index. Written here because no
+    neighbour library breaks ties by a tolerance: a KD-tree orders equal distances by their
+    floating-point rounding, which changes with the coordinates' units and origin.
+    """
+    if idx.shape[1] < 2:
+        return dist, idx
+    run = np.zeros(idx.shape, dtype=np.int64)
+    np.cumsum(np.diff(dist, axis=1) > tol, axis=1, out=run[:, 1:])
+    order = np.argsort(run * (int(idx.max()) + 1) + idx, axis=1, kind="stable")
+    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+
+
 def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices of the ``k`` nearest neighbours of every point of a KD-tree, itself excluded.
 
-    Robust to duplicated points (see :func:`drop_self`). For low-dimensional coordinates.
+    ``x`` holds the tree's own points. Robust to duplicated points (see :func:`drop_self`). For
+    low-dimensional coordinates. Ties are broken by index, not by floating-point rounding: distances
+    within :data:`TIE_TOLERANCE` of the points' extent count as equal (:func:`settle_ties`), and
+    when a tie straddles the ``k``-th neighbour the search widens until the whole tie is seen. So
+    the neighbours of a regular grid (a Visium lattice, where six or twelve spots are equidistant)
+    are the same in any units and at any origin.
     """
-    dist, idx = tree.query(x, k=k + 1)
-    return drop_self(np.asarray(dist).reshape(len(x), k + 1), np.asarray(idx).reshape(len(x), k + 1))
+    n = len(x)
+    tol = TIE_TOLERANCE * float(np.max(tree.maxes - tree.mins)) if n else 0.0
+    want = min(k + 1, n)
+    dist = np.empty((n, want))
+    idx = np.empty((n, want), dtype=np.int64)
+    todo = np.arange(n)
+    m = min(want + 12, n)  # a hexagonal lattice's largest shell of equidistant neighbours holds 12 points
+    while len(todo):
+        d, i = tree.query(x[todo], k=m)
+        d, i = settle_ties(np.asarray(d).reshape(len(todo), m), np.asarray(i).reshape(len(todo), m), tol)
+        # the last wanted neighbour's tie is whole when a farther distance follows it, or the search saw every point
+        whole = (np.diff(d[:, want - 1 :], axis=1) > tol).any(axis=1) if m < n else np.ones(len(todo), dtype=bool)
+        dist[todo[whole]], idx[todo[whole]] = d[whole, :want], i[whole, :want]
+        todo = todo[~whole]
+        m = min(2 * m, n)
+    return drop_self(dist, idx)
 
 
 def knn(x: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
