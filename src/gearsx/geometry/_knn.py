@@ -69,12 +69,19 @@ def settle_ties(dist: np.ndarray, idx: np.ndarray, tol: float) -> tuple[np.ndarr
     neighbour library breaks ties by a tolerance: a KD-tree orders equal distances by their
     floating-point rounding, which changes with the coordinates' units and origin.
     """
-    if idx.shape[1] < 2:
+    if idx.shape[1] < 2 or idx.size == 0:
         return dist, idx
-    run = np.zeros(idx.shape, dtype=np.int64)
-    np.cumsum(np.diff(dist, axis=1) > tol, axis=1, out=run[:, 1:])
-    order = np.argsort(run * (int(idx.max()) + 1) + idx, axis=1, kind="stable")
-    return np.take_along_axis(dist, order, axis=1), np.take_along_axis(idx, order, axis=1)
+    step = np.diff(dist, axis=1) > tol
+    tied = np.flatnonzero(~step.all(axis=1))  # only rows holding a tie are reordered
+    if len(tied) == 0:
+        return dist, idx
+    run = np.zeros((len(tied), idx.shape[1]), dtype=np.int64)
+    np.cumsum(step[tied], axis=1, out=run[:, 1:])
+    order = np.argsort(run * (int(idx.max()) + 1) + idx[tied], axis=1, kind="stable")
+    dist, idx = dist.copy(), idx.copy()
+    dist[tied] = np.take_along_axis(dist[tied], order, axis=1)
+    idx[tied] = np.take_along_axis(idx[tied], order, axis=1)
+    return dist, idx
 
 
 def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,15 +100,16 @@ def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, 
     dist = np.empty((n, want))
     idx = np.empty((n, want), dtype=np.int64)
     todo = np.arange(n)
-    m = min(want + 12, n)  # a hexagonal lattice's largest shell of equidistant neighbours holds 12 points
+    m = min(want + 1, n)  # one more than wanted shows whether a tie runs past the last; most rows need no more
     while len(todo):
         d, i = tree.query(x[todo], k=m)
-        d, i = settle_ties(np.asarray(d).reshape(len(todo), m), np.asarray(i).reshape(len(todo), m), tol)
+        d, i = np.asarray(d).reshape(len(todo), m), np.asarray(i).reshape(len(todo), m)
         # the last wanted neighbour's tie is whole when a farther distance follows it, or the search saw every point
         whole = (np.diff(d[:, want - 1 :], axis=1) > tol).any(axis=1) if m < n else np.ones(len(todo), dtype=bool)
-        dist[todo[whole]], idx[todo[whole]] = d[whole, :want], i[whole, :want]
+        d, i = settle_ties(d[whole], i[whole], tol)
+        dist[todo[whole]], idx[todo[whole]] = d[:, :want], i[:, :want]
         todo = todo[~whole]
-        m = min(2 * m, n)
+        m = min(max(2 * m, want + 12), n)  # a hexagonal lattice's largest ring of equidistant points holds 12
     return drop_self(dist, idx)
 
 
