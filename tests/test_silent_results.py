@@ -299,3 +299,15 @@ def test_fit_encoder_without_a_slide_key_takes_the_recorded_slide_column(caplog)
     other.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}
     gx.model.SharedEncoder.setup_anndata(other)
     assert gx.model.SharedEncoder(other, n_hidden=(8,), n_latent=4)._slide_names() == ["s0", "s1", "s2"]
+
+
+def test_spot_lattice_results_do_not_depend_on_the_coordinates_units_or_origin():
+    """The simulator's spots lie on a hexagonal lattice, where equidistant spots used to be ranked by rounding."""
+    st, _ = _st_and_cells()
+    other = st.copy()
+    other.obsm["spatial"] = st.obsm["spatial"] * 0.01 + 250.0  # another unit and another origin
+    for a in (st, other):
+        gx.tl.fit_encoder(a, slide_key="slide", random_state=0, **_ENC)  # spatial positives: kNN of the spots
+        gx.tl.cluster_domains(a, method="kmeans", n_clusters=3, refine=True, random_state=0)
+    np.testing.assert_array_equal(other.obsm["X_gears"], st.obsm["X_gears"])
+    np.testing.assert_array_equal(other.obs["gears_domain"].to_numpy(), st.obs["gears_domain"].to_numpy())
