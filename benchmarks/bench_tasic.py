@@ -13,7 +13,9 @@ With six ranks that score moves in steps of 0.057 and its layer means rest on as
 two finer figures go beside it: its SD when each layer's cells are resampled (the placements fixed),
 and the same |Spearman| over the cells themselves (each cell's layer rank against its own depth).
 Methods as in ``bench_peers.py`` (gearsx with its defaults, the kNN probe, the regression probe,
-novoSpaRc, Tangram, moscot), plus random placement (each cell at a random reference cell).
+novoSpaRc, Tangram, moscot), plus random placement (each cell at a random reference cell). Each
+anchored gearsx run also scores its anchors, ``obsm['X_gears_anchor']`` (row ``gearsx-anchors``, same
+run and time): the readout the docs recommend for a group's mean position.
 """
 
 import argparse
@@ -33,6 +35,8 @@ import gearsx as gx
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).resolve().parent / "results" / "tasic_seqfish.md"
 METHODS = ("gearsx", "knn-probe", "regression-probe", "novosparc", "tangram", "moscot", "random")
+#: rows a method's run writes besides its own: the anchors of an anchored gearsx run
+EXTRA_ROWS = {"gearsx": ("gearsx-anchors",)}
 LAYER_RANK = {"L1": 0, "L1-L2/3": 1, "L4": 2, "L5": 3, "L6": 4, "L6a": 4, "L6b": 5}
 
 
@@ -78,7 +82,8 @@ def _with_previous_rows(args, rows):
     kept = []
     for old in first_table(args.out):
         seed, method = int(old["seed"]), old["method"]
-        if seed in args.seeds and method in args.methods:
+        rerun = {m for run in args.methods for m in (run, *EXTRA_ROWS.get(run, ()))}
+        if seed in args.seeds and method in rerun:
             continue
         row = {"seed": seed, "method": method}
         row.update({k: as_number(v) for k, v in old.items() if k not in ("seed", "method", "gearsx mode")})
@@ -86,7 +91,7 @@ def _with_previous_rows(args, rows):
             row["gearsx mode"] = old["gearsx mode"]
         kept.append(row)
     print(f"--append: kept {len(kept)} rows of {args.out}", flush=True)
-    rank = {m: i for i, m in enumerate(METHODS)}
+    rank = {m: i for i, m in enumerate(m for run in METHODS for m in (run, *EXTRA_ROWS.get(run, ())))}
     return sorted(kept + rows, key=lambda r: (r["seed"], rank.get(r["method"], len(rank))))
 
 
@@ -130,21 +135,28 @@ def main():
             except Exception as err:  # noqa: BLE001 - a failing peer is reported, not fatal
                 print(f"{method} seed {seed}: failed: {err!r}", flush=True)
                 continue
-            row = {
-                "seed": seed,
-                "method": method,
-                "all cells": layer_order(pos, cells.obs, centre, axis),
-                "glutamatergic": layer_order(pos, cells.obs, centre, axis, glut),
-                "glutamatergic, resampled SD": layer_order_sd(pos, cells.obs, centre, axis, glut, random_state=seed),
-                "all cells, per cell": cell_order(pos, cells.obs, centre, axis),
-                "glutamatergic, per cell": cell_order(pos, cells.obs, centre, axis, glut),
-                "time (s)": time.perf_counter() - t,
-                "peak mem (GB)": mem.gb,
-            }
-            if method == "gearsx":
-                row["gearsx mode"] = run_gearsx.last.uns["gears"]["anchor"]["mode"]
-            rows.append(row)
-            print(row, flush=True)
+            dt = time.perf_counter() - t
+            placed = {method: pos}
+            if method == "gearsx" and "X_gears_anchor" in run_gearsx.last.obsm:
+                placed["gearsx-anchors"] = run_gearsx.last.obsm["X_gears_anchor"]
+            for name, where in placed.items():
+                row = {
+                    "seed": seed,
+                    "method": name,
+                    "all cells": layer_order(where, cells.obs, centre, axis),
+                    "glutamatergic": layer_order(where, cells.obs, centre, axis, glut),
+                    "glutamatergic, resampled SD": layer_order_sd(
+                        where, cells.obs, centre, axis, glut, random_state=seed
+                    ),
+                    "all cells, per cell": cell_order(where, cells.obs, centre, axis),
+                    "glutamatergic, per cell": cell_order(where, cells.obs, centre, axis, glut),
+                    "time (s)": dt,
+                    "peak mem (GB)": mem.gb,
+                }
+                if name.startswith("gearsx"):
+                    row["gearsx mode"] = run_gearsx.last.uns["gears"]["anchor"]["mode"]
+                rows.append(row)
+                print(row, flush=True)
     if args.append:
         rows = _with_previous_rows(args, rows)
     table = pd.DataFrame(rows)
