@@ -80,9 +80,9 @@ def layer_order_sd(pos, obs, centre, axis, subset=None, n_boot=200, random_state
 def _with_previous_rows(args, rows):
     """Add the existing page's per-seed rows that this run did not recompute (``--append``), ordered by seed and method."""
     kept = []
+    rerun = {m for run in args.methods for m in (run, *EXTRA_ROWS.get(run, ()))}
     for old in first_table(args.out):
         seed, method = int(old["seed"]), old["method"]
-        rerun = {m for run in args.methods for m in (run, *EXTRA_ROWS.get(run, ()))}
         if seed in args.seeds and method in rerun:
             continue
         row = {"seed": seed, "method": method}

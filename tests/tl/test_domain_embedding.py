@@ -129,8 +129,8 @@ def test_hops_append_neighbourhood_means_within_each_slide(planted):
 
     every = planted.obs["slide"].to_numpy()
     a = planted[np.concatenate([np.flatnonzero(every == s)[:300] for s in np.unique(every)])].copy()
-    # hexagonal grids tie at the second ring (spots at the tissue's edge reach it): break the ties
-    # well above gearsx's tie tolerance (1e-6 of the extent) so that any kNN picks the same neighbours
+    # the spots lie on a hexagonal lattice, where neighbours tie: jitter them well above gearsx's tie
+    # tolerance (1e-6 of the extent) so that any kNN (scikit-learn's below) picks the same neighbours
     a.obsm["spatial"] = a.obsm["spatial"] + np.random.default_rng(0).normal(scale=5.0, size=(a.n_obs, 2))
     kw = {"slide_key": "slide", "mask_var": None, "n_latent": 8, "max_epochs": 3, "random_state": 1, "progress": False}
     z = gx.tl.domain_embedding(a, copy=True, **kw).obsm["X_gears_domain"]
