@@ -40,6 +40,11 @@ EXTRA_ROWS = {"gearsx": ("gearsx-anchors",)}
 LAYER_RANK = {"L1": 0, "L1-L2/3": 1, "L4": 2, "L5": 3, "L6": 4, "L6a": 4, "L6b": 5}
 
 
+def _rows_of(methods) -> list[str]:
+    """Return the table rows that running ``methods`` writes, in order (each method, then its extra rows)."""
+    return [row for method in methods for row in (method, *EXTRA_ROWS.get(method, ()))]
+
+
 def _ranked_depths(pos, obs, centre, axis, subset=None) -> tuple[np.ndarray, np.ndarray]:
     """Layer rank and depth along ``axis`` of each cell with a dissection layer (within ``subset``)."""
     label = obs["layer_dissection"].astype(str)
@@ -80,7 +85,7 @@ def layer_order_sd(pos, obs, centre, axis, subset=None, n_boot=200, random_state
 def _with_previous_rows(args, rows):
     """Add the existing page's per-seed rows that this run did not recompute (``--append``), ordered by seed and method."""
     kept = []
-    rerun = {m for run in args.methods for m in (run, *EXTRA_ROWS.get(run, ()))}
+    rerun = set(_rows_of(args.methods))
     for old in first_table(args.out):
         seed, method = int(old["seed"]), old["method"]
         if seed in args.seeds and method in rerun:
@@ -91,7 +96,7 @@ def _with_previous_rows(args, rows):
             row["gearsx mode"] = old["gearsx mode"]
         kept.append(row)
     print(f"--append: kept {len(kept)} rows of {args.out}", flush=True)
-    rank = {m: i for i, m in enumerate(m for run in METHODS for m in (run, *EXTRA_ROWS.get(run, ())))}
+    rank = {m: i for i, m in enumerate(_rows_of(METHODS))}
     return sorted(kept + rows, key=lambda r: (r["seed"], rank.get(r["method"], len(rank))))
 
 
