@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 import gearsx as gx
-from gearsx.geometry._knn import TIE_TOLERANCE, knn_without_self
+from gearsx.geometry._knn import TIE_TOLERANCE, knn_without_self, tree_knn
 
 
 def _hex_lattice(n_side: int) -> np.ndarray:
@@ -76,3 +76,33 @@ def test_duplicated_points_still_exclude_themselves():
     _, idx = knn_without_self(cKDTree(xy), xy, 3)
     assert not (idx == np.arange(len(xy))[:, None]).any()
     assert idx[0, 0] == 36  # the duplicate comes first, at distance 0
+
+
+def test_outside_points_find_their_nearest_tree_points_ties_by_index():
+    xy = _hex_lattice(10)
+    rng = np.random.default_rng(1)
+    points = np.vstack([rng.uniform(0, 9, size=(50, 2)), xy[[33, 55]] + 1e-9])  # two sit on a spot
+    dist, idx = tree_knn(cKDTree(xy), points, 8)
+    full = np.linalg.norm(points[:, None] - xy[None], axis=2)
+    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :8], rtol=0, atol=1e-8)
+    expect = np.lexsort((np.broadcast_to(np.arange(len(xy)), full.shape), np.round(full, 6)), axis=1)[:, :8]
+    assert np.array_equal(idx, expect)
+    for other in _frames(xy).values():
+        scale = (other[1, 0] - other[0, 0]) / (xy[1, 0] - xy[0, 0])
+        moved = points * scale + (other[0] - xy[0] * scale)
+        assert np.array_equal(tree_knn(cKDTree(other), moved, 8)[1][-2:], idx[-2:])
+
+
+def test_minisets_and_their_neighbour_lists_do_not_depend_on_units_or_origin():
+    xy = _hex_lattice(30)
+    base = gx.geometry.MinisetSampler(xy)
+    draws = [base.sample(seed).tolist() for seed in range(5)]
+    full = knn_without_self(cKDTree(xy), xy, 24)[1]
+    rows = np.asarray(draws[0])
+    local = {g: i for i, g in enumerate(rows)}
+    knn_global = np.vectorize(lambda g: local.get(g, -1))(full[rows])
+    lists = gx.geometry.knn_indices(xy[rows], 8, knn_global=knn_global)
+    for name, other in _frames(xy).items():
+        sampler = gx.geometry.MinisetSampler(other)
+        assert [sampler.sample(seed).tolist() for seed in range(5)] == draws, name
+        assert np.array_equal(gx.geometry.knn_indices(other[rows], 8, knn_global=knn_global), lists), name

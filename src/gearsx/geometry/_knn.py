@@ -23,6 +23,8 @@ __all__ = [
     "knn_query",
     "knn_without_self",
     "settle_ties",
+    "tree_knn",
+    "tree_tolerance",
 ]
 
 #: Above this many rows a search is approximate (pynndescent) instead of exact.
@@ -84,33 +86,46 @@ def settle_ties(dist: np.ndarray, idx: np.ndarray, tol: float) -> tuple[np.ndarr
     return dist, idx
 
 
+def tree_tolerance(tree: cKDTree) -> float:
+    """Return the distance below which two distances among a KD-tree's points are a tie (:data:`TIE_TOLERANCE`)."""
+    return TIE_TOLERANCE * float(np.max(tree.maxes - tree.mins)) if tree.n else 0.0
+
+
+def tree_knn(tree: cKDTree, points: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and indices ``(n_points, k)`` of the ``k`` nearest tree points of each of ``points``, ties by index.
+
+    For low-dimensional coordinates. Distances within :func:`tree_tolerance` of each other count as
+    equal and are ordered by index (:func:`settle_ties`); when a tie straddles the ``k``-th
+    neighbour, the search widens until the whole tie is seen. So the neighbours on a regular grid (a
+    Visium lattice, where six or twelve spots are equidistant) are the same in any units and at any
+    origin, where a plain KD-tree query orders them by floating-point rounding.
+    """
+    n = tree.n
+    k = min(k, n)
+    tol = tree_tolerance(tree)
+    dist = np.empty((len(points), k))
+    idx = np.empty((len(points), k), dtype=np.int64)
+    todo = np.arange(len(points))
+    m = min(k + 1, n)  # one more than wanted shows whether a tie runs past the last; most rows need no more
+    while len(todo):
+        d, i = tree.query(points[todo], k=m)
+        d, i = np.asarray(d).reshape(len(todo), m), np.asarray(i).reshape(len(todo), m)
+        # the last wanted neighbour's tie is whole when a farther distance follows it, or the search saw every point
+        whole = (np.diff(d[:, k - 1 :], axis=1) > tol).any(axis=1) if m < n else np.ones(len(todo), dtype=bool)
+        d, i = settle_ties(d[whole], i[whole], tol)
+        dist[todo[whole]], idx[todo[whole]] = d[:, :k], i[:, :k]
+        todo = todo[~whole]
+        m = min(max(2 * m, k + 12), n)  # a hexagonal lattice's largest ring of equidistant points holds 12
+    return dist, idx
+
+
 def knn_without_self(tree: cKDTree, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Distances and indices of the ``k`` nearest neighbours of every point of a KD-tree, itself excluded.
 
-    ``x`` holds the tree's own points. Robust to duplicated points (see :func:`drop_self`). For
-    low-dimensional coordinates. Ties are broken by index, not by floating-point rounding: distances
-    within :data:`TIE_TOLERANCE` of the points' extent count as equal (:func:`settle_ties`), and
-    when a tie straddles the ``k``-th neighbour the search widens until the whole tie is seen. So
-    the neighbours of a regular grid (a Visium lattice, where six or twelve spots are equidistant)
-    are the same in any units and at any origin.
+    ``x`` holds the tree's own points. Robust to duplicated points (see :func:`drop_self`). Ties are
+    broken by index, not by floating-point rounding (see :func:`tree_knn`).
     """
-    n = len(x)
-    tol = TIE_TOLERANCE * float(np.max(tree.maxes - tree.mins)) if n else 0.0
-    want = min(k + 1, n)
-    dist = np.empty((n, want))
-    idx = np.empty((n, want), dtype=np.int64)
-    todo = np.arange(n)
-    m = min(want + 1, n)  # one more than wanted shows whether a tie runs past the last; most rows need no more
-    while len(todo):
-        d, i = tree.query(x[todo], k=m)
-        d, i = np.asarray(d).reshape(len(todo), m), np.asarray(i).reshape(len(todo), m)
-        # the last wanted neighbour's tie is whole when a farther distance follows it, or the search saw every point
-        whole = (np.diff(d[:, want - 1 :], axis=1) > tol).any(axis=1) if m < n else np.ones(len(todo), dtype=bool)
-        d, i = settle_ties(d[whole], i[whole], tol)
-        dist[todo[whole]], idx[todo[whole]] = d[:, :want], i[:, :want]
-        todo = todo[~whole]
-        m = min(max(2 * m, want + 12), n)  # a hexagonal lattice's largest ring of equidistant points holds 12
-    return drop_self(dist, idx)
+    return drop_self(*tree_knn(tree, x, k + 1))
 
 
 def knn(x: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:

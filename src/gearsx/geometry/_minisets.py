@@ -9,6 +9,8 @@ from scipy.spatial import cKDTree
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
+from ._knn import tree_knn
+
 __all__ = ["MinisetSampler"]
 
 
@@ -103,8 +105,8 @@ class MinisetSampler:
     def _draw(self, center: int, n: int, rng: np.random.Generator, exclude: np.ndarray | None = None) -> np.ndarray:
         """``n`` spots around ``center`` (centre first), none of ``exclude``."""
         n_pool = min(self.n_spots, int(np.ceil(self.pool_factor * n)) + (0 if exclude is None else len(exclude)))
-        dist, idx = self.tree.query(self.coords[center], k=n_pool)
-        dist, idx = np.atleast_1d(dist), np.atleast_1d(idx)
+        # ties by index, so a seed draws the same spots in any units and at any origin (lattices)
+        dist, idx = (a[0] for a in tree_knn(self.tree, self.coords[center][None], n_pool))
         keep = idx != center
         if exclude is not None:
             keep &= ~np.isin(idx, exclude)

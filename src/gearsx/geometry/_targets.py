@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
 from ._gauge import gauge_fix
-from ._knn import knn_without_self
+from ._knn import knn_without_self, settle_ties, tree_tolerance
 
 __all__ = [
     "GeometryTargets",
@@ -137,7 +137,8 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
     if k >= n:
         msg = f"`k`={k} must be smaller than the number of points ({n})."
         raise ValueError(msg)
-    local = knn_without_self(cKDTree(x), x, k)[1]
+    tree = cKDTree(x)
+    local = knn_without_self(tree, x, k)[1]
     if knn_global is None:
         return local
     g = np.asarray(knn_global)
@@ -148,9 +149,12 @@ def knn_indices(coords: np.ndarray, k: int, *, knn_global: np.ndarray | None = N
         msg = "`knn_global` holds indices outside the miniset; use miniset-local indices and -1 for absent points."
         raise ValueError(msg)
     out = np.empty((n, k), dtype=np.int64)
+    tol = tree_tolerance(tree)
     for i in range(n):
         gi = g[i][(g[i] >= 0) & (g[i] != i)]
-        gi = gi[np.argsort(np.linalg.norm(x[gi] - x[i], axis=1), kind="stable")][:k]
+        d = np.linalg.norm(x[gi] - x[i], axis=1)
+        order = np.argsort(d, kind="stable")
+        gi = settle_ties(d[order][None], gi[order][None], tol)[1][0][:k]  # ties by index, as in the local list
         fill = local[i][~np.isin(local[i], gi)][: k - len(gi)]
         out[i] = np.concatenate([gi, fill])
     return out

@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
 from gearsx.geometry import gauge_fix, procrustes
-from gearsx.geometry._knn import knn_without_self
+from gearsx.geometry._knn import knn_without_self, tree_tolerance
 
 from ._pairs import PairSample, pair_distances, sample_pairs
 
@@ -103,7 +103,7 @@ class Evaluation:
         """Near pairs + uniform far pairs: predicted distance, true distance, is-near label, weight."""
         p = self.pairs
         d_pred_u, d_gt_u = self.uniform_distances
-        far = d_gt_u >= p.r20
+        far = d_gt_u > p.r20 - p.tol  # the complement of the near pairs (see `PairSample.tol`)
         d_pred_n = pair_distances(self.x_pred, p.near_i, p.near_j)
         d_gt_n = pair_distances(self.x_gt, p.near_i, p.near_j)
         d_pred = np.concatenate([d_pred_n, d_pred_u[far]])
@@ -159,8 +159,10 @@ class Evaluation:
         d_pred, d_gt, _, weight = self.stratified
         r20 = self.pairs.r20
         n_cls = len(edges) + 1
-        true = np.searchsorted(edges, d_gt / r20, side="right")
-        pred = np.searchsorted(edges, self.global_scale * d_pred / r20, side="right")
+        # a distance within `tol` below an edge lies on it (see `PairSample.tol`), as for the near pairs
+        cuts = edges * r20 - self.pairs.tol
+        true = np.searchsorted(cuts, d_gt, side="right")
+        pred = np.searchsorted(cuts, self.global_scale * d_pred, side="right")
         conf = np.bincount(true * n_cls + pred, weights=weight, minlength=n_cls * n_cls).reshape(n_cls, n_cls)
         tp = np.diag(conf)
         support = conf.sum(axis=1) + conf.sum(axis=0)
@@ -185,9 +187,13 @@ class Evaluation:
         rows, cols = np.nonzero(intruder)
         qi, j = q[rows], low[rows, cols]
         d_ij = np.sqrt(((x_high[qi] - x_high[j]) ** 2).sum(1))
-        # rank(i, j) = 1 + #{l != i : d(i, l) < d(i, j)} = #{l : d(i, l) <= d(i, j)^-}, the count including i
-        # itself. A KD-tree ball count costs O(points inside), never an N x N matrix.
-        ranks = tree_high.query_ball_point(x_high[qi], r=np.nextafter(d_ij, 0.0), return_length=True, workers=-1)
+        # rank(i, j) = 1 + #{l != i : d(i, l) < d(i, j)} = #{l : d(i, l) <= d(i, j) - tol}, the count including
+        # i itself; distances within `tol` of d(i, j) are a tie, not closer, whatever the rounding (lattices).
+        # A KD-tree ball count costs O(points inside), never an N x N matrix.
+        tol = tree_tolerance(tree_high)
+        tied = d_ij <= tol  # nothing but ties (i itself, duplicates) is closer: rank 1
+        r = np.where(tied, 0.0, d_ij - tol)
+        ranks = np.where(tied, 1, tree_high.query_ball_point(x_high[qi], r=r, return_length=True, workers=-1))
         penalty = float((ranks - k).sum())
         n = self.n
         return 1.0 - penalty * 2.0 / (len(q) * k * (2.0 * n - 3.0 * k - 1.0))

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from gearsx.geometry._knn import tree_tolerance
+
 __all__ = ["PairSample", "sample_pairs"]
 
 #: Up to this many points every pair is used (about 2 million pairs).
@@ -41,12 +43,18 @@ class PairSample:
         Whether ``i, j`` hold every pair.
     near_i, near_j
         Pairs with ground-truth distance below ``r20`` (all of them, or a uniform
-        subsample of them when there are more than the pair budget).
+        subsample of them when there are more than the pair budget). Distances within ``tol`` of
+        ``r20`` count as ``r20``, so they are never near.
     near_weight, far_weight
         Inverse sampling rates, so that weighted counts over
         ``near ∪ {uniform pairs at distance >= r20}`` estimate counts over all pairs.
     r20
         Median distance from a point to its ``k``-th nearest neighbour in the ground truth.
+    tol
+        Ground-truth distances within ``tol`` of each other are equal (a millionth of the points'
+        extent, as for every neighbour search among coordinates). On a lattice many pairs lie exactly at ``r20`` (or a multiple of it),
+        and floating-point rounding alone would decide their side, differently in other units or at
+        another origin.
     """
 
     i: np.ndarray
@@ -57,6 +65,7 @@ class PairSample:
     near_weight: float
     far_weight: float
     r20: float
+    tol: float
 
 
 def sample_pairs(
@@ -85,10 +94,11 @@ def sample_pairs(
     if gt_knn_dist is None:
         gt_knn_dist = tree.query(x_gt, k=k + 1)[0][:, -1]
     r20 = float(np.median(gt_knn_dist))
+    tol = tree_tolerance(tree)
     i, j, exact = _uniform_pairs(n, n_pairs, rng)
     total = n * (n - 1) // 2
-    # query_pairs uses <=; shrink the radius by one ulp to get the strict inequality d < r20.
-    near = tree.query_pairs(np.nextafter(r20, 0.0), output_type="ndarray")
+    # near: d < r20, a distance within `tol` of r20 counting as r20 (query_pairs keeps d <= its radius)
+    near = tree.query_pairs(max(r20 - tol, 0.0), output_type="ndarray")
     n_near_total = near.shape[0]
     budget = len(i)
     if n_near_total > budget:
@@ -104,6 +114,7 @@ def sample_pairs(
         near_weight=float(near_weight),
         far_weight=float(far_weight),
         r20=r20,
+        tol=tol,
     )
 
 

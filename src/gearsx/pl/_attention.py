@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._anndata import obsm_coords
 from gearsx._utils import check_positive_int
+from gearsx.geometry._knn import knn_without_self
 
 from ._reconstruction import _axes, _finish
 
@@ -111,7 +112,7 @@ def attention(
         title = f"{adata.obs_names[q]} (recycle {params['recycle']})"
         if truth is not None:
             tq = truth[members]
-            true_nb = cKDTree(tq).query(tq[qi], k=k_true + 1)[1][1:]
+            true_nb = knn_without_self(cKDTree(tq), tq, k_true)[1][qi]  # ties by index
             a.scatter(
                 sub[true_nb, 0], sub[true_nb, 1], s=60, facecolors="none", edgecolors="red", linewidths=0.8,
                 label=f"{len(true_nb)} true neighbours",

@@ -13,6 +13,7 @@ from scipy.spatial import cKDTree
 from gearsx._anndata import check_key_added, obsm_coords, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
+from gearsx.geometry._knn import tree_knn
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -165,8 +166,8 @@ def attention(
     if query_cells is None:
         from gearsx.geometry import farthest_point_sampling
 
-        centre = int(tree.query(xy.mean(0))[1])
-        members = np.sort(tree.query(xy[centre], k=n_cells)[1])
+        centre = int(tree_knn(tree, xy.mean(0)[None], 1)[1][0, 0])
+        members = np.sort(tree_knn(tree, xy[[centre]], n_cells)[1][0])
         inner = members[np.argsort(np.linalg.norm(xy[members] - xy[centre], axis=1))[: max(n_cells // 2, 1)]]
         picks = [centre]
         if n_query > 1:
@@ -175,7 +176,7 @@ def attention(
         queries = np.asarray(picks, dtype=np.int64)
     else:
         queries = _query_positions(adata, query_cells)
-        members = np.sort(tree.query(xy[queries[0]], k=n_cells)[1])
+        members = np.sort(tree_knn(tree, xy[queries[:1]], n_cells)[1][0])
         missing = np.setdiff1d(queries, members)
         if len(missing):
             msg = (
@@ -271,7 +272,7 @@ def attention_summary(
     centres = farthest_point_sampling(truth, min(int(n_sets), adata.n_obs), random_state=random_state)
     rows = []
     for s, c in enumerate(centres):
-        members = np.sort(tree.query(truth[c], k=n_cells)[1])
+        members = np.sort(tree_knn(tree, truth[[c]], n_cells)[1][0])
         for path in ("inference", "oracle") if oracle else ("inference",):
             coords = truth[members] if path == "oracle" else None
             att = model.get_attention(adata, indices=members, oracle_coords=coords)["attention"]

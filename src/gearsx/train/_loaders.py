@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from gearsx.geometry._knn import tree_knn
 from gearsx.geometry._minisets import MIN_MINISET, MinisetSampler
 from gearsx.geometry._targets import adaptive_params, build_targets
 from gearsx.module._geometry_losses import collate_targets
@@ -85,7 +86,7 @@ class MinisetBatches:
         self._knn_global = None
         if kind == "rw_stress":
             k = adaptive_params(max(s.n_max for s in self.samplers))["k"]
-            self._knn_global = [cKDTree(s.coords).query(s.coords, k=min(k + 1, s.n_spots))[1] for s in self.samplers]
+            self._knn_global = [tree_knn(cKDTree(s.coords), s.coords, k + 1)[1] for s in self.samplers]  # ties by index
 
     def __len__(self) -> int:
         return self.n_batches
