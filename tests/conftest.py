@@ -42,6 +42,19 @@ def rng():
 
 
 @pytest.fixture(scope="session")
+def device_atol() -> float:
+    """Absolute tolerance between a float32 model's outputs on the default device (``accelerator='auto'``) and on the CPU.
+
+    Without a GPU both are the CPU: the same weights give the same numbers. With CUDA the GPU's
+    kernels round differently: a model trained there and reloaded on the CPU differed by up to 4e-6
+    (an H200).
+    """
+    import torch
+
+    return 5e-5 if torch.cuda.is_available() else 1e-6
+
+
+@pytest.fixture(scope="session")
 def trained_encoder():
     """The simulator (3 slides + SC, batch effects), prepared and centred, with a trained encoder and adapter.
 

@@ -92,13 +92,13 @@ def test_uns_is_h5ad_writable(trained, tmp_path):
     assert back.uns["gears_adapter"]["after"]["domain_accuracy"] == sc.uns["gears_adapter"]["after"]["domain_accuracy"]
 
 
-def test_save_load_roundtrip_with_adapter(trained, tmp_path):
+def test_save_load_roundtrip_with_adapter(trained, tmp_path, device_atol):
     st, sc, model = trained
     model.save(tmp_path / "m")
     state = torch.load(tmp_path / "m" / "model.pt", weights_only=True)
     assert any(k.startswith("adapter.") for k in state)
     loaded = gx.model.SharedEncoder.load(tmp_path / "m", st.copy(), accelerator="cpu")
-    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-6)
+    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=device_atol)
     np.testing.assert_allclose(loaded.get_latent_representation(sc, adapt=True), sc.obsm["X_gears"], atol=1e-4)
     with pytest.raises(FileExistsError, match="overwrite"):
         model.save(tmp_path / "m")

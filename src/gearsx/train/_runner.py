@@ -77,6 +77,11 @@ def fit_lightning(
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")  # validation=None is allowed
             # plans skip a step by returning None (a batch too small for the loss, no confident point)
             warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
+            # the batches are tensors in memory: worker processes would copy them, not speed them up
+            # (Lightning says so on every fit on a machine of more than two cores)
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            # the device is gearsx's choice (`accelerator`, or the CPU for the adapter's small map), not an oversight
+            warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
             trainer = lp.Trainer(
                 max_epochs=max_epochs,
                 accelerator="gpu" if device.type == "cuda" else device.type,
