@@ -98,6 +98,23 @@ def test_reconstruct_unchanged_with_ipa(ipa_model):
     assert gx.metrics.knn_overlap(rec[s0], adata.obsm["spatial"][s0], k=15) > 0.1
 
 
+def test_attention_windows_do_not_depend_on_the_layouts_units_or_origin(ipa_model):
+    """On a grid layout many cells lie equally far from the centre: the window and the queries go by index."""
+    adata, geo = ipa_model
+    st = adata[adata.obs["slide"] == "s0"].copy()
+    side = int(np.ceil(np.sqrt(st.n_obs)))
+    i, j = np.meshgrid(np.arange(side), np.arange(side))
+    grid = np.column_stack([(i + 0.5 * (j % 2)).ravel(), (j * np.sqrt(3) / 2).ravel()])[: st.n_obs]
+    picks = []
+    for scale, shift in [(1.0, 0.0), (0.01, 0.0), (137.3, 1017.0)]:
+        st.obsm["grid"] = grid * scale + shift
+        gx.tl.attention(st, geo, n_query=3, n_cells=80, basis="grid")
+        record = st.uns["gears_attention"]
+        picks.append((record["members"].tolist(), record["queries"].tolist()))
+    assert picks[1] == picks[0]
+    assert picks[2] == picks[0]
+
+
 def test_attention_plots(ipa_model):
     adata, geo = ipa_model
     st = adata[adata.obs["slide"] == "s0"].copy()

@@ -47,14 +47,14 @@ class PairSample:
         ``r20`` count as ``r20``, so they are never near.
     near_weight, far_weight
         Inverse sampling rates, so that weighted counts over
-        ``near ∪ {uniform pairs at distance >= r20}`` estimate counts over all pairs.
+        ``near ∪ {uniform pairs at distance >= r20}`` (within ``tol``) estimate counts over all pairs.
     r20
         Median distance from a point to its ``k``-th nearest neighbour in the ground truth.
     tol
         Ground-truth distances within ``tol`` of each other are equal (a millionth of the points'
-        extent, as for every neighbour search among coordinates). On a lattice many pairs lie exactly at ``r20`` (or a multiple of it),
-        and floating-point rounding alone would decide their side, differently in other units or at
-        another origin.
+        extent, as for every neighbour search among coordinates). On a lattice many pairs lie
+        exactly at ``r20`` (or a multiple of it), and floating-point rounding alone would decide
+        their side, differently in other units or at another origin.
     """
 
     i: np.ndarray
