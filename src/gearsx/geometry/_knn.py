@@ -106,7 +106,9 @@ def tree_knn(tree: cKDTree, points: np.ndarray, k: int) -> tuple[np.ndarray, np.
     dist = np.empty((len(points), k))
     idx = np.empty((len(points), k), dtype=np.int64)
     todo = np.arange(len(points))
-    m = min(k + 1, n)  # one more than wanted shows whether a tie runs past the last; most rows need no more
+    # a few more than wanted show whether a tie runs past the last, so most rows need one query: one more
+    # for small k (a kNN graph), up to 24 more for large k (a miniset's candidate pool), almost free there
+    m = min(k + max(1, min(24, k // 16)), n)
     while len(todo):
         d, i = tree.query(points[todo], k=m)
         d, i = np.asarray(d).reshape(len(todo), m), np.asarray(i).reshape(len(todo), m)
@@ -115,7 +117,9 @@ def tree_knn(tree: cKDTree, points: np.ndarray, k: int) -> tuple[np.ndarray, np.
         d, i = settle_ties(d[whole], i[whole], tol)
         dist[todo[whole]], idx[todo[whole]] = d[:, :k], i[:, :k]
         todo = todo[~whole]
-        m = min(max(2 * m, k + 12), n)  # a hexagonal lattice's largest ring of equidistant points holds 12
+        # widen past the k-th by 24 more (a ring of equidistant lattice points holds 6, 12 or 24), then double the
+        # margin; doubling k itself made a miniset's candidate pool (k about 1,000) cost three single queries
+        m = min(max(m + 24, k + 2 * (m - k)), n)
     return dist, idx
 
 
