@@ -279,7 +279,7 @@ def test_get_representations_is_one_pass_of_both(trained):
 
 def test_embeddings_stream_from_backed_sparse_and_dask_input(trained, tmp_path):
     """Inference reads one block at a time: backed files, sparse and dask matrices give the in-memory result."""
-    import dask.array as da
+    da = pytest.importorskip("dask.array", reason="dask is the `dask` extra (installed by make test)")
     import scipy.sparse as sp
 
     st, sc, model = trained

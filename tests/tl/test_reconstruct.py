@@ -150,7 +150,8 @@ def test_neighbor_average_matches_brute_force(rng):
 def test_reconstruct_reads_backed_files_and_dask_embeddings(trained_encoder, trained_gears, tmp_path):
     """Large queries may stay on disk (backed AnnData) or in a Dask array: same layout as in memory."""
     import anndata as ad
-    import dask.array as da
+
+    da = pytest.importorskip("dask.array", reason="dask is the `dask` extra (installed by make test)")
 
     cells = trained_encoder[1][:1200].copy()
     _, geo = trained_gears
