@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._anndata import obsm_coords
 from gearsx._utils import check_positive_int
-from gearsx.geometry._knn import knn_without_self
+from gearsx.geometry._knn import tree_knn
 
 from ._reconstruction import _axes, _finish
 
@@ -112,7 +112,8 @@ def attention(
         title = f"{adata.obs_names[q]} (recycle {params['recycle']})"
         if truth is not None:
             tq = truth[members]
-            true_nb = knn_without_self(cKDTree(tq), tq, k_true)[1][qi]  # ties by index
+            nearest = tree_knn(cKDTree(tq), tq[[qi]], k_true + 1)[1][0]  # ties by index
+            true_nb = nearest[nearest != qi][:k_true]
             a.scatter(
                 sub[true_nb, 0], sub[true_nb, 1], s=60, facecolors="none", edgecolors="red", linewidths=0.8,
                 label=f"{len(true_nb)} true neighbours",

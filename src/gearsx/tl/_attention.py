@@ -13,7 +13,7 @@ from scipy.spatial import cKDTree
 from gearsx._anndata import check_key_added, obsm_coords, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
-from gearsx.geometry._knn import settle_ties, tree_knn, tree_tolerance
+from gearsx.geometry._knn import tree_knn
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -167,10 +167,8 @@ def attention(
         from gearsx.geometry import farthest_point_sampling
 
         centre = int(tree_knn(tree, xy.mean(0)[None], 1)[1][0, 0])
-        members = np.sort(tree_knn(tree, xy[[centre]], n_cells)[1][0])
-        d = np.linalg.norm(xy[members] - xy[centre], axis=1)
-        order = np.argsort(d, kind="stable")  # members ascend, so after settling a tie goes by index
-        inner = settle_ties(d[order][None], members[order][None], tree_tolerance(tree))[1][0][: max(n_cells // 2, 1)]
+        nearest = tree_knn(tree, xy[[centre]], n_cells)[1][0]  # by distance, ties by index
+        members, inner = np.sort(nearest), nearest[: max(n_cells // 2, 1)]
         picks = [centre]
         if n_query > 1:
             far = farthest_point_sampling(xy[inner], min(n_query + 1, len(inner)), random_state=0)

@@ -9,7 +9,6 @@ import logging
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from gearsx.geometry._knn import tree_knn
 from gearsx.geometry._minisets import MIN_MINISET, MinisetSampler
@@ -86,7 +85,7 @@ class MinisetBatches:
         self._knn_global = None
         if kind == "rw_stress":
             k = adaptive_params(max(s.n_max for s in self.samplers))["k"]
-            self._knn_global = [tree_knn(cKDTree(s.coords), s.coords, k + 1)[1] for s in self.samplers]  # ties by index
+            self._knn_global = [tree_knn(s.tree, s.coords, k + 1)[1] for s in self.samplers]  # ties by index
 
     def __len__(self) -> int:
         return self.n_batches
