@@ -34,7 +34,8 @@ def environment() -> str:
         return out.stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "../src", "."):
+    # the code only: a run's own figures, written before its page, and earlier pages are not code
+    if git("status", "--porcelain", "--", "../src", ".", ":(exclude)results"):
         commit += " with uncommitted changes"
     versions = []
     for name in PACKAGES:

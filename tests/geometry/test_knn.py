@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
 import gearsx as gx
-from gearsx.geometry._knn import TIE_TOLERANCE, knn_without_self, tree_knn
+from gearsx.geometry._knn import TIE_TOLERANCE, group_knn, knn_without_self, tree_knn
 
 
 def _hex_lattice(n_side: int) -> np.ndarray:
@@ -106,3 +108,14 @@ def test_minisets_and_their_neighbour_lists_do_not_depend_on_units_or_origin():
         sampler = gx.geometry.MinisetSampler(other)
         assert [sampler.sample(seed).tolist() for seed in range(5)] == draws, name
         assert np.array_equal(gx.geometry.knn_indices(other[rows], 8, knn_global=knn_global), lists), name
+
+
+@pytest.mark.parametrize(("label", "other"), [("lonely", "big"), (7, 1)])
+def test_a_group_too_small_is_named_as_the_user_wrote_it(label, other):
+    xy = np.random.default_rng(0).uniform(size=(12, 2))
+    groups = np.array([label] + [other] * 11)  # numpy's own str_ / int64 labels, as from an obs column
+    with pytest.raises(
+        ValueError, match=rf"in group {re.escape(repr(label))}; found 1\. Lower `n_spatial_neighbors`"
+    ) as err:
+        list(group_knn(xy, groups, 8, name="n_spatial_neighbors"))
+    assert "np." not in str(err.value)

@@ -69,3 +69,6 @@ def test_knn_overlap_needs_one_group_per_cell():
         gx.metrics.knn_overlap(xy, xy, k=5, groups=np.zeros(50))
     # one group per cell, two groups: neighbours searched within each, still perfect on the truth
     assert gx.metrics.knn_overlap(xy, xy, k=5, groups=np.repeat([0, 1], 50)) == 1.0
+    # a group too small is named as the user wrote it: 3, not numpy's np.int64(3)
+    with pytest.raises(ValueError, match=r"^Group 3 has 3 cells; knn_overlap with k=5 needs more than k\.$"):
+        gx.metrics.knn_overlap(xy, xy, k=5, groups=np.repeat([3, 1], [3, 97]))

@@ -13,6 +13,7 @@ from ._validation import (
     check_positions,
     check_positive_int,
     check_positive_number,
+    plain,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "check_coords",
     "check_fraction",
     "check_positions",
+    "plain",
     "check_nonnegative_number",
     "check_positive_int",
     "check_positive_number",

@@ -4,7 +4,16 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_coords", "check_positions", "check_positive_int"]
+__all__ = ["check_coords", "check_positions", "check_positive_int", "plain"]
+
+
+def plain(value):
+    """Return a NumPy scalar as the Python value it holds, anything else as it is.
+
+    For messages that name a label taken from an array: ``f"{plain(v)!r}"`` shows ``'s1'`` or ``3``,
+    where NumPy 2's own repr shows ``np.str_('s1')`` or ``np.int64(3)``.
+    """
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_coords(x, *, name: str = "X", min_points: int = 1, n_dims: int | None = None) -> np.ndarray:

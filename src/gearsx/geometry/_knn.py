@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from gearsx._utils import plain
+
 __all__ = [
     "EXACT_MAX",
     "drop_self",
@@ -200,7 +202,7 @@ def group_knn(
         kk = k
         if len(rows) <= k:
             if not clip:
-                where = "" if groups is None else f" in group {value!r}"
+                where = "" if groups is None else f" in group {plain(value)!r}"
                 msg = f"`{name}`={k} needs more than {k} points{where}; found {len(rows)}. Lower `{name}`."
                 raise ValueError(msg)
             kk = len(rows) - 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_positive_int, plain
 from gearsx.geometry._knn import knn
 
 from ._probe import linear_probe
@@ -63,7 +63,7 @@ def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, group
     for g in np.unique(labels):
         idx = np.flatnonzero(labels == g)
         if len(idx) <= k:
-            msg = f"Group {g!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
+            msg = f"Group {plain(g)!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
             raise ValueError(msg)
         a, b = knn(z[idx], k)[0], knn(xy[idx], k)[0]
         hits = (a[:, :, None] == b[:, None, :]).any(-1).sum(1)
