@@ -113,7 +113,7 @@ def test_minisets_and_their_neighbour_lists_do_not_depend_on_units_or_origin():
 @pytest.mark.parametrize(("label", "other"), [("lonely", "big"), (7, 1)])
 def test_a_group_too_small_is_named_as_the_user_wrote_it(label, other):
     xy = np.random.default_rng(0).uniform(size=(12, 2))
-    groups = np.array([label] + [other] * 11)  # numpy's own str_ / int64 labels, as from an obs column
+    groups = np.array([label] + [other] * 11)  # labels as NumPy holds them: str_ / int64
     with pytest.raises(
         ValueError, match=rf"in group {re.escape(repr(label))}; found 1\. Lower `n_spatial_neighbors`"
     ) as err:
