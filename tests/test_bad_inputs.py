@@ -114,6 +114,14 @@ def _nan_slide(a):
     a.obs["slide"] = pd.Categorical(s)
 
 
+def _one_point_slide(a):
+    """Every spot of the first slide at one position (a placeholder for positions never read)."""
+    xy = np.array(a.obsm["spatial"], dtype=float)
+    first = (a.obs["slide"] == a.obs["slide"].iloc[0]).to_numpy()
+    xy[first] = xy[first][0]
+    a.obsm["spatial"] = xy
+
+
 def _nan_x(a):
     x = a.X.toarray() if hasattr(a.X, "toarray") else np.array(a.X, dtype=np.float32)
     x[0, 0] = np.nan
@@ -464,6 +472,15 @@ def _cases() -> list[Case]:
             "NaN",
         ),
         C(
+            "encoder-setup-one-position-slide",  # trained on positives set by row order, without a word
+            on(
+                lambda e: _with(_fresh_st(e), _one_point_slide),
+                lambda e, a: gx.model.SharedEncoder.setup_anndata(a, slide_key="slide"),
+            ),
+            ValueError,
+            "spots of slide 'slide_0' (`obs",
+        ),
+        C(
             "fit_encoder-nan-slide",
             on(lambda e: _with(_fresh_st(e), _nan_slide), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide")),
             ValueError,
@@ -571,7 +588,7 @@ def _cases() -> list[Case]:
                 lambda e, a: gx.model.GEARS(a, slide_key="slide"),
             ),
             ValueError,
-            "distinct positions",
+            "at 1 distinct position(s)",
         ),
         C(
             "gears-nan-slide",
@@ -1095,6 +1112,51 @@ def _cases() -> list[Case]:
             ),
             KeyError,
             "slide_key",
+        ),
+        C(
+            "domains-refine-one-position-slide",  # voted over neighbours set by row order, without a word
+            on(
+                lambda e: _with(e.st, _one_point_slide),
+                lambda e, a: gx.tl.cluster_domains(a, use_rep="X_gears", refine=True, n_clusters=3),
+            ),
+            ValueError,
+            "distinct position",
+        ),
+        C(
+            "domain_embedding-one-position-slide",
+            on(
+                lambda e: _with(e.st, _one_point_slide),
+                lambda e, a: gx.tl.domain_embedding(a, slide_key="slide", mask_var=None, max_epochs=1),
+            ),
+            ValueError,
+            "distinct position",
+        ),
+        C(
+            "spatial_smooth-one-position-slide",
+            on(
+                lambda e: _with(e.st, _one_point_slide),
+                lambda e, a: gx.tl.spatial_smooth(a, use_rep="X_gears", slide_key="slide"),
+            ),
+            ValueError,
+            "distinct position",
+        ),
+        C(
+            "domains-constant-representation",  # scikit-learn's "parameter 'weights' should have the shape of (3,)"
+            on(
+                lambda e: _with(e.st, lambda a: a.obsm.__setitem__("X_const", np.ones((a.n_obs, 4)))),
+                lambda e, a: gx.tl.cluster_domains(a, use_rep="X_const", n_clusters=3),
+            ),
+            ValueError,
+            "holds 1 distinct row(s), fewer than the 3 domains",
+        ),
+        C(
+            "domains-option-of-another-method",  # "mclust_eee() got an unexpected keyword argument", after the PCA
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, use_rep="X_gears", n_clusters=3, resolution=2.0),
+            ),
+            TypeError,
+            "method='mclust')` takes no option 'resolution'; its options:",
         ),
         C(
             "domains-too-many-clusters",

@@ -15,13 +15,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._keys import Key
-from gearsx._utils import check_coords
+from gearsx._utils import check_coords, plain
 from gearsx._version import __version__
 
 if TYPE_CHECKING:
     from anndata import AnnData
 
 __all__ = [
+    "check_distinct_positions",
     "check_finite_matrix",
     "check_obs_key",
     "check_obsm_key",
@@ -419,6 +420,36 @@ def warn_unkeyed_slides(adata: AnnData, arg: str) -> None:
                 arg, adata.n_obs, column, n, arg, column,
             )  # fmt: skip
             return
+
+
+def check_distinct_positions(
+    coords: np.ndarray, slides, *, spatial_key: str, slide_key: str | None, minimum: int = 2
+) -> None:
+    """Raise when a slide's coordinates hold fewer than ``minimum`` distinct positions (or than its spots, if fewer).
+
+    Such a slide has no geometry: its spots' spatial neighbours, positives or miniset targets
+    would be set by their order in ``adata``, not by where they lie. It is usually a placeholder
+    (e.g. ``obsm['spatial']`` filled with zeros for a slide whose positions were never read).
+    ``slides``: one label per row (``None``: one slide). The error names ``obsm[spatial_key]``,
+    the slide (by its ``obs[slide_key]`` value) and the fix.
+    """
+    import pandas as pd
+
+    xy = np.asarray(coords)
+    labels = np.zeros(len(xy), dtype=np.int64) if slides is None else np.asarray(slides)
+    table = pd.DataFrame(xy).assign(_slide=labels)
+    sizes = table.groupby("_slide", sort=True).size()
+    distinct = table.drop_duplicates().groupby("_slide", sort=True).size()
+    few = distinct[distinct < np.minimum(sizes, minimum)]
+    if len(few):
+        name, n = few.index[0], int(few.iloc[0])
+        where = "" if slide_key is None else f" of slide {plain(name)!r} (`obs[{slide_key!r}]`)"
+        msg = (
+            f"`adata.obsm[{spatial_key!r}]` puts the {int(sizes[name])} spots{where} at {n} distinct position(s): "
+            "there is no geometry to learn. Check the coordinates (e.g. all spots at one point, a placeholder "
+            "for positions that were never read), or leave that slide out."
+        )
+        raise ValueError(msg)
 
 
 def obsm_coords(adata: AnnData, key: str, what: str) -> np.ndarray:

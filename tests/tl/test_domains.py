@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import gearsx as gx
-from gearsx.tl._clustering import spatial_majority_vote
+from gearsx.tl._clustering import mclust_eee, n_distinct_rows, spatial_majority_vote
 from tests.conftest import shared_file
 
 
@@ -62,6 +62,22 @@ def test_mclust_selects_number_of_clusters_by_bic():
     assert min(bics, key=bics.get) == "3"
     assert a.obs["gears_domain"].nunique() == 3
     assert _ari(a, truth) > 0.95
+
+
+def test_distinct_rows_count_exact_repeats_and_signed_zeros_as_one():
+    x = np.array([[0.0, 1.0], [-0.0, 1.0], [0.0, 1.0 + 1e-12], [2.0, 3.0], [2.0, 3.0]])
+    assert n_distinct_rows(x) == 3  # (0, 1) twice (one of them -0.0), a near copy that is not equal, (2, 3) twice
+    assert n_distinct_rows(x.astype(np.float32)) == 2  # float32 rounds the near copy onto (0, 1)
+    assert n_distinct_rows(np.empty((0, 3))) == 0
+
+
+def test_mclust_searches_no_more_components_than_distinct_rows():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = centres[rng.integers(0, 3, size=300)]  # three distinct points, each repeated
+    labels, info = mclust_eee(x, None, random_state=0)
+    assert set(info["bic_by_n_clusters"]) == {"2", "3"}  # 4-9 components would leave some empty
+    assert adjusted_rand_score(labels, (x[:, 0] > 5) + 2 * (x[:, 1] > 5)) == 1.0
 
 
 def test_mclust_hc_start_on_whitened_data_wins_and_init_is_recorded():

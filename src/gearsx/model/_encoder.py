@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, dense_row_batches, get_obs_rep, resolve_slide_key
+from gearsx._anndata import check_distinct_positions, check_obsm_key, dense_row_batches, get_obs_rep, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import (
     check_nonnegative_number,
@@ -149,6 +149,8 @@ class SharedEncoder(GearsModelBase):
         if not np.isfinite(coords).all():
             msg = f"`adata.obsm[{spatial_key!r}]` holds NaN or inf coordinates."
             raise ValueError(msg)
+        slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
+        check_distinct_positions(coords, slides, spatial_key=spatial_key, slide_key=slide_key)
         cls._register(adata, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
 
     @renamed_arguments(enable_progress_bar="progress", k_spatial="n_spatial_neighbors")

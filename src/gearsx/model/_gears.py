@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, recorded_encoder_id, resolve_slide_key
+from gearsx._anndata import check_distinct_positions, check_obsm_key, recorded_encoder_id, resolve_slide_key
 from gearsx._keys import Key
 from gearsx._utils import (
     check_nonnegative_number,
@@ -231,16 +231,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
             msg = f"`adata.obsm[{spatial_key!r}]` must be finite 2-D coordinates (n_obs, 2); got shape {xy.shape}."
             raise ValueError(msg)
-        slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.zeros(adata.n_obs)
-        for name in np.unique(slides):
-            pts = xy[slides == name]
-            if len(np.unique(pts, axis=0)) < 3:
-                where = f"slide {name!r}" if slide_key is not None else "the data"
-                msg = (
-                    f"`adata.obsm[{spatial_key!r}]` has fewer than 3 distinct positions in {where}: there is no "
-                    "geometry to learn. Check the coordinates (e.g. all spots at one point)."
-                )
-                raise ValueError(msg)
+        slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
+        check_distinct_positions(xy, slides, spatial_key=spatial_key, slide_key=slide_key, minimum=3)
         cls._register(adata, {"use_rep": use_rep, "slide_key": slide_key, "spatial_key": spatial_key})
 
     # --- training -------------------------------------------------------------------------------

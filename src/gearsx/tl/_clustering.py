@@ -6,12 +6,13 @@ import logging
 import warnings
 
 import numpy as np
+import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from gearsx._utils import as_rng, check_positive_int, check_positive_number
 from gearsx.geometry._knn import group_knn, knn
 
-__all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
+__all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "n_distinct_rows", "scan", "spatial_majority_vote"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +120,11 @@ def mclust_eee(
         raise ValueError(msg)
     rng = as_rng(random_state)
     candidates = MCLUST_DEFAULT_RANGE if n_clusters is None else (n_clusters,)
-    candidates = [k for k in candidates if k <= len(x)]
+    distinct = n_distinct_rows(x)  # a component needs a point of its own
+    candidates = [k for k in candidates if k <= distinct]
+    if not candidates:
+        msg = f"mclust needs at least {min(MCLUST_DEFAULT_RANGE) if n_clusters is None else n_clusters} distinct rows; got {distinct}."
+        raise ValueError(msg)
     best, bics = None, {}
     w = _whiten(x)
     starts = (["hc"] if init == "hc" else []) + ["kmeans"] * (n_init if init == "hc" else max(n_init, 1))
@@ -177,6 +182,15 @@ def mclust_r(
         labels = np.asarray(res.rx2("classification")).astype(int) - 1
         info = {"bic": -float(np.asarray(res.rx2("bic"))[0]), "n_clusters": int(np.asarray(res.rx2("G"))[0])}
     return labels, info
+
+
+def n_distinct_rows(x: np.ndarray) -> int:
+    """Return how many distinct rows ``x`` holds (exact equality, ``-0.0`` as ``0.0``; hashed, linear time)."""
+    x = np.ascontiguousarray(np.asarray(x) + 0)  # + 0 turns -0.0 into 0.0, which compares equal but differs in bytes
+    if x.shape[0] == 0:
+        return 0
+    rows = x.reshape(len(x), -1).view(np.dtype((np.void, x.dtype.itemsize * int(np.prod(x.shape[1:])))))
+    return len(pd.unique(rows.ravel()))
 
 
 def kmeans(x: np.ndarray, n_clusters: int, *, n_init: int = 10, random_state: int = 0) -> tuple[np.ndarray, dict]:

@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._anndata import (
+    check_distinct_positions,
     check_finite_matrix,
     check_key_added,
     check_log_expression,
@@ -205,6 +206,7 @@ def domain_embedding(
     coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
     slide_key = resolve_slide_key(adata, slide_key)
     slides = adata.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
+    check_distinct_positions(coords, slides, spatial_key=spatial_key, slide_key=slide_key)
     for name, value in (("n_hidden", n_hidden), ("n_latent", n_latent), ("max_epochs", max_epochs)):
         check_positive_int(value, name=name)
     n_hops = check_positive_int(n_hops, name="n_hops", minimum=0)

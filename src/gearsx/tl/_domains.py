@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from gearsx._anndata import check_key_added, get_obs_rep, resolve_slide_key, write_record
+from gearsx._anndata import check_distinct_positions, check_key_added, get_obs_rep, resolve_slide_key, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int, renamed_arguments
 
@@ -140,6 +140,24 @@ def domain_representation(
             x = x.toarray()
         return np.asarray(x, dtype=np.float64)
     return np.asarray(sc.pp.pca(x, n_comps=n_pcs, random_state=random_state), dtype=np.float64)
+
+
+def _check_method_options(method: str, backend: str, options: dict) -> None:
+    """Raise a :class:`TypeError` naming the options ``method`` does not take, and listing the ones it does."""
+    import inspect
+
+    fn = {
+        "mclust": _clustering.mclust_r if backend == "r" else _clustering.mclust_eee,
+        "scan": _clustering.scan,
+        "leiden": _clustering.leiden,
+        "kmeans": _clustering.kmeans,
+    }[method]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("x", "n_clusters", "random_state")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        where = f"method={method!r}" + (", backend='r'" if method == "mclust" and backend == "r" else "")
+        msg = f"`cluster_domains({where})` takes no option {', '.join(map(repr, unknown))}; its options: {allowed}."
+        raise TypeError(msg)
 
 
 def _n_slides(adata: AnnData, slide_key: str | None) -> int:
@@ -288,6 +306,7 @@ def cluster_domains(
     elif method in ("scan", "kmeans"):
         msg = f"method={method!r} needs `n_clusters` (an integer >= 2)."
         raise ValueError(msg)
+    _check_method_options(method, backend, method_kwargs)
     if n_clusters is not None and adata.n_obs < n_clusters:
         msg = f"`n_clusters={n_clusters}` exceeds the number of observations (adata has shape {adata.shape})."
         raise ValueError(msg)
@@ -304,6 +323,7 @@ def cluster_domains(
         n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
         if slide_key is not None:
             groups = adata.obs[slide_key].to_numpy()
+        check_distinct_positions(coords, groups, spatial_key=spatial_key, slide_key=slide_key)
         largest = int(pd.Series(groups).value_counts().max()) if groups is not None else adata.n_obs
         if n_spatial_neighbors >= largest:  # every slide would vote over all its spots: no neighbourhood left
             msg = (
@@ -313,6 +333,14 @@ def cluster_domains(
             raise ValueError(msg)
 
     x = domain_representation(adata, use_rep, n_pcs=n_pcs, slide_key=slide_key, random_state=random_state)
+    need = 2 if n_clusters is None else n_clusters
+    if (distinct := _clustering.n_distinct_rows(x)) < need:
+        msg = (
+            f"The representation to cluster (`use_rep`={use_rep!r}) holds {distinct} distinct row(s), fewer than "
+            f"the {need} domains asked for: clustering it would leave domains empty. Check that it was computed "
+            "(not a placeholder), pass another `use_rep`, or lower `n_clusters`."
+        )
+        raise ValueError(msg)
     emb = None
     if method == "mclust":
         if backend == "r":

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_key_added, resolve_slide_key, set_obs_rep, write_record
+from gearsx._anndata import check_distinct_positions, check_key_added, resolve_slide_key, set_obs_rep, write_record
 from gearsx._keys import Key
 from gearsx._utils import check_coords, check_positive_int
 from gearsx.geometry._knn import group_knn
@@ -138,6 +138,7 @@ def spatial_smooth(
     slide_key = resolve_slide_key(adata, slide_key)
     if slide_key is not None:
         groups = adata.obs[slide_key].to_numpy()
+    check_distinct_positions(coords, groups, spatial_key=spatial_key, slide_key=slide_key)
     x = _block(adata, use_rep)
     x = x.toarray() if sp.issparse(x) else x
     w = spatial_smoothing_operator(coords, n_neighbors, groups=groups)
