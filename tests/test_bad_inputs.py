@@ -1150,6 +1150,15 @@ def _cases() -> list[Case]:
             "holds 1 distinct row(s), fewer than the 3 domains",
         ),
         C(
+            "domains-constant-representation-bic",  # n_clusters=None: mclust's search of 2-9 components
+            on(
+                lambda e: _with(e.st, lambda a: a.obsm.__setitem__("X_const", np.ones((a.n_obs, 4)))),
+                lambda e, a: gx.tl.cluster_domains(a, use_rep="X_const"),
+            ),
+            ValueError,
+            "fewer than the 2 domains any clustering needs",
+        ),
+        C(
             "domains-option-of-another-method",  # "mclust_eee() got an unexpected keyword argument", after the PCA
             on(
                 lambda e: e.st.copy(),

@@ -335,10 +335,11 @@ def cluster_domains(
     x = domain_representation(adata, use_rep, n_pcs=n_pcs, slide_key=slide_key, random_state=random_state)
     need = 2 if n_clusters is None else n_clusters
     if (distinct := _clustering.n_distinct_rows(x)) < need:
+        asked = "the 2 domains any clustering needs" if n_clusters is None else f"the {need} domains asked for"
         msg = (
             f"The representation to cluster (`use_rep`={use_rep!r}) holds {distinct} distinct row(s), fewer than "
-            f"the {need} domains asked for: clustering it would leave domains empty. Check that it was computed "
-            "(not a placeholder), pass another `use_rep`, or lower `n_clusters`."
+            f"{asked}: clustering it would leave domains empty. Check that it was computed (not a placeholder), "
+            "pass another `use_rep`, or lower `n_clusters`."
         )
         raise ValueError(msg)
     emb = None
