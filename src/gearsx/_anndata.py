@@ -447,7 +447,7 @@ def check_distinct_positions(
         msg = (
             f"`adata.obsm[{spatial_key!r}]` puts the {int(sizes[name])} spots{where} at {n} distinct position(s): "
             "there is no geometry to learn. Check the coordinates (e.g. all spots at one point, a placeholder "
-            "for positions that were never read), or leave that slide out."
+            f"for positions that were never read){'' if slide_key is None else ', or leave that slide out'}."
         )
         raise ValueError(msg)
 

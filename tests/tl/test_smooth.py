@@ -33,6 +33,15 @@ def test_zero_neighbours_is_identity_and_operator_is_sparse_and_stochastic():
     np.testing.assert_allclose(w.diagonal(), 1 / 7)
 
 
+def test_positions_at_one_point_are_refused_unless_no_neighbour_is_read():
+    x = np.random.default_rng(1).normal(size=(50, 3))
+    a = _adata(np.zeros((50, 2)), x)
+    gx.tl.spatial_smooth(a, n_neighbors=0)  # the identity reads no position
+    np.testing.assert_allclose(a.obsm["X_gears_smoothed"], x, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"puts the 50 spots at 1 distinct position\(s\)"):
+        gx.tl.spatial_smooth(a, n_neighbors=6)
+
+
 def test_matches_brute_force_neighbour_mean():
     rng = np.random.default_rng(1)
     xy, x = rng.uniform(size=(400, 2)), rng.normal(size=(400, 5))

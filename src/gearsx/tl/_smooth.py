@@ -138,7 +138,8 @@ def spatial_smooth(
     slide_key = resolve_slide_key(adata, slide_key)
     if slide_key is not None:
         groups = adata.obs[slide_key].to_numpy()
-    check_distinct_positions(coords, groups, spatial_key=spatial_key, slide_key=slide_key)
+    if n_neighbors:  # n_neighbors=0 is the identity: positions are not read
+        check_distinct_positions(coords, groups, spatial_key=spatial_key, slide_key=slide_key)
     x = _block(adata, use_rep)
     x = x.toarray() if sp.issparse(x) else x
     w = spatial_smoothing_operator(coords, n_neighbors, groups=groups)
