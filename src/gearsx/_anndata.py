@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._keys import Key
-from gearsx._utils import check_coords, plain
+from gearsx._utils import check_coords, n_distinct_rows, plain
 from gearsx._version import __version__
 
 if TYPE_CHECKING:
@@ -433,19 +433,16 @@ def check_distinct_positions(
     ``slides``: one label per row (``None``: one slide). The error names ``obsm[spatial_key]``,
     the slide (by its ``obs[slide_key]`` value) and the fix.
     """
-    import pandas as pd
-
     xy = np.asarray(coords)
     labels = np.zeros(len(xy), dtype=np.int64) if slides is None else np.asarray(slides)
-    table = pd.DataFrame(xy).assign(_slide=labels)
-    sizes = table.groupby("_slide", sort=True).size()
-    distinct = table.drop_duplicates().groupby("_slide", sort=True).size()
-    few = distinct[distinct < np.minimum(sizes, minimum)]
-    if len(few):
-        name, n = few.index[0], int(few.iloc[0])
+    for name in np.unique(labels):
+        pts = xy[labels == name]
+        n = n_distinct_rows(pts)
+        if n >= min(len(pts), minimum):
+            continue
         where = "" if slide_key is None else f" of slide {plain(name)!r} (`obs[{slide_key!r}]`)"
         msg = (
-            f"`adata.obsm[{spatial_key!r}]` puts the {int(sizes[name])} spots{where} at {n} distinct position(s): "
+            f"`adata.obsm[{spatial_key!r}]` puts the {len(pts)} spots{where} at {n} distinct position(s): "
             "there is no geometry to learn. Check the coordinates (e.g. all spots at one point, a placeholder "
             f"for positions that were never read){'' if slide_key is None else ', or leave that slide out'}."
         )

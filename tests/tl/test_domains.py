@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 import gearsx as gx
-from gearsx.tl._clustering import mclust_eee, n_distinct_rows, spatial_majority_vote
+from gearsx._utils import n_distinct_rows
+from gearsx.tl._clustering import mclust_eee, spatial_majority_vote
 from tests.conftest import shared_file
 
 

@@ -13,6 +13,7 @@ from ._validation import (
     check_positions,
     check_positive_int,
     check_positive_number,
+    n_distinct_rows,
     plain,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_nonnegative_number",
     "check_positive_int",
     "check_positive_number",
+    "n_distinct_rows",
     "plain",
     "renamed_arguments",
     "resolve_device",

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_coords", "check_positions", "check_positive_int", "plain"]
+__all__ = ["check_coords", "check_positions", "check_positive_int", "n_distinct_rows", "plain"]
 
 
 def plain(value):
@@ -14,6 +14,17 @@ def plain(value):
     where NumPy 2's own repr shows ``np.str_('s1')`` or ``np.int64(3)``.
     """
     return value.item() if isinstance(value, np.generic) else value
+
+
+def n_distinct_rows(x: np.ndarray) -> int:
+    """Return how many distinct rows ``x`` holds (exact equality, ``-0.0`` as ``0.0``; hashed, linear time)."""
+    import pandas as pd
+
+    x = np.ascontiguousarray(np.asarray(x) + 0)  # + 0 turns -0.0 into 0.0, which compares equal but differs in bytes
+    if x.shape[0] == 0:
+        return 0
+    rows = x.reshape(len(x), -1).view(np.dtype((np.void, x.dtype.itemsize * int(np.prod(x.shape[1:])))))
+    return len(pd.unique(rows.ravel()))
 
 
 def check_coords(x, *, name: str = "X", min_points: int = 1, n_dims: int | None = None) -> np.ndarray:

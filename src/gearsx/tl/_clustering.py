@@ -6,13 +6,12 @@ import logging
 import warnings
 
 import numpy as np
-import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from gearsx._utils import as_rng, check_positive_int, check_positive_number
+from gearsx._utils import as_rng, check_positive_int, check_positive_number, n_distinct_rows
 from gearsx.geometry._knn import group_knn, knn
 
-__all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "n_distinct_rows", "scan", "spatial_majority_vote"]
+__all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,15 +181,6 @@ def mclust_r(
         labels = np.asarray(res.rx2("classification")).astype(int) - 1
         info = {"bic": -float(np.asarray(res.rx2("bic"))[0]), "n_clusters": int(np.asarray(res.rx2("G"))[0])}
     return labels, info
-
-
-def n_distinct_rows(x: np.ndarray) -> int:
-    """Return how many distinct rows ``x`` holds (exact equality, ``-0.0`` as ``0.0``; hashed, linear time)."""
-    x = np.ascontiguousarray(np.asarray(x) + 0)  # + 0 turns -0.0 into 0.0, which compares equal but differs in bytes
-    if x.shape[0] == 0:
-        return 0
-    rows = x.reshape(len(x), -1).view(np.dtype((np.void, x.dtype.itemsize * int(np.prod(x.shape[1:])))))
-    return len(pd.unique(rows.ravel()))
 
 
 def kmeans(x: np.ndarray, n_clusters: int, *, n_init: int = 10, random_state: int = 0) -> tuple[np.ndarray, dict]:

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import check_distinct_positions, check_key_added, get_obs_rep, resolve_slide_key, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int, renamed_arguments
+from gearsx._utils import check_coords, check_positive_int, n_distinct_rows, renamed_arguments
 
 from . import _clustering
 
@@ -334,7 +334,7 @@ def cluster_domains(
 
     x = domain_representation(adata, use_rep, n_pcs=n_pcs, slide_key=slide_key, random_state=random_state)
     need = 2 if n_clusters is None else n_clusters
-    if (distinct := _clustering.n_distinct_rows(x)) < need:
+    if (distinct := n_distinct_rows(x)) < need:
         asked = "the 2 domains any clustering needs" if n_clusters is None else f"the {need} domains asked for"
         msg = (
             f"The representation to cluster (`use_rep`={use_rep!r}) holds {distinct} distinct row(s), fewer than "
