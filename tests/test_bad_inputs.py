@@ -122,6 +122,12 @@ def _one_point_slide(a):
     a.obsm["spatial"] = xy
 
 
+def _layout_then_one_point_slide(a):
+    """A "reconstruction" (the true positions), then the first slide's true positions at one point."""
+    a.obsm["pred"] = np.array(a.obsm["spatial"], dtype=float)
+    _one_point_slide(a)
+
+
 def _nan_x(a):
     x = a.X.toarray() if hasattr(a.X, "toarray") else np.array(a.X, dtype=np.float32)
     x[0, 0] = np.nan
@@ -1286,6 +1292,12 @@ def _cases() -> list[Case]:
             "NaN",
         ),
         C(
+            "metrics-collapsed-truth",  # shell F1 was 1.0 and trustworthiness 1.5 against a placeholder truth
+            plain(lambda e: gx.metrics.shell_f1(np.random.default_rng(0).normal(size=(30, 2)), np.zeros((30, 2)))),
+            ValueError,
+            "no geometry to score against",
+        ),
+        C(
             "metrics-k-too-large",
             plain(lambda e: gx.metrics.evaluate_geometry(np.eye(10, 2), np.eye(10, 2))),
             ValueError,
@@ -1336,6 +1348,16 @@ def _cases() -> list[Case]:
             on(lambda e: e.sc.copy(), lambda e, a: gx.metrics.evaluate_adata(a, "X_gears_spatial", "spatial_gt")),
             KeyError,
             "X_gears_spatial",
+        ),
+        C(
+            # a layout scored against a slide whose true positions are a placeholder: values came out
+            "metrics-adata-truth-at-one-point",
+            on(
+                lambda e: _with(_fresh_st(e), _layout_then_one_point_slide),
+                lambda e, a: gx.metrics.evaluate_adata(a, "pred", "spatial", slide_key="slide"),
+            ),
+            ValueError,
+            "no geometry to score against",
         ),
         # pl
         C(

@@ -423,7 +423,14 @@ def warn_unkeyed_slides(adata: AnnData, arg: str) -> None:
 
 
 def check_distinct_positions(
-    coords: np.ndarray, slides, *, spatial_key: str, slide_key: str | None, minimum: int = 2
+    coords: np.ndarray,
+    slides,
+    *,
+    spatial_key: str,
+    slide_key: str | None,
+    minimum: int = 2,
+    items: str = "spots",
+    purpose: str = "learn",
 ) -> None:
     """Raise when a slide's coordinates hold fewer than ``minimum`` distinct positions (or than its spots, if fewer).
 
@@ -431,7 +438,8 @@ def check_distinct_positions(
     would be set by their order in ``adata``, not by where they lie. It is usually a placeholder
     (e.g. ``obsm['spatial']`` filled with zeros for a slide whose positions were never read).
     ``slides``: one label per row (``None``: one slide). The error names ``obsm[spatial_key]``,
-    the slide (by its ``obs[slide_key]`` value) and the fix.
+    the slide (by its ``obs[slide_key]`` value) and the fix; ``items`` names the rows ("spots",
+    "cells") and ``purpose`` what the geometry was for ("learn", "score against").
     """
     xy = np.asarray(coords)
     labels = np.zeros(len(xy), dtype=np.int64) if slides is None else np.asarray(slides)
@@ -442,8 +450,8 @@ def check_distinct_positions(
             continue
         where = "" if slide_key is None else f" of slide {plain(name)!r} (`obs[{slide_key!r}]`)"
         msg = (
-            f"`adata.obsm[{spatial_key!r}]` puts the {len(pts)} spots{where} at {n} distinct position(s): "
-            "there is no geometry to learn. Check the coordinates (e.g. all spots at one point, a placeholder "
+            f"`adata.obsm[{spatial_key!r}]` puts the {len(pts)} {items}{where} at {n} distinct position(s): "
+            f"there is no geometry to {purpose}. Check the coordinates (e.g. all {items} at one point, a placeholder "
             f"for positions that were never read){'' if slide_key is None else ', or leave that slide out'}."
         )
         raise ValueError(msg)

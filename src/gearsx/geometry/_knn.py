@@ -43,13 +43,15 @@ TIE_TOLERANCE = 1e-6
 _NND_BUILD = {"max_candidates": 16, "delta": 0.01}
 
 
-def drop_self(dist: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def drop_self(dist: np.ndarray, idx: np.ndarray, *, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own index from ``k + 1``-neighbour results ``(n, k + 1)`` -> ``(n, k)``.
 
-    When a duplicate point took the row's own slot, the farthest hit is dropped instead.
+    Row ``r`` belongs to point ``rows[r]`` (default: point ``r``). When a duplicate point took the
+    row's own slot, the farthest hit is dropped instead.
     """
     n, k = idx.shape[0], idx.shape[1] - 1
-    is_self = idx == np.arange(n)[:, None]
+    own = np.arange(n) if rows is None else np.asarray(rows)
+    is_self = idx == own[:, None]
     is_self[~is_self.any(axis=1), -1] = True
     keep = ~is_self
     return dist[keep].reshape(n, k), idx[keep].reshape(n, k)

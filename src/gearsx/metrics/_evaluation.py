@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_positive_int, n_distinct_rows
 from gearsx.geometry import gauge_fix, procrustes
-from gearsx.geometry._knn import knn_without_self, tree_tolerance
+from gearsx.geometry._knn import drop_self, tree_knn, tree_tolerance
 
 from ._pairs import PairSample, pair_distances, sample_pairs
 
@@ -29,6 +29,9 @@ EXACT_MAX_QUERIES = 5000
 
 #: Default shell edges, in units of ``R20``; the last shell is open.
 DEFAULT_SHELLS = (1.0, 2.0, 4.0, 8.0)
+#: Query cells per neighbour search of :meth:`Evaluation.trust`: a tie holding many cells (a layout that
+#: puts whole groups of cells at one position) widens each search to the whole tie, so blocks bound memory.
+_TRUST_BLOCK = 256
 
 
 class Evaluation:
@@ -47,6 +50,12 @@ class Evaluation:
         self.n = self.x_gt.shape[0]
         if self.n < self.k + 1:
             msg = f"Need at least k + 1 = {self.k + 1} points for k = {self.k} neighbours; got {self.n}. Lower `k`."
+            raise ValueError(msg)
+        if self.n > 1 and n_distinct_rows(self.x_gt) < 2:
+            msg = (
+                f"`X_gt` has all {self.n} points at one position: there is no geometry to score against. "
+                "Pass the cells' true coordinates (for example `obsm['spatial']`), not a placeholder."
+            )
             raise ValueError(msg)
         if n_pairs is not None:
             check_positive_int(n_pairs, name="n_pairs")
@@ -68,12 +77,14 @@ class Evaluation:
         return cKDTree(self.x_pred)
 
     @cached_property
-    def knn_gt(self) -> tuple[np.ndarray, np.ndarray]:
-        return knn_without_self(self.tree_gt, self.x_gt, self.k)
+    def knn_dist_gt(self) -> np.ndarray:
+        """Distances ``(n, k)`` from each true position to its ``k`` nearest others, nearest first."""
+        return _knn_distances(self.tree_gt, self.x_gt, self.k)
 
     @cached_property
-    def knn_pred(self) -> tuple[np.ndarray, np.ndarray]:
-        return knn_without_self(self.tree_pred, self.x_pred, self.k)
+    def knn_dist_pred(self) -> np.ndarray:
+        """Distances ``(n, k)`` from each predicted position to its ``k`` nearest others, nearest first."""
+        return _knn_distances(self.tree_pred, self.x_pred, self.k)
 
     @cached_property
     def pairs(self) -> PairSample:
@@ -83,7 +94,7 @@ class Evaluation:
             n_pairs=self.n_pairs,
             random_state=self._rng(1),
             gt_tree=self.tree_gt,
-            gt_knn_dist=self.knn_gt[0][:, -1],
+            gt_knn_dist=self.knn_dist_gt[:, -1],
         )
 
     @cached_property
@@ -170,32 +181,65 @@ class Evaluation:
         return float(np.mean(2 * tp[present] / support[present]))
 
     def trust(self, *, swap: bool = False) -> float:
-        """Trustworthiness (``swap=False``) or continuity (``swap=True``), as in scikit-learn."""
+        """Trustworthiness (``swap=False``) or continuity (``swap=True``), as in scikit-learn.
+
+        For each query cell ``i``, each of its ``k`` neighbours ``j`` in the judged ("low") space costs
+        ``max(rank(i, j) - k, 0)``, its rank in the other ("high") space beyond ``k``. Cells at equal
+        distance from ``i`` (within :func:`~gearsx.geometry._knn.tree_tolerance`) are ordered by one
+        seeded random order of the cells, the same in both spaces, where the tie decides which cells are
+        among the ``k`` nearest; a tie wholly past the ``k``-th place counts at its mean rank, its value
+        averaged over orders. Without ties this is exactly scikit-learn's value. A tied cell
+        counted as closer than the ``k``-th would cost less than nothing (scores above 1 for layouts
+        that put groups of cells at one position), and ties in row order would reward a layout for
+        listing its cells in spatial order. ``NaN`` when either layout has all cells at one position.
+        """
         k = self.k
         if self.n <= 2 * k:
             msg = f"Trustworthiness/continuity need more than 2k = {2 * k} points (k < n/2); got {self.n}. Lower `k`."
             raise ValueError(msg)
         # "high" = space whose ranks are used, "low" = space whose neighbours are judged.
-        x_high, tree_high, knn_high, knn_low = (
-            (self.x_pred, self.tree_pred, self.knn_pred[1], self.knn_gt[1])
-            if swap
-            else (self.x_gt, self.tree_gt, self.knn_gt[1], self.knn_pred[1])
+        x_high, tree_high, x_low = (
+            (self.x_pred, self.tree_pred, self.x_gt) if swap else (self.x_gt, self.tree_gt, self.x_pred)
         )
+        if n_distinct_rows(x_low) < 2 or n_distinct_rows(x_high) < 2:
+            return float("nan")
         q = self.queries()
-        low, high = knn_low[q], knn_high[q]
-        intruder = ~(low[:, :, None] == high[:, None, :]).any(axis=2)
-        rows, cols = np.nonzero(intruder)
-        qi, j = q[rows], low[rows, cols]
+        # The cells in a random order: trees over the permuted rows order their ties by it (`tree_knn` orders
+        # ties by index), and `order[c]` is cell c's place in it.
+        perm = self._rng(4).permutation(self.n)
+        order = np.empty(self.n, dtype=np.int64)
+        order[perm] = np.arange(self.n)
+        tree_low = cKDTree(x_low[perm])
+        low = np.empty((len(q), k), dtype=np.int64)
+        for start in range(0, len(q), _TRUST_BLOCK):
+            rows = q[start : start + _TRUST_BLOCK]
+            dist, idx = tree_knn(tree_low, x_low[rows], k + 1)
+            low[start : start + len(rows)] = drop_self(dist, perm[idx], rows=rows)[1]
+        qi, j = np.repeat(q, k), low.ravel()
         d_ij = np.sqrt(((x_high[qi] - x_high[j]) ** 2).sum(1))
-        # rank(i, j) = 1 + #{l != i : d(i, l) < d(i, j)} = #{l : d(i, l) <= d(i, j) - tol}, the count including
-        # i itself; distances within `tol` of d(i, j) are a tie, not closer, whatever the rounding (lattices).
-        # A KD-tree ball count costs O(points inside), never an N x N matrix.
+        # rank(i, j) = 1 + c + (tied cells before j in the order), c = #{l != i : d(i, l) < d(i, j) - tol}, the
+        # tie being the m cells (j included, i not) within tol of d(i, j): KD-tree ball counts (which
+        # include i itself), never an N x N matrix.
         tol = tree_tolerance(tree_high)
-        tied = d_ij <= tol  # nothing but ties (i itself, duplicates) is closer: rank 1
-        r = np.where(tied, 0.0, d_ij - tol)
-        ranks = np.where(tied, 1, tree_high.query_ball_point(x_high[qi], r=r, return_length=True, workers=-1))
-        penalty = float((ranks - k).sum())
+        centres = x_high[qi]
+        upto = tree_high.query_ball_point(centres, r=d_ij + tol, return_length=True, workers=-1)
+        closer = np.where(
+            d_ij > tol,
+            tree_high.query_ball_point(centres, r=np.maximum(d_ij - tol, 0.0), return_length=True, workers=-1),
+            1,
+        )
+        rank = closer.astype(np.float64)
+        # A tie wholly past the k-th place adds its mean, (m - 1) / 2 (far ties are common among many cells:
+        # the tolerance is absolute); one that straddles the k-th place decides whether j is a neighbour
+        # there, so its cells are listed and counted in the order, as the low space's tie was.
+        c, m = closer - 1, upto - closer
+        past = c >= k
+        rank[past] += (m[past] - 1) / 2.0
+        listed = np.flatnonzero(~past & (m > 1) & (c + m > k))
+        if len(listed):
+            rank[listed] += _tied_before(tree_high, x_high, order, qi[listed], j[listed], d_ij[listed], tol)
         n = self.n
+        penalty = float(np.maximum(rank - k, 0.0).sum())
         return 1.0 - penalty * 2.0 / (len(q) * k * (2.0 * n - 3.0 * k - 1.0))
 
     def sliced_wasserstein(self, n_projections: int = 256, max_points: int = 50_000) -> float:
@@ -221,7 +265,39 @@ class Evaluation:
             rms = np.sqrt(((x - x.mean(0)) ** 2).sum(1).mean())
             return knn_dist[:, -1] / rms if rms > 0 else knn_dist[:, -1]
 
-        return float(wasserstein_distance(radius(self.x_pred, self.knn_pred[0]), radius(self.x_gt, self.knn_gt[0])))
+        return float(wasserstein_distance(radius(self.x_pred, self.knn_dist_pred), radius(self.x_gt, self.knn_dist_gt)))
+
+
+def _tied_before(
+    tree: cKDTree, x: np.ndarray, order: np.ndarray, i: np.ndarray, j: np.ndarray, d: np.ndarray, tol: float
+) -> np.ndarray:
+    """Count, for each pair ``(i, j)``, the cells tied with ``j`` (within ``tol`` of ``d(i, j)`` from ``i``, ``i`` not) before ``j`` in ``order``.
+
+    ``tree`` holds ``x``. Lists the cells within ``d(i, j) + tol`` of ``i``, a block of pairs at a time.
+    """
+    out = np.empty(len(i), dtype=np.int64)
+    for start in range(0, len(i), _TRUST_BLOCK):
+        sl = slice(start, start + _TRUST_BLOCK)
+        hits = tree.query_ball_point(x[i[sl]], r=d[sl] + tol, workers=-1)
+        sizes = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
+        members = np.concatenate([np.asarray(h, dtype=np.int64) for h in hits])
+        pair = np.repeat(np.arange(len(hits)), sizes)
+        dist = np.sqrt(((x[members] - x[i[sl]][pair]) ** 2).sum(1))
+        tied = (dist >= d[sl][pair] - tol) & (members != i[sl][pair])
+        before = tied & (order[members] < order[j[sl]][pair])
+        out[sl] = np.bincount(pair[before], minlength=len(hits))
+    return out
+
+
+def _knn_distances(tree: cKDTree, x: np.ndarray, k: int) -> np.ndarray:
+    """Distances ``(n, k)`` from each of a KD-tree's own points to its ``k`` nearest others.
+
+    The nearest hit of a point is at distance 0 (itself or a duplicate of it), and dropping either
+    leaves the same distances, so no tie has to be settled (unlike neighbour *lists*): one plain query,
+    ``O(n k)`` memory even when many points share a position.
+    """
+    dist, _ = tree.query(x, k=k + 1)
+    return np.asarray(dist).reshape(len(x), k + 1)[:, 1:]
 
 
 def pad_to_same_dim(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

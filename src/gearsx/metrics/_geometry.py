@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import check_obsm_key, check_slide_key, warn_unkeyed_slides
-from gearsx._utils import check_positive_int, doc_params
+from gearsx._anndata import check_distinct_positions, check_obsm_key, check_slide_key, warn_unkeyed_slides
+from gearsx._utils import check_positive_int, doc_params, n_distinct_rows
 
 from ._evaluation import DEFAULT_SHELLS, Evaluation
 
@@ -47,13 +47,14 @@ _DOC_COORDS = """\
 X_pred
         Predicted coordinates, shape ``(n_cells, d)``.
     X_gt
-        Ground-truth coordinates of the same cells in the same order, shape ``(n_cells, d_gt)``."""
+        Ground-truth coordinates of the same cells in the same order, shape ``(n_cells, d_gt)``,
+        at two or more distinct positions."""
 
 _DOC_NEIGHBOURS = """\
 k
         Neighbours per cell (at most ``n_cells - 1``).
     random_state
-        Seed of the query-cell sample above 5,000 cells."""
+        Seed of the query-cell sample above 5,000 cells and of the order of tied cells."""
 
 
 @doc_params(coords=_DOC_COORDS)
@@ -203,11 +204,19 @@ def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random
     """Trustworthiness@k: how many predicted neighbours are true neighbours.
 
     Measures intrusions :cite:p:`Venna2001`. Identical to
-    :func:`sklearn.manifold.trustworthiness` ``(X_gt, X_pred, n_neighbors=k)`` up to
-    ties, but it never builds an ``N x N`` matrix: the rank of each intruder is a
-    KD-tree ball count, and above 5,000 cells a fixed-seed sample of 5,000 query cells
-    is used. Written here rather than calling scikit-learn because scikit-learn's
-    version is quadratic in memory.
+    :func:`sklearn.manifold.trustworthiness` ``(X_gt, X_pred, n_neighbors=k)`` when no two
+    cells lie at the same distance from a third, but it never builds an ``N x N`` matrix:
+    the rank of each intruder is a KD-tree ball count, and above 5,000 cells a fixed-seed
+    sample of 5,000 query cells is used. Written here rather than calling scikit-learn
+    because scikit-learn's version is quadratic in memory.
+
+    Cells at equal distance from a cell (a layout that puts several cells at one
+    position, such as each cell at its spot's centre, or a lattice) are ordered by one
+    random order of the cells drawn from ``random_state``, the same in both layouts,
+    where the order decides which cells are among the ``k`` nearest (a tie further out
+    counts at its mean rank). On such layouts the value is scikit-learn's averaged over
+    orders of the tied cells, up to the spread of that average. ``NaN`` when either
+    layout has all cells at one position.
 
     Parameters
     ----------
@@ -216,7 +225,7 @@ def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random
 
     Returns
     -------
-    Trustworthiness in ``[0, 1]`` (``1`` when no predicted neighbour is a false one).
+    Trustworthiness in ``[0, 1]`` (``1`` when no predicted neighbour is a false one), or ``NaN``.
 
     Examples
     --------
@@ -236,7 +245,8 @@ def continuity(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_stat
     """Continuity@k: how many true neighbours stay neighbours in the prediction.
 
     Trustworthiness with the roles of the two spaces exchanged, i.e.
-    :func:`sklearn.manifold.trustworthiness` ``(X_pred, X_gt, n_neighbors=k)``.
+    :func:`sklearn.manifold.trustworthiness` ``(X_pred, X_gt, n_neighbors=k)``, with ties
+    ordered as in :func:`trustworthiness`.
 
     Parameters
     ----------
@@ -245,7 +255,7 @@ def continuity(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random_stat
 
     Returns
     -------
-    Continuity in ``[0, 1]`` (``1`` when every true neighbour is a predicted one).
+    Continuity in ``[0, 1]`` (``1`` when every true neighbour is a predicted one), or ``NaN``.
 
     Examples
     --------
@@ -341,7 +351,7 @@ def evaluate_geometry(
     n_pairs
         Pair budget (see :func:`distance_correlation`).
     random_state
-        Seed of every sample (pairs, query cells, projections).
+        Seed of every sample (pairs, query cells, projections) and of the order of tied cells.
 
     Returns
     -------
@@ -373,14 +383,14 @@ def evaluate_geometry(
     True
     """
     ev = Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state)
-    for name, x in (("X_pred", ev.x_pred), ("X_gt", ev.x_gt)):
-        if len(np.unique(x, axis=0)) < 2:
-            warnings.warn(
-                f"`{name}` has all {len(x)} points at one position (a collapsed layout): distance correlations "
-                "are undefined (NaN) and the neighbourhood scores are meaningless.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    if n_distinct_rows(ev.x_pred) < 2:
+        warnings.warn(
+            f"`X_pred` has all {ev.n} points at one position (a collapsed layout): distance correlations, "
+            "trustworthiness and continuity are undefined (NaN); edge ROC-AUC is 0.5 and Stress-1 is 1, as for a "
+            "layout without information.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     out = {
         "spearman": ev.correlation("spearman"),
         "pearson": ev.correlation("pearson"),
@@ -453,6 +463,14 @@ def evaluate_adata(
         codes = adata.obs[slide_key].astype("category").cat.codes.to_numpy()
         groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
     pred, gt = np.asarray(adata.obsm[pred_key]), np.asarray(adata.obsm[gt_key])
+    check_distinct_positions(
+        gt,
+        None if slide_key is None else adata.obs[slide_key].to_numpy(),
+        spatial_key=gt_key,
+        slide_key=slide_key,
+        items="cells",
+        purpose="score against",
+    )
     per_slide = [
         evaluate_geometry(pred[rows], gt[rows], k=k, n_pairs=n_pairs, random_state=random_state) for rows in groups
     ]
