@@ -1359,7 +1359,30 @@ def _cases() -> list[Case]:
             ValueError,
             "no geometry to score against",
         ),
+        C(
+            "metrics-distortion-truth-at-one-point",  # a matrix of log-ratios came out
+            plain(lambda e: gx.metrics.distortion_matrix(np.eye(40, 2), np.zeros((40, 2)))),
+            ValueError,
+            "no geometry to score against",
+        ),
+        C(
+            "metrics-coherence-spots-at-one-point",  # neighbours were the next rows: 1/3 for three labels
+            plain(lambda e: gx.metrics.spatial_coherence(np.repeat(["a", "b", "c"], 10), np.zeros((30, 2)))),
+            ValueError,
+            "no geometry to score against",
+        ),
         # pl
+        C(
+            "pl-distortion-heatmap-truth-at-one-point",
+            on(
+                lambda e: _with(
+                    _with(e.sc, _fake_layout()), lambda a: a.obsm.__setitem__("spatial_gt", np.zeros((a.n_obs, 2)))
+                ),
+                lambda e, a: gx.pl.distortion_heatmap(a, show=False),
+            ),
+            ValueError,
+            "at 1 distinct position",
+        ),
         C(
             "pl-reconstruction-missing-basis",
             on(lambda e: e.sc.copy(), lambda e, a: gx.pl.reconstruction(a, show=False)),

@@ -41,6 +41,9 @@ def test_coral_and_mmd_are_zero_for_one_set_and_grow_with_a_shift():
     assert gx.metrics.mmd_rbf(a, a) == pytest.approx(0.0, abs=1e-12)
     assert gx.metrics.coral_distance(a, 3 * a) > 0.1
     assert gx.metrics.mmd_rbf(a, a + 2) > gx.metrics.mmd_rbf(a, a + 0.5) > 0
+    # both sets one and the same point (no positive distance for the bandwidth): was NaN with a warning
+    assert gx.metrics.mmd_rbf(np.ones((30, 4)), np.ones((20, 4))) == 0.0
+    assert gx.metrics.mmd_rbf(np.ones((30, 4)), np.zeros((20, 4))) > 0.5
 
 
 @pytest.mark.parametrize(

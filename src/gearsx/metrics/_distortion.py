@@ -7,6 +7,8 @@ import numpy as np
 from gearsx._utils import as_rng, check_coords, check_positive_int, check_positive_number
 from gearsx.geometry._order import morton_order
 
+from ._evaluation import check_has_geometry
+
 __all__ = ["distortion_matrix", "morton_order"]
 
 
@@ -60,6 +62,7 @@ def distortion_matrix(
     if len(pred) != len(gt):
         msg = f"`X_pred` and `X_gt` must have the same rows; got {len(pred)} and {len(gt)}."
         raise ValueError(msg)
+    check_has_geometry(gt, name="X_gt")
     n_blocks = min(check_positive_int(n_blocks, name="n_blocks"), len(gt))
     n_per_block = check_positive_int(n_per_block, name="n_per_block")
     eps = check_positive_number(eps, name="eps")  # 0 or less: log(0) for coincident points

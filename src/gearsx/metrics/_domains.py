@@ -9,6 +9,8 @@ from scipy.spatial import cKDTree
 from gearsx._utils import check_coords, check_positive_int
 from gearsx.geometry._knn import knn_without_self
 
+from ._evaluation import check_has_geometry
+
 __all__ = ["domain_scores", "spatial_coherence"]
 
 
@@ -58,6 +60,7 @@ def spatial_coherence(labels: np.ndarray | pd.Series, spatial: np.ndarray, *, n_
     if len(labels) != len(xy):
         msg = f"`labels` has {len(labels)} entries but `spatial` has shape {xy.shape}."
         raise ValueError(msg)
+    check_has_geometry(xy, name="spatial")
     k = check_positive_int(n_neighbors, name="n_neighbors")
     if k >= len(xy):
         msg = f"`n_neighbors` = {k} needs at least {k + 1} points; got {len(xy)}. Lower `n_neighbors`."

@@ -21,7 +21,7 @@ from ._pairs import PairSample, pair_distances, sample_pairs
 if TYPE_CHECKING:
     pass
 
-__all__ = ["DEFAULT_SHELLS", "EXACT_MAX_QUERIES", "Evaluation", "pad_to_same_dim"]
+__all__ = ["DEFAULT_SHELLS", "EXACT_MAX_QUERIES", "Evaluation", "check_has_geometry", "pad_to_same_dim"]
 
 #: Up to this many points, neighbourhood metrics use every point as a query.
 EXACT_MAX_QUERIES = 5000
@@ -32,6 +32,16 @@ DEFAULT_SHELLS = (1.0, 2.0, 4.0, 8.0)
 #: Query cells per neighbour search of :meth:`Evaluation.trust`: a tie holding many cells (a layout that
 #: puts whole groups of cells at one position) widens each search to the whole tie, so blocks bound memory.
 _TRUST_BLOCK = 256
+
+
+def check_has_geometry(x: np.ndarray, *, name: str) -> None:
+    """Raise when the true positions ``x`` (two or more rows) are all one position: nothing to score against."""
+    if len(x) > 1 and n_distinct_rows(x) < 2:
+        msg = (
+            f"`{name}` has all {len(x)} points at one position: there is no geometry to score against. "
+            "Pass the true coordinates (for example `obsm['spatial']`), not a placeholder."
+        )
+        raise ValueError(msg)
 
 
 class Evaluation:
@@ -51,12 +61,7 @@ class Evaluation:
         if self.n < self.k + 1:
             msg = f"Need at least k + 1 = {self.k + 1} points for k = {self.k} neighbours; got {self.n}. Lower `k`."
             raise ValueError(msg)
-        if self.n > 1 and n_distinct_rows(self.x_gt) < 2:
-            msg = (
-                f"`X_gt` has all {self.n} points at one position: there is no geometry to score against. "
-                "Pass the cells' true coordinates (for example `obsm['spatial']`), not a placeholder."
-            )
-            raise ValueError(msg)
+        check_has_geometry(self.x_gt, name="X_gt")
         if n_pairs is not None:
             check_positive_int(n_pairs, name="n_pairs")
         self.n_pairs = n_pairs

@@ -167,6 +167,8 @@ def mmd_rbf(a: np.ndarray, b: np.ndarray, *, max_points: int = 2000, random_stat
     b = b[rng.choice(len(b), min(len(b), max_points), replace=False)]
     xy = np.vstack([a, b])
     d2 = cdist(xy, xy, "sqeuclidean")
+    if not (d2 > 0).any():  # every row of both sets is one point: the same distribution, whatever the bandwidth
+        return 0.0
     k = np.exp(-d2 / np.median(d2[d2 > 0]))
     n = len(a)
     return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import obsm_coords
+from gearsx._anndata import check_distinct_positions, obsm_coords
 from gearsx._keys import Key
 from gearsx._utils import check_positive_number
 
@@ -459,6 +459,7 @@ def distortion_heatmap(
         vmax = check_positive_number(vmax, name="vmax", hint=" or None (the 99th percentile)")
     pred = obsm_coords(adata, pred_key, "the reconstruction; run gx.tl.reconstruct")
     gt = obsm_coords(adata, gt_key, "the ground truth")
+    check_distinct_positions(gt, None, spatial_key=gt_key, slide_key=None, items="cells", purpose="score against")
     m, _ = distortion_matrix(pred, gt, n_blocks=n_blocks, random_state=random_state)
     _, (ax,) = _axes(ax, 1, figsize=(5.2, 4.4))
     im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax if vmax is not None else float(np.nanpercentile(m, 99)))
