@@ -226,6 +226,11 @@ class Evaluation:
         # tie being the m cells (j included, i not) within tol of d(i, j): KD-tree ball counts (which
         # include i itself), never an N x N matrix.
         tol = tree_tolerance(tree_high)
+        # a neighbour nearer than the (k + 1)-th by more than tol is among the k nearest, whatever the order:
+        # no cost, no count (most of them, in a layout worth scoring)
+        kth = np.repeat(np.asarray(tree_high.query(x_high[q], k=k + 2)[0])[:, -1], k)
+        far = np.flatnonzero(d_ij + tol >= kth)
+        qi, j, d_ij = qi[far], j[far], d_ij[far]
         centres = x_high[qi]
         upto = tree_high.query_ball_point(centres, r=d_ij + tol, return_length=True, workers=-1)
         closer = np.where(
