@@ -128,6 +128,16 @@ def _layout_then_one_point_slide(a):
     _one_point_slide(a)
 
 
+def _two_sections(n_a: int, n_b: int) -> ad.AnnData:
+    """Cells of two sections, 'a' and 'b', with true positions and a slightly noisy layout ("pred")."""
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(np.zeros((n_a + n_b, 1), dtype=np.float32))
+    a.obs["section"] = pd.Categorical(["a"] * n_a + ["b"] * n_b)
+    a.obsm["spatial_gt"] = rng.uniform(size=(a.n_obs, 2))
+    a.obsm["pred"] = a.obsm["spatial_gt"] + 0.01 * rng.normal(size=(a.n_obs, 2))
+    return a
+
+
 def _nan_x(a):
     x = a.X.toarray() if hasattr(a.X, "toarray") else np.array(a.X, dtype=np.float32)
     x[0, 0] = np.nan
@@ -1358,6 +1368,14 @@ def _cases() -> list[Case]:
             ),
             ValueError,
             "no geometry to score against",
+        ),
+        C(
+            "metrics-adata-small-slide",  # the message named no slide: "got 30. Lower `k`"
+            plain(
+                lambda e: gx.metrics.evaluate_adata(_two_sections(200, 30), "pred", "spatial_gt", slide_key="section")
+            ),
+            ValueError,
+            "slide 'b' .`obs.'section'.`. has 30 cells",
         ),
         C(
             "metrics-distortion-truth-at-one-point",  # a matrix of log-ratios came out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._anndata import check_distinct_positions, check_obsm_key, check_slide_key, warn_unkeyed_slides
-from gearsx._utils import check_positive_int, doc_params, n_distinct_rows
+from gearsx._utils import check_positive_int, doc_params, n_distinct_rows, plain
 
 from ._evaluation import DEFAULT_SHELLS, Evaluation
 
@@ -461,8 +461,17 @@ def evaluate_adata(
         warn_unkeyed_slides(adata, "slide_key")
         groups = [np.arange(adata.n_obs)]
     else:
-        codes = adata.obs[slide_key].astype("category").cat.codes.to_numpy()
+        labels = adata.obs[slide_key].astype("category")
+        codes = labels.cat.codes.to_numpy()
         groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+        k = check_positive_int(k, name="k")
+        for rows in groups:
+            if len(rows) <= 2 * k:  # trustworthiness and continuity need k < n / 2
+                msg = (
+                    f"slide {plain(labels.iloc[rows[0]])!r} (`obs[{slide_key!r}]`) has {len(rows)} cells; scoring at "
+                    f"k={k} needs more than 2k = {2 * k} per slide. Lower `k` or leave that slide out."
+                )
+                raise ValueError(msg)
     pred, gt = np.asarray(adata.obsm[pred_key]), np.asarray(adata.obsm[gt_key])
     check_distinct_positions(
         gt,
