@@ -221,6 +221,10 @@ def knn_mixing(
         raise ValueError(msg)
     x = np.vstack([a[rng.choice(len(a), m, replace=False)], b[rng.choice(len(b), m, replace=False)]])
     label = np.r_[np.zeros(m), np.ones(m)]
+    # rows in a random order: a neighbour search takes tied points (duplicates) in row order, which
+    # would put every point's twin of its own set first
+    shuffle = rng.permutation(2 * m)
+    x, label = x[shuffle], label[shuffle]
     p = label[knn(x, k)[0]].mean(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.nan_to_num(p * np.log2(p)) - np.nan_to_num((1 - p) * np.log2(1 - p))
