@@ -198,7 +198,8 @@ def add_append_option(parser) -> None:
         "--append", action="store_true",
         help="keep the per-seed rows of the existing page that this run does not recompute (e.g. the peers' "
         "rows when only gearsx is rerun); the means are then taken over old and new rows together, the old "
-        "ones at the page's three decimals",
+        "ones at full precision from the .csv beside the page where it holds them, else at the page's three "
+        "decimals",
     )  # fmt: skip
 
 
@@ -227,6 +228,29 @@ def first_table(path: Path) -> list[dict[str, str]]:
                 rows.append(dict(zip(header, cells(line), strict=True)))
             return rows
     return []
+
+
+def precise_rows(page: Path, keys: list[str]) -> dict[tuple[str, ...], dict]:
+    """The per-seed rows of the ``.csv`` kept beside a results page, at full precision, keyed by ``keys``.
+
+    ``--append`` takes a kept row's numbers from here when the row is there: the page's table rounds
+    them to three decimals, and means over rounded rows move in the fourth. ``{}`` without a ``.csv``
+    (pages written before it was kept); the key values are compared as strings.
+    """
+    csv = page.with_suffix(".csv")
+    if not csv.exists():
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(csv, float_precision="round_trip")
+    return {tuple(str(r[k]) for k in keys): r for r in table.to_dict("records")}
+
+
+def write_precise_rows(page: Path, rows: list[dict], columns: list[str]) -> None:
+    """Write the per-seed rows beside a results page (``.csv``, full precision) for :func:`precise_rows`."""
+    import pandas as pd
+
+    pd.DataFrame(rows).reindex(columns=columns).to_csv(page.with_suffix(".csv"), index=False, float_format="%.17g")
 
 
 def as_number(text: str) -> float:

@@ -3,7 +3,8 @@
 Run: ``pip install --group bench -e .`` once, then
 ``.venv/bin/python benchmarks/bench_peers.py --protocol same-tissue|disjoint --seeds 0 1 2 [--sets ...]``.
 Writes ``benchmarks/results/peers_<protocol>.md`` (``peers_same_tissue.md`` or ``peers_disjoint.md``;
-``--out`` for another file) and one figure per data set beside it.
+``--out`` for another file), its per-seed rows at full precision (``.csv``, read back by ``--append``)
+and one figure per data set beside it.
 
 Protocol, per single-cell-resolution data set in ../shared/data:
 
@@ -68,6 +69,8 @@ from _common import (
     first_table,
     lognorm,
     mean_sd_markdown,
+    precise_rows,
+    write_precise_rows,
     write_results,
 )
 
@@ -343,7 +346,8 @@ def _with_previous_rows(args, rows, lines):
     )
     redo = {(d, s, m) for d in args.sets for s in args.seeds for m in methods}
     new = {(r["data"], r["seed"], r["method"]): (r, line) for r, line in zip(rows, lines, strict=True)}
-    merged, n_kept = [], 0
+    precise = precise_rows(args.out, ["data", "seed", "method"])
+    merged, n_kept, n_precise = [], 0, 0
     for old in first_table(args.out):
         key = (old["data"], int(old["seed"]), old["method"])
         if key in new:
@@ -351,6 +355,10 @@ def _with_previous_rows(args, rows, lines):
         elif key not in redo:
             row = {"data": key[0], "seed": key[1], "method": key[2], **{k: as_number(old[k]) for k in METRICS}}
             row["time"] = as_number(old["time (s)"])
+            full = precise.get((key[0], str(key[1]), key[2]))
+            if full is not None:
+                row.update({k: float(full[k]) for k in [*METRICS, "time"]})
+                n_precise += 1
             merged.append((row, "| " + " | ".join(old.values()) + " |"))
             n_kept += 1
     merged += list(new.values())
@@ -361,7 +369,7 @@ def _with_previous_rows(args, rows, lines):
     order = {d: i for i, d in enumerate(dict.fromkeys(r["data"] for r, _ in merged))}
     first = {m: i for i, m in enumerate(FIRST_ROWS)}
     merged.sort(key=lambda e: (order[e[0]["data"]], e[0]["seed"], first.get(e[0]["method"], len(first))))
-    print(f"--append: kept {n_kept} rows of {args.out}", flush=True)
+    print(f"--append: kept {n_kept} rows of {args.out} ({n_precise} at full precision from its .csv)", flush=True)
     return [r for r, _ in merged], [line for _, line in merged]
 
 
@@ -501,6 +509,7 @@ def main():
         import pandas as pd
 
         table = pd.DataFrame(rows)
+        write_precise_rows(args.out, rows, ["data", "seed", "method", *METRICS, "time"])
         # four decimals: several same-tissue margins are below 0.001
         summary = mean_sd_markdown(table, ["data", "method"], [*METRICS, "time"], digits=4)
         seeds = sorted(table["seed"].unique().tolist())

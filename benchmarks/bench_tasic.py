@@ -26,7 +26,17 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
-from _common import DATA, PeakRSS, add_append_option, as_number, first_table, mean_sd_markdown, write_results
+from _common import (
+    DATA,
+    PeakRSS,
+    add_append_option,
+    as_number,
+    first_table,
+    mean_sd_markdown,
+    precise_rows,
+    write_precise_rows,
+    write_results,
+)
 from bench_peers import run_gearsx, run_knn_probe, run_moscot, run_novosparc, run_regression_probe, run_tangram
 from scipy.stats import spearmanr
 
@@ -86,16 +96,21 @@ def _with_previous_rows(args, rows):
     """Add the existing page's per-seed rows that this run did not recompute (``--append``), ordered by seed and method."""
     kept = []
     rerun = set(_rows_of(args.methods))
+    precise = precise_rows(args.out, ["seed", "method"])
     for old in first_table(args.out):
         seed, method = int(old["seed"]), old["method"]
         if seed in args.seeds and method in rerun:
             continue
         row = {"seed": seed, "method": method}
         row.update({k: as_number(v) for k, v in old.items() if k not in ("seed", "method", "gearsx mode")})
+        full = precise.get((str(seed), method))
+        if full is not None:  # the page rounds to three decimals
+            row.update({k: float(full[k]) for k in row if k not in ("seed", "method") and k in full})
         if old.get("gearsx mode", "nan") != "nan":
             row["gearsx mode"] = old["gearsx mode"]
         kept.append(row)
-    print(f"--append: kept {len(kept)} rows of {args.out}", flush=True)
+    n_precise = sum((str(r["seed"]), r["method"]) in precise for r in kept)
+    print(f"--append: kept {len(kept)} rows of {args.out} ({n_precise} at full precision from its .csv)", flush=True)
     rank = {m: i for i, m in enumerate(_rows_of(METHODS))}
     return sorted(kept + rows, key=lambda r: (r["seed"], rank.get(r["method"], len(rank))))
 
@@ -167,6 +182,7 @@ def main():
     table = pd.DataFrame(rows)
     scores = ["all cells", "glutamatergic", "glutamatergic, resampled SD", "all cells, per cell"]
     cols = [*scores, "glutamatergic, per cell", "time (s)"]
+    write_precise_rows(args.out, rows, ["seed", "method", *cols, "peak mem (GB)", "gearsx mode"])
     summary = mean_sd_markdown(table, "method", cols)
     write_results(
         args.out,
