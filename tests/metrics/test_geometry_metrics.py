@@ -124,6 +124,48 @@ def test_tied_positions_score_as_scikit_learn_averaged_over_their_orders(grid):
     assert max(ours) < 1.0
 
 
+def _dense_trust(high, low, k, order):
+    """scikit-learn's trustworthiness ``(high, low)``, written densely, with ties ranked as gearsx documents.
+
+    Among cells at one distance from cell i, a tie that reaches the k-th place is ordered by ``order``
+    (each cell's place in one random order); a tie wholly past it counts at its mean rank.
+    """
+    from scipy.spatial.distance import cdist
+
+    n = len(high)
+    d_low = np.round(cdist(low, low), 9)
+    np.fill_diagonal(d_low, np.inf)
+    near_low = np.lexsort((np.broadcast_to(order, d_low.shape), d_low), axis=1)[:, :k]
+    d_high = np.round(cdist(high, high), 9)
+    np.fill_diagonal(d_high, np.inf)
+    total = 0.0
+    for i in range(n):
+        for j in near_low[i]:
+            closer, tie = (d_high[i] < d_high[i, j]).sum(), d_high[i] == d_high[i, j]
+            before = (tie.sum() - 1) / 2 if closer >= k else (tie & (order < order[j])).sum()
+            total += max(closer + 1 + before - k, 0)
+    return 1 - 2.0 / (n * k * (2 * n - 3 * k - 1)) * total
+
+
+@pytest.mark.parametrize("trial", range(4))
+def test_trustworthiness_with_ties_equals_a_dense_reference(trial):
+    """Cells snapped to a few centres, in the prediction or in the truth: a reference written densely agrees."""
+    from gearsx.metrics._evaluation import Evaluation
+
+    rng = np.random.default_rng(trial)
+    n, k = 150, [5, 12, 20, 30][trial]
+    x = rng.uniform(size=(n, 2))
+    snapped = rng.uniform(size=(25, 2))[rng.integers(0, 25, n)]
+    pred, gt = (snapped, x) if trial % 2 == 0 else (x, snapped)
+    perm = Evaluation(pred, gt, k=k, random_state=trial)._rng(4).permutation(n)  # the order the metric draws
+    order = np.empty(n, dtype=np.int64)
+    order[perm] = np.arange(n)
+    trust = gx.metrics.trustworthiness(pred, gt, k=k, random_state=trial)
+    cont = gx.metrics.continuity(pred, gt, k=k, random_state=trial)
+    assert trust == pytest.approx(_dense_trust(gt, pred, k, order), abs=1e-5)
+    assert cont == pytest.approx(_dense_trust(pred, gt, k, order), abs=1e-5)
+
+
 def test_trustworthiness_of_tied_layouts_does_not_depend_on_the_rows_order():
     """Ties are not broken by row order, which would reward a layout for cells listed in spatial order."""
     rng = np.random.default_rng(2)
