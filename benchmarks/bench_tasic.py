@@ -94,7 +94,7 @@ def layer_order_sd(pos, obs, centre, axis, subset=None, n_boot=200, random_state
 
 def _with_previous_rows(args, rows):
     """Add the existing page's per-seed rows that this run did not recompute (``--append``), ordered by seed and method."""
-    kept = []
+    kept, n_precise = [], 0
     rerun = set(_rows_of(args.methods))
     precise = precise_rows(args.out, ["seed", "method"])
     for old in first_table(args.out):
@@ -106,10 +106,10 @@ def _with_previous_rows(args, rows):
         full = precise.get((str(seed), method))
         if full is not None:  # the page rounds to three decimals
             row.update({k: float(full[k]) for k in row if k not in ("seed", "method") and k in full})
+            n_precise += 1
         if old.get("gearsx mode", "nan") != "nan":
             row["gearsx mode"] = old["gearsx mode"]
         kept.append(row)
-    n_precise = sum((str(r["seed"]), r["method"]) in precise for r in kept)
     print(f"--append: kept {len(kept)} rows of {args.out} ({n_precise} at full precision from its .csv)", flush=True)
     rank = {m: i for i, m in enumerate(_rows_of(METHODS))}
     return sorted(kept + rows, key=lambda r: (r["seed"], rank.get(r["method"], len(rank))))

@@ -82,6 +82,11 @@ class Evaluation:
         return cKDTree(self.x_pred)
 
     @cached_property
+    def pred_collapsed(self) -> bool:
+        """Whether every predicted position is one point (the truth never is: ``__init__`` refuses it)."""
+        return n_distinct_rows(self.x_pred) < 2
+
+    @cached_property
     def knn_dist_gt(self) -> np.ndarray:
         """Distances ``(n, k)`` from each true position to its ``k`` nearest others, nearest first."""
         return _knn_distances(self.tree_gt, self.x_gt, self.k)
@@ -206,7 +211,7 @@ class Evaluation:
         x_high, tree_high, x_low = (
             (self.x_pred, self.tree_pred, self.x_gt) if swap else (self.x_gt, self.tree_gt, self.x_pred)
         )
-        if n_distinct_rows(x_low) < 2 or n_distinct_rows(x_high) < 2:
+        if self.pred_collapsed:
             return float("nan")
         q = self.queries()
         # The cells in a random order: trees over the permuted rows order their ties by it (`tree_knn` orders

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._anndata import check_distinct_positions, check_obsm_key, check_slide_key, warn_unkeyed_slides
-from gearsx._utils import check_positive_int, doc_params, n_distinct_rows, plain
+from gearsx._utils import check_positive_int, doc_params, plain
 
 from ._evaluation import DEFAULT_SHELLS, Evaluation
 
@@ -384,7 +384,7 @@ def evaluate_geometry(
     True
     """
     ev = Evaluation(X_pred, X_gt, k=k, n_pairs=n_pairs, random_state=random_state)
-    if n_distinct_rows(ev.x_pred) < 2:
+    if ev.pred_collapsed:
         warnings.warn(
             f"`X_pred` has all {ev.n} points at one position (a collapsed layout): distance correlations, "
             "trustworthiness and continuity are undefined (NaN); edge ROC-AUC is 0.5 and Stress-1 is 1, as for a "
