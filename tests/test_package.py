@@ -141,7 +141,7 @@ def test_old_argument_names_warn_and_still_work():
     with pytest.warns(FutureWarning, match="`embedding_key` of GEARS.__init__\\(\\) is renamed `use_rep`"):
         geo = gx.model.GEARS(adata, embedding_key="emb", n_out=4, dim=16, n_heads=2, n_inducing=4)
     assert geo.setup_args["use_rep"] == "emb"
-    assert geo.structure == "refiner"  # the public read of the refiner kind (tl.attention uses it)
+    assert geo.structure is None  # the public read of what follows the generator (tl.attention uses it)
     with pytest.warns(FutureWarning, match="renamed `progress`"):
         geo.train(
             max_epochs=1, n_batches=1, batch_size=1, n_min=30, n_max=40, validation=None, enable_progress_bar=False

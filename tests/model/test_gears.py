@@ -38,7 +38,9 @@ def test_gears_beats_pca_on_held_out_slide(trained_gears):
     assert geo.train_params_["n_validation_spots"] == int((st.obs["slide"] == held_name).sum())
     assert {"val_L_geo", "val_recall15", "val_spearman", "val_base_spearman", "train_denoise"} <= set(geo.history_)
     assert len(geo.history_) == 4
-    assert float(geo.module.sigma_data) > 0  # the refiner trained
+    assert geo.structure is None  # the default: the generator alone
+    assert not hasattr(geo.module, "ref_blocks")
+    assert float(geo.module.sigma_data) == 0
 
     held = np.flatnonzero(st.obs["slide"].to_numpy() == held_name)
     sampler = gx.geometry.MinisetSampler(st.obsm["spatial"][held], n_min=128, n_max=384)
@@ -52,6 +54,8 @@ def test_gears_beats_pca_on_held_out_slide(trained_gears):
         res["gears"].append(_scores(r, xy))
         res["generator"].append(_scores(b, xy))
         res["pca"].append(_scores(PCA(2, random_state=0).fit_transform(emb[s]), xy))
+    for r, b in zip(refined, base, strict=True):  # no refiner: the prediction is the generator's
+        np.testing.assert_array_equal(r, b)
     means = {k: np.mean(v, axis=0) for k, v in res.items()}
     print("held-out slide minisets (recall@15, Spearman):", {k: np.round(v, 3).tolist() for k, v in means.items()})
     assert means["gears"][0] > means["pca"][0] + 0.15
@@ -85,6 +89,36 @@ def test_same_seed_same_weights_save_load(tmp_path):
     assert "trained" in repr(loaded)
 
 
+def test_refiner_trains_when_asked_and_old_saves_load_with_it(tmp_path):
+    """``structure='refiner'`` trains the refiner after the warm-up; a model saved without a recorded
+    ``structure`` (before the generator-only default) loads with its refiner and predicts the same."""
+    import json
+
+    adata = _synthetic()
+    geo = gx.model.GEARS(adata, slide_key="slide", structure="refiner", **_TINY)
+    geo.train(random_state=0, **_FAST)
+    assert geo.structure == "refiner"
+    assert float(geo.module.sigma_data) > 0
+    assert (geo.history_["train_denoise"].to_numpy()[-1:] > 0).all()
+    sets = [np.arange(50), np.arange(100, 170)]
+    refined, base = geo.predict_geometry(indices=sets, random_state=1, return_base=True)
+    assert not np.allclose(refined[0], base[0], atol=1e-3)  # the refinement moves the proposal
+    np.testing.assert_allclose(geo.predict_geometry(indices=sets, refine_steps=0)[0], base[0], atol=1e-9)
+    # the default, the generator alone, builds no refiner layers
+    plain = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    assert sum(p.numel() for p in plain.module.parameters()) < sum(p.numel() for p in geo.module.parameters())
+    geo.save(tmp_path / "geo")
+    meta_file = tmp_path / "geo" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["init_params"]["structure"] == "refiner"
+    del meta["init_params"]["structure"]
+    meta_file.write_text(json.dumps(meta))
+    loaded = gx.model.GEARS.load(tmp_path / "geo", accelerator="cpu")
+    assert loaded.structure == "refiner"
+    for x, y in zip(refined, loaded.predict_geometry(adata.obsm["X_gears"], indices=sets, random_state=1), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-6)
+
+
 def test_predict_geometry_inputs():
     adata = _synthetic()
     geo = gx.model.GEARS(adata, slide_key="slide", **_TINY)
@@ -102,8 +136,9 @@ def test_predict_geometry_inputs():
     np.testing.assert_allclose(geo.predict_geometry(adata.obsm["X_gears"][:40]), one, atol=1e-5)
     batched = geo.predict_geometry(indices=[np.arange(40), np.arange(100, 190)], batch_size=2)
     np.testing.assert_allclose(batched[0], one, atol=1e-5)
-    # generator only is a different (refinement-free) prediction
+    # without a refiner, refine_steps changes nothing: the prediction is the generator's
     base = geo.predict_geometry(indices=np.arange(40), refine_steps=0)
+    np.testing.assert_array_equal(base, one)
     np.testing.assert_allclose(base, geo.predict_geometry(indices=np.arange(40), return_base=True)[1], atol=1e-9)
     with pytest.raises(ValueError, match="shape"):
         geo.predict_geometry(np.zeros((10, 5), dtype=np.float32))

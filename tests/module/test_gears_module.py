@@ -17,7 +17,7 @@ from gearsx.train import MinisetBatches
 @pytest.fixture
 def module():
     torch.manual_seed(0)
-    m = GearsModule(12, dim=32, n_out=8, n_inducing=8)
+    m = GearsModule(12, dim=32, n_out=8, n_inducing=8, structure="refiner")
     m.sigma_data.fill_(0.1)
     return m.eval().double()
 
@@ -70,6 +70,26 @@ def test_refine_without_sigma_data_returns_generator(module):
     with torch.no_grad():
         v, vb = module(h, mask, refine_steps=4)
     torch.testing.assert_close(v, vb)
+
+
+def test_generator_only_module_has_no_refiner():
+    """The default (``structure=None``) builds no refiner layers, returns the generator's proposal, and trains
+    the generator with the same loss as the refiner model before its refiner joins."""
+    torch.manual_seed(0)
+    plain = GearsModule(12, dim=32, n_out=8, n_inducing=8).double()
+    torch.manual_seed(0)
+    full = GearsModule(12, dim=32, n_out=8, n_inducing=8, structure="refiner").double()
+    assert not any(name.startswith(("ref_", "noise_emb")) for name, _ in plain.named_parameters())
+    assert any(name.startswith("ref_") for name, _ in full.named_parameters())
+    plain.sigma_data.fill_(0.1)  # even with a residual scale set, nothing refines
+    h = torch.randn(2, 15, 12, dtype=torch.float64)
+    mask = torch.ones(2, 15, dtype=torch.bool)
+    with torch.no_grad():
+        v, vb = plain.eval()(h, mask, refine_steps=4)
+    torch.testing.assert_close(v, vb)
+    # same initial generator weights (the refiner's layers are built after the generator's)
+    for name, p in plain.named_parameters():
+        torch.testing.assert_close(p, dict(full.named_parameters())[name])
 
 
 def test_principal_coords_recover_planar_geometry():

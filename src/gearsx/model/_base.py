@@ -219,6 +219,10 @@ class GearsModelBase:
             self.adata.write_h5ad(path / _ADATA_FILE)
 
     @classmethod
+    def _upgrade_meta(cls, meta: dict) -> None:
+        """Bring the ``meta.json`` of a model saved by an older gearsx up to date, in place (a class's own changes)."""
+
+    @classmethod
     def _read_saved(cls, path: Path) -> tuple[dict, dict]:
         """``meta.json`` and ``model.pt`` of a saved model, with errors that name the file and the fix."""
         import torch
@@ -241,6 +245,7 @@ class GearsModelBase:
             raise ValueError(msg)
         if "embedding_key" in meta["setup_args"]:  # saved before the argument was renamed use_rep
             meta["setup_args"]["use_rep"] = meta["setup_args"].pop("embedding_key")
+        cls._upgrade_meta(meta)
         if meta.get("format_version") != FORMAT_VERSION:
             msg = f"{path} has format_version {meta.get('format_version')}; this gearsx reads version {FORMAT_VERSION}."
             raise ValueError(msg)

@@ -45,11 +45,12 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
 
     The network is permutation-equivariant (Set Transformer ISAB blocks): a context
     encoder, a generator that proposes ``V_base`` (``n x d``, ``d = 32`` by default,
-    over-complete), and an EDM-preconditioned denoiser of the residual between the
-    target Gram factor and ``V_base``. Inference is the generator proposal plus a
-    short deterministic refinement from moderate noise (``s_d`` by default; open-loop
-    sampling from high noise collapses the scale). 2-D coordinates are
-    the first two principal axes of the ``d``-dimensional output.
+    over-complete). By default the proposal is the geometry; optionally
+    (``structure='refiner'``) an EDM-preconditioned denoiser of the residual between the
+    target Gram factor and ``V_base`` refines it at inference by a short deterministic
+    refinement from moderate noise (``s_d`` by default; open-loop sampling from high noise
+    collapses the scale). 2-D coordinates are the first two principal axes of the
+    ``d``-dimensional output.
 
     Parameters
     ----------
@@ -72,18 +73,22 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
     dim, n_heads, n_inducing
         Token width, attention heads, ISAB inducing points.
     n_context_blocks, n_generator_blocks, n_refiner_blocks
-        ISAB blocks of each part.
+        ISAB blocks of each part (``n_refiner_blocks`` with ``structure='refiner'`` only).
     structure
-        ``'refiner'`` (default): generator + residual EDM refiner. ``'ipa'``: the Topo-IPA-R
+        What follows the generator. ``None`` (default): nothing, the generator's proposal is the
+        geometry. ``'refiner'``: a residual EDM refiner, trained after the generator's warm-up
+        (``refine_start`` of :meth:`train`) and run for ``refine_steps`` at inference; it never
+        changed the placement of query cells measurably in our benchmarks (within 0.001 on
+        Spearman, Stress-1 and edge ROC-AUC on every same-tissue and disjoint-region set) and took
+        about 40% of the training time, so it is off by default (:doc:`/benchmarks`). ``'ipa'``: the Topo-IPA-R
         structure module refines the generator's first two principal coordinates by a
         weight-shared attention block recycled ``n_recycles`` times over a candidate graph
         (cosine kNN of the embeddings, ``k_candidates`` per spot) biased by a learned topology
         gate; the gate is pretrained during the generator warm-up, then trained jointly with a
         trust region to its snapshot (see :class:`gearsx.module.StructureModule`). Attention
         weights are available from :meth:`get_attention` and :func:`gearsx.pl.attention`.
-        The default stays ``'refiner'``: in the benchmarks (:doc:`/benchmarks`) ``'ipa'``
-        measures within about one standard deviation over seeds, at several times the
-        training cost.
+        In the benchmarks (:doc:`/benchmarks`) ``'ipa'`` measured within about one standard
+        deviation over seeds of the refiner, at several times the training cost.
     n_recycles, k_candidates
         Structure-module settings (``structure='ipa'``).
 
@@ -120,15 +125,16 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         n_context_blocks: int = 2,
         n_generator_blocks: int = 2,
         n_refiner_blocks: int = 2,
-        structure: Literal["refiner", "ipa"] = "refiner",
+        structure: Literal["refiner", "ipa"] | None = None,
         n_recycles: int = 5,
         k_candidates: int = 100,
         _n_input: int | None = None,
     ) -> None:
         from gearsx.module import GearsModule
+        from gearsx.module._gears import STRUCTURES
 
-        if structure not in ("refiner", "ipa"):
-            msg = f"`structure` must be 'refiner' or 'ipa'; got {structure!r}."
+        if structure not in STRUCTURES:
+            msg = f"`structure` must be None, 'refiner' or 'ipa'; got {structure!r}."
             raise ValueError(msg)
         if targets not in _TARGETS:
             msg = f"`targets` must be one of {_TARGETS}; got {targets!r}."
@@ -181,6 +187,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             slide_key=keys["slide_key"],
             spatial_key=keys["spatial_key"] or Key.spatial,
         )
+
+    @classmethod
+    def _upgrade_meta(cls, meta: dict) -> None:
+        """Record the refiner for a model saved before ``structure`` was recorded (the default then)."""
+        meta["init_params"].setdefault("structure", "refiner")
 
     @classmethod
     def _without_anndata(cls, meta: dict, state: dict) -> GEARS:
@@ -260,10 +271,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         """Train on minisets of the ST slides (see :ref:`gears-minisets` and :ref:`gears-geometry-model`).
 
         An epoch is ``n_batches`` batches of ``batch_size`` pairs of overlapping
-        minisets, freshly drawn (seeded by ``random_state`` and the epoch). The
-        generator trains alone for the first ``refine_start`` fraction of the steps,
-        then the refiner joins with a curriculum that raises the noise cap from 0.5 to
-        3 ``s_d`` in four stages. After each epoch, held-out minisets are predicted and
+        minisets, freshly drawn (seeded by ``random_state`` and the epoch). With a refiner
+        (``structure='refiner'``), the generator trains alone for the first ``refine_start``
+        fraction of the steps, then the refiner joins with a curriculum that raises the noise
+        cap from 0.5 to 3 ``s_d`` in four stages (the structure module of ``structure='ipa'``
+        joins at the same point). After each epoch, held-out minisets are predicted and
         ``val_L_geo``, ``val_recall15`` and ``val_spearman`` (and the generator-only
         ``val_base_*``) are recorded in ``history_``.
 
@@ -286,7 +298,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         overlap
             Fraction of a miniset shared with its partner (at least 32 spots).
         refine_start
-            Fraction of the steps before the refiner starts training.
+            Fraction of the steps before the refiner (or the structure module) starts training;
+            unused by the default generator-only model.
         validation
             ``'region'``: hold out a 20% band of each slide (along its first principal
             axis); ``'slide'``: hold out a whole slide (``validation_slide``, default the last);

@@ -30,9 +30,10 @@ class GearsInferenceMixin:
         return int(self.module.inp[0].in_features)
 
     @property
-    def structure(self) -> str:
-        """Which coordinate refiner the model was built with, ``'refiner'`` (the default diffusion refiner) or ``'ipa'``."""
-        return str(self._module_kwargs.get("structure", "refiner"))
+    def structure(self) -> str | None:
+        """What follows the model's generator: ``None`` (nothing, the default), ``'refiner'`` (the diffusion refiner) or ``'ipa'``."""
+        # models saved before the generator-only default had the refiner without recording it
+        return self._module_kwargs.get("structure", "refiner")
 
     def check_embedding(self, x: np.ndarray, *, name: str = "embeddings") -> np.ndarray:
         """Validate query embeddings for this model and return them as float32.
@@ -114,7 +115,8 @@ class GearsInferenceMixin:
             One set (a 1-D integer array) or several (a list of them); ``None`` is the
             whole of ``data`` as one set.
         refine_steps
-            Refinement steps after the generator proposal (``0``: generator only).
+            Refinement steps after the generator proposal (``0``: generator only), for a model
+            built with ``structure='refiner'``; ignored without a refiner.
         sigma_start
             Starting noise of the refinement, in units of the residual scale ``s_d``.
         return_base
@@ -188,7 +190,8 @@ class GearsInferenceMixin:
         patches
             Index arrays into ``data``, one per patch (at least 3 cells each).
         refine_steps
-            Refinement steps after the generator proposal (``0``: generator only).
+            Refinement steps after the generator proposal (``0``: generator only), for a model
+            built with ``structure='refiner'``; ignored without a refiner.
         batch_size
             Patches per forward pass.
         random_state

@@ -30,11 +30,14 @@ from ._structure import StructureModule, dense_bias, gate_losses, one_step_opera
 __all__ = ["GearsLossOutput", "GearsModule", "principal_coords"]
 
 _N_FOURIER = 16
+#: What may follow the generator: nothing (``None``, the default), the residual EDM refiner, or the IPA-style
+#: structure module.
+STRUCTURES = (None, "refiner", "ipa")
 
 
 @dataclass
 class GearsLossOutput:
-    """Loss terms of :class:`~gearsx.module.GearsModule` (``total`` is the weighted sum; refiner terms are 0 before it starts)."""
+    """Loss terms of :class:`~gearsx.module.GearsModule` (``total`` is the weighted sum; refiner terms are 0 before it starts, and without one)."""
 
     total: torch.Tensor
     generator: torch.Tensor
@@ -85,8 +88,8 @@ class GearsModule(nn.Module):
     * Context encoder: linear projection of the embeddings + ``n_context_blocks`` ISAB
       blocks + a PMA summary token added back to every element.
     * Generator: ``n_generator_blocks`` ISAB blocks + MLP head -> ``V_base`` ``(n, d)``, centred.
-    * Residual refiner: an EDM-preconditioned denoiser of the residual ``R`` between the
-      (Procrustes-aligned) target factor and ``V_base``:
+    * Optional residual refiner (``structure='refiner'``): an EDM-preconditioned denoiser of the
+      residual ``R`` between the (Procrustes-aligned) target factor and ``V_base``:
       ``D(R_t; s) = c_skip R_t + c_out F(c_in R_t; c_noise, V_base, context, self-cond)``,
       with ``s_d`` (buffer ``sigma_data``) the running std of the residuals.
 
@@ -104,7 +107,8 @@ class GearsModule(nn.Module):
     n_context_blocks, n_generator_blocks, n_refiner_blocks
         ISAB blocks of each part.
     structure
-        ``'refiner'`` (the residual EDM refiner above) or ``'ipa'``: the generator's first two
+        ``None``: the generator alone (no refiner layers are built; the output is ``V_base``).
+        ``'refiner'``: the residual EDM refiner above. ``'ipa'``: the generator's first two
         principal coordinates are refined by a :class:`~gearsx.module.StructureModule`
         (Topo-IPA-R with a learned topology gate) instead; the output is then 2-D.
     n_recycles, k_candidates
@@ -122,13 +126,13 @@ class GearsModule(nn.Module):
         n_context_blocks: int = 2,
         n_generator_blocks: int = 2,
         n_refiner_blocks: int = 2,
-        structure: str = "refiner",
+        structure: str | None = None,
         n_recycles: int = 5,
         k_candidates: int = 100,
     ) -> None:
         super().__init__()
-        if structure not in ("refiner", "ipa"):
-            msg = f"`structure` must be 'refiner' or 'ipa'; got {structure!r}."
+        if structure not in STRUCTURES:
+            msg = f"`structure` must be None, 'refiner' or 'ipa'; got {structure!r}."
             raise ValueError(msg)
         self.n_out, self.structure_kind = n_out, structure
         self._gate_snapshot: list[torch.Tensor] | None = None
@@ -138,10 +142,11 @@ class GearsModule(nn.Module):
         self.pool_proj = nn.Linear(dim, dim)
         self.gen_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_generator_blocks)])
         self.gen_head = MLP(dim, (dim,), n_out)
-        self.ref_in = nn.Linear(3 * n_out, dim)
-        self.noise_emb = nn.Sequential(nn.Linear(2 * _N_FOURIER, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.ref_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_refiner_blocks)])
-        self.ref_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_out))
+        if structure == "refiner":
+            self.ref_in = nn.Linear(3 * n_out, dim)
+            self.noise_emb = nn.Sequential(nn.Linear(2 * _N_FOURIER, dim), nn.GELU(), nn.Linear(dim, dim))
+            self.ref_blocks = nn.ModuleList([ISAB(dim, n_inducing, n_heads) for _ in range(n_refiner_blocks)])
+            self.ref_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_out))
         self.register_buffer("freqs", torch.arange(1, _N_FOURIER + 1, dtype=torch.float32) * math.pi / 2)
         self.register_buffer("sigma_data", torch.zeros(()))
         self.structure = (
@@ -212,11 +217,11 @@ class GearsModule(nn.Module):
         Starts from ``R = sigma_start * s_d * eps`` and integrates the probability-flow
         ODE with Euler steps on a Karras schedule (``rho = 7``) down to ``0.05 s_d``,
         with self-conditioning on the previous estimate; returns ``V_base + R``.
-        ``sigma_start`` is in units of ``s_d``. With ``steps=0`` or an untrained
-        refiner (``s_d = 0``) ``V_base`` is returned.
+        ``sigma_start`` is in units of ``s_d``. With ``steps=0``, without a refiner
+        (``structure`` not ``'refiner'``) or with an untrained one (``s_d = 0``) ``V_base`` is returned.
         """
         sd = float(self.sigma_data)
-        if steps <= 0 or sd <= 0:
+        if steps <= 0 or sd <= 0 or self.structure_kind != "refiner":
             return v_base
         s_max, s_min, rho = sigma_start * sd, 0.05 * sd, 7.0
         ramp = torch.linspace(0, 1, steps, dtype=v_base.dtype, device=v_base.device)
@@ -329,7 +334,8 @@ class GearsModule(nn.Module):
             ``'gram'``: generator trained by Procrustes regression + Gram + log-scale;
             ``'rw_stress'``: by ``L_geo`` + log-scale.
         refiner_on
-            Train the refiner (after the generator warm-up).
+            Train the refiner or the structure module (after the generator warm-up); without
+            either (``structure=None``) nothing changes.
         sigma_cap
             Curriculum noise cap, in units of ``s_d``.
         k_nca
@@ -359,7 +365,7 @@ class GearsModule(nn.Module):
             extra = self._structure_terms(h, c, v_base, targets, structure, refiner_on, w)
             ref = extra.pop("total")
             terms |= extra
-        elif refiner_on:
+        elif refiner_on and self.structure_kind == "refiner":
             vb = v_base.detach()
             resid = masked_center(align_to(masked_center(factor, mask), vb, mask), mask) - vb
             m3 = mask.unsqueeze(-1).to(h.dtype)

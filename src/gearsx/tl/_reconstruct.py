@@ -182,7 +182,8 @@ def reconstruct(
         farther from their expected positions, which blurs averages over groups of cells (see
         :doc:`/anchoring`).
     refine_steps
-        Refinement steps of the geometry model (0: generator only).
+        Refinement steps of a geometry model built with ``structure='refiner'`` (0: generator only);
+        the default model has no refiner and ignores it.
     batch_size
         Patches per forward pass.
     n_communities
