@@ -77,10 +77,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
     structure
         What follows the generator. ``None`` (default): nothing, the generator's proposal is the
         geometry. ``'refiner'``: a residual EDM refiner, trained after the generator's warm-up
-        (``refine_start`` of :meth:`train`) and run for ``refine_steps`` at inference; it never
-        changed the placement of query cells measurably in our benchmarks (within 0.001 on
-        Spearman, Stress-1 and edge ROC-AUC on every same-tissue and disjoint-region set) and took
-        about 40% of the training time, so it is off by default (:doc:`/benchmarks`). ``'ipa'``: the Topo-IPA-R
+        (``refine_start`` of :meth:`train`) and run for ``refine_steps`` at inference; it did
+        not improve the placement of query cells in our benchmarks (anchored layouts within 0.002
+        per seed on Spearman, Stress-1 and edge ROC-AUC; layouts without an anchor level or better
+        without it, in the means of 3 seeds) and took about 40% of the training time, so it is off by default
+        (:doc:`/how_it_works`). ``'ipa'``: the Topo-IPA-R
         structure module refines the generator's first two principal coordinates by a
         weight-shared attention block recycled ``n_recycles`` times over a candidate graph
         (cosine kNN of the embeddings, ``k_candidates`` per spot) biased by a learned topology

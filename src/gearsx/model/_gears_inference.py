@@ -32,8 +32,7 @@ class GearsInferenceMixin:
     @property
     def structure(self) -> str | None:
         """What follows the model's generator: ``None`` (nothing, the default), ``'refiner'`` (the diffusion refiner) or ``'ipa'``."""
-        # models saved before the generator-only default had the refiner without recording it
-        return self._module_kwargs.get("structure", "refiner")
+        return self._module_kwargs["structure"]  # always recorded (``GEARS._upgrade_meta`` fills in old saves)
 
     def check_embedding(self, x: np.ndarray, *, name: str = "embeddings") -> np.ndarray:
         """Validate query embeddings for this model and return them as float32.
