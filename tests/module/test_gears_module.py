@@ -73,8 +73,8 @@ def test_refine_without_sigma_data_returns_generator(module):
 
 
 def test_generator_only_module_has_no_refiner():
-    """The default (``structure=None``) builds no refiner layers, returns the generator's proposal, and trains
-    the generator with the same loss as the refiner model before its refiner joins."""
+    """The default (``structure=None``) builds no refiner layers, returns the generator's proposal whatever
+    ``sigma_data`` holds, and starts from the generator weights a refiner model of the same seed gets."""
     torch.manual_seed(0)
     plain = GearsModule(12, dim=32, n_out=8, n_inducing=8).double()
     torch.manual_seed(0)
