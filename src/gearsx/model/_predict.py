@@ -63,7 +63,8 @@ def predict_sets(
             ht, mt = torch.as_tensor(h, device=dev), torch.as_tensor(mask, device=dev)
             v, vb = module(ht, mt, refine_steps=refine_steps, sigma_start=sigma_start, generator=gen)
             xy = principal_coords(v, mt, n_components).double().cpu().numpy()
-            xb = principal_coords(vb, mt, n_components).double().cpu().numpy()
+            # without a refiner the module returns the generator's proposal itself: its axes are those just taken
+            xb = xy.copy() if vb is v else principal_coords(vb, mt, n_components).double().cpu().numpy()
             for j, i in enumerate(chunk):
                 out[i], base[i] = xy[j, : len(sets[i])], xb[j, : len(sets[i])]
     return out, base

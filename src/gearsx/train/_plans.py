@@ -122,12 +122,13 @@ class GearsTrainingPlan(_Plan):
         )
         n = t.mask.sum(1).tolist()
         true = [t.coords[i, : n[i]].cpu().numpy() for i in range(len(n))]
+        scores = {}
         for name, out in (("", v), ("base_", vb)):
-            xy = principal_coords(out, t.mask)
-            pred = [xy[i, : n[i]].cpu().double().numpy() for i in range(len(n))]
-            logs = {f"val_{name}{k}": val for k, val in _set_metrics(pred, true).items()}
-            logs[f"val_{name}L_geo"] = float(geo_loss(xy, t))
-            self.log_dict(logs, on_epoch=True, batch_size=len(n))
+            if out is not v or not scores:  # without a refiner the generator's prediction is v itself: scored once
+                xy = principal_coords(out, t.mask)
+                pred = [xy[i, : n[i]].cpu().double().numpy() for i in range(len(n))]
+                scores = {**_set_metrics(pred, true), "L_geo": float(geo_loss(xy, t))}
+            self.log_dict({f"val_{name}{k}": val for k, val in scores.items()}, on_epoch=True, batch_size=len(n))
 
     def configure_optimizers(self):
         """Return AdamW with a per-step linear warm-up and cosine decay."""
