@@ -1,4 +1,4 @@
-"""Structure module (issue #9): ``GEARS(structure='ipa')`` vs the default generator + refiner, and the oracle gap.
+"""Structure module (issue #9): ``GEARS(structure='ipa')`` vs the generator + refiner, and the oracle gap.
 
 Run: ``.venv/bin/python benchmarks/bench_ipa.py [--epochs 8] [--seeds 0 1 2] [--sets simulator osmfish merfish]``.
 Writes ``benchmarks/results/ipa.md``.
@@ -9,7 +9,8 @@ train for the same number of steps; each held-out miniset is scored (Spearman of
 ``L_geo`` against ``build_targets(kind='rw_stress')`` of the true positions, on unit-RMS coordinates)
 for
 
-* the default model (generator + 4-step refinement),
+* the generator + 4-step refinement (``structure='refiner'``; the default model until the generator alone,
+  ``structure=None``, which this benchmark does not train, became the default),
 * the IPA model's inference path (candidate cosine-kNN graph + learned gate),
 * the IPA model's oracle path (true spatial kNN edges, gate off): an upper bound that shows how
   much the inference graph costs.
