@@ -35,7 +35,7 @@ DEFAULT_N_MIN = 128
 
 @doc_params(model_attributes=MODEL_ATTRIBUTES)
 class GEARS(GearsInferenceMixin, GearsModelBase):
-    """GEARS geometry model (see :ref:`gears-geometry-model`): a set generator with a residual EDM refiner.
+    """GEARS geometry model (see :ref:`gears-geometry-model`): a set generator, optionally refined (EDM or IPA-style).
 
     Learns, from ST slides, to map the embeddings of a *miniset* of spots (a local
     set of 128-384 spots) to their intrinsic geometry: coordinates up to rotation,

@@ -1,4 +1,4 @@
-"""The GEARS geometry network (see :ref:`gears-geometry-model`): context encoder, generator, residual EDM refiner.
+"""The GEARS geometry network (see :ref:`gears-geometry-model`): context encoder, generator, optional residual EDM refiner.
 
 Pure torch, no AnnData. Sets are padded batches ``(B, n, .)`` with a boolean mask
 ``(B, n)``; every block is permutation-equivariant over the valid elements.
