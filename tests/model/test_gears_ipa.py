@@ -59,6 +59,26 @@ def test_ipa_seeded_and_save_load(ipa_model, tmp_path, device_atol):
     )
 
 
+def test_ipa_saved_with_the_refiner_layers_of_older_versions_loads(ipa_model, tmp_path):
+    """Before the generator-only default every model carried (untrained, unused) refiner layers; IPA saves still load."""
+    adata, geo = ipa_model
+    geo.save(tmp_path / "ipa")
+    state_file = tmp_path / "ipa" / "model.pt"
+    state = torch.load(state_file, weights_only=True)
+    # the layers an older gearsx saved with every model: a refiner module of the same sizes holds them
+    kwargs = {k: v for k, v in geo._module_kwargs.items() if k not in ("structure", "targets")}
+    refiner = gx.module.GearsModule(geo.n_input, **kwargs, structure="refiner").state_dict()
+    layers = ("ref_in", "noise_emb", "ref_blocks", "ref_head")
+    old = {f"module.{k}": v for k, v in refiner.items() if k.split(".")[0] in layers}
+    assert old
+    torch.save({**state, **old}, state_file)
+    loaded = gx.model.GEARS.load(tmp_path / "ipa", adata, accelerator="cpu")
+    assert loaded.structure == "ipa"
+    assert not any(k.startswith("ref_") for k in loaded.module.state_dict())
+    idx = np.arange(100, 160)
+    np.testing.assert_allclose(loaded.predict_geometry(indices=idx), geo.predict_geometry(indices=idx), atol=1e-6)
+
+
 def test_get_attention_inference_and_oracle_paths(ipa_model):
     adata, geo = ipa_model
     idx = np.arange(50, 110)

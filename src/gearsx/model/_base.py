@@ -219,8 +219,8 @@ class GearsModelBase:
             self.adata.write_h5ad(path / _ADATA_FILE)
 
     @classmethod
-    def _upgrade_meta(cls, meta: dict) -> None:
-        """Bring the ``meta.json`` of a model saved by an older gearsx up to date, in place (a class's own changes)."""
+    def _upgrade_saved(cls, meta: dict, state: dict) -> None:
+        """Bring a model saved by an older gearsx (``meta.json`` and weights) up to date, in place (a class's own changes)."""
 
     @classmethod
     def _read_saved(cls, path: Path) -> tuple[dict, dict]:
@@ -245,7 +245,6 @@ class GearsModelBase:
             raise ValueError(msg)
         if "embedding_key" in meta["setup_args"]:  # saved before the argument was renamed use_rep
             meta["setup_args"]["use_rep"] = meta["setup_args"].pop("embedding_key")
-        cls._upgrade_meta(meta)
         if meta.get("format_version") != FORMAT_VERSION:
             msg = f"{path} has format_version {meta.get('format_version')}; this gearsx reads version {FORMAT_VERSION}."
             raise ValueError(msg)
@@ -263,6 +262,7 @@ class GearsModelBase:
         if not isinstance(state, dict) or not any(str(k).startswith("module.") for k in state):
             msg = f"{state_file} holds no gearsx module weights; save the model again with `.save()`."
             raise ValueError(msg)
+        cls._upgrade_saved(meta, state)
         return meta, state
 
     @classmethod

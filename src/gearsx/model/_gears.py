@@ -31,6 +31,8 @@ _TARGETS = ("gram", "rw_stress")
 _DEFAULT_STEPS = 160
 #: Smallest miniset at ``train(n_min=None)``, or the smallest slide's training spots when fewer.
 DEFAULT_N_MIN = 128
+#: Saved weights of the refiner's layers (``GearsModule`` builds them only with ``structure='refiner'``).
+_REFINER_WEIGHTS = ("module.ref_in.", "module.noise_emb.", "module.ref_blocks.", "module.ref_head.")
 
 
 @doc_params(model_attributes=MODEL_ATTRIBUTES)
@@ -190,9 +192,18 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         )
 
     @classmethod
-    def _upgrade_meta(cls, meta: dict) -> None:
-        """Record the refiner for a model saved before ``structure`` was recorded (the default then)."""
-        meta["init_params"].setdefault("structure", "refiner")
+    def _upgrade_saved(cls, meta: dict, state: dict) -> None:
+        """Bring saves of older gearsx to the current architecture.
+
+        A model saved before ``structure`` was recorded had the refiner (the default then). Versions
+        before the generator-only default built the refiner's layers for every model, ``'ipa'``
+        included, where they stayed untrained and unused; a model without a refiner drops them.
+        """
+        params = meta["init_params"]
+        params.setdefault("structure", "refiner")
+        if params["structure"] != "refiner":
+            for key in [k for k in state if k.startswith(_REFINER_WEIGHTS)]:
+                del state[key]
 
     @classmethod
     def _without_anndata(cls, meta: dict, state: dict) -> GEARS:

@@ -32,7 +32,7 @@ class GearsInferenceMixin:
     @property
     def structure(self) -> str | None:
         """What follows the model's generator, ``None`` (nothing, the default), ``'refiner'`` (the diffusion refiner) or ``'ipa'``."""
-        return self._module_kwargs["structure"]  # always recorded (``GEARS._upgrade_meta`` fills in old saves)
+        return self._module_kwargs["structure"]  # always recorded (``GEARS._upgrade_saved`` fills in old saves)
 
     def check_embedding(self, x: np.ndarray, *, name: str = "embeddings") -> np.ndarray:
         """Validate query embeddings for this model and return them as float32.
