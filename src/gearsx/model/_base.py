@@ -220,7 +220,12 @@ class GearsModelBase:
 
     @classmethod
     def _upgrade_saved(cls, meta: dict, state: dict) -> None:
-        """Bring a model saved by an older gearsx (``meta.json`` and weights) up to date, in place (a class's own changes)."""
+        """Bring a model saved by an older gearsx (``meta.json`` and weights) up to date, in place.
+
+        Classes with changes of their own extend it (calling this first).
+        """
+        if "embedding_key" in meta["setup_args"]:  # saved before the argument was renamed use_rep
+            meta["setup_args"]["use_rep"] = meta["setup_args"].pop("embedding_key")
 
     @classmethod
     def _read_saved(cls, path: Path) -> tuple[dict, dict]:
@@ -243,8 +248,6 @@ class GearsModelBase:
         if meta.get("class") != cls.__name__:
             msg = f"{path} holds a {meta.get('class')!r}, not a {cls.__name__}; load it with that class."
             raise ValueError(msg)
-        if "embedding_key" in meta["setup_args"]:  # saved before the argument was renamed use_rep
-            meta["setup_args"]["use_rep"] = meta["setup_args"].pop("embedding_key")
         if meta.get("format_version") != FORMAT_VERSION:
             msg = f"{path} has format_version {meta.get('format_version')}; this gearsx reads version {FORMAT_VERSION}."
             raise ValueError(msg)

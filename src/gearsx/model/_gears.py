@@ -199,6 +199,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         before the generator-only default built the refiner's layers for every model, ``'ipa'``
         included, where they stayed untrained and unused; a model without a refiner drops them.
         """
+        super()._upgrade_saved(meta, state)
         params = meta["init_params"]
         params.setdefault("structure", "refiner")
         if params["structure"] != "refiner":

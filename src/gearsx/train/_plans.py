@@ -122,12 +122,15 @@ class GearsTrainingPlan(_Plan):
         )
         n = t.mask.sum(1).tolist()
         true = [t.coords[i, : n[i]].cpu().numpy() for i in range(len(n))]
-        scores = {}
-        for name, out in (("", v), ("base_", vb)):
-            if out is not v or not scores:  # without a refiner the generator's prediction is v itself: scored once
-                xy = principal_coords(out, t.mask)
-                pred = [xy[i, : n[i]].cpu().double().numpy() for i in range(len(n))]
-                scores = {**_set_metrics(pred, true), "L_geo": float(geo_loss(xy, t))}
+
+        def score(out: torch.Tensor) -> dict[str, float]:
+            xy = principal_coords(out, t.mask)
+            pred = [xy[i, : n[i]].cpu().double().numpy() for i in range(len(n))]
+            return {**_set_metrics(pred, true), "L_geo": float(geo_loss(xy, t))}
+
+        final = score(v)
+        base = final if vb is v else score(vb)  # without a refiner the module returns the proposal itself
+        for name, scores in (("", final), ("base_", base)):
             self.log_dict({f"val_{name}{k}": val for k, val in scores.items()}, on_epoch=True, batch_size=len(n))
 
     def configure_optimizers(self):
