@@ -1,7 +1,7 @@
 """Time and memory of ``gx.tl.reconstruct`` from 10k to 1M cells, in process and on a dask LocalCluster (issue #24).
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py [--cells 10000 100000 1000000] [--executors in-process cluster]
-[--anchor none reference] [--models DIR] [--out benchmarks/results/scale.md]``.
+[--anchor none reference] [--anchor-weight W] [--models DIR] [--out benchmarks/results/scale.md]``.
 
 Trains the encoder and GEARS once on the default simulator slides (or loads them from ``--models``),
 then, per size, simulates a single-cell section of that many cells, adapts it and reconstructs it
@@ -39,6 +39,10 @@ def main():
     parser.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--executors", nargs="+", default=["in-process", "cluster"], choices=["in-process", "cluster"])
     parser.add_argument("--anchor", nargs="+", default=["none", "reference"], choices=["none", "reference", "auto"])
+    parser.add_argument(
+        "--anchor-weight", type=float, default=None,
+        help="`anchor_weight` of the anchored runs (default: gx.tl.reconstruct's; 0 skips the intrinsic layout)",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--models", default=None, help="folder to save trained models to, or load them from")
     parser.add_argument("--subsets", type=int, default=3, help="random 10k subsets the quality is held against")
@@ -56,6 +60,7 @@ def main():
 
         client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None))
     rows = []
+    weight = {} if args.anchor_weight is None else {"anchor_weight": args.anchor_weight}
     for n in args.cells:
         cells = simulated_query(n, st, enc)
         for mode in args.anchor:
@@ -68,6 +73,7 @@ def main():
                         run,
                         geo,
                         anchor=None if mode == "none" else mode,
+                        **({} if mode == "none" else weight),
                         client=client if executor == "cluster" else None,
                         n_communities=args.communities,
                         progress=False,
@@ -81,6 +87,7 @@ def main():
                     "cells": n,
                     "anchor": mode,
                     "mode used": run.uns["gears"]["anchor"]["mode"],
+                    "anchor_weight": run.uns["gears"]["reconstruct"]["params"]["anchor_weight"],
                     "executor": executor,
                     "time (s)": round(dt, 1),
                     "peak mem (GB)": round(mem.gb, 2),
@@ -101,7 +108,8 @@ def main():
                     for draw in range(args.subsets):
                         pick = np.sort(np.random.default_rng(draw).choice(n, 10_000, replace=False))
                         sub = cells[pick].copy()
-                        gx.tl.reconstruct(sub, geo, anchor=None if mode == "none" else mode, progress=False)
+                        anchored = {} if mode == "none" else {"anchor": mode, **weight}
+                        gx.tl.reconstruct(sub, geo, **({"anchor": None} | anchored), progress=False)
                         ms = gx.metrics.evaluate_adata(sub, "X_gears_spatial", "spatial_gt").iloc[0]
                         scores.append(float(ms["spearman"]))
                     row["spearman, 10k subsets"] = " / ".join(f"{v:.3f}" for v in scores)

@@ -166,6 +166,39 @@ def test_anchored_layout_spreads_to_the_expected_distances(toy_model):
     assert "gears" not in bad.uns  # untouched
 
 
+def test_anchors_alone_skip_the_intrinsic_reconstruction_and_match_the_fusion_at_weight_zero(toy_model, monkeypatch):
+    """``anchor_weight=0``: the fusion returns the anchors, so no patch is predicted; same layout and uncertainty."""
+    _, sc = _reference_and_query()
+    near = gx.tl.reconstruct(sc, toy_model, anchor="reference", anchor_weight=1e-9, copy=True, **_FAST)
+    # a run that stitched: its stitched keys describe another layout and must not survive
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+    assert {"gears_distances", "gears_connectivities"} <= set(sc.obsp)
+
+    def no_patches(*args, **kwargs):
+        msg = "patches were predicted"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(type(toy_model), "predict_patches", no_patches)
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", anchor_weight=0, **_FAST)
+    np.testing.assert_allclose(sc.obsm["X_gears_anchor"], near.obsm["X_gears_anchor"])
+    scale = float(np.abs(near.obsm["X_gears_spatial"]).max())
+    np.testing.assert_allclose(sc.obsm["X_gears_spatial"], near.obsm["X_gears_spatial"], atol=1e-5 * scale)
+    np.testing.assert_allclose(sc.obs["gears_uncertainty"], near.obs["gears_uncertainty"], rtol=1e-5)
+    assert not {"gears_distances", "gears_connectivities"} & set(sc.obsp)
+    assert "X_gears_intrinsic" not in sc.obsm
+    rec = sc.uns["gears"]
+    assert (rec["anchor"]["weight"], rec["reconstruct"]["n_patches"]) == (0.0, 0)
+    assert rec["reconstruct"]["params"]["anchor_weight"] == 0
+    assert set(rec["reconstruct"]["seconds"]) == {"match", "fuse"}
+    with pytest.raises(KeyError, match="anchor_weight"):
+        gx.pl.stitching_diagnostics(sc, show=False)
+    # a query auto does not anchor still gets its intrinsic layout at weight 0
+    other = sc.copy()
+    other.obsm["X_gears"] = np.random.default_rng(5).normal(size=other.obsm["X_gears"].shape).astype(np.float32)
+    with pytest.raises(AssertionError, match="patches were predicted"):
+        gx.tl.reconstruct(other, toy_model, anchor="auto", anchor_weight=0, **_FAST)
+
+
 def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null():
     """Known answers: real matches keep their weighted spread; matches like the null's move towards the slide's."""
     from gearsx.geometry import AnchorMatch

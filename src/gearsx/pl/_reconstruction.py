@@ -506,6 +506,11 @@ def stitching_diagnostics(
 
     if key not in adata.uns or "diagnostics" not in adata.uns[key]:
         msg = f"`adata.uns[{key!r}]['diagnostics']` is missing; run gx.tl.reconstruct or gx.tl.stitch first."
+        if "skipped" in str(adata.uns.get(key, {}).get("params", {}).get("intrinsic", "")):
+            msg = (
+                f"`adata.uns[{key!r}]` is an anchored run with anchor_weight=0, which stitches no patches; "
+                "rerun gx.tl.reconstruct with anchor_weight > 0 (the default 0.1) to see the stitching."
+            )
         raise KeyError(msg)
     diag = adata.uns[key]["diagnostics"]
     x = obsm_coords(adata, Key.layout(key), "the layout")

@@ -318,7 +318,7 @@ def plan_anchor(
 
 def apply_anchor(
     plan: AnchorPlan,
-    intrinsic: np.ndarray,
+    intrinsic: np.ndarray | None,
     patches: list,
     patch_coords: list,
     *,
@@ -338,19 +338,26 @@ def apply_anchor(
     the patches that predicted it disagree with the final layout
     (:func:`gearsx.geometry.patch_residuals`), scaled by ``share = weight / (1 + weight)``, the
     intrinsic layout's part in the fused position (about 0.09 at the default ``anchor_weight``
-    0.1); all in reference units. Without an anchor: the intrinsic layout and its residual alone
-    (layout units).
+    0.1); all in reference units. ``intrinsic=None`` (an anchored run at ``weight=0``, which
+    skips the intrinsic reconstruction): the fusion's answer at that weight, the anchors
+    themselves, and no patch term, as the share is 0. Without an anchor: the intrinsic layout and
+    its residual alone (layout units).
     """
     if not plan.anchored:
         return intrinsic, patch_residuals(patches, patch_coords, intrinsic)
-    plan.record["global_agreement"] = global_agreement(intrinsic, plan.anchors)
     sd = plan.anchor_sd
     confidence = 1.0 / (1.0 + (sd / max(float(np.median(sd)), 1e-12)) ** 2)
-    layout = fuse_anchor(intrinsic, plan.anchors, confidence, weight=weight)
+    if intrinsic is None:
+        layout = plan.anchors
+    else:
+        plan.record["global_agreement"] = global_agreement(intrinsic, plan.anchors)
+        layout = fuse_anchor(intrinsic, plan.anchors, confidence, weight=weight)
     layout = expected_distance_layout(
         layout, plan.anchors, sd, confidence, n_steps=distance_steps, random_state=random_state
     )
+    moved = ((layout - plan.anchors) ** 2).sum(1)
+    if intrinsic is None:
+        return layout, np.sqrt(sd**2 + moved)
     resid = patch_residuals(patches, patch_coords, layout)
     share = weight / (1.0 + weight)
-    moved = ((layout - plan.anchors) ** 2).sum(1)
     return layout, np.sqrt(sd**2 + moved + (share * resid) ** 2)
