@@ -324,6 +324,21 @@ def test_gauge_fix_and_procrustes(rng):
         procrustes(source, target[:10])
 
 
+def test_knn_overlap_counts_every_spot_tied_with_the_kth_neighbour_on_a_lattice():
+    """Known answer: on a square grid an embedding that is the grid itself, slightly jittered, keeps every
+    neighbourhood (its nearest spots are all at the grid's nearest distances), whichever tied spots the
+    physical search happened to list; a scrambled embedding does not."""
+    import gearsx as gx
+
+    grid = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0)), -1).reshape(-1, 2)
+    jitter = grid + np.random.default_rng(0).normal(scale=1e-4, size=grid.shape)
+    # k=6: four neighbours at distance 1, then two of the four diagonal ones (all at sqrt 2)
+    assert gx.metrics.knn_overlap(jitter, grid, k=6) == 1.0
+    assert gx.metrics.knn_overlap(jitter, grid, k=20) == 1.0
+    scrambled = jitter[np.random.default_rng(1).permutation(len(grid))]
+    assert gx.metrics.knn_overlap(scrambled, grid, k=6) < 0.1
+
+
 def test_knn_overlap_counts_the_nearest_neighbour():
     """Each point's own nearest neighbour counts (scikit-learn already leaves the query point out)."""
     import gearsx as gx

@@ -12,6 +12,10 @@ from ._probe import linear_probe
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
 
 
+#: Relative tolerance of "as far as the ``k``-th physical neighbour" in :func:`knn_overlap` (rounding).
+_TIE = 1e-9
+
+
 def _two_sets(a, b, min_points: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Return ``a`` and ``b`` as finite float arrays with the same columns (one feature space), else raise."""
     a, b = check_coords(a, name="a", min_points=min_points), check_coords(b, name="b", min_points=min_points)
@@ -25,7 +29,11 @@ def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, group
     """Mean fraction of each cell's ``k`` physical neighbours that are also its ``k`` embedding neighbours.
 
     Neighbours are searched within each group (slide) when ``groups`` is given. 1 means
-    the embedding's neighbourhoods are the physical ones; about ``k / n`` is chance.
+    the embedding's neighbourhoods are the physical ones; about ``k / n`` is chance. An embedding
+    neighbour counts when it is no farther from the cell, physically, than the cell's ``k``-th
+    physical neighbour: on a lattice (a Visium or ST grid) several spots lie at that distance, and
+    which of them make the ``k`` nearest is an accident of rounding and of the search's order, so
+    all of them count. Without ties this is the plain overlap of the two ``k``-neighbour sets.
 
     Parameters
     ----------
@@ -65,8 +73,10 @@ def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, group
         if len(idx) <= k:
             msg = f"Group {plain(g)!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
             raise ValueError(msg)
-        a, b = knn(z[idx], k)[0], knn(xy[idx], k)[0]
-        hits = (a[:, :, None] == b[:, None, :]).any(-1).sum(1)
+        a, kth = knn(z[idx], k)[0], knn(xy[idx], k)[1][:, -1]
+        pos = xy[idx]
+        near = np.linalg.norm(pos[a] - pos[:, None], axis=-1)  # physical distance to each embedding neighbour
+        hits = (near <= kth[:, None] * (1 + _TIE) + _TIE * max(float(np.abs(pos).max()), 1.0)).sum(1)
         total += hits.sum() / k
         count += len(idx)
     return float(total / count)

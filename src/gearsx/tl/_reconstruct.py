@@ -304,6 +304,10 @@ def reconstruct(
 
     if plan.anchored and anchor_weight == 0:
         # The fusion at weight 0 returns the anchors whatever the intrinsic layout: skip steps 0-4.
+        logger.info(
+            "reconstruct: anchored at anchor_weight=0, so the intrinsic layout (steps 0-4) is skipped%s",
+            "; client and n_communities are not used" if client is not None or n_communities is not None else "",
+        )
         _write_anchors_only(
             adata, plan, key_added=key_added, distance_steps=anchor_distance_steps, random_state=random_state
         )
