@@ -108,8 +108,8 @@ def main():
                     for draw in range(args.subsets):
                         pick = np.sort(np.random.default_rng(draw).choice(n, 10_000, replace=False))
                         sub = cells[pick].copy()
-                        anchored = {} if mode == "none" else {"anchor": mode, **weight}
-                        gx.tl.reconstruct(sub, geo, **({"anchor": None} | anchored), progress=False)
+                        how = {"anchor": None} if mode == "none" else {"anchor": mode, **weight}
+                        gx.tl.reconstruct(sub, geo, **how, progress=False)
                         ms = gx.metrics.evaluate_adata(sub, "X_gears_spatial", "spatial_gt").iloc[0]
                         scores.append(float(ms["spearman"]))
                     row["spearman, 10k subsets"] = " / ".join(f"{v:.3f}" for v in scores)

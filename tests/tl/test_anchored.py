@@ -166,7 +166,9 @@ def test_anchored_layout_spreads_to_the_expected_distances(toy_model):
     assert "gears" not in bad.uns  # untouched
 
 
-def test_anchors_alone_skip_the_intrinsic_reconstruction_and_match_the_fusion_at_weight_zero(toy_model, monkeypatch):
+def test_anchors_alone_skip_the_intrinsic_reconstruction_and_match_the_fusion_at_weight_zero(
+    toy_model, monkeypatch, tmp_path
+):
     """``anchor_weight=0``: the fusion returns the anchors, so no patch is predicted; same layout and uncertainty."""
     _, sc = _reference_and_query()
     near = gx.tl.reconstruct(sc, toy_model, anchor="reference", anchor_weight=1e-9, copy=True, **_FAST)
@@ -192,6 +194,10 @@ def test_anchors_alone_skip_the_intrinsic_reconstruction_and_match_the_fusion_at
     assert set(rec["reconstruct"]["seconds"]) == {"match", "fuse"}
     with pytest.raises(KeyError, match="anchor_weight"):
         gx.pl.stitching_diagnostics(sc, show=False)
+    sc.write_h5ad(tmp_path / "anchors.h5ad")  # the record of a run without a graph is storable
+    back = ad.read_h5ad(tmp_path / "anchors.h5ad")
+    assert back.uns["gears"]["params"]["intrinsic"] == "skipped (anchor_weight=0)"
+    np.testing.assert_array_equal(back.obsm["X_gears_spatial"], sc.obsm["X_gears_spatial"])
     # a query auto does not anchor still gets its intrinsic layout at weight 0
     other = sc.copy()
     other.obsm["X_gears"] = np.random.default_rng(5).normal(size=other.obsm["X_gears"].shape).astype(np.float32)

@@ -12,7 +12,8 @@ from ._probe import linear_probe
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
 
 
-#: Relative tolerance of "as far as the ``k``-th physical neighbour" in :func:`knn_overlap` (rounding).
+#: Tolerance of "as far as the ``k``-th physical neighbour" in :func:`knn_overlap`, relative to that
+#: distance and to the coordinates' magnitude (rounding of two ways of computing one distance).
 _TIE = 1e-9
 
 
