@@ -31,8 +31,6 @@ _TARGETS = ("gram", "rw_stress")
 _DEFAULT_STEPS = 160
 #: Smallest miniset at ``train(n_min=None)``, or the smallest slide's training spots when fewer.
 DEFAULT_N_MIN = 128
-#: Saved weights of the refiner's layers (``GearsModule`` builds them only with ``structure='refiner'``).
-_REFINER_WEIGHTS = ("module.ref_in.", "module.noise_emb.", "module.ref_blocks.", "module.ref_head.")
 
 
 @doc_params(model_attributes=MODEL_ATTRIBUTES)
@@ -199,11 +197,14 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         before the generator-only default built the refiner's layers for every model, ``'ipa'``
         included, where they stayed untrained and unused; a model without a refiner drops them.
         """
+        from gearsx.module._gears import REFINER_LAYERS
+
         super()._upgrade_saved(meta, state)
         params = meta["init_params"]
         params.setdefault("structure", "refiner")
         if params["structure"] != "refiner":
-            for key in [k for k in state if k.startswith(_REFINER_WEIGHTS)]:
+            prefixes = tuple(f"module.{name}." for name in REFINER_LAYERS)
+            for key in [k for k in state if k.startswith(prefixes)]:
                 del state[key]
 
     @classmethod

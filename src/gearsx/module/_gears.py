@@ -33,6 +33,8 @@ _N_FOURIER = 16
 #: What may follow the generator: nothing (``None``, the default), the residual EDM refiner, or the IPA-style
 #: structure module.
 STRUCTURES = (None, "refiner", "ipa")
+#: The refiner's layers, built only with ``structure='refiner'`` (earlier versions built them for every model).
+REFINER_LAYERS = ("ref_in", "noise_emb", "ref_blocks", "ref_head")
 
 
 @dataclass

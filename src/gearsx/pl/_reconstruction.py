@@ -506,7 +506,7 @@ def stitching_diagnostics(
 
     if key not in adata.uns or "diagnostics" not in adata.uns[key]:
         msg = f"`adata.uns[{key!r}]['diagnostics']` is missing; run gx.tl.reconstruct or gx.tl.stitch first."
-        if "skipped" in str(adata.uns.get(key, {}).get("params", {}).get("intrinsic", "")):
+        if adata.uns.get(key, {}).get("anchor", {}).get("weight") == 0:  # anchored, no intrinsic layout
             msg = (
                 f"`adata.uns[{key!r}]` is an anchored run with anchor_weight=0, which stitches no patches; "
                 "rerun gx.tl.reconstruct with anchor_weight > 0 (the default 0.1) to see the stitching."

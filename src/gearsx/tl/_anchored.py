@@ -355,9 +355,7 @@ def apply_anchor(
     layout = expected_distance_layout(
         layout, plan.anchors, sd, confidence, n_steps=distance_steps, random_state=random_state
     )
-    moved = ((layout - plan.anchors) ** 2).sum(1)
-    if intrinsic is None:
-        return layout, np.sqrt(sd**2 + moved)
-    resid = patch_residuals(patches, patch_coords, layout)
-    share = weight / (1.0 + weight)
-    return layout, np.sqrt(sd**2 + moved + (share * resid) ** 2)
+    var = sd**2 + ((layout - plan.anchors) ** 2).sum(1)
+    if intrinsic is not None:
+        var += (weight / (1.0 + weight) * patch_residuals(patches, patch_coords, layout)) ** 2
+    return layout, np.sqrt(var)

@@ -532,6 +532,14 @@ def _checked_sizes(
     return n_patch, min_overlap, n_neighbors, smooth_k, anchor_k
 
 
+def _remove_stale(entries: list, why: str) -> None:
+    """Delete the ``(slot, key)`` entries an earlier run left: they would describe another layout than this run's."""
+    for slot, key in entries:
+        if key in slot:
+            logger.info("removing %r of an earlier run (%s)", key, why)
+            del slot[key]
+
+
 def _write_anchors_only(adata: AnnData, plan, *, key_added: str, distance_steps: int, random_state: int) -> None:
     """Write an anchored run at ``anchor_weight=0``: the anchors spread to their expected distances, no intrinsic layout.
 
@@ -545,12 +553,11 @@ def _write_anchors_only(adata: AnnData, plan, *, key_added: str, distance_steps:
         plan, None, [], [], weight=0.0, distance_steps=distance_steps, random_state=random_state
     )
     obsm_key = Key.layout(key_added)
-    stale = [(adata.obsm, Key.intrinsic(key_added)), (adata.obsp, Key.distances(key_added))]
-    stale.append((adata.obsp, Key.connectivities(key_added)))
-    for slot, key in stale:
-        if key in slot:
-            logger.info("removing %r of an earlier run: this run has no intrinsic layout", key)
-            del slot[key]
+    _remove_stale(
+        [(adata.obsm, Key.intrinsic(key_added)), (adata.obsp, Key.distances(key_added)),
+         (adata.obsp, Key.connectivities(key_added))],
+        "this run has no intrinsic layout",
+    )  # fmt: skip
     if obsm_key in adata.obsm or key_added in adata.uns:
         logger.info("replacing existing %r", key_added)
     adata.obsm[obsm_key] = layout
@@ -584,10 +591,7 @@ def _write_anchored(
             lay = np.linalg.norm(layout[d.row] - layout[d.col], axis=1)
             intr = np.linalg.norm(intrinsic[d.row] - intrinsic[d.col], axis=1)
             adata.obsp[Key.distances(key_added)] = dist * float(np.median(lay) / max(np.median(intr), 1e-12))
-    else:  # an earlier anchored run's keys would describe another layout
-        for key in (Key.intrinsic(key_added), Key.anchors(key_added)):
-            if key in adata.obsm:
-                logger.info("removing obsm[%r] of an earlier anchored run", key)
-                del adata.obsm[key]
+    else:
+        _remove_stale([(adata.obsm, Key.intrinsic(key_added)), (adata.obsm, Key.anchors(key_added))], "not anchored")
     adata.obs[Key.uncertainty(key_added)] = uncertainty
     adata.uns[key_added]["anchor"] = {**plan.record, "weight": weight}
