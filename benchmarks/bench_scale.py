@@ -87,7 +87,12 @@ def main():
                     "cells": n,
                     "anchor": mode,
                     "mode used": run.uns["gears"]["anchor"]["mode"],
-                    "anchor_weight": run.uns["gears"]["reconstruct"]["params"]["anchor_weight"],
+                    # the weight of the intrinsic offsets, used only where the run anchored
+                    "anchor_weight": (
+                        run.uns["gears"]["reconstruct"]["params"]["anchor_weight"]
+                        if run.uns["gears"]["anchor"]["mode"] == "reference"
+                        else "-"
+                    ),
                     "executor": executor,
                     "time (s)": round(dt, 1),
                     "peak mem (GB)": round(mem.gb, 2),

@@ -22,6 +22,14 @@ Then ``--reps`` random subsets of each size are drawn from the adapted query and
 each ``smooth_k`` (the subsets are cut from the embeddings adapted on the whole query, so only the
 reconstruction sees the small query). Scores: Spearman and edge ROC-AUC against the true positions
 (``k=5``: trustworthiness needs ``n > 2k``), mean ± SD over seeds and subsets.
+
+``--few`` measures instead what the intrinsic layout cannot take, queries of 2-250 cells placed on the
+anchors alone (``anchor="reference", anchor_weight=0``), and writes ``results/few_cells.md``. The same
+cells are placed once among the whole query; per size, random subsets (about 200 cells in all, at
+least three) are placed on their own, and the page reports their uncertainty against the same cells'
+among the whole query (median ratio), how well it ranks their position errors (Spearman, pooled over
+the subsets; the same cells' among the whole query beside it), their median error against the same
+cells' among the whole query, and the match score (mean ± SD over the subsets).
 """
 
 import argparse
@@ -39,6 +47,8 @@ import gearsx as gx
 warnings.filterwarnings("ignore")
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (60, 120, 250, 500)
+#: Query sizes of ``--few`` (anchors alone).
+FEW_SIZES = (2, 4, 8, 16, 32, 64, 250)
 #: ``obsm`` key of the true positions, under a name no gearsx function reads.
 TRUTH = "benchmark_truth"
 
@@ -81,13 +91,69 @@ def score(cells, geo, idx, *, smooth_k, anchor, rep) -> dict[str, float]:
     }
 
 
+def few(cells, geo, name: str, seed: int) -> list[dict]:
+    """Rows of ``--few``: subsets of :data:`FEW_SIZES` cells placed on the anchors alone, against the whole query."""
+    from scipy.stats import spearmanr
+
+    anchors_alone = {"anchor": "reference", "anchor_weight": 0, "progress": False}
+    whole = cells.copy()
+    gx.tl.reconstruct(whole, geo, **anchors_alone)
+    u_whole = whole.obs["gears_uncertainty"].to_numpy()
+    err_whole = np.linalg.norm(whole.obsm["X_gears_spatial"] - whole.obsm[TRUTH], axis=1)
+    rows = []
+    for n in FEW_SIZES:
+        rng = np.random.default_rng([seed, n])
+        u, uw, err, ew, scores = [], [], [], [], []
+        for rep in range(max(3, 200 // n)):
+            idx = np.sort(rng.choice(cells.n_obs, n, replace=False))
+            a = cells[idx].copy()
+            gx.tl.reconstruct(a, geo, random_state=rep, **anchors_alone)
+            u.append(a.obs["gears_uncertainty"].to_numpy())
+            err.append(np.linalg.norm(a.obsm["X_gears_spatial"] - a.obsm[TRUTH], axis=1))
+            uw.append(u_whole[idx])
+            ew.append(err_whole[idx])
+            scores.append(a.uns["gears"]["anchor"]["match_score"])
+        u, uw, err, ew = map(np.concatenate, (u, uw, err, ew))
+        rows.append({
+            "data": name, "seed": seed, "cells": n, "subsets": len(scores),
+            "uncertainty / whole query's": float(np.median(u / uw)),
+            "rho(uncertainty, error)": float(spearmanr(u, err)[0]),
+            "rho, whole query": float(spearmanr(uw, ew)[0]),
+            "median error / whole query's": float(np.median(err) / np.median(ew)),
+            "match score": float(np.mean(scores)),
+            "match score SD": float(np.std(scores)),
+        })  # fmt: skip
+        print(rows[-1], flush=True)
+    return rows
+
+
+def few_page(rows: list[dict], args) -> str:
+    """The ``--few`` results page."""
+    table = pd.DataFrame(rows)
+    cols = [c for c in table.columns if c not in ("data", "seed", "cells", "subsets")]
+    return (
+        "# A handful of cells: queries of 2-250 cells placed on the anchors alone\n\n"
+        f"`bench_small_query.py --few --sets {' '.join(args.sets)} --seeds {' '.join(map(str, args.seeds))}`, "
+        f"{time.strftime('%Y-%m-%d')}, 2-core CPU. `anchor='reference', anchor_weight=0`. Per size, random "
+        "subsets of the query (about 200 cells in all, at least three subsets) are placed on their own and "
+        "compared with the same cells placed among the whole query: the median ratio of their "
+        "uncertainties, the Spearman correlation of the uncertainty with the position error (pooled over the "
+        "subsets; the whole query's for the same cells beside it), the ratio of the median errors, and the "
+        "match score (mean and SD over the subsets). Mean ± SD over seeds.\n\n"
+        + mean_sd_markdown(table, ["data", "cells"], cols)
+        + "\n"
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", nargs="+", default=["simulator", "seqfish", "merfish", "xenium"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS / "small_query.md")
+    parser.add_argument("--few", action="store_true", help="queries of 2-250 cells on the anchors alone")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    out = args.out or RESULTS / ("few_cells.md" if args.few else "small_query.md")
     gx.settings.progress_bar = False
     rows = []
     t0 = time.perf_counter()
@@ -98,6 +164,9 @@ def main():
                 print(f"{name}: data not found, skipped", flush=True)
                 break
             cells, geo = built
+            if args.few:
+                rows += few(cells, geo, name, seed)
+                continue
             rng = np.random.default_rng(seed)
             for n in SIZES:
                 for rep in range(args.reps):
@@ -108,6 +177,11 @@ def main():
                         m = score(cells, geo, idx, smooth_k=k, anchor=anchor, rep=rep)
                         rows.append({"data": name, "cells": n, "smooth_k": label, "seed": seed, "rep": rep, **m})
                 print(f"{name} seed {seed}: {n} cells done ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.few:
+        text = few_page(rows, args)
+        write_results(out, text)
+        print(text)
+        return
     table = pd.DataFrame(rows)
     used = table[table["smooth_k"] == "default"].groupby("cells")["smooth_k_used"].first()
     text = (
@@ -121,7 +195,7 @@ def main():
         + mean_sd_markdown(table, ["data", "cells", "smooth_k"], ["spearman", "edge_auc"])
         + "\n"
     )
-    write_results(args.out, text)
+    write_results(out, text)
     print(text)
 
 

@@ -205,6 +205,48 @@ def test_anchors_alone_skip_the_intrinsic_reconstruction_and_match_the_fusion_at
         gx.tl.reconstruct(other, toy_model, anchor="auto", anchor_weight=0, **_FAST)
 
 
+def test_a_few_cells_are_placed_on_the_anchors_alone_and_the_intrinsic_layout_says_how(toy_model):
+    """Fewer cells than the smallest patch: anchored at weight 0 they are placed; a layout needing patches says how."""
+    _, sc = _reference_and_query()
+    full = gx.tl.reconstruct(sc, toy_model, anchor="reference", anchor_weight=0, copy=True, **_FAST)
+    few = sc[:5].copy()
+    gx.tl.reconstruct(few, toy_model, anchor="reference", anchor_weight=0, allow_unadapted=True, progress=False)
+    # each cell's anchor is its own matches': the same as among 700 cells (up to the seeded similarity spread)
+    np.testing.assert_allclose(few.obsm["X_gears_anchor"], full.obsm["X_gears_anchor"][:5], atol=0.05)
+    err = np.linalg.norm(few.obsm["X_gears_spatial"] - sc.obsm["spatial_gt"][:5], axis=1)
+    assert np.median(err) < 1.0  # on a 10 x 10 slide; a random spot lies about 5 away
+    np.testing.assert_allclose(few.obs["gears_uncertainty"], full.obs["gears_uncertainty"][:5], rtol=0.25)
+    assert few.uns["gears"]["reconstruct"]["params"]["n_patch"] is None  # not used, not invented
+    for kwargs in ({"anchor": None}, {"anchor": "reference"}):  # both build the intrinsic layout
+        with pytest.raises(ValueError, match="at least 16 cells .* anchor='reference', anchor_weight=0"):
+            gx.tl.reconstruct(few.copy(), toy_model, allow_unadapted=True, progress=False, **kwargs)
+    scrambled = sc[:5].copy()  # no earlier result: the refusal must write nothing
+    scrambled.obsm["X_gears"] = np.random.default_rng(1).normal(size=(5, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="has 5 \\(match score .* so not anchored\\)\\. anchor='reference'"):
+        gx.tl.reconstruct(scrambled, toy_model, anchor="auto", anchor_weight=0, allow_unadapted=True)
+    with pytest.raises(ValueError, match="`n_patch` must be an integer >= 16"):  # unused, still checked
+        gx.tl.reconstruct(few.copy(), toy_model, anchor="reference", anchor_weight=0, n_patch=3, allow_unadapted=True)
+    with pytest.raises(ValueError, match="at least 2 cells"):  # one cell has no shuffled null
+        gx.tl.reconstruct(sc[:1].copy(), toy_model, anchor="reference", anchor_weight=0, allow_unadapted=True)
+    assert "X_gears_spatial" not in scrambled.obsm
+
+
+def test_a_null_of_a_few_rows_is_drawn_from_their_marginals_into_more():
+    """``shuffled(n_rows=)``: each column's values only, independent across columns; unchanged above ``n_rows``."""
+    x = np.arange(15.0).reshape(5, 3) * np.array([1.0, 100.0, 10_000.0])
+    null = gx.geometry.shuffled(x, random_state=0, n_rows=4000)
+    assert null.shape == (4000, 3)
+    for j in range(3):  # every column holds its own values, each drawn about equally often
+        values, counts = np.unique(null[:, j], return_counts=True)
+        np.testing.assert_array_equal(values, x[:, j])
+        assert counts.min() > 700
+    rows = {tuple(r) for r in null / np.array([1.0, 100.0, 10_000.0])}
+    assert len(rows) == 125  # the columns are drawn independently: every combination of 5 x 5 x 5 occurs
+    np.testing.assert_array_equal(gx.geometry.shuffled(x, random_state=3, n_rows=5), gx.geometry.shuffled(x, 3))
+    with pytest.raises(ValueError, match="no rows"):
+        gx.geometry.shuffled(x[:0], n_rows=10)
+
+
 def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null():
     """Known answers: real matches keep their weighted spread; matches like the null's move towards the slide's."""
     from gearsx.geometry import AnchorMatch

@@ -292,7 +292,7 @@ def match_score(query_similarity: np.ndarray, null_similarity: np.ndarray, refer
     return float(np.clip((q - null) / max(ref - null, 1e-12), 0.0, 1.0))
 
 
-def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
+def shuffled(x: np.ndarray, random_state: int = 0, n_rows: int | None = None) -> np.ndarray:
     """Permute every column of ``x`` independently across rows (the null of :func:`~gearsx.geometry.match_score`).
 
     Each column keeps its values (its marginal); what ties a row's values together is lost.
@@ -303,10 +303,14 @@ def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
         ``(rows, features)`` array.
     random_state
         Seed of the permutations.
+    n_rows
+        At least this many null rows: with fewer rows in ``x``, each column's values are drawn with
+        replacement into ``n_rows`` rows (the same marginals), so that a null of a handful of cells
+        has a stable mean and spread; ``None``: as many rows as ``x``.
 
     Returns
     -------
-    A permuted copy of ``x``.
+    A permuted copy of ``x`` (``max(len(x), n_rows)`` rows).
 
     Examples
     --------
@@ -315,12 +319,19 @@ def shuffled(x: np.ndarray, random_state: int = 0) -> np.ndarray:
     >>> x = np.arange(12).reshape(4, 3)
     >>> bool((np.sort(shuffled(x, random_state=0), axis=0) == x).all())  # every column keeps its values
     True
+    >>> shuffled(x, random_state=0, n_rows=10).shape  # a few rows drawn into more
+    (10, 3)
     """
     rng = as_rng(random_state)
     x = np.asarray(x)
     if x.ndim != 2:
         msg = f"`x` must be a 2-D (rows, features) array; got shape {x.shape}."
         raise ValueError(msg)
+    if n_rows is not None and n_rows > len(x):
+        if len(x) == 0:
+            msg = "`x` has no rows to draw a null from."
+            raise ValueError(msg)
+        return x[rng.integers(0, len(x), size=(n_rows, x.shape[1])), np.arange(x.shape[1])]
     rows = np.arange(len(x), dtype=index_dtype(len(x)))
     return np.take_along_axis(x, rng.permuted(np.tile(rows[:, None], (1, x.shape[1])), axis=0), axis=0)
 

@@ -177,7 +177,9 @@ def reconstruct(
         At ``0`` an anchored run skips steps 0-4, since the fusion would return the anchors whatever
         the intrinsic layout: the same layout and uncertainty, several times faster on large queries
         (a million cells: see :doc:`/scaling`), without the intrinsic layout and the stitched
-        ``obsp`` graphs (those of an earlier run under ``key_added`` are removed). A query that
+        ``obsp`` graphs (those of an earlier run under ``key_added`` are removed). Such a run
+        places any number of cells, the intrinsic layout at least 16 (the smallest patch), and
+        ``n_patch``, ``min_overlap``, ``n_neighbors`` and ``smooth_k`` are not used. A query that
         ``anchor='auto'`` does not anchor gets its intrinsic layout as usual.
     anchor_distance_steps
         Steps of the expected-distance layout that follows the fusion of an anchored run
@@ -283,9 +285,14 @@ def reconstruct(
     client = resolve_client(client)
     if n_communities is not None:
         n_communities = check_positive_int(n_communities, name="n_communities")
-    n_patch, min_overlap, n_neighbors, smooth_k, anchor_k = _checked_sizes(
-        adata.n_obs, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight, anchor_temperature
-    )
+    anchor_k = _checked_anchor_numbers(anchor_k, anchor_weight, anchor_temperature)
+    given = {"n_patch": n_patch, "min_overlap": min_overlap, "n_neighbors": n_neighbors, "smooth_k": smooth_k}
+    for name, value in given.items():  # their types always; against the cells when the layout is built
+        if value is not None:
+            check_positive_int(value, name=name, minimum=_MIN_PATCH if name == "n_patch" else 1)
+    sizes = None
+    if anchor is None or anchor_weight > 0:  # the intrinsic layout will be built: check its sizes before the match
+        sizes = _checked_sizes(adata.n_obs, **given)
     anchor_distance_steps = check_positive_int(anchor_distance_steps, name="anchor_distance_steps", minimum=0)
     refine_steps = check_positive_int(refine_steps, name="refine_steps", minimum=0)
     coverage = check_positive_int(coverage, name="coverage")
@@ -302,6 +309,14 @@ def reconstruct(
     clock.lap("match")
     adata = adata.copy() if copy else adata
 
+    if not plan.anchored and sizes is None:  # anchor='auto' at weight 0 chose the intrinsic layout after all
+        fix = (
+            "anchor='reference', anchor_weight=0 would place them on the model's reference anyway, though they do "
+            "not look like its tissue."
+            if "match_score" in plan.record
+            else "Anchoring needs a model that keeps its reference: retrain it, or load it with `adata=`."
+        )
+        sizes = _checked_sizes(adata.n_obs, **given, why=(f" ({plan.record['decision']}, so not anchored)", fix))
     if plan.anchored and anchor_weight == 0:
         # The fusion at weight 0 returns the anchors whatever the intrinsic layout: skip steps 0-4.
         logger.info(
@@ -313,7 +328,9 @@ def reconstruct(
         )
         clock.lap("fuse")
         graph_diag, patches, best_overlap = {}, [], None
+        n_patch, min_overlap, smooth_k = (given[k] for k in ("n_patch", "min_overlap", "smooth_k"))  # not used
     else:
+        n_patch, min_overlap, n_neighbors, smooth_k = sizes
         x = neighbor_average(x, smooth_k, random_state=random_state)
         clock.lap("average")
         graph, graph_diag = locality_graph(x, k=n_neighbors, jaccard=jaccard, random_state=random_state)
@@ -490,12 +507,35 @@ def _same(value, default) -> bool:
     return isinstance(value, numbers.Number) and not isinstance(value, bool) and value == default
 
 
+def _checked_anchor_numbers(anchor_k, anchor_weight, anchor_temperature) -> int | None:
+    """Validate the anchoring numbers, which do not depend on the number of cells; return ``anchor_k``."""
+    if anchor_k is not None:
+        anchor_k = check_positive_int(anchor_k, name="anchor_k")
+    check_nonnegative_number(anchor_weight, name="anchor_weight")
+    if anchor_temperature is not None:
+        check_positive_number(anchor_temperature, name="anchor_temperature", hint=" or None (equal weights)")
+    return anchor_k
+
+
 def _checked_sizes(
-    n_obs: int, n_patch, min_overlap, n_neighbors, smooth_k, anchor_k, anchor_weight, anchor_temperature
+    n_obs: int, n_patch, min_overlap, n_neighbors, smooth_k, why: tuple[str, str] | None = None
 ) -> tuple[int, ...]:
-    """Validate the sizes against the number of cells; return ``n_patch, min_overlap, n_neighbors, smooth_k, anchor_k``."""
+    """Validate the intrinsic layout's sizes against the number of cells; return ``n_patch, min_overlap, n_neighbors, smooth_k``.
+
+    Checked only when the run builds the intrinsic layout: an anchored run at ``anchor_weight=0``
+    uses none of them and places any number of cells. ``why``: why the layout is built though the
+    user asked for anchors alone (``anchor='auto'`` that did not anchor), and what to do about a
+    query too small for it.
+    """
     if n_obs < _MIN_PATCH:
-        msg = f"reconstruct needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {n_obs}."
+        reason, fix = why or (
+            "",
+            "To place fewer cells, anchor them on the model's reference alone: anchor='reference', anchor_weight=0.",
+        )
+        msg = (
+            f"The intrinsic layout needs at least {_MIN_PATCH} cells (the smallest patch); `adata` has {n_obs}"
+            f"{reason}. {fix}"
+        )
         raise ValueError(msg)
     n_patch = min(DEFAULT_N_PATCH, n_obs) if n_patch is None else n_patch
     n_patch = check_positive_int(n_patch, name="n_patch", minimum=_MIN_PATCH)
@@ -524,12 +564,7 @@ def _checked_sizes(
     if smooth_k >= n_obs:
         msg = f"`smooth_k`={smooth_k} must be smaller than the number of cells ({n_obs}); pass a smaller smooth_k."
         raise ValueError(msg)
-    if anchor_k is not None:
-        anchor_k = check_positive_int(anchor_k, name="anchor_k")
-    check_nonnegative_number(anchor_weight, name="anchor_weight")
-    if anchor_temperature is not None:
-        check_positive_number(anchor_temperature, name="anchor_temperature", hint=" or None (equal weights)")
-    return n_patch, min_overlap, n_neighbors, smooth_k, anchor_k
+    return n_patch, min_overlap, n_neighbors, smooth_k
 
 
 def _remove_stale(entries: list, why: str) -> None:
