@@ -119,3 +119,22 @@ def test_a_group_too_small_is_named_as_the_user_wrote_it(label, other):
     ) as err:
         list(group_knn(xy, groups, 8, name="n_spatial_neighbors"))
     assert "np." not in str(err.value)
+
+
+def test_cosine_searches_find_the_most_similar_rows_whatever_their_lengths():
+    """Cosine neighbours (searched as Euclidean ones between unit rows) against a brute-force cosine ranking."""
+    from gearsx.geometry._knn import knn, knn_query
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(300, 12)) * rng.uniform(0.01, 100, size=(300, 1))  # lengths over four decades
+    query = rng.normal(size=(200, 12)) * rng.uniform(0.01, 100, size=(200, 1))
+    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    cos = unit(query) @ unit(ref).T
+    np.testing.assert_array_equal(knn_query(query, ref, 7, metric="cosine"), np.argsort(-cos, axis=1)[:, :7])
+    idx, dist = knn(ref, 5, metric="cosine")
+    own = unit(ref) @ unit(ref).T
+    np.fill_diagonal(own, -np.inf)
+    np.testing.assert_array_equal(idx, np.argsort(-own, axis=1)[:, :5])
+    np.testing.assert_allclose(dist, 1 - np.take_along_axis(own, idx, axis=1), atol=1e-12)  # cosine distances
+    # a Euclidean search would rank by length too: the long rows would never be anyone's nearest
+    assert not np.array_equal(knn_query(query, ref, 7), np.argsort(-cos, axis=1)[:, :7])

@@ -245,6 +245,8 @@ def test_a_null_of_a_few_rows_is_drawn_from_their_marginals_into_more():
     np.testing.assert_array_equal(gx.geometry.shuffled(x, random_state=3, n_rows=5), gx.geometry.shuffled(x, 3))
     with pytest.raises(ValueError, match="no rows"):
         gx.geometry.shuffled(x[:0], n_rows=10)
+    with pytest.raises(ValueError, match="`n_rows` must be an integer >= 1"):
+        gx.geometry.shuffled(x, n_rows=0)
 
 
 def test_anchor_uncertainty_mixes_the_matches_spread_and_the_slides_by_the_null():

@@ -327,7 +327,7 @@ def shuffled(x: np.ndarray, random_state: int = 0, n_rows: int | None = None) ->
     if x.ndim != 2:
         msg = f"`x` must be a 2-D (rows, features) array; got shape {x.shape}."
         raise ValueError(msg)
-    if n_rows is not None and n_rows > len(x):
+    if n_rows is not None and check_positive_int(n_rows, name="n_rows") > len(x):
         if len(x) == 0:
             msg = "`x` has no rows to draw a null from."
             raise ValueError(msg)

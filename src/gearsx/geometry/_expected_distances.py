@@ -7,6 +7,7 @@ from scipy.special import i0e, i1e
 
 from gearsx._utils import as_rng, check_coords, check_positive_int
 
+from ._compiled import compiled
 from ._gauge import _similarity_fit
 
 #: Sampled partners per cell at most, and pairs in all at most (the partners per cell fall to keep it).
@@ -146,20 +147,34 @@ def expected_distance_layout(
         j = partners[:, c0:c1]
         target[:, c0:c1] = expected_distance(np.linalg.norm(a[:, None] - a[j], axis=-1), s[:, None] ** 2 + s[j] ** 2)
     degree = q + np.bincount(partners.ravel(), minlength=n).astype(np.float64)
+    step = compiled(_majorisation_step)
     for _ in range(n_steps):
         total = np.zeros((n, 2))
-        for c0, c1 in _blocks(n, q):
-            j = partners[:, c0:c1]
-            offset = x[:, None] - x[j]  # (n, b, 2): from partner to cell
-            length = np.linalg.norm(offset, axis=-1)
-            moved = offset * (target[:, c0:c1] / np.maximum(length, 1e-300))[..., None]
-            total += (x[j] + moved).sum(1)  # the cell's side of each pair
-            back = x[:, None] - moved  # the partner's side
-            jj = j.ravel()
-            total[:, 0] += np.bincount(jj, back[..., 0].ravel(), minlength=n)
-            total[:, 1] += np.bincount(jj, back[..., 1].ravel(), minlength=n)
+        step(x, partners, target, total)
         x = total / degree[:, None]
     return _similarity_fit(x, a, weights=c, reflection=False)
+
+
+def _majorisation_step(x: np.ndarray, partners: np.ndarray, target: np.ndarray, total: np.ndarray) -> None:
+    """Add each pair's two proposals to ``total``: for the pair (i, j), each end at the target length from the other.
+
+    Cell ``i``'s proposal is ``x_j + (x_i - x_j) t / |x_i - x_j|``, its partner's the mirror image
+    ``x_i - (x_i - x_j) t / |x_i - x_j|``. One compiled pass over the pairs: the same update written
+    with arrays allocated ``(n, partners, 2)`` temporaries and scattered the partners' side with
+    ``np.bincount``; at 300,000 cells and 100 partners a step took about 2.5 s that way.
+    """
+    n, q = partners.shape
+    for i in range(n):
+        xi0, xi1 = x[i, 0], x[i, 1]
+        for t in range(q):
+            j = partners[i, t]
+            d0, d1 = xi0 - x[j, 0], xi1 - x[j, 1]
+            scale = target[i, t] / max(np.sqrt(d0 * d0 + d1 * d1), 1e-300)
+            m0, m1 = d0 * scale, d1 * scale
+            total[i, 0] += x[j, 0] + m0
+            total[i, 1] += x[j, 1] + m1
+            total[j, 0] += xi0 - m0
+            total[j, 1] += xi1 - m1
 
 
 def _blocks(n: int, q: int):

@@ -36,6 +36,8 @@ EXACT_MAX = 50_000
 #: any spacing a slide resolves (a Visium slide of 10,000 pixels: 0.01 pixel).
 TIE_TOLERANCE = 1e-6
 
+#: Query rows per block of an exact cosine search (bounds its unit rows and distances).
+_QUERY_BLOCK = 65_536
 #: pynndescent's graph construction with fewer candidates per join (its default is ``min(60, k)``) and an
 #: early stop at 1% updates per round (its default 0.1%): on 300,000 embeddings of 128 dimensions with
 #: ``k = 50`` this took 30 s instead of 52 s, and its recall of the exact neighbours rose from 0.980 to
@@ -149,8 +151,12 @@ def knn(x: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int =
     else:
         from sklearn.neighbors import NearestNeighbors
 
-        algorithm = "brute" if metric == "cosine" else "auto"
-        dist, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric, algorithm=algorithm).fit(x).kneighbors(x)
+        if metric == "cosine":  # the same order, by scikit-learn's fast kernel (see _unit); cosine distances back
+            u = _unit(x)
+            dist, idx = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(u).kneighbors(u)
+            dist = dist**2 / 2
+        else:
+            dist, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(x).kneighbors(x)
     dist, idx = drop_self(dist, idx)
     return idx, dist
 
@@ -168,9 +174,34 @@ def knn_index(reference: np.ndarray, *, metric: str = "euclidean", random_state:
         return lambda query, k: index.query(query, k=k)[0]
     from sklearn.neighbors import NearestNeighbors
 
-    algorithm = "brute" if metric == "cosine" else "auto"
-    nn = NearestNeighbors(metric=metric, algorithm=algorithm).fit(reference)
+    if metric == "cosine":  # the same order, by scikit-learn's fast kernel (see _unit)
+        nn = NearestNeighbors(metric="euclidean", algorithm="brute").fit(_unit(reference))
+
+        def search(query: np.ndarray, k: int) -> np.ndarray:
+            # in blocks: each holds its unit rows and the search's distances, never all the queries' at once
+            idx = np.empty((len(query), k), dtype=np.int64)
+            for start in range(0, len(query), _QUERY_BLOCK):
+                rows = slice(start, start + _QUERY_BLOCK)
+                idx[rows] = nn.kneighbors(_unit(query[rows]), n_neighbors=k, return_distance=False)
+            return idx
+
+        return search
+    nn = NearestNeighbors(metric=metric).fit(reference)
     return lambda query, k: nn.kneighbors(query, n_neighbors=k, return_distance=False)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (zero rows stay zero), for exact cosine searches as Euclidean ones.
+
+    Between unit vectors ``|u - v|^2 = 2 - 2 cos(u, v)``, so the Euclidean order is the cosine order,
+    and scikit-learn's brute-force Euclidean search (a compiled, chunked top-k) finds it several
+    times faster than its cosine search (a full distance matrix per chunk, clipped, then partially
+    sorted in NumPy). In an anchored reconstruction of 300,000 simulated cells against 1,614 spots
+    the searches took 4.9 s instead of 12.3 s; on the same-tissue benchmark's seqFISH, MERFISH and
+    Xenium queries the anchors came out identical.
+    """
+    x = np.asarray(x)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
 
 
 def knn_query(
