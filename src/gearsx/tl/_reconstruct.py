@@ -307,8 +307,6 @@ def reconstruct(
         temperature=anchor_temperature, empty=empty,
     )  # fmt: skip
     clock.lap("match")
-    adata = adata.copy() if copy else adata
-
     if not plan.anchored and sizes is None:  # anchor='auto' at weight 0 chose the intrinsic layout after all
         fix = (
             "anchor='reference', anchor_weight=0 would place them on the model's reference anyway, though they do "
@@ -317,6 +315,8 @@ def reconstruct(
             else "Anchoring needs a model that keeps its reference: retrain it, or load it with `adata=`."
         )
         sizes = _checked_sizes(adata.n_obs, **given, why=(f" ({plan.record['decision']}, so not anchored)", fix))
+    adata = adata.copy() if copy else adata
+
     if plan.anchored and anchor_weight == 0:
         # The fusion at weight 0 returns the anchors whatever the intrinsic layout: skip steps 0-4.
         logger.info(
