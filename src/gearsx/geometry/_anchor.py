@@ -36,7 +36,7 @@ from gearsx._utils import (
 
 from ._cover import checked_patch
 from ._gauge import _similarity_fit
-from ._knn import knn_index, knn_matrix, knn_query
+from ._knn import knn_index, knn_matrix, knn_query, unit_rows
 
 __all__ = ["AnchorMatch", "fuse_anchor", "match_reference", "match_score", "patch_residuals", "shuffled"]
 
@@ -67,12 +67,6 @@ class AnchorMatch:
         return match_spread(self.reference_coords, self.indices)
 
 
-def _unit_rows(x) -> np.ndarray:
-    x = x.toarray() if sp.issparse(x) else x
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 _BLOCK = 16_384
 #: Default weight of the expression in :func:`match_reference` (and in ``gx.tl.reconstruct``'s anchors).
 EXPRESSION_WEIGHT = 0.75
@@ -82,7 +76,7 @@ TEMPERATURE = 0.5
 
 def _cosine_sd(q, r: np.ndarray, rng: np.random.Generator) -> float:
     """Return the standard deviation of the cosine similarity between sampled query and reference rows."""
-    qs = _unit_rows(q[np.sort(rng.choice(q.shape[0], min(q.shape[0], 1_000), replace=False))])
+    qs = unit_rows(q[np.sort(rng.choice(q.shape[0], min(q.shape[0], 1_000), replace=False))], np.float32)
     rs = r[np.sort(rng.choice(len(r), min(len(r), 2_000), replace=False))]
     sd = float((qs @ rs.T).std())
     return sd if sd > 1e-12 else 1.0
@@ -184,21 +178,21 @@ def match_reference(
     if temperature is not None:
         temperature = check_positive_number(temperature, name="temperature", hint=" or None (equal weights)")
     w = _checked_expression(query_expression, reference_expression, expression_weight, len(q), len(r))
-    qn, rn = _unit_rows(q), _unit_rows(r)
+    qn, rn = unit_rows(q, np.float32), unit_rows(r, np.float32)
     rng = as_rng(random_state)
     if w == 0.0:
         idx = knn_query(qn, rn, k + extra, metric="cosine", random_state=random_state)
         # each view's cosine counts per unit of its spread: the similarity the temperature is measured in
         c_emb, c_expr = (np.sqrt(1.0 / _cosine_sd(qn, rn, rng)) if temperature is not None else 1.0), 0.0
     else:
-        xr = _unit_rows(reference_expression)
+        xr = unit_rows(reference_expression, np.float32)
         c_emb = np.sqrt((1.0 - w) / _cosine_sd(qn, rn, rng))
         c_expr = np.sqrt(w / _cosine_sd(query_expression, xr, rng))
         search = knn_index(np.hstack([c_emb * rn, c_expr * xr]), metric="cosine", random_state=random_state)
         idx = np.empty((len(qn), k + extra), dtype=np.int64)
         for start in range(0, len(qn), _BLOCK):
             rows = slice(start, start + _BLOCK)
-            block = np.hstack([c_emb * qn[rows], c_expr * _unit_rows(query_expression[rows])])
+            block = np.hstack([c_emb * qn[rows], c_expr * unit_rows(query_expression[rows], np.float32)])
             idx[rows] = search(block, k + extra)
     if exclude_self:
         own = idx == np.arange(len(idx))[:, None]
@@ -235,7 +229,7 @@ def _match_cosines(query, reference_units: np.ndarray, idx: np.ndarray, *, norma
     rows_per_block = max(1, min(_BLOCK, 2**24 // (idx.shape[1] * reference_units.shape[1])))
     for start in range(0, len(idx), rows_per_block):
         rows = slice(start, start + rows_per_block)
-        q = _unit_rows(query[rows]) if normalise else query[rows]
+        q = unit_rows(query[rows], np.float32) if normalise else query[rows]
         out[rows] = np.einsum("ng,nkg->nk", q, reference_units[idx[rows]])
     return out
 

@@ -27,6 +27,7 @@ __all__ = [
     "settle_ties",
     "tree_knn",
     "tree_tolerance",
+    "unit_rows",
 ]
 
 #: Above this many rows a search is approximate (pynndescent) instead of exact.
@@ -151,12 +152,7 @@ def knn(x: np.ndarray, k: int, *, metric: str = "euclidean", random_state: int =
     else:
         from sklearn.neighbors import NearestNeighbors
 
-        if metric == "cosine":  # the same order, by scikit-learn's fast kernel (see _unit); cosine distances back
-            u = _unit(x)
-            dist, idx = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(u).kneighbors(u)
-            dist = dist**2 / 2
-        else:
-            dist, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(x).kneighbors(x)
+        dist, idx = NearestNeighbors(n_neighbors=k + 1, metric=metric).fit(x).kneighbors(x)
     dist, idx = drop_self(dist, idx)
     return idx, dist
 
@@ -174,15 +170,15 @@ def knn_index(reference: np.ndarray, *, metric: str = "euclidean", random_state:
         return lambda query, k: index.query(query, k=k)[0]
     from sklearn.neighbors import NearestNeighbors
 
-    if metric == "cosine":  # the same order, by scikit-learn's fast kernel (see _unit)
-        nn = NearestNeighbors(metric="euclidean", algorithm="brute").fit(_unit(reference))
+    if metric == "cosine":  # the same order, by scikit-learn's fast kernel (see unit_rows)
+        nn = NearestNeighbors(metric="euclidean", algorithm="brute").fit(unit_rows(reference))
 
         def search(query: np.ndarray, k: int) -> np.ndarray:
             # in blocks: each holds its unit rows and the search's distances, never all the queries' at once
             idx = np.empty((len(query), k), dtype=np.int64)
             for start in range(0, len(query), _QUERY_BLOCK):
                 rows = slice(start, start + _QUERY_BLOCK)
-                idx[rows] = nn.kneighbors(_unit(query[rows]), n_neighbors=k, return_distance=False)
+                idx[rows] = nn.kneighbors(unit_rows(query[rows]), n_neighbors=k, return_distance=False)
             return idx
 
         return search
@@ -190,8 +186,10 @@ def knn_index(reference: np.ndarray, *, metric: str = "euclidean", random_state:
     return lambda query, k: nn.kneighbors(query, n_neighbors=k, return_distance=False)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit length (zero rows stay zero), for exact cosine searches as Euclidean ones.
+def unit_rows(x, dtype=None) -> np.ndarray:
+    """Return the rows of ``x`` (dense or sparse, densified) at unit length, zero rows left zero, as ``dtype`` if given.
+
+    The cosine searches (:func:`knn_index`) and the anchors' similarities use it.
 
     Between unit vectors ``|u - v|^2 = 2 - 2 cos(u, v)``, so the Euclidean order is the cosine order,
     and scikit-learn's brute-force Euclidean search (a compiled, chunked top-k) finds it several
@@ -200,8 +198,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     the searches took 4.9 s instead of 12.3 s; on the same-tissue benchmark's seqFISH, MERFISH and
     Xenium queries the anchors came out identical.
     """
-    x = np.asarray(x)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+    x = np.asarray(x.toarray() if sp.issparse(x) else x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def knn_query(

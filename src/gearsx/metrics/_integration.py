@@ -74,8 +74,8 @@ def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, group
         if len(idx) <= k:
             msg = f"Group {plain(g)!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
             raise ValueError(msg)
-        a, kth = knn(z[idx], k)[0], knn(xy[idx], k)[1][:, -1]
         pos = xy[idx]
+        a, kth = knn(z[idx], k)[0], knn(pos, k)[1][:, -1]
         near = np.linalg.norm(pos[a] - pos[:, None], axis=-1)  # physical distance to each embedding neighbour
         hits = (near <= kth[:, None] * (1 + _TIE) + _TIE * max(float(np.abs(pos).max()), 1.0)).sum(1)
         total += hits.sum() / k

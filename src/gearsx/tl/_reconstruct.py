@@ -287,12 +287,13 @@ def reconstruct(
         n_communities = check_positive_int(n_communities, name="n_communities")
     anchor_k = _checked_anchor_numbers(anchor_k, anchor_weight, anchor_temperature)
     given = {"n_patch": n_patch, "min_overlap": min_overlap, "n_neighbors": n_neighbors, "smooth_k": smooth_k}
-    for name, value in given.items():  # their types always; against the cells when the layout is built
-        if value is not None:
-            check_positive_int(value, name=name, minimum=_MIN_PATCH if name == "n_patch" else 1)
     sizes = None
     if anchor is None or anchor_weight > 0:  # the intrinsic layout will be built: check its sizes before the match
         sizes = _checked_sizes(adata.n_obs, **given)
+    else:  # perhaps not built: their types now, against the cells if it is
+        for name, value in given.items():
+            if value is not None:
+                check_positive_int(value, name=name, minimum=_MIN_PATCH if name == "n_patch" else 1)
     anchor_distance_steps = check_positive_int(anchor_distance_steps, name="anchor_distance_steps", minimum=0)
     refine_steps = check_positive_int(refine_steps, name="refine_steps", minimum=0)
     coverage = check_positive_int(coverage, name="coverage")
