@@ -288,9 +288,10 @@ def set_obs_rep(adata: AnnData, value, *, obsm: str | None = None, layer: str | 
 def write_record(adata: AnnData, key: str, params: dict, **diagnostics) -> dict:
     """Write the ``uns[key]`` record of a step: ``{'params': {..., 'version': ...}, **diagnostics}``.
 
-    Every gearsx function records its call the same way: the parameters (``None`` values left out,
-    since h5ad cannot store them) with the gearsx version, next to the step's diagnostics. An
-    existing record under ``key`` is replaced. Returns the record.
+    Every gearsx function records its call the same way: the parameters (``None`` values left out:
+    older anndata releases could not write them to h5ad, and a record should read the same whichever
+    release wrote it) with the gearsx version, next to the step's diagnostics. An existing record
+    under ``key`` is replaced. Returns the record.
     """
     record = {"params": {**{k: v for k, v in params.items() if v is not None}, "version": __version__}, **diagnostics}
     adata.uns[key] = record

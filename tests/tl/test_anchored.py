@@ -827,6 +827,29 @@ def test_match_weights_pull_the_anchor_to_the_closest_matches():
         gx.geometry.match_reference(q, emb, spots, k=5, temperature=0)
 
 
+@pytest.mark.parametrize("temperature", [None, 0.5])
+def test_matches_computed_in_blocks_of_cells_equal_those_computed_at_once(monkeypatch, temperature):
+    """The weights, anchors and spreads go through the cells in blocks (bounded memory at a million cells)."""
+    import scipy.sparse as sp
+
+    import gearsx.geometry._anchor as anchor
+
+    rng = np.random.default_rng(4)
+    spots = rng.uniform(0, 10, size=(200, 2))
+    emb, cells = rng.normal(size=(200, 8)), rng.normal(size=(103, 8))
+    expr, spot_expr = sp.random(103, 30, density=0.4, random_state=2, format="csr"), rng.normal(size=(200, 30))
+    kw = {"k": 12, "temperature": temperature, "query_expression": expr, "reference_expression": spot_expr}
+    whole = gx.geometry.match_reference(cells, emb, spots, **kw)
+    monkeypatch.setattr(anchor, "_BLOCK", 10)  # eleven blocks, the last of three cells
+    blocks = gx.geometry.match_reference(cells, emb, spots, **kw)
+    for name in ("indices", "similarity", "weights", "anchors", "spread"):
+        np.testing.assert_allclose(getattr(blocks, name), getattr(whole, name), rtol=1e-12, err_msg=name)
+    # and each is what it says, from the matches themselves
+    np.testing.assert_allclose(blocks.anchors, np.einsum("nk,nkd->nd", blocks.weights, spots[blocks.indices]))
+    pts = spots[blocks.indices]
+    np.testing.assert_allclose(blocks.spread, np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1)))
+
+
 def test_reconstruct_weighs_the_matches_at_its_temperature(two_view_model):
     def anchor_err(a):
         return float(np.median(np.linalg.norm(a.obsm["X_gears_anchor"] - a.obsm["spatial_gt"], axis=1)))

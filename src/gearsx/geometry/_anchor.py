@@ -60,9 +60,8 @@ class AnchorMatch:
     def spread(self) -> np.ndarray:
         """``(n,)`` RMS distance of the matched spots to their centre (equal weights; reference units).
 
-        How scattered the matches are, whatever their weights. Computed when asked for: it gathers
-        ``n x k`` coordinates (about 2 GB of temporaries for a million cells and 50 matches),
-        which the matches themselves do not need.
+        How scattered the matches are, whatever their weights. Computed when asked for, in blocks
+        of rows: it gathers ``n x k`` coordinates, which the matches themselves do not need.
         """
         return match_spread(self.reference_coords, self.indices)
 
@@ -201,22 +200,38 @@ def match_reference(
         keep[~own.any(1), -1] = False
         idx = idx[keep].reshape(len(idx), k)
     sim = _match_cosines(qn, rn, idx, normalise=False)
-    if temperature is None:
-        weights = np.full(idx.shape, 1.0 / idx.shape[1])
-    else:
-        score = c_emb**2 * sim
-        if w > 0:
-            score += c_expr**2 * _match_cosines(query_expression, xr, idx)
-        weights = np.exp((score - score.max(1, keepdims=True)) / temperature)
-        weights /= weights.sum(1, keepdims=True)
-    anchors = np.einsum("nk,nkd->nd", weights, xy[idx])
+    weights = np.empty(idx.shape)
+    anchors = np.empty((len(idx), xy.shape[1]))
+    # in blocks of rows: the scores, their softmax and the matched coordinates ((n, k, 2), 0.8 GB at a
+    # million cells and 50 matches) of all cells at once had set the peak memory of a million-cell run
+    for start in range(0, len(idx), _BLOCK):
+        rows = slice(start, start + _BLOCK)
+        if temperature is None:
+            weights[rows] = 1.0 / idx.shape[1]
+        else:
+            score = c_emb**2 * sim[rows]
+            if w > 0:
+                score += c_expr**2 * _match_cosines(query_expression[rows], xr, idx[rows])
+            score -= score.max(1, keepdims=True)
+            score /= temperature
+            np.exp(score, out=score)
+            weights[rows] = score / score.sum(1, keepdims=True)
+        anchors[rows] = np.einsum("nk,nkd->nd", weights[rows], xy[idx[rows]])
     return AnchorMatch(indices=idx, similarity=sim, anchors=anchors, weights=weights, reference_coords=xy)
 
 
 def match_spread(coords: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Return the RMS distance of each row's matched spots (``coords[indices]``, equal weights) to their centre."""
-    pts = coords[indices]
-    return np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    """Return the RMS distance of each row's matched spots (``coords[indices]``, equal weights) to their centre.
+
+    In blocks of rows: the matched coordinates of every row at once are ``(n, k, 2)``, with as
+    large temporaries (1 GB at a million cells and 20 matches).
+    """
+    out = np.empty(len(indices))
+    for start in range(0, len(indices), _BLOCK):
+        rows = slice(start, start + _BLOCK)
+        pts = coords[indices[rows]]
+        out[rows] = np.sqrt(((pts - pts.mean(1, keepdims=True)) ** 2).sum(-1).mean(1))
+    return out
 
 
 def _match_cosines(query, reference_units: np.ndarray, idx: np.ndarray, *, normalise: bool = True) -> np.ndarray:

@@ -300,7 +300,7 @@ class SCAdapter:
             "mode": self.mode,
             "max_epochs": max_epochs,
             "epochs_run": n_epochs,
-            **({"max_steps": max_steps} if max_steps is not None else {}),  # h5ad cannot store None
+            **({"max_steps": max_steps} if max_steps is not None else {}),  # None left out (see write_record)
             "batch_size": batch_size,
             "lr": lr,
             **weights,
