@@ -795,6 +795,15 @@ def _cases() -> list[Case]:
             "prunes every edge",
         ),
         C(
+            "reconstruct-duplicated-var_names",  # pandas' InvalidIndexError, naming nothing
+            on(
+                lambda e: _with(e.sc, lambda a: setattr(a, "var_names", [a.var_names[0], *a.var_names[:-1]])),
+                lambda e, a: gx.tl.reconstruct(a, e.geo, anchor="reference"),
+            ),
+            ValueError,
+            "duplicated var_names; run `adata.var_names_make_unique()`",
+        ),
+        C(
             "reconstruct-jaccard-nan",
             on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, jaccard=float("nan"))),
             ValueError,
@@ -1477,7 +1486,52 @@ def _visium(e: Env, scalef) -> ad.AnnData:
     return a
 
 
-CASES = _cases()
+def _seed_cases() -> list[Case]:
+    """Rows: every AnnData-level step and model method refuses a seed it cannot reproduce from, before it writes.
+
+    ``None`` had reached ``random_state + 1`` inside ``gx.tl.reconstruct`` (a ``TypeError`` naming no
+    argument); a negative seed reached NumPy ("expected non-negative integer").
+    """
+    calls = {  # (the AnnData the call gets, the call given the seed)
+        "reconstruct": (lambda e: e.sc.copy(), lambda e, a, rs: gx.tl.reconstruct(a, e.geo, random_state=rs)),
+        "fit_adapter": (lambda e: e.sc.copy(), lambda e, a, rs: gx.tl.fit_adapter(a, e.enc, random_state=rs)),
+        "fit_encoder": (_fresh_st, lambda e, a, rs: gx.tl.fit_encoder(a, slide_key="slide", random_state=rs)),
+        "stitch": (
+            lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
+            lambda e, a, rs: gx.tl.stitch(a, [(np.arange(20), np.zeros((20, 2)))], random_state=rs),
+        ),
+        "cluster_domains": (
+            lambda e: e.st.copy(),
+            lambda e, a, rs: gx.tl.cluster_domains(
+                a, method="kmeans", n_clusters=3, use_rep="X_gears", random_state=rs
+            ),
+        ),
+        "domain_embedding": (
+            lambda e: e.st.copy(),
+            lambda e, a, rs: gx.tl.domain_embedding(a, slide_key="slide", random_state=rs),
+        ),
+        "gears-train": (
+            _fresh_st,
+            lambda e, a, rs: gx.model.GEARS(a, slide_key="slide", n_out=4, dim=16, n_heads=2, n_inducing=8).train(
+                max_epochs=1, random_state=rs
+            ),
+        ),
+        "gears-predict_geometry": (lambda e: e.sc.copy(), lambda e, a, rs: e.geo.predict_geometry(a, random_state=rs)),
+        "simulate_tissue": (lambda e: e.st.copy(), lambda e, a, rs: gx.datasets.simulate_tissue(random_state=rs)),
+    }
+    return [
+        Case(
+            f"{name}-random_state-{label}",
+            on(build, lambda e, a, call=call, seed=seed: call(e, a, seed)),
+            ValueError,
+            "`random_state` must be an integer >= 0",
+        )
+        for name, (build, call) in calls.items()
+        for label, seed in (("none", None), ("negative", -1), ("generator", np.random.default_rng(0)))
+    ]
+
+
+CASES = _cases() + _seed_cases()
 
 
 def test_catalogue_is_large():

@@ -13,7 +13,10 @@ def as_rng(random_state: int | np.random.Generator | None) -> np.random.Generato
     """
     if isinstance(random_state, np.random.Generator):
         return random_state
-    if random_state is not None and not isinstance(random_state, int | np.integer):
+    if random_state is not None and (isinstance(random_state, bool) or not isinstance(random_state, int | np.integer)):
         msg = f"`random_state` must be an int, None or a numpy Generator, got {type(random_state).__name__}."
         raise TypeError(msg)
+    if random_state is not None and random_state < 0:
+        msg = f"`random_state` must be an integer >= 0 (a seed); got {random_state!r}."
+        raise ValueError(msg)
     return np.random.default_rng(random_state)

@@ -264,6 +264,7 @@ def simulate_tissue(
     (2500, 2)
     """
     # Over 80 lines on purpose: checks of its 16 arguments, then the generative steps (helpers above) wired in order.
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     import anndata as ad
     import pandas as pd
 

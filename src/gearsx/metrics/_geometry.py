@@ -452,6 +452,7 @@ def evaluate_adata(
     >>> round(float(scores["spearman"].iloc[0]), 6)  # each section is right; across them it is not
     1.0
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     import pandas as pd
 
     for key, arg in ((pred_key, "pred_key"), (gt_key, "gt_key")):

@@ -243,6 +243,7 @@ class SCAdapter:
         SCAdapter
             The fitted adapter (``self``), attached to its encoder.
         """
+        random_state = check_positive_int(random_state, name="random_state", minimum=0)
         import torch
 
         from gearsx.module import LinearAdapter

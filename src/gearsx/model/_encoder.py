@@ -201,6 +201,7 @@ class SharedEncoder(GearsModelBase):
         progress
             One progress bar, updated per epoch (default: ``gx.settings.progress_bar``).
         """
+        random_state = check_positive_int(random_state, name="random_state", minimum=0)
         if early_stopping:
             msg = "early_stopping is not supported by SharedEncoder yet (it has no validation objective)."
             raise NotImplementedError(msg)

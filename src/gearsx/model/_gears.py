@@ -346,6 +346,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         :class:`GEARS`.
         """
         # Over 80 lines on purpose: argument checks, then split -> loaders -> plan -> runner -> record, one call each.
+        random_state = check_positive_int(random_state, name="random_state", minimum=0)
         from gearsx.train import GearsTrainingPlan, miniset_loaders, validation_split
 
         if self.adata is None:

@@ -133,6 +133,7 @@ class GearsInferenceMixin:
         ``(n, n_components)`` coordinates for one set, or a list of them for several
         (in the order given); with ``return_base`` a pair ``(refined, base)``.
         """
+        random_state = check_positive_int(random_state, name="random_state", minimum=0)
         from ._predict import predict_sets
 
         emb, sets, single = self._sets(data, indices)
@@ -211,6 +212,7 @@ class GearsInferenceMixin:
         >>> from distributed import Client
         >>> xy = geo.predict_patches(sc_adata.obsm["X_gears"], patches, client=Client())  # doctest: +SKIP
         """
+        random_state = check_positive_int(random_state, name="random_state", minimum=0)
         from gearsx._settings import settings
         from gearsx._utils import check_client, progress_bar
 

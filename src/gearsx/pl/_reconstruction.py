@@ -11,7 +11,7 @@ import numpy as np
 
 from gearsx._anndata import check_distinct_positions, obsm_coords
 from gearsx._keys import Key
-from gearsx._utils import check_positive_number
+from gearsx._utils import check_positive_int, check_positive_number
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -453,6 +453,7 @@ def distortion_heatmap(
     --------
     >>> gx.pl.distortion_heatmap(sc_adata)  # doctest: +SKIP
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.metrics import distortion_matrix
 
     if vmax is not None:

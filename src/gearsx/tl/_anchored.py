@@ -136,6 +136,9 @@ def query_expression(adata, ref: dict | None, weight: float | None, anchor: str 
     elif layer not in adata.layers:
         missing = f"`adata` has no layers[{layer!r}] (run gx.pp.mean_center_per_slide(adata, slide_key=None))"
     else:
+        if not adata.var_names.is_unique:  # which column holds a reference gene would be a guess
+            msg = "`adata` has duplicated var_names; run `adata.var_names_make_unique()` (or gx.pp.prepare) first."
+            raise ValueError(msg)
         cols = adata.var_names.get_indexer(ref["genes"])
         if (cols < 0).any():
             missing = (

@@ -253,6 +253,7 @@ def attention_summary(
     >>> gx.tl.attention_summary(adata_st, geo)  # doctest: +SKIP
     >>> gx.pl.attention_summary(adata_st)  # doctest: +SKIP
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.geometry import farthest_point_sampling
     from gearsx.metrics import attention_recall
 

@@ -198,6 +198,7 @@ def domain_embedding(
     >>> st.obsm["X_gears_domain"].shape  # 538 spots, n_latent=30
     (538, 30)
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.module import GraphAttentionAutoencoder
     from gearsx.train import GraphAutoencoderTrainingPlan, GraphBatch, fit_lightning
 

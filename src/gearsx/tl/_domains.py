@@ -98,6 +98,7 @@ def domain_representation(
     >>> gx.tl.domain_representation(st, "X", n_pcs=10).shape[1]
     10
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     import scanpy as sc
     import scipy.sparse as sp
 
@@ -291,6 +292,7 @@ def cluster_domains(
         sc.pp.neighbors(adata_sc, use_rep="X_gears_spatial")
         sc.tl.leiden(adata_sc, key_added="gears_community")
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     check_key_added(key_added)
     if method not in _METHODS:
         msg = f"`method` must be one of {_METHODS}; got {method!r}."

@@ -7,7 +7,7 @@ import numpy as np
 
 from gearsx._anndata import check_key_added, set_obs_rep, write_record
 from gearsx._keys import Key
-from gearsx._utils import doc_params
+from gearsx._utils import check_positive_int, doc_params
 from gearsx.model._adapter import MAX_STEPS, fit_params_doc
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def fit_encoder(
     >>> st.obsm["X_gears"].shape[1], st.obsm["X_gears_backbone"].shape[1]
     (16, 256)
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.metrics import knn_overlap, slide_separability
     from gearsx.model import SharedEncoder
 
@@ -190,6 +191,7 @@ def fit_adapter(
     >>> gx.tl.fit_adapter(adata_sc, encoder)  # doctest: +SKIP
     >>> adata_sc.uns["gears_adapter"]["after"]["domain_accuracy"]  # near 0.5: SC and ST mixed  # doctest: +SKIP
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.model import SCAdapter
 
     adapter = SCAdapter(encoder, mode=mode)  # validates the encoder and the mode

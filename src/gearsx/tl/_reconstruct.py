@@ -265,6 +265,7 @@ def reconstruct(
     >>> sc_adata.obsm["X_gears_spatial"].shape  # doctest: +SKIP
     (10000, 2)
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.geometry import best_overlaps, locality_graph, neighbor_average, random_walk_patches
     from gearsx.geometry._graph import check_jaccard
 

@@ -82,6 +82,7 @@ def stitch(
     >>> adata.obsm["X_gears_spatial"].shape
     (300, 2)
     """
+    random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.geometry import stitch_patches
 
     check_key_added(key_added)
