@@ -1,7 +1,7 @@
-"""Structure module (issue #9): ``GEARS(structure='ipa')`` vs the generator + refiner, and the oracle gap.
+"""Structure module (issue #9): ``GEARS(structure='ipa')`` vs the generator alone and with the refiner, and the oracle gap.
 
-Run: ``.venv/bin/python benchmarks/bench_ipa.py [--epochs 8] [--seeds 0 1 2] [--sets simulator osmfish merfish]``.
-Writes ``benchmarks/results/ipa.md``.
+Run: ``.venv/bin/python benchmarks/bench_ipa.py [--epochs 8] [--seeds 0 1 2] [--sets simulator osmfish merfish]
+[--structures generator refiner ipa]``. Writes ``benchmarks/results/ipa.md``.
 
 Same protocol and held-out minisets as ``bench_gears.py`` (encoder and models trained on spots of one
 part of the tissue; minisets of held-out cells predicted from expression only). Per seed, both models
@@ -9,8 +9,8 @@ train for the same number of steps; each held-out miniset is scored (Spearman of
 ``L_geo`` against ``build_targets(kind='rw_stress')`` of the true positions, on unit-RMS coordinates)
 for
 
-* the generator + 4-step refinement (``structure='refiner'``; the default model until the generator alone,
-  ``structure=None``, which this benchmark does not train, became the default),
+* the generator alone (``structure=None``, the default model),
+* the generator + 4-step refinement (``structure='refiner'``; the default until 5 December 2026),
 * the IPA model's inference path (candidate cosine-kNN graph + learned gate),
 * the IPA model's oracle path (true spatial kNN edges, gate off): an upper bound that shows how
   much the inference graph costs.
@@ -32,6 +32,8 @@ import gearsx as gx
 
 warnings.filterwarnings("ignore")
 OUT = Path(__file__).resolve().parent / "results" / "ipa.md"
+#: The paths compared, by their name here: the value of ``GEARS(structure=)``.
+STRUCTURES = {"generator": None, "refiner": "refiner", "ipa": "ipa"}
 
 
 def unit(xy):
@@ -59,7 +61,7 @@ def write(rows, args):
         lines.append(f"| {data} | {path} | " + " | ".join(cells_) + f" | {r[('train_s', 'mean')]:.0f} |")
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(
-        "# Structure module vs generator + refiner (benchmarks/bench_ipa.py, 2-core CPU machine)\n\n"
+        "# Structure module vs the generator, alone and with the refiner (benchmarks/bench_ipa.py, 2-core CPU machine)\n\n"
         f"Held-out spot-scale minisets ({args.n_sets} per data set), {args.epochs} epochs x 32 batches per model, "
         f"seeds {args.seeds}: mean ± std over seeds. L_geo: lower is better.\n\n" + "\n".join(lines) + "\n"
     )
@@ -72,6 +74,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sets", nargs="+", default=["simulator", "osmfish", "merfish"])
     parser.add_argument("--n-sets", type=int, default=12)
+    parser.add_argument("--structures", nargs="+", default=list(STRUCTURES), choices=list(STRUCTURES))
     args = parser.parse_args()
     gx.settings.progress_bar = False
     rows = []
@@ -84,12 +87,13 @@ def main():
         xy = np.asarray(cells.obsm[gt_key], dtype=float)
         sets = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key, n_sets=args.n_sets)["spot-scale"]
         for seed in args.seeds:
-            for structure in ("refiner", "ipa"):
-                geo = gx.model.GEARS(st, slide_key=slide_key, structure=structure)
+            for structure in args.structures:
+                geo = gx.model.GEARS(st, slide_key=slide_key, structure=STRUCTURES[structure])
                 t = time.perf_counter()
                 geo.train(max_epochs=args.epochs, random_state=seed, progress=False)
                 dt = time.perf_counter() - t
-                preds = {structure if structure == "refiner" else "ipa (inference)": geo.predict_geometry(cells, sets)}
+                label = {"generator": "generator (default)", "ipa": "ipa (inference)"}.get(structure, structure)
+                preds = {label: geo.predict_geometry(cells, sets)}
                 if structure == "ipa":
                     preds["ipa (oracle)"] = [
                         geo.get_attention(cells, s, recycle=-1, oracle_coords=xy[s])["coords"] for s in sets
