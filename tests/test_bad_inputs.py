@@ -795,6 +795,15 @@ def _cases() -> list[Case]:
             "prunes every edge",
         ),
         C(
+            "reconstruct-constant-embedding",  # failed in the stitch, on `patch_coords[0]`
+            on(
+                lambda e: _with(e.sc, lambda a: a.obsm.__setitem__("X_gears", np.ones_like(a.obsm["X_gears"]))),
+                lambda e, a: gx.tl.reconstruct(a, e.geo),
+            ),
+            ValueError,
+            "holds the same row for every cell",
+        ),
+        C(
             "reconstruct-duplicated-var_names",  # pandas' InvalidIndexError, naming nothing
             on(
                 lambda e: _with(e.sc, lambda a: setattr(a, "var_names", [a.var_names[0], *a.var_names[:-1]])),

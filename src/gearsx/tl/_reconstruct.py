@@ -438,7 +438,16 @@ def _checked_embedding(adata: AnnData, model, use_rep: str, *, allow_unadapted: 
         )
         raise ValueError(msg)
     _check_same_encoder(adata, model, use_rep, anchored=anchored)
-    return model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
+    x = model.check_embedding(adata.obsm[use_rep], name=f"`adata.obsm[{use_rep!r}]`")
+    if len(x) > 1 and not np.ptp(x, axis=0).any():
+        # nothing tells the cells apart: the stitch failed on a patch the user never passed, the anchors
+        # put every cell at one point
+        msg = (
+            f"`adata.obsm[{use_rep!r}]` holds the same row for every cell: nothing in it tells the cells apart. "
+            "Check how it was computed (`gx.tl.fit_adapter(adata, encoder)` writes it from the expression)."
+        )
+        raise ValueError(msg)
+    return x
 
 
 def _check_same_encoder(adata: AnnData, model, use_rep: str, *, anchored: bool) -> None:
