@@ -276,7 +276,7 @@ def plan_anchor(
         )
         similarity = match.similarity[:, :kd]
     if anchored and expression_weight > 0:
-        match = None  # its similarities are kept; its indices and weights need not live through the next match
+        del match  # its similarities are kept; its indices and weights need not live through the next match
         match = match_reference(
             x, emb, coords, k=k, query_expression=expression, reference_expression=ref["expression"][sel],
             expression_weight=expression_weight, temperature=temperature, random_state=random_state,
