@@ -324,8 +324,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             used is in ``train_params_['validation']``; ``'region'`` makes either an error);
             ``None``: no validation, every spot trains. Held-out spots are never used for
             training: for a final model on all the data, train once with ``validation=None``.
-            The band lies at one end of each slide; in a layered tissue that is one end layer,
-            which the model then sees little of (see the structure-module benchmark in
+            The band lies at one end of each slide; in a layered tissue it can be one end
+            layer, which the model then sees little of (see the structure-module benchmark in
             :doc:`/benchmarks`).
         validation_slide
             Name of the held-out slide for ``validation='slide'``.
