@@ -217,16 +217,20 @@ def _modules_with_examples():
 
 
 @pytest.mark.parametrize("module", _modules_with_examples())
-def test_docstring_examples_show_what_the_code_returns(module, monkeypatch):
+def test_docstring_examples_show_what_the_code_returns(module, monkeypatch, tmp_path):
     # the API pages print every docstring's example with its output: a user who runs one must get
     # what the page shows (five examples had drifted from their code without anyone noticing)
     import doctest
     import importlib
+    import tempfile
 
     import matplotlib
 
     matplotlib.use("agg")
     monkeypatch.setattr(gx.settings, "progress_bar", False)
+    # examples that write to a new temporary folder (extract_patches' default) write under pytest's,
+    # which it removes, not under the machine's /tmp, where every test run left one behind
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     mod = importlib.import_module(module)
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
