@@ -1,24 +1,25 @@
-"""Geometry-model ablation (issue #6): generator only vs generator + refiner vs ``targets='rw_stress'``.
+"""Geometry-model ablation: the geometry model's training targets, Gram (default) vs ``targets='rw_stress'``.
 
-The models are built with ``structure='refiner'`` (opt-in; the default model is the generator alone), and
-both rows of each come from the same trained model: its generator's proposal, and that proposal refined.
+Run: ``.venv/bin/python benchmarks/bench_gears.py [--epochs 8] [--seeds 0 1 2] [--sets simulator osmfish
+merfish]`` (reads ../shared/data; skips missing sets). Writes ``benchmarks/results/gears_ablation.md``
+and its per-seed rows, ``gears_ablation.csv``.
 
-Run: ``.venv/bin/python benchmarks/bench_gears.py [--epochs 8]`` (reads ../shared/data; skips missing sets).
-
-Protocol, per data set: train the encoder and GEARS on *spots* of one part of the tissue,
-then predict the geometry of minisets (128-384 cells, locality-weighted) of *held-out
-cells* from their expression only (encoder + SC adapter), and score each miniset against
-the true cell positions with recall@15 (neighbourhood) and the Spearman correlation of
-pairwise distances. Baseline: the first two principal components of the cells'
-embeddings. Printed as a markdown table (mean over 24 minisets) with training times.
+Protocol, per data set: train the encoder and the geometry model (the default generator alone) on
+*spots* of one part of the tissue, then predict the geometry of minisets (128-384 cells,
+locality-weighted) of *held-out cells* from their expression only (encoder + SC adapter), and
+score each miniset against the true cell positions with recall@15 (neighbourhood) and the
+Spearman correlation of pairwise distances. Baseline: the first two principal components of the
+cells' embeddings. Each seed trains the whole chain (encoder, adapter, geometry models); the
+minisets are the same for every seed. Reported: mean ± SD over seeds of the per-seed mean over
+minisets. The refiner and the structure module are compared in ``bench_ipa.py``.
 
 Two kinds of held-out minisets: *spot-scale* (cells thinned to one per spot-pitch grid
 square first, so a miniset spans a region like the training spot minisets) and
 *cell-scale* (all cells, so a 128-384-cell miniset covers a region a few spots wide,
 where expression varies mostly by cell type, not by position).
 
-* simulator: ST spots of three sections (one held out for validation); the SC cells
-  are a fourth section.
+* simulator: ST spots of three sections (the default validation holds out a band of each);
+  the SC cells are a fourth section.
 * osmFISH (one section): pseudo-spots of the left 60% of the tissue (along its long
   axis); held-out cells are the right 40%.
 * MERFISH (two adjacent slices): pseudo-spots of slice bregma 0.26; held-out cells are
@@ -32,16 +33,21 @@ for 128-384-spot minisets.
 import argparse
 import time
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
-from _common import DATA, band_split, lognorm
+import pandas as pd
+from _common import DATA, band_split, lognorm, mean_sd_markdown, write_precise_rows, write_results
 from scipy.spatial import cKDTree
 from sklearn.decomposition import PCA
 
 import gearsx as gx
 
 warnings.filterwarnings("ignore")
+OUT = Path(__file__).resolve().parent / "results" / "gears_ablation.md"
+#: The geometry models compared, by their label here: the value of ``GEARS(targets=)``.
+TARGETS = {"Gram targets (default)": "gram", "rw_stress targets": "rw_stress"}
 
 
 def score_sets(pred_sets, coords, sets):
@@ -91,51 +97,97 @@ def cases(names):
         yield "MERFISH", lognorm(spots), lognorm(a[a.obs["slice"] == "bregma_0.21"].copy()), None, "spatial"
 
 
-def run(name, st, cells, *, slide_key, gt_key, epochs, rows):
+def run(name, st, cells, *, slide_key, gt_key, epochs, seeds, n_sets, rows):
     """``st``: spots (log-normalised), ``cells``: held-out cells (log-normalised) with true positions in ``gt_key``."""
     st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
     gx.pp.mean_center_per_slide(st, slide_key=slide_key)
     gx.pp.mean_center_per_slide(cells, slide_key=None)
-    t = time.perf_counter()
-    enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False)
-    gx.tl.fit_adapter(cells, enc)
-    t_enc = time.perf_counter() - t
     xy = np.asarray(cells.obsm[gt_key], dtype=float)
-    scales = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key)
-    emb = cells.obsm["X_gears"]
-    for scale, sets in scales.items():
-        pca = [PCA(2, random_state=0).fit_transform(emb[s]) for s in sets]
-        rows.append((name, scale, "PCA of embeddings", *score_sets(pca, xy, sets), float("nan")))
-        print(rows[-1], flush=True)
-    for targets in ("gram", "rw_stress"):
-        # the refiner is opt-in since the default became the generator alone: built here, so that both rows
-        # of the ablation (the generator's proposal and its refinement) come from one trained model
-        geo = gx.model.GEARS(st, slide_key=slide_key, targets=targets, structure="refiner")
-        t = time.perf_counter()
-        geo.train(max_epochs=epochs, random_state=0, progress=False)
-        dt = time.perf_counter() - t
-        label = "Gram targets" if targets == "gram" else "rw_stress targets"
-        for scale, sets in scales.items():
-            refined, base = geo.predict_geometry(cells, indices=sets, return_base=True)
-            rows.append((name, scale, f"{label}: generator only", *score_sets(base, xy, sets), dt))
-            rows.append((name, scale, f"{label}: generator + refiner", *score_sets(refined, xy, sets), dt))
-            print(rows[-2], rows[-1], sep="\n", flush=True)
-    print(f"{name}: {st.n_obs} spots, {cells.n_obs} held-out cells, encoder+adapter {t_enc:.0f}s", flush=True)
+    scales = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key, n_sets=n_sets)
+    for seed in seeds:
+        # the seed covers the whole chain: with the encoder fixed, the spread over seeds is understated (ipa.md)
+        enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False, random_state=seed)
+        gx.tl.fit_adapter(cells, enc, random_state=seed, progress=False)
+        emb = cells.obsm["X_gears"]
+        preds = {
+            "PCA of embeddings": (
+                {k: [PCA(2, random_state=0).fit_transform(emb[s]) for s in v] for k, v in scales.items()},
+                np.nan,
+            )
+        }
+        for label, targets in TARGETS.items():
+            geo = gx.model.GEARS(st, slide_key=slide_key, targets=targets)
+            t = time.perf_counter()
+            geo.train(max_epochs=epochs, random_state=seed, progress=False)
+            dt = time.perf_counter() - t
+            preds[label] = ({k: geo.predict_geometry(cells, v) for k, v in scales.items()}, dt)
+        for method, (by_scale, dt) in preds.items():
+            for scale, pred in by_scale.items():
+                rec, rho = score_sets(pred, xy, scales[scale])
+                rows.append(
+                    {
+                        "data": name,
+                        "minisets": scale,
+                        "method": method,
+                        "seed": seed,
+                        "recall15": rec,
+                        "spearman": rho,
+                        "train_s": dt,
+                    }
+                )
+                print(rows[-1], flush=True)
+
+
+def write(rows, args):
+    """Aggregate the rows so far into ``results/gears_ablation.md`` (rewritten after every data set)."""
+    df = pd.DataFrame(rows)
+    order = [df[c].map({v: i for i, v in enumerate(dict.fromkeys(df[c]))}) for c in ("data", "minisets", "method")]
+    df = df.iloc[np.lexsort([df["seed"], *order[::-1]])]  # data, minisets, method as they first came, then seed
+    columns = ["data", "minisets", "method", "seed", "recall15", "spearman", "train_s"]
+    write_precise_rows(OUT, rows, columns)
+    per_seed = df[columns].round(3).to_markdown(index=False).replace("nan", "   ")  # PCA: nothing trained
+    table = mean_sd_markdown(df, ["data", "minisets", "method"], ["spearman", "recall15"])
+    trained = df.dropna(subset=["train_s"]).groupby(["data", "method"], sort=False)["train_s"].mean()
+    times = "; ".join(f"{data} {method}: {t:.0f} s" for (data, method), t in trained.items())
+    write_results(
+        OUT,
+        "# Geometry model: Gram vs rw_stress targets (benchmarks/bench_gears.py, 2-core CPU machine)\n\n"
+        f"Held-out minisets of cells ({args.n_sets} per scale and data set), placed from expression only; "
+        f"{args.epochs} epochs x 32 batches per model (the default generator alone); seeds {args.seeds} (each "
+        "seed trains the encoder, the adapter and the models). Spearman: of the miniset's pairwise distances; "
+        "recall@15: overlap of the 15 nearest neighbours; train: the geometry model's training time (s).\n\n"
+        f"Mean ± SD over seeds:\n\n{table}\n\nThe geometry model's training time (mean over seeds): {times}.\n\n"
+        f"Per seed (mean over minisets):\n\n{per_seed}\n",
+    )
+    return table
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sets", nargs="+", default=["simulator", "osmfish", "merfish"])
+    parser.add_argument("--n-sets", type=int, default=24)
     args = parser.parse_args()
+    gx.settings.progress_bar = False
     rows = []
     for name, spots, held, slide_key, gt_key in cases(args.sets):
-        run(name, spots, held, slide_key=slide_key, gt_key=gt_key, epochs=args.epochs, rows=rows)
-
-    print(f"\n| data | minisets | method | recall@15 | Spearman | GEARS train (s, {args.epochs} epochs x 32 batches) |")
-    print("|---|---|---|---|---|---|")
-    for name, scale, method, rec, rho, dt in sorted(rows, key=lambda r: (r[0], r[1])):
-        print(f"| {name} | {scale} | {method} | {rec:.3f} | {rho:.3f} | {'' if np.isnan(dt) else f'{dt:.0f}'} |")
+        run(
+            name,
+            spots,
+            held,
+            slide_key=slide_key,
+            gt_key=gt_key,
+            epochs=args.epochs,
+            seeds=args.seeds,
+            n_sets=args.n_sets,
+            rows=rows,
+        )
+        write(rows, args)
+    if not rows:
+        msg = f"None of the data sets {args.sets} was found (real data are read from ../shared/data)."
+        raise SystemExit(msg)
+    print(write(rows, args))
 
 
 if __name__ == "__main__":
