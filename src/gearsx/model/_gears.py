@@ -325,10 +325,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             ``None``: no validation, every spot trains. Held-out spots are never used for
             training: for a final model on all the data, train once with ``validation=None``.
             The band lies at one end of each slide; in a layered tissue it can be one end
-            layer, which the model then sees little of. Held-out spots of that layer are then
-            placed worse, yet a split that trains every region (scattered tiles, or no
-            validation) placed held-out query cells better on some benchmark sets and worse on
-            others (see the structure-module benchmark in :doc:`/benchmarks`).
+            layer, which the model then sees little of. On the simulator, where it is,
+            minisets of held-out cells were placed worse than with a split that trains every
+            region (scattered tiles, or no validation); on the placement of query cells such a
+            split was better on some benchmark sets and worse on others (see the
+            structure-module benchmark in :doc:`/benchmarks`).
         validation_slide
             Name of the held-out slide for ``validation='slide'``.
         loss_weights
