@@ -145,7 +145,9 @@ def write(rows, args):
     df = df.iloc[np.lexsort([df["seed"], *order[::-1]])]  # data, minisets, method as they first came, then seed
     columns = ["data", "minisets", "method", "seed", "recall15", "spearman", "train_s"]
     write_precise_rows(OUT, rows, columns)
-    per_seed = df[columns].round(3).to_markdown(index=False, missingval="")  # PCA: no training time
+    shown = df[columns].round(3)
+    shown["train_s"] = [f"{t:.0f}" if np.isfinite(t) else "" for t in df["train_s"]]  # PCA: nothing trained
+    per_seed = shown.to_markdown(index=False)
     table = mean_sd_markdown(df, ["data", "minisets", "method"], ["spearman", "recall15"])
     trained = df.dropna(subset=["train_s"]).groupby(["data", "method"], sort=False)["train_s"].mean()
     times = "; ".join(f"{data} {method}: {t:.0f} s" for (data, method), t in trained.items())
