@@ -20,8 +20,11 @@ PACKAGES = (
 )  # fmt: skip
 
 
-def environment() -> str:
-    """One line naming the commit of the code and the versions of :data:`PACKAGES` that this run used."""
+def environment(*, appendable: bool = False) -> str:
+    """One line naming the commit of the code and the versions of :data:`PACKAGES` that this run used.
+
+    ``appendable``: the script has ``--append`` (rows of earlier runs can be kept), which the line then says.
+    """
     import platform
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
@@ -46,21 +49,23 @@ def environment() -> str:
     return (
         f"Environment of the run that wrote this page: gearsx at {commit}, Python {platform.python_version()}, "
         + ", ".join(versions)
-        + ". Rows kept with `--append` come from the runs before it."
+        + "."
+        + (" Rows kept with `--append` come from the runs before it." if appendable else "")
     )
 
 
-def write_results(path: Path, text: str, *, stamp: bool = True) -> None:
+def write_results(path: Path, text: str, *, stamp: bool = True, appendable: bool = False) -> None:
     """Write a generated results page, keeping the hand-written sections of the page it replaces.
 
     The scripts generate a title, notes and tables, never a ``## `` heading; the readings written by
     hand under such headings (``## Reading``) follow them. When ``path`` exists, everything from its
     first ``## `` heading on is kept after the new ``text``, and a message says so: the kept reading
     describes the previous figures and must be revised to the new ones. ``stamp``: end the generated
-    part with :func:`environment`'s line.
+    part with :func:`environment`'s line (``appendable``: the script has ``--append``, and the line says
+    that kept rows come from earlier runs).
     """
     if stamp:
-        text = text.rstrip("\n") + "\n\n" + environment() + "\n"
+        text = text.rstrip("\n") + "\n\n" + environment(appendable=appendable) + "\n"
     kept = ""
     if path.exists():
         old = path.read_text()

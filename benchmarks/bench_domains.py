@@ -303,6 +303,7 @@ def write(rows, args):
         "`refine` False do not use it); slide columns: ARI per slide (mean over seeds); `time_s`: end to "
         "end per slide. Representations: see the module docstring of `benchmarks/bench_domains.py`.\n\n"
         + summary.to_markdown(index=False, floatfmt=".3f"),
+        appendable=True,  # the script's --append keeps earlier runs' rows
     )
     df.to_csv(out.with_suffix(".csv"), index=False)  # one row per slide, seed, representation (tutorial 03 plots it)
     print(summary.to_string(), flush=True)

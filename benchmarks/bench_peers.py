@@ -530,6 +530,7 @@ def main():
         "Stress-1: lower is better; all other metrics: higher is better. Peak memory: resident memory above the"
         " level when the method started (a lower bound for later data sets: the process keeps what it holds).\n\n"
         + "\n".join(lines),
+        appendable=True,  # the script's --append keeps earlier runs' rows
     )
     print("\n".join(lines))
 

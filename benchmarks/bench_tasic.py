@@ -195,6 +195,7 @@ def main():
         + table.round(3).to_markdown(index=False)
         + f"\n\nMean ± SD over seeds {sorted(table['seed'].unique().tolist())}:\n\n"
         + summary,
+        appendable=True,  # the script's --append keeps earlier runs' rows
     )
     print(args.out.read_text())
 

@@ -60,6 +60,15 @@ def test_page_names_the_code_and_package_versions_of_its_run(tmp_path):
     for name in ("numpy", "scipy", "torch", "scanpy", "anndata", "scikit-learn"):
         assert f"{name} {version(name)}" in stamp
     assert reading == "\n\n- kept\n"
+    assert "--append" not in stamp  # a script without --append keeps no earlier rows, and its page says nothing of them
+
+
+def test_stamp_of_a_script_with_append_says_where_kept_rows_come_from(tmp_path):
+    page = tmp_path / "table.md"
+    write_results(page, "# Title\n", appendable=True)
+    stamp = page.read_text().strip().splitlines()[-1]
+    assert stamp.startswith("Environment of the run that wrote this page: gearsx at ")
+    assert stamp.endswith("Rows kept with `--append` come from the runs before it.")
 
 
 def test_first_table_reads_the_per_seed_rows(tmp_path):
