@@ -68,8 +68,9 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         ``'gram'`` (default: Procrustes regression to the Gram factor, Gram and
         log-scale losses) or ``'rw_stress'`` (the generator is trained with
         ``L_geo = L_RW + 0.1 L_stress``; its targets are built per miniset on the CPU, so
-        training takes 6-7 times as long, and it placed query cells worse than the default on
-        Spearman and Stress-1 on three benchmark sets; see :doc:`/benchmarks`).
+        training takes 6-7 times as long, and without an anchor it placed query cells worse
+        than the default on Spearman and Stress-1 on three benchmark sets; see
+        :doc:`/benchmarks`).
     n_out
         Dimension ``d`` of the predicted geometry.
     dim, n_heads, n_inducing
