@@ -97,17 +97,30 @@ def cases(names):
         yield "MERFISH", lognorm(spots), lognorm(a[a.obs["slice"] == "bregma_0.21"].copy()), None, "spatial"
 
 
-def run(name, st, cells, *, slide_key, gt_key, epochs, seeds, n_sets, rows):
-    """``st``: spots (log-normalised), ``cells``: held-out cells (log-normalised) with true positions in ``gt_key``."""
+def prepared(st, cells, slide_key):
+    """``st`` and ``cells`` on their shared genes, log-normalised and centred (ST per slide), as both ablations use them."""
     st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
     gx.pp.mean_center_per_slide(st, slide_key=slide_key)
     gx.pp.mean_center_per_slide(cells, slide_key=None)
+    return st, cells
+
+
+def fit_embeddings(st, cells, slide_key, seed):
+    """Train the encoder on ``st`` and adapt ``cells`` to it, both from ``seed``.
+
+    The seed covers the whole chain: with the encoder fixed, the spread over seeds is understated (``ipa.md``).
+    """
+    enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False, random_state=seed)
+    gx.tl.fit_adapter(cells, enc, random_state=seed, progress=False)
+
+
+def run(name, st, cells, *, slide_key, gt_key, epochs, seeds, n_sets, rows):
+    """``st``: spots (log-normalised), ``cells``: held-out cells (log-normalised) with true positions in ``gt_key``."""
+    st, cells = prepared(st, cells, slide_key)
     xy = np.asarray(cells.obsm[gt_key], dtype=float)
     scales = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key, n_sets=n_sets)
     for seed in seeds:
-        # the seed covers the whole chain: with the encoder fixed, the spread over seeds is understated (ipa.md)
-        enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False, random_state=seed)
-        gx.tl.fit_adapter(cells, enc, random_state=seed, progress=False)
+        fit_embeddings(st, cells, slide_key, seed)
         emb = cells.obsm["X_gears"]
         preds = {
             "PCA of embeddings": (
@@ -140,9 +153,9 @@ def run(name, st, cells, *, slide_key, gt_key, epochs, seeds, n_sets, rows):
 
 def write(rows, args):
     """Aggregate the rows so far into ``results/gears_ablation.md`` (rewritten after every data set)."""
-    df = pd.DataFrame(rows)
-    order = [df[c].map({v: i for i, v in enumerate(dict.fromkeys(df[c]))}) for c in ("data", "minisets", "method")]
-    df = df.iloc[np.lexsort([df["seed"], *order[::-1]])]  # data, minisets, method as they first came, then seed
+    df = pd.DataFrame(rows).sort_values(  # data, minisets, method and seed in the order they first came
+        ["data", "minisets", "method", "seed"], key=lambda c: c.map({v: i for i, v in enumerate(c.unique())})
+    )
     columns = ["data", "minisets", "method", "seed", "recall15", "spearman", "train_s"]
     write_precise_rows(OUT, rows, columns)
     shown = df[columns].round(3)
@@ -185,11 +198,11 @@ def main():
             n_sets=args.n_sets,
             rows=rows,
         )
-        write(rows, args)
+        table = write(rows, args)  # after every data set: a long run leaves a page behind
     if not rows:
         msg = f"None of the data sets {args.sets} was found (real data are read from ../shared/data)."
         raise SystemExit(msg)
-    print(write(rows, args))
+    print(table)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 from _common import write_precise_rows, write_results
-from bench_gears import cases, heldout_minisets
+from bench_gears import cases, fit_embeddings, heldout_minisets, prepared
 
 import gearsx as gx
 
@@ -83,16 +83,11 @@ def main():
     gx.settings.progress_bar = False
     rows = []
     for name, st, cells, slide_key, gt_key in cases(args.sets):
-        st, cells = gx.pp.prepare(st, cells, slide_key=slide_key, n_top_genes=2000)
-        gx.pp.mean_center_per_slide(st, slide_key=slide_key)
-        gx.pp.mean_center_per_slide(cells, slide_key=None)
+        st, cells = prepared(st, cells, slide_key)
         xy = np.asarray(cells.obsm[gt_key], dtype=float)
         sets = heldout_minisets(st, cells, slide_key=slide_key, gt_key=gt_key, n_sets=args.n_sets)["spot-scale"]
         for seed in args.seeds:
-            # the seed covers the whole chain, encoder and adapter included: with the encoder fixed at seed 0,
-            # the spread over seeds on the simulator was a fifth of the run-to-run spread (see the page)
-            enc = gx.tl.fit_encoder(st, slide_key=slide_key, progress=False, random_state=seed)
-            gx.tl.fit_adapter(cells, enc, random_state=seed, progress=False)
+            fit_embeddings(st, cells, slide_key, seed)  # the whole chain from the seed, encoder included
             for structure in args.structures:
                 geo = gx.model.GEARS(st, slide_key=slide_key, structure=STRUCTURES[structure])
                 t = time.perf_counter()
@@ -108,11 +103,11 @@ def main():
                     m = pd.DataFrame([score(p, xy[s]) for p, s in zip(pred, sets, strict=True)]).mean()
                     rows.append({"data": name, "seed": seed, "path": path, **m.to_dict(), "train_s": dt})
                     print(rows[-1], flush=True)
-        write(rows, args)
+        lines = write(rows, args)  # after every data set: a long run leaves a page behind
     if not rows:
         msg = f"None of the data sets {args.sets} was found (real data are read from ../shared/data)."
         raise SystemExit(msg)
-    print("\n".join(write(rows, args)))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
