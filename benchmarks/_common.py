@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts (run them as ``python benchmarks/<script>.py``)."""
 
+import hashlib
 import re
 import threading
 import time
@@ -20,10 +21,39 @@ PACKAGES = (
 )  # fmt: skip
 
 
-def environment(*, appendable: bool = False) -> str:
-    """One line naming the commit of the code and the versions of :data:`PACKAGES` that this run used.
+#: Folder, beside the results pages, of the lists of installed packages that their environment lines name.
+ENVIRONMENTS = "environments"
 
-    ``appendable``: the script has ``--append`` (rows of earlier runs can be kept), which the line then says.
+
+def installed_packages() -> str:
+    """Every distribution installed in this environment, one ``name==version`` per line, sorted.
+
+    Names are normalised as pip compares them (lower case, runs of ``-``, ``_`` and ``.`` as one ``-``).
+    The list holds what :data:`PACKAGES` leaves out: a reinstall with the same versions of those gave
+    other Tasic scores on 5 December (``results/tasic_seqfish.md``), and only a full list can show
+    what else changed.
+    """
+    from importlib.metadata import distributions
+
+    names = set()
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            names.add(f"{re.sub(r'[-_.]+', '-', name).lower()}=={dist.version}")
+    return "\n".join(sorted(names)) + "\n"
+
+
+def install_fingerprint(listing: str) -> str:
+    """Return the first 12 hexadecimal digits of the SHA-256 of :func:`installed_packages`' list: equal lists, equal fingerprints."""
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+
+def environment(*, appendable: bool = False) -> str:
+    """One line naming the commit of the code, the versions of :data:`PACKAGES` and the whole install used.
+
+    The install is named by :func:`install_fingerprint`; :func:`write_results` keeps its full list in
+    ``environments/<fingerprint>.txt`` beside the page. ``appendable``: the script has ``--append``
+    (rows of earlier runs can be kept), which the line then says.
     """
     import platform
     import subprocess
@@ -40,6 +70,7 @@ def environment(*, appendable: bool = False) -> str:
     # the code only: a run's own figures, written before its page, and earlier pages are not code
     if git("status", "--porcelain", "--", "../src", ".", ":(exclude)results"):
         commit += " with uncommitted changes"
+    fingerprint = install_fingerprint(installed_packages())
     versions = []
     for name in PACKAGES:
         try:
@@ -49,7 +80,7 @@ def environment(*, appendable: bool = False) -> str:
     return (
         f"Environment of the run that wrote this page: gearsx at {commit}, Python {platform.python_version()}, "
         + ", ".join(versions)
-        + "."
+        + f"; install {fingerprint} (every package: `{ENVIRONMENTS}/{fingerprint}.txt` beside this page)."
         + (" Rows kept with `--append` come from the runs before it." if appendable else "")
     )
 
@@ -66,6 +97,11 @@ def write_results(path: Path, text: str, *, stamp: bool = True, appendable: bool
     """
     if stamp:
         text = text.rstrip("\n") + "\n\n" + environment(appendable=appendable) + "\n"
+        listing = installed_packages()
+        record = path.parent / ENVIRONMENTS / f"{install_fingerprint(listing)}.txt"
+        if not record.exists():
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(listing)
     kept = ""
     if path.exists():
         old = path.read_text()

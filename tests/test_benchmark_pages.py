@@ -63,6 +63,35 @@ def test_page_names_the_code_and_package_versions_of_its_run(tmp_path):
     assert "--append" not in stamp  # a script without --append keeps no earlier rows, and its page says nothing of them
 
 
+def test_stamp_names_the_whole_install_and_keeps_its_package_list_beside_the_page(tmp_path):
+    """Two installs with the same versions of the named packages can still differ: the line names the whole
+    install by a fingerprint of every package's version, and the list itself is kept next to the page."""
+    import hashlib
+    import re
+    from importlib.metadata import version
+
+    page = tmp_path / "results" / "table.md"
+    write_results(page, "# Title\n")
+    stamp = page.read_text().strip().splitlines()[-1]
+    found = re.search(
+        r"; install ([0-9a-f]{12}) \(every package: `environments/([0-9a-f]{12})\.txt` beside this page\)\.$", stamp
+    )
+    assert found is not None, stamp
+    assert found.group(1) == found.group(2)
+    listing = (page.parent / "environments" / f"{found.group(1)}.txt").read_text()
+    assert hashlib.sha256(listing.encode()).hexdigest()[:12] == found.group(1)
+    lines = listing.splitlines()
+    assert lines == sorted(set(lines))
+    for name in ("numpy", "scipy", "torch", "scikit-learn", "anndata"):
+        assert f"{name}=={version(name)}" in lines
+    # one version more or less is another install
+    changed = listing.replace(f"numpy=={version('numpy')}", "numpy==0.0.1")
+    assert _common.install_fingerprint(changed) != found.group(1)
+    # a second page of the same install reuses the list
+    write_results(page.parent / "other.md", "# Other\n")
+    assert len(list((page.parent / "environments").iterdir())) == 1
+
+
 def test_stamp_of_a_script_with_append_says_where_kept_rows_come_from(tmp_path):
     page = tmp_path / "table.md"
     write_results(page, "# Title\n", appendable=True)
