@@ -48,8 +48,33 @@ def install_fingerprint(listing: str) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()[:12]
 
 
+def machine() -> str:
+    """The processor's model, its usable cores and the instruction set torch's CPU kernels use.
+
+    Those kernels are chosen by the instruction set (AVX2, AVX512, ...), and their rounding differs
+    with it, so one training can end elsewhere on another machine with the same install.
+    """
+    import os
+    import platform
+
+    model = platform.processor() or "unknown processor"
+    try:
+        with Path("/proc/cpuinfo").open() as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        import torch
+
+        kernels = f", torch kernels {torch.backends.cpu.get_cpu_capability()}"
+    except ImportError:
+        kernels = ""
+    return f"{model} ({cores} cores{kernels})"
+
+
 def environment(*, appendable: bool = False) -> str:
-    """One line naming the commit of the code, the versions of :data:`PACKAGES` and the whole install used.
+    """One line naming the commit of the code, the versions of :data:`PACKAGES`, the whole install and the machine.
 
     The install is named by :func:`install_fingerprint`; :func:`write_results` keeps its full list in
     ``environments/<fingerprint>.txt`` beside the page. ``appendable``: the script has ``--append``
@@ -80,7 +105,8 @@ def environment(*, appendable: bool = False) -> str:
     return (
         f"Environment of the run that wrote this page: gearsx at {commit}, Python {platform.python_version()}, "
         + ", ".join(versions)
-        + f"; install {fingerprint} (every package: `{ENVIRONMENTS}/{fingerprint}.txt` beside this page)."
+        + f"; install {fingerprint} (every package: `{ENVIRONMENTS}/{fingerprint}.txt` beside this page); "
+        + f"CPU {machine()}."
         + (" Rows kept with `--append` come from the runs before it." if appendable else "")
     )
 

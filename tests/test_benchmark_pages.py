@@ -64,8 +64,9 @@ def test_page_names_the_code_and_package_versions_of_its_run(tmp_path):
 
 
 def test_stamp_names_the_whole_install_and_keeps_its_package_list_beside_the_page(tmp_path):
-    """Two installs with the same versions of the named packages can still differ: the line names the whole
-    install by a fingerprint of every package's version, and the list itself is kept next to the page."""
+    """Two runs with the same versions of the named packages can still differ: the line names the whole
+    install by a fingerprint of every package's version (the list itself is kept next to the page) and the
+    machine (its processor and the instruction set of torch's kernels)."""
     import hashlib
     import re
     from importlib.metadata import version
@@ -74,7 +75,7 @@ def test_stamp_names_the_whole_install_and_keeps_its_package_list_beside_the_pag
     write_results(page, "# Title\n")
     stamp = page.read_text().strip().splitlines()[-1]
     found = re.search(
-        r"; install ([0-9a-f]{12}) \(every package: `environments/([0-9a-f]{12})\.txt` beside this page\)\.$", stamp
+        r"; install ([0-9a-f]{12}) \(every package: `environments/([0-9a-f]{12})\.txt` beside this page\); CPU ", stamp
     )
     assert found is not None, stamp
     assert found.group(1) == found.group(2)
@@ -87,6 +88,9 @@ def test_stamp_names_the_whole_install_and_keeps_its_package_list_beside_the_pag
     # one version more or less is another install
     changed = listing.replace(f"numpy=={version('numpy')}", "numpy==0.0.1")
     assert _common.install_fingerprint(changed) != found.group(1)
+    import torch
+
+    assert stamp.endswith(f" cores, torch kernels {torch.backends.cpu.get_cpu_capability()}).")
     # a second page of the same install reuses the list
     write_results(page.parent / "other.md", "# Other\n")
     assert len(list((page.parent / "environments").iterdir())) == 1
