@@ -26,12 +26,12 @@ ENVIRONMENTS = "environments"
 
 
 def installed_packages() -> str:
-    """Every distribution installed in this environment, one ``name==version`` per line, sorted.
+    """Return every distribution installed in this environment, one ``name==version`` per line, sorted.
 
     Names are normalised as pip compares them (lower case, runs of ``-``, ``_`` and ``.`` as one ``-``).
-    The list holds what :data:`PACKAGES` leaves out: a reinstall with the same versions of those gave
-    other Tasic scores on 5 December (``results/tasic_seqfish.md``), and only a full list can show
-    what else changed.
+    The list holds what :data:`PACKAGES` leaves out: a new machine and install with the same versions of
+    those gave other Tasic scores on 5 December (``results/tasic_seqfish.md``), and only a full list
+    can show whether another library changed (:func:`machine` names the processor).
     """
     from importlib.metadata import distributions
 
@@ -49,7 +49,7 @@ def install_fingerprint(listing: str) -> str:
 
 
 def machine() -> str:
-    """The processor's model, its usable cores and the instruction set torch's CPU kernels use.
+    """Return the processor's model, its usable cores and the instruction set torch's CPU kernels use.
 
     Those kernels are chosen by the instruction set (AVX2, AVX512, ...), and their rounding differs
     with it, so one training can end elsewhere on another machine with the same install.
@@ -73,12 +73,12 @@ def machine() -> str:
     return f"{model} ({cores} cores{kernels})"
 
 
-def environment(*, appendable: bool = False) -> str:
+def environment(*, appendable: bool = False, listing: str | None = None) -> str:
     """One line naming the commit of the code, the versions of :data:`PACKAGES`, the whole install and the machine.
 
-    The install is named by :func:`install_fingerprint`; :func:`write_results` keeps its full list in
-    ``environments/<fingerprint>.txt`` beside the page. ``appendable``: the script has ``--append``
-    (rows of earlier runs can be kept), which the line then says.
+    The install is named by :func:`install_fingerprint` of ``listing`` (default: :func:`installed_packages`);
+    :func:`write_results` keeps that list in ``environments/<fingerprint>.txt`` beside the page.
+    ``appendable``: the script has ``--append`` (rows of earlier runs can be kept), which the line then says.
     """
     import platform
     import subprocess
@@ -95,7 +95,7 @@ def environment(*, appendable: bool = False) -> str:
     # the code only: a run's own figures, written before its page, and earlier pages are not code
     if git("status", "--porcelain", "--", "../src", ".", ":(exclude)results"):
         commit += " with uncommitted changes"
-    fingerprint = install_fingerprint(installed_packages())
+    fingerprint = install_fingerprint(installed_packages() if listing is None else listing)
     versions = []
     for name in PACKAGES:
         try:
@@ -122,8 +122,8 @@ def write_results(path: Path, text: str, *, stamp: bool = True, appendable: bool
     that kept rows come from earlier runs).
     """
     if stamp:
-        text = text.rstrip("\n") + "\n\n" + environment(appendable=appendable) + "\n"
         listing = installed_packages()
+        text = text.rstrip("\n") + "\n\n" + environment(appendable=appendable, listing=listing) + "\n"
         record = path.parent / ENVIRONMENTS / f"{install_fingerprint(listing)}.txt"
         if not record.exists():
             record.parent.mkdir(parents=True, exist_ok=True)

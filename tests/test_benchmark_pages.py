@@ -71,6 +71,8 @@ def test_stamp_names_the_whole_install_and_keeps_its_package_list_beside_the_pag
     import re
     from importlib.metadata import version
 
+    import torch
+
     page = tmp_path / "results" / "table.md"
     write_results(page, "# Title\n")
     stamp = page.read_text().strip().splitlines()[-1]
@@ -88,8 +90,6 @@ def test_stamp_names_the_whole_install_and_keeps_its_package_list_beside_the_pag
     # one version more or less is another install
     changed = listing.replace(f"numpy=={version('numpy')}", "numpy==0.0.1")
     assert _common.install_fingerprint(changed) != found.group(1)
-    import torch
-
     assert stamp.endswith(f" cores, torch kernels {torch.backends.cpu.get_cpu_capability()}).")
     # a second page of the same install reuses the list
     write_results(page.parent / "other.md", "# Other\n")
