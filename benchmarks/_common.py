@@ -1,6 +1,8 @@
 """Helpers shared by the benchmark scripts (run them as ``python benchmarks/<script>.py``)."""
 
 import hashlib
+import os
+import platform
 import re
 import threading
 import time
@@ -54,9 +56,6 @@ def machine() -> str:
     Those kernels are chosen by the instruction set (AVX2, AVX512, ...), and their rounding differs
     with it, so one training can end elsewhere on another machine with the same install.
     """
-    import os
-    import platform
-
     model = platform.processor() or "unknown processor"
     try:
         with Path("/proc/cpuinfo").open() as f:
@@ -80,7 +79,6 @@ def environment(*, appendable: bool = False, listing: str | None = None) -> str:
     :func:`write_results` keeps that list in ``environments/<fingerprint>.txt`` beside the page.
     ``appendable``: the script has ``--append`` (rows of earlier runs can be kept), which the line then says.
     """
-    import platform
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
