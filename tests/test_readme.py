@@ -38,6 +38,10 @@ def test_readme_example_runs(monkeypatch):
     assert np.isfinite(adata_sc.obsm["X_gears_spatial"]).all()
     assert namespace["scores"].loc["X_gears_spatial", "spearman"] > 0.3
     assert adata_sc.obs["gears_community"].nunique() > 1
+    # the cells were anchored on the slides, and every cell of a type counts once in the type's spot map
+    counts = adata_sc.obs["cell_type"].value_counts()
+    mapped = adata_st.obsm["gears_cell_type"].sum()
+    np.testing.assert_allclose(mapped[counts.index].to_numpy(), counts.to_numpy(), rtol=1e-5)
     assert adata_st.obs["gears_domain"].nunique() == 6
     # refine=True and the domain embedding followed the slide column fit_encoder recorded
     assert adata_st.uns["gears_domain"]["params"]["slide_key"] == "slide"

@@ -43,6 +43,14 @@ class _Keys:
         """``obsm`` key of an anchored run's anchor positions."""
         return f"X_{key}_anchor"
 
+    def anchor_spots(self, key: str) -> str:
+        """``obsm`` key of an anchored run's matched spots per cell (rows of its reference slide)."""
+        return f"{key}_anchor_spots"
+
+    def anchor_weights(self, key: str) -> str:
+        """``obsm`` key of the weights of those matched spots in each cell's anchor."""
+        return f"{key}_anchor_weights"
+
     def uncertainty(self, key: str) -> str:
         """``obs`` column of the per-cell positional uncertainty."""
         return f"{key}_uncertainty"

@@ -5,6 +5,7 @@ from ._domain_embedding import domain_embedding
 from ._domains import cluster_domains, domain_representation
 from ._embed_patches import embed_patches
 from ._encoder import fit_adapter, fit_encoder
+from ._projection import project_groups
 from ._reconstruct import reconstruct
 from ._smooth import spatial_smooth
 from ._stitch import stitch
@@ -18,6 +19,7 @@ __all__ = [
     "embed_patches",
     "fit_adapter",
     "fit_encoder",
+    "project_groups",
     "reconstruct",
     "spatial_smooth",
     "stitch",

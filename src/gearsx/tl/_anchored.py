@@ -58,6 +58,10 @@ class AnchorPlan:
     record: dict = field(default_factory=dict)
     anchors: np.ndarray | None = None
     anchor_sd: np.ndarray | None = None
+    #: ``(n, k)`` each cell's matched spots (rows of the reference slide) and their weights in its anchor;
+    #: cells without a count weigh nothing (their matches say nothing about where they lie)
+    spots: np.ndarray | None = None
+    spot_weights: np.ndarray | None = None
 
 
 def _cell_sd(
@@ -328,7 +332,14 @@ def plan_anchor(
     if not anchored:  # the sample's matches would not describe every cell
         return AnchorPlan(anchored=False, record=record)
     sd = _cell_sd(match, coords, similarity, null.similarity, empty)
-    return AnchorPlan(anchored=True, record=record, anchors=match.anchors, anchor_sd=sd)
+    record["spot_coords"] = coords  # the matched spots' positions: how gx.tl.project_groups finds them again
+    weights = match.weights.astype(np.float32)
+    if empty is not None:
+        weights[empty] = 0.0
+    return AnchorPlan(
+        anchored=True, record=record, anchors=match.anchors, anchor_sd=sd,
+        spots=match.indices.astype(np.int32), spot_weights=weights,
+    )  # fmt: skip
 
 
 def apply_anchor(

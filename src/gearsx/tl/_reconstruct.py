@@ -229,8 +229,12 @@ def reconstruct(
     ``uns['gears']`` (stitching parameters and diagnostics, ``uns['gears']['reconstruct']`` with the
     graph and patch diagnostics and the wall time of each step in ``seconds``,
     ``uns['gears']['anchor']`` with the anchoring decision). Anchored
-    runs also keep ``obsm['X_gears_intrinsic']`` and ``obsm['X_gears_anchor']``; at
-    ``anchor_weight=0`` only the latter, and no ``obsp`` graphs and no stitching diagnostics.
+    runs also keep ``obsm['X_gears_intrinsic']`` and ``obsm['X_gears_anchor']`` (at
+    ``anchor_weight=0`` only the latter, and no ``obsp`` graphs and no stitching diagnostics), and
+    each cell's matched spots and their weights in its anchor, ``obsm['gears_anchor_spots']`` and
+    ``obsm['gears_anchor_weights']`` (``(n, anchor_k)``; the spots are rows of the reference slide,
+    whose coordinates ``uns['gears']['anchor']['spot_coords']`` keeps), which
+    :func:`gearsx.tl.project_groups` sums into per-spot maps of the cells' groups.
 
     Notes
     -----
@@ -308,6 +312,9 @@ def reconstruct(
         expression=expression, expression_weight=expression_weight, expression_note=expression_note,
         temperature=anchor_temperature, empty=empty,
     )  # fmt: skip
+    slide_key = model.setup_args.get("slide_key")
+    if plan.anchored and slide_key is not None:  # where gx.tl.project_groups finds the reference slide's spots
+        plan.record["slide_key"] = str(slide_key)
     clock.lap("match")
     if not plan.anchored and sizes is None:  # anchor='auto' at weight 0 chose the intrinsic layout after all
         fix = (
@@ -608,9 +615,16 @@ def _write_anchors_only(adata: AnnData, plan, *, key_added: str, distance_steps:
         logger.info("replacing existing %r", key_added)
     adata.obsm[obsm_key] = layout
     set_obs_rep(adata, plan.anchors, obsm=Key.anchors(key_added))
+    _write_matches(adata, plan, key_added)
     adata.obs[Key.uncertainty(key_added)] = uncertainty
     write_record(adata, key_added, {"random_state": random_state, "intrinsic": "skipped (anchor_weight=0)"})
     adata.uns[key_added]["anchor"] = {**plan.record, "weight": 0.0}
+
+
+def _write_matches(adata: AnnData, plan, key_added: str) -> None:
+    """Write each cell's matched spots and their weights (``obsm``), for :func:`gearsx.tl.project_groups`."""
+    adata.obsm[Key.anchor_spots(key_added)] = plan.spots
+    adata.obsm[Key.anchor_weights(key_added)] = plan.spot_weights
 
 
 def _write_anchored(
@@ -629,6 +643,7 @@ def _write_anchored(
     if plan.anchored:
         set_obs_rep(adata, intrinsic, obsm=Key.intrinsic(key_added))
         set_obs_rep(adata, plan.anchors, obsm=Key.anchors(key_added))
+        _write_matches(adata, plan, key_added)
         adata.obsm[obsm_key] = layout  # the stitched layout, now fused
         # stitched distances into reference units: the scale between the two layouts over the stitched edges
         dist = adata.obsp[Key.distances(key_added)]
@@ -638,6 +653,9 @@ def _write_anchored(
             intr = np.linalg.norm(intrinsic[d.row] - intrinsic[d.col], axis=1)
             adata.obsp[Key.distances(key_added)] = dist * float(np.median(lay) / max(np.median(intr), 1e-12))
     else:
-        _remove_stale([(adata.obsm, Key.intrinsic(key_added)), (adata.obsm, Key.anchors(key_added))], "not anchored")
+        _remove_stale(
+            [(adata.obsm, k(key_added)) for k in (Key.intrinsic, Key.anchors, Key.anchor_spots, Key.anchor_weights)],
+            "not anchored",
+        )
     adata.obs[Key.uncertainty(key_added)] = uncertainty
     adata.uns[key_added]["anchor"] = {**plan.record, "weight": weight}

@@ -1,0 +1,198 @@
+"""``gx.tl.project_groups``: maps of where each group of anchored cells lands, spot by spot."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+from gearsx._anndata import check_key_added, check_obs_key, obsm_coords, write_record
+from gearsx._keys import Key
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+__all__ = ["project_groups"]
+
+logger = logging.getLogger(__name__)
+
+
+def project_groups(
+    adata: AnnData,
+    adata_st: AnnData,
+    groupby: str,
+    *,
+    key: str = Key.result,
+    normalize: bool = False,
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Map where each group of anchored cells lands on the reference slide, spot by spot.
+
+    An anchored :func:`gearsx.tl.reconstruct` places each cell at the weighted mean of its matched
+    spots (see :doc:`/anchoring`) and keeps those matches and weights
+    (``obsm['gears_anchor_spots']``, ``obsm['gears_anchor_weights']``). Here each cell's weights are
+    summed per spot over the cells of each group of ``adata.obs[groupby]``: spot ``s`` receives
+    ``sum_{cells c in group g} w(c, s)``, the expected number of the group's cells there when each
+    cell lies at one of its matched spots with the probability its weight gives. Every cell carries a
+    total weight of one, so a group's column sums to its number of cells (cells without a single
+    count carry none). This is the map a group's mean position comes from; it shows how the group
+    spreads, which a mean does not (a cell type in two layers has its mean between them).
+    Like Tangram's projection of cell annotations, the result goes to the spatial data.
+
+    Parameters
+    ----------
+    adata
+        Cells reconstructed by :func:`gearsx.tl.reconstruct` in anchored mode, with the groups in
+        ``obs[groupby]``.
+    adata_st
+        The spatial data the model was trained on (or any AnnData holding its reference slide's
+        spots): the spots are found by the slide column and the coordinates the run recorded
+        (``uns[key]['anchor']``), whatever the order of the rows.
+    groupby
+        Categorical ``obs`` column of ``adata`` (cell types, clusters, dissected layers). Cells
+        without a value (``NaN``) are left out and counted in the record.
+    key
+        ``key_added`` of the reconstruction.
+    normalize
+        Divide each spot's row by its total: the share of each group among the cells matched there
+        (``NaN`` at spots no cell weighs on). Default: the expected numbers of cells.
+    key_added
+        ``obsm`` key of ``adata_st`` for the map; default ``f'{key}_{groupby}'``. Its parameters go
+        to ``uns[key_added]``.
+    copy
+        Return a modified copy of ``adata_st`` instead of writing to it.
+
+    Returns
+    -------
+    ``None`` or the copy of ``adata_st``. Writes ``adata_st.obsm[key_added]``: a
+    :class:`pandas.DataFrame` with one row per spot of ``adata_st`` and one column per group
+    (``NaN`` on spots of other slides than the one the cells were anchored on), and
+    ``adata_st.uns[key_added]`` with the parameters, the slide and the cells left out. To draw one
+    group with scanpy, copy its column to ``obs``:
+    ``adata_st.obs['L4'] = adata_st.obsm['gears_layer']['L4']``.
+
+    Examples
+    --------
+    >>> import gearsx as gx
+    >>> gx.tl.reconstruct(adata_sc, model)  # doctest: +SKIP
+    >>> gx.tl.project_groups(adata_sc, adata_st, "cell_type")  # doctest: +SKIP
+    >>> adata_st.obsm["gears_cell_type"].sum()  # doctest: +SKIP
+    """
+    check_key_added(key)
+    record = _anchor_record(adata, key)
+    check_obs_key(adata, groupby, "groupby")
+    key_added = check_key_added(f"{key}_{groupby}" if key_added is None else key_added)
+    spots = np.asarray(adata.obsm[Key.anchor_spots(key)])
+    weights = np.asarray(adata.obsm[Key.anchor_weights(key)], dtype=np.float64)
+    ref_coords = np.asarray(record["spot_coords"], dtype=np.float64)
+    if spots.shape != weights.shape or spots.size and (spots.min() < 0 or spots.max() >= len(ref_coords)):
+        msg = (
+            f"`adata.obsm[{Key.anchor_spots(key)!r}]` and `adata.obsm[{Key.anchor_weights(key)!r}]` do not describe "
+            f"matches to the {len(ref_coords)} spots recorded in `uns[{key!r}]['anchor']`; run gx.tl.reconstruct again."
+        )
+        raise ValueError(msg)
+    rows = _reference_rows(adata_st, record, ref_coords)
+    groups = adata.obs[groupby]
+    if pd.api.types.is_float_dtype(groups.dtype):
+        msg = (
+            f"`adata.obs[{groupby!r}]` holds floats; `groupby` needs groups (categories, strings, integers). "
+            f"Convert it first, e.g. adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype('category')."
+        )
+        raise ValueError(msg)
+    codes = pd.Categorical(groups)
+    names = [str(c) for c in codes.categories]
+    table = np.zeros((len(ref_coords), len(names)))
+    for g in range(len(names)):
+        sel = codes.codes == g
+        table[:, g] = np.bincount(spots[sel].ravel(), weights=weights[sel].ravel(), minlength=len(ref_coords))
+    if normalize:
+        total = table.sum(1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table = np.where(total > 0, table / total, np.nan)
+    adata_st = adata_st.copy() if copy else adata_st
+    out = np.full((adata_st.n_obs, len(names)), np.nan)
+    out[rows] = table
+    if key_added in adata_st.obsm:
+        logger.info("replacing existing %r", key_added)
+    adata_st.obsm[key_added] = pd.DataFrame(out, index=adata_st.obs_names, columns=names)
+    write_record(
+        adata_st,
+        key_added,
+        {"groupby": groupby, "key": key, "normalize": normalize},
+        slide=str(record["slide"]),
+        n_spots=len(rows),
+        n_cells=int((codes.codes >= 0).sum()),
+        n_cells_without_group=int((codes.codes < 0).sum()),
+    )
+    return adata_st if copy else None
+
+
+def _anchor_record(adata: AnnData, key: str) -> dict:
+    """Return the anchoring record of the reconstruction under ``key``, or say what is missing."""
+    record = adata.uns.get(key, {}).get("anchor") if isinstance(adata.uns.get(key), dict) else None
+    if record is None:
+        msg = (
+            f"`adata.uns[{key!r}]['anchor']` is missing: run gx.tl.reconstruct(adata, model) first (or pass its `key`)."
+        )
+        raise KeyError(msg)
+    if record.get("mode") != "reference":
+        msg = (
+            f"The cells under {key!r} were not anchored (mode {record.get('mode')!r}: {record.get('decision', '')}), so "
+            "they were matched to no spots. Reconstruct with anchor='reference' to place them on the reference."
+        )
+        raise ValueError(msg)
+    missing = [k for k in (Key.anchor_spots(key), Key.anchor_weights(key)) if k not in adata.obsm]
+    if missing or "spot_coords" not in record:
+        msg = (
+            f"`adata` lacks the anchored run's matches ({', '.join(missing) or 'the recorded spot coordinates'}): "
+            "it was reconstructed by an older gearsx. Run gx.tl.reconstruct again."
+        )
+        raise ValueError(msg)
+    return record
+
+
+def _reference_rows(adata_st: AnnData, record: dict, ref_coords: np.ndarray) -> np.ndarray:
+    """Row of ``adata_st`` of each recorded reference spot (the slide's column, then equal coordinates)."""
+    spatial_key = str(record.get("spatial_key", Key.spatial))
+    coords = obsm_coords(adata_st, spatial_key, "the coordinates of `adata_st`'s spots")
+    candidates = np.arange(adata_st.n_obs)
+    slide_key = record.get("slide_key")
+    if slide_key is not None:
+        if slide_key not in adata_st.obs:
+            msg = (
+                f"`adata_st.obs` has no column {slide_key!r}, the slide column of the model the cells were anchored "
+                "with: pass the spatial data the model was trained on."
+            )
+            raise KeyError(msg)
+        candidates = np.flatnonzero(adata_st.obs[slide_key].astype(str).to_numpy() == str(record["slide"]))
+    pts = coords[candidates]
+    if len(pts) == len(ref_coords) and np.array_equal(pts, ref_coords):
+        return candidates  # the same spots in the same order
+    scale = float(np.ptp(ref_coords, axis=0).max()) if len(ref_coords) > 1 else 1.0
+    tol = 1e-9 * max(scale, 1e-300)
+    found = np.full(len(ref_coords), -1)
+    if len(pts):
+        dist, idx = cKDTree(pts).query(ref_coords, k=min(2, len(pts)))
+        dist, idx = np.atleast_2d(dist.T).T, np.atleast_2d(idx.T).T
+        ambiguous = (dist[:, 1] <= tol) if dist.shape[1] > 1 else np.zeros(len(ref_coords), dtype=bool)
+        if ambiguous.any():
+            msg = (
+                f"{int(ambiguous.sum())} spots of slide {record['slide']!r} share their coordinates in "
+                f"`adata_st.obsm[{spatial_key!r}]` with another spot, so the matched spots cannot be told apart "
+                "there; pass the spatial data in the row order the model was trained on."
+            )
+            raise ValueError(msg)
+        hit = dist[:, 0] <= tol
+        found[hit] = candidates[idx[hit, 0]]
+    if (found < 0).any():
+        msg = (
+            f"`adata_st` lacks {int((found < 0).sum())} of the {len(ref_coords)} spots of slide {record['slide']!r} the "
+            f"cells were matched to (looked up by `obsm[{spatial_key!r}]`): pass the spatial data the model was "
+            "trained on."
+        )
+        raise ValueError(msg)
+    return found
