@@ -138,6 +138,15 @@ def test_bad_input_names_the_fix_and_writes_nothing(anchored, edit, exc, match):
     assert _unchanged(spots) == before
 
 
+@pytest.mark.parametrize("key_added", ["spatial", "a/b"])
+def test_the_map_never_overwrites_the_coordinates_or_breaks_the_file(anchored, key_added):
+    st, sc, _ = anchored
+    spots = st.copy()
+    with pytest.raises(ValueError, match="key_added"):
+        gx.tl.project_groups(sc, spots, "half", key_added=key_added)
+    assert _unchanged(spots) == _unchanged(st)
+
+
 def _floats(sc):
     sc.obs["score"] = np.linspace(0, 1, sc.n_obs)
     return sc

@@ -73,7 +73,7 @@ def project_groups(
     (``NaN`` on spots of other slides than the one the cells were anchored on), and
     ``adata_st.uns[key_added]`` with the parameters, the slide and the cells left out. To draw one
     group with scanpy, copy its column to ``obs``:
-    ``adata_st.obs['L4'] = adata_st.obsm['gears_layer']['L4']``.
+    ``adata_st.obs['Astrocyte'] = adata_st.obsm['gears_cell_type']['Astrocyte']``.
 
     Examples
     --------
@@ -85,7 +85,9 @@ def project_groups(
     check_key_added(key)
     record = _anchor_record(adata, key)
     check_obs_key(adata, groupby, "groupby")
-    key_added = check_key_added(f"{key}_{groupby}" if key_added is None else key_added)
+    key_added = check_key_added(
+        f"{key}_{groupby}" if key_added is None else key_added, spatial_key=str(record.get("spatial_key", Key.spatial))
+    )
     spots = np.asarray(adata.obsm[Key.anchor_spots(key)])
     weights = np.asarray(adata.obsm[Key.anchor_weights(key)], dtype=np.float64)
     ref_coords = np.asarray(record["spot_coords"], dtype=np.float64)
