@@ -89,7 +89,7 @@ def project_groups(
         f"{key}_{groupby}" if key_added is None else key_added, spatial_key=str(record.get("spatial_key", Key.spatial))
     )
     spots = np.asarray(adata.obsm[Key.anchor_spots(key)])
-    weights = np.asarray(adata.obsm[Key.anchor_weights(key)], dtype=np.float64)
+    weights = np.asarray(adata.obsm[Key.anchor_weights(key)])
     ref_coords = np.asarray(record["spot_coords"], dtype=np.float64)
     if spots.shape != weights.shape or spots.size and (spots.min() < 0 or spots.max() >= len(ref_coords)):
         msg = (
@@ -107,10 +107,10 @@ def project_groups(
         raise ValueError(msg)
     codes = pd.Categorical(groups)
     names = [str(c) for c in codes.categories]
-    table = np.zeros((len(ref_coords), len(names)))
-    for g in range(len(names)):
-        sel = codes.codes == g
-        table[:, g] = np.bincount(spots[sel].ravel(), weights=weights[sel].ravel(), minlength=len(ref_coords))
+    grouped = codes.codes >= 0  # cells without a group are left out
+    bins = (spots[grouped].astype(np.int64) * len(names) + codes.codes[grouped, None]).ravel()  # (spot, group) pairs
+    table = np.bincount(bins, weights=weights[grouped].ravel(), minlength=len(ref_coords) * len(names))
+    table = table.reshape(len(ref_coords), len(names))
     if normalize:
         total = table.sum(1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -127,8 +127,8 @@ def project_groups(
         {"groupby": groupby, "key": key, "normalize": normalize},
         slide=str(record["slide"]),
         n_spots=len(rows),
-        n_cells=int((codes.codes >= 0).sum()),
-        n_cells_without_group=int((codes.codes < 0).sum()),
+        n_cells=int(grouped.sum()),
+        n_cells_without_group=int((~grouped).sum()),
     )
     return adata_st if copy else None
 
