@@ -73,6 +73,19 @@ def test_spots_are_found_in_any_order_and_only_on_the_anchoring_slide(anchored):
     assert m.loc[other.obs_names].isna().all().all()
 
 
+def test_spots_stored_in_float32_are_found(anchored):
+    # pixel coordinates far from the origin, saved in float32: off the model's float64 copy by its rounding
+    st, sc, _ = anchored
+    direct = st.copy()
+    gx.tl.project_groups(sc, direct, "half")
+    rounded = st[np.random.default_rng(2).permutation(st.n_obs)].copy()
+    rounded.obsm["spatial"] = rounded.obsm["spatial"].astype(np.float32)
+    gx.tl.project_groups(sc, rounded, "half")
+    np.testing.assert_allclose(
+        rounded.obsm["gears_half"].loc[st.obs_names].to_numpy(), direct.obsm["gears_half"].to_numpy()
+    )
+
+
 def test_normalized_maps_give_each_spots_shares(anchored):
     st, sc, _ = anchored
     st = st.copy()

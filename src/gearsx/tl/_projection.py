@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._anndata import check_key_added, check_obs_key, obsm_coords, write_record
 from gearsx._keys import Key
+from gearsx.geometry._knn import knn_without_self, tree_knn
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -174,12 +175,13 @@ def _reference_rows(adata_st: AnnData, record: dict, ref_coords: np.ndarray) -> 
     pts = coords[candidates]
     if len(pts) == len(ref_coords) and np.array_equal(pts, ref_coords):
         return candidates  # the same spots in the same order
-    scale = float(np.ptp(ref_coords, axis=0).max()) if len(ref_coords) > 1 else 1.0
-    tol = 1e-9 * max(scale, 1e-300)
+    # the same position, up to a thousandth of the spots' spacing: coordinates stored in float32 (or read back
+    # from a file that rounded them) differ from the model's float64 copy by far more than their own rounding
+    spacing = float(np.median(knn_without_self(cKDTree(ref_coords), ref_coords, 1)[0])) if len(ref_coords) > 1 else 0.0
+    tol = 1e-3 * spacing
     found = np.full(len(ref_coords), -1)
     if len(pts):
-        dist, idx = cKDTree(pts).query(ref_coords, k=min(2, len(pts)))
-        dist, idx = np.atleast_2d(dist.T).T, np.atleast_2d(idx.T).T
+        dist, idx = tree_knn(cKDTree(pts), ref_coords, 2)
         ambiguous = (dist[:, 1] <= tol) if dist.shape[1] > 1 else np.zeros(len(ref_coords), dtype=bool)
         if ambiguous.any():
             msg = (
