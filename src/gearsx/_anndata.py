@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from anndata import AnnData
 
 __all__ = [
+    "anchored_slide_rows",
     "check_distinct_positions",
     "check_finite_matrix",
     "check_obs_key",
@@ -369,6 +370,41 @@ def resolve_slide_key(
     if warn and not decided:
         warn_unkeyed_slides(adata, arg)
     return None
+
+
+def anchored_slide_rows(adata: AnnData, record: dict, name: str = "adata_st") -> tuple[str | None, np.ndarray]:
+    """Return the slide column and the rows of ``adata`` on the slide an anchored reconstruction lives on.
+
+    ``record`` is the reconstruction's ``uns[key]['anchor']``.
+
+    The slide column is the one the model was trained with, as :func:`gearsx.tl.reconstruct` recorded
+    it (``record['slide_key']``; a model of one slide records none, and every row counts); a record of
+    a version that did not keep it falls back on the column an earlier step recorded in ``adata``
+    (:func:`resolve_slide_key`). :func:`gearsx.tl.project_groups` and
+    :func:`gearsx.pl.reconstruction`'s ``reference=`` read the slide through this one rule.
+    """
+    slide = str(record["slide"])
+    if "slide_key" in record or "spot_coords" in record:  # recorded since project_groups came (None: one slide)
+        slide_key = record.get("slide_key")
+    else:
+        slide_key = resolve_slide_key(adata, None)
+    if slide_key is None:
+        return None, np.arange(adata.n_obs)
+    if slide_key not in adata.obs:
+        msg = (
+            f"`{name}.obs` has no column {slide_key!r}, the slide column of the model the cells were anchored with: "
+            "pass the spatial data the model was trained on."
+        )
+        raise KeyError(msg)
+    slides = adata.obs[slide_key].astype(str).to_numpy()
+    rows = np.flatnonzero(slides == slide)
+    if not len(rows):
+        msg = (
+            f"The reconstruction is anchored on slide {slide!r}, which `{name}` does not hold (its "
+            f"obs[{slide_key!r}]: {sorted(set(slides))[:10]}); pass the spatial data the model was trained on."
+        )
+        raise ValueError(msg)
+    return slide_key, rows
 
 
 def _slide_records(adata: AnnData):

@@ -543,6 +543,37 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model, caplog):
     plt.close("all")
 
 
+def test_plot_and_projection_find_the_anchored_slide_by_the_model_s_slide_column(toy_model):
+    """The model's slide column decides which spots are the anchored slide's, not another column a step recorded.
+
+    The plot used to take the reference's recorded column (``resolve_slide_key``), while
+    ``project_groups`` took the model's: with another column recorded whose values overlap the
+    slide's name, the plot drew a part of the slide, silently.
+    """
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    st, sc = _reference_and_query()
+    gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+    ref = st.copy()
+    ref.obs["batch"] = np.where(np.arange(ref.n_obs) % 2 == 0, "s0", "s1")  # another column, recorded by a step
+    ref.uns["gears_prepare"] = {"params": {"slide_key": "batch"}}
+    ax = gx.pl.reconstruction(sc, reference=ref, show=False)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), st.obsm["spatial"])  # the whole slide s0
+    sc.obs["half"] = np.where(sc.obsm["spatial_gt"][:, 0] < 5, "left", "right")
+    gx.tl.project_groups(sc, ref, "half")
+    assert np.isfinite(ref.obsm["gears_half"].to_numpy()).all()  # every spot is slide s0's
+    gone = ref.copy()  # the model's slide absent: the same clear error for both
+    gone.obs["slide"] = "s9"
+    with pytest.raises(ValueError, match="anchored on slide 's0', which `reference` does not hold"):
+        gx.pl.reconstruction(sc, reference=gone, show=False)
+    with pytest.raises(ValueError, match="anchored on slide 's0', which `adata_st` does not hold"):
+        gx.tl.project_groups(sc, gone, "half")
+    plt.close("all")
+
+
 def test_anchored_result_is_drawn_in_the_frame_the_model_was_trained_in(caplog):
     """A model trained on ``obsm['spatial_um']`` anchors the cells in microns; the plot must draw them there.
 

@@ -343,7 +343,7 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData, basis: str):
     ``'spatial'`` for results of versions that did not record it). The image's scale factors place
     ``obsm['spatial']`` on it, so another frame is mapped there first (see :func:`_image_frame_map`).
     """
-    from gearsx._anndata import resolve_slide_key
+    from gearsx._anndata import anchored_slide_rows
 
     from ._domains import _image
 
@@ -357,22 +357,14 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData, basis: str):
         )
         raise KeyError(msg)
     xy = obsm_coords(reference, frame, "the reference spots")
-    slide_key = resolve_slide_key(reference, None)
-    sel = np.ones(reference.n_obs, dtype=bool)
-    if slide_key is not None:
-        slides = reference.obs[slide_key].astype(str).to_numpy()
-        sel = slides == str(anchor["slide"])
-        if not sel.any():
-            msg = (
-                f"The reconstruction is anchored on slide {anchor['slide']!r}, which `reference` does not hold "
-                f"(its obs[{slide_key!r}]: {sorted(set(slides))[:10]}); pass the ST data the model was trained on."
-            )
-            raise ValueError(msg)
+    slide_key, rows = anchored_slide_rows(reference, anchor, "reference")
+    sel = np.zeros(reference.n_obs, dtype=bool)
+    sel[rows] = True
     onto_image = None  # with an image drawn: the anchored frame -> the image's pixels
     spatial = reference.uns.get("spatial")
     if isinstance(spatial, dict) and spatial:
         slide = str(anchor["slide"])
-        one_slide = slide_key is None or reference.obs[slide_key].nunique() == 1
+        one_slide = len(rows) == reference.n_obs
         # a single image is the anchored slide's only when the reference holds no other slide
         lib = slide if slide in spatial else (next(iter(spatial)) if len(spatial) == 1 and one_slide else None)
         if lib is None:

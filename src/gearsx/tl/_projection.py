@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from gearsx._anndata import check_key_added, check_obs_key, obsm_coords, write_record
+from gearsx._anndata import anchored_slide_rows, check_key_added, check_obs_key, obsm_coords, write_record
 from gearsx._keys import Key
 from gearsx.geometry._knn import knn_without_self, tree_knn
 
@@ -162,16 +162,7 @@ def _reference_rows(adata_st: AnnData, record: dict, ref_coords: np.ndarray) -> 
     """Row of ``adata_st`` of each recorded reference spot (the slide's column, then equal coordinates)."""
     spatial_key = str(record.get("spatial_key", Key.spatial))
     coords = obsm_coords(adata_st, spatial_key, "the coordinates of `adata_st`'s spots")
-    candidates = np.arange(adata_st.n_obs)
-    slide_key = record.get("slide_key")
-    if slide_key is not None:
-        if slide_key not in adata_st.obs:
-            msg = (
-                f"`adata_st.obs` has no column {slide_key!r}, the slide column of the model the cells were anchored "
-                "with: pass the spatial data the model was trained on."
-            )
-            raise KeyError(msg)
-        candidates = np.flatnonzero(adata_st.obs[slide_key].astype(str).to_numpy() == str(record["slide"]))
+    _, candidates = anchored_slide_rows(adata_st, record)
     pts = coords[candidates]
     if len(pts) == len(ref_coords) and np.array_equal(pts, ref_coords):
         return candidates  # the same spots in the same order
