@@ -32,6 +32,7 @@ __all__ = [
     "get_obs_rep",
     "image_slide_key",
     "obsm_coords",
+    "prepared_as_given",
     "resolve_slide_key",
     "set_obs_rep",
     "write_record",
@@ -195,9 +196,20 @@ def looks_logged(adata: AnnData) -> bool:
     return "log1p" in adata.uns or float(sample.max()) < 20.0
 
 
-def check_log_expression(x, name: str, fix: str) -> None:
-    """Raise a ValueError naming ``name`` and ``fix`` when a matrix that should be log-normalised holds counts."""
-    if holds_counts(x):
+def prepared_as_given(adata: AnnData) -> bool:
+    """Return whether :func:`gearsx.pp.prepare` kept ``adata.X`` as given (``normalize=False``: not counts, even if integers)."""
+    record = adata.uns.get(Key.prepare)
+    value = record.get("params", {}).get("normalize", "auto") if isinstance(record, dict) else "auto"
+    return not isinstance(value, str) and not bool(value)
+
+
+def check_log_expression(x, name: str, fix: str, *, as_given: bool = False) -> None:
+    """Raise a ValueError naming ``name`` and ``fix`` when a matrix that should be log-normalised holds counts.
+
+    ``as_given``: the values were declared not to be counts (``prepare(..., normalize=False)``), so
+    integers pass.
+    """
+    if not as_given and holds_counts(x):
         msg = f"`{name}` holds integer counts, but log-normalised expression is expected; {fix}."
         raise ValueError(msg)
 

@@ -247,3 +247,43 @@ def test_prepare_reads_sparse_arrays_and_half_precision_like_float32(small_tissu
         got = got_sc.X.toarray() if sp.issparse(got_sc.X) else got_sc.X
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, ref_sc.X.toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue):
+    """Integers on a normalised scale (a shared 0-100 scale) are not counts; ``normalize`` says so.
+
+    ``None`` decides from the values (integers: counts, normalised and logged); ``False`` keeps the
+    values as given, genes in the shared order; ``True`` normalises even log-normalised input.
+    """
+    st, cells = small_tissue
+    scale_st, scale_sc = st.copy(), cells.copy()  # each gene scaled onto integers 0-100 by its largest value
+    for a in (scale_st, scale_sc):
+        x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X, dtype=float)
+        a.X = np.round(100 * x / np.maximum(x.max(0), 1)).astype(np.float32)
+    auto_st, _ = gx.pp.prepare(scale_st, scale_sc, slide_key="slide", n_top_genes=60, subset=False)
+    assert auto_st.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p"
+    assert auto_st.uns["gears_prepare"]["params"]["normalize"] == "auto"
+    kept_st, kept_sc = gx.pp.prepare(
+        scale_st, scale_sc, slide_key="slide", n_top_genes=60, subset=False, normalize=False
+    )
+    for kept, given in ((kept_st, scale_st), (kept_sc, scale_sc)):
+        np.testing.assert_array_equal(np.asarray(kept.X), np.asarray(given[:, kept.var_names].X))
+        params = kept.uns["gears_prepare"]["params"]
+        assert params["normalize"] is False
+        assert params["normalisation_st"] == params["normalisation_sc"] == "kept as given (normalize=False)"
+        assert "counts" not in kept.layers
+    assert not np.allclose(np.asarray(auto_st.X.toarray() if hasattr(auto_st.X, "toarray") else auto_st.X), kept_st.X)
+    assert scale_st.X.max() == 100  # the inputs untouched
+    gx.pp.mean_center_per_slide(kept_st, slide_key="slide")  # integers pass, as declared: not counts
+    with pytest.raises(ValueError, match=r"normalize=False"):  # undeclared, they read as counts; the fix is named
+        gx.pp.mean_center_per_slide(scale_st, slide_key="slide")
+    logged_st, logged_sc = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60, subset=False)
+    again, _ = gx.pp.prepare(logged_st, logged_sc, slide_key="slide", n_top_genes=60, subset=False, normalize=True)
+    assert again.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p (normalize=True)"
+    x = again.layers["counts"]
+    np.testing.assert_allclose(
+        (x.toarray() if hasattr(x, "toarray") else x),
+        logged_st.X.toarray() if hasattr(logged_st.X, "toarray") else logged_st.X,
+    )
+    with pytest.raises(TypeError, match="`normalize` must be True, False or None"):
+        gx.pp.prepare(st, cells, slide_key="slide", normalize="no")

@@ -12,6 +12,7 @@ from gearsx._anndata import (
     check_log_expression,
     check_slide_key,
     get_obs_rep,
+    prepared_as_given,
     recorded_slide_key,
     set_obs_rep,
     write_record,
@@ -114,8 +115,10 @@ def mean_center_per_slide(
     check_log_expression(
         x,
         name,
-        "normalise and log-transform it first (gx.pp.prepare, or scanpy's "
-        "normalize_total and log1p), or pass the layer that holds the log-normalised values",
+        "normalise and log-transform it first (gx.pp.prepare, or scanpy's normalize_total and log1p), or pass "
+        "the layer that holds the log-normalised values; integers on a normalised scale that are not counts: "
+        "gx.pp.prepare(..., normalize=False)",
+        as_given=layer is None and prepared_as_given(adata),
     )
     n, g = x.shape
     nbytes = n * g * 4

@@ -248,10 +248,12 @@ def _check_expression_range(x, name: str, layer: str | None) -> None:
         raise ValueError(msg)
 
 
-def _normalize_log(adata: AnnData, name: str) -> str:
+def _normalize_log(adata: AnnData, name: str, *, normalize: bool | None = None) -> str:
     import scanpy as sc
 
-    if looks_logged(adata):
+    if normalize is False:
+        return "kept as given (normalize=False)"
+    if normalize is None and looks_logged(adata):
         logger.warning(
             "%s looks log-transformed already (non-integer values, with uns['log1p'] present or all below 20); "
             "skipping normalize_total + log1p.",
@@ -268,7 +270,7 @@ def _normalize_log(adata: AnnData, name: str) -> str:
     adata.layers[Key.counts_layer] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=_median_total(adata.X))
     sc.pp.log1p(adata)
-    return "normalize_total + log1p"
+    return "normalize_total + log1p" + (" (normalize=True)" if normalize else "")
 
 
 def _median_total(x) -> float:
@@ -314,6 +316,7 @@ def prepare(
     layer: str | None = None,
     subset: bool = True,
     min_shared: int = MIN_SHARED_GENES,
+    normalize: bool | None = None,
 ) -> tuple[AnnData, AnnData]:
     """Prepare ST slides and an SC data set for gearsx (see :ref:`gears-preprocessing`).
 
@@ -327,7 +330,8 @@ def prepare(
        (scanpy 1.11 left to itself takes the empty ones into a sparse matrix's median,
        scverse/scanpy#4251). Raw values are kept in ``layers['counts']``. SciPy sparse arrays
        become sparse matrices and half-precision values ``float32`` first: scanpy 1.11 cannot
-       normalise the first and its gene choice overflows on the second.
+       normalise the first and its gene choice overflows on the second. ``normalize`` overrides
+       this decision for both inputs.
     3. Highly variable genes on the concatenation with the slide (ST) or ``'sc'`` as
        batch key (:func:`highly_variable_genes`), optionally keeping only them.
 
@@ -349,11 +353,22 @@ def prepare(
         Keep only the highly variable genes.
     min_shared
         Minimum number of shared genes.
+    normalize
+        Library-size normalisation and ``log1p`` of both inputs. ``None`` (default): decided from the
+        values, as step 2 says (integer values are taken for counts). ``True``: always. ``False``:
+        never; the values are used as given (the genes are chosen on their ``log1p`` unless they
+        look log-normalised already, since scanpy's gene choice reads log values). ``False`` is for
+        values on a normalised scale that are not counts, even integers: ranks, quantile-normalised
+        or batch-scaled panels, such as the seqFISH and Tasic files of our benchmarks (integers
+        0-101). Which choice places cells better depends on the query (see
+        :ref:`gears-preprocessing`); the choice is recorded in ``uns['gears_prepare']``, and
+        :func:`gearsx.pp.mean_center_per_slide` and :func:`gearsx.tl.domain_embedding` then accept
+        such integers in ``X``.
 
     Returns
     -------
-    ``(st, sc)``: new AnnData objects (inputs untouched) with log-normalised ``X``,
-    ``layers['counts']``, ``var['highly_variable']`` and the parameters in
+    ``(st, sc)``: new AnnData objects (inputs untouched) with log-normalised ``X`` (as given with
+    ``normalize=False``), ``layers['counts']`` (where normalised), ``var['highly_variable']`` and the parameters in
     ``uns['gears_prepare']`` (with ``n_empty_st`` / ``n_empty_sc``, the observations without a count
     in the genes kept; a warning names them when there are any).
 
@@ -371,6 +386,9 @@ def prepare(
     if slide_key is None:  # the first step: what it records (one slide) every later step takes
         warn_unkeyed_slides(adata_st, "slide_key")
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
+    if normalize is not None and not isinstance(normalize, bool | np.bool_):
+        msg = f"`normalize` must be True, False or None (decide from the values); got {normalize!r}."
+        raise TypeError(msg)
     if layer is not None:
         for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
             if layer not in a.layers:
@@ -387,9 +405,12 @@ def prepare(
     st_batch = "st:" + (st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(st.n_obs, ""))
     batch = np.concatenate([st_batch.astype(object), np.full(sc.n_obs, "sc", dtype=object)])
     _check_every_batch_has_counts(batch, np.concatenate([empty_rows(st.X), empty_rows(sc.X)]), slide_key, st.n_vars)
-    how_st, how_sc = _normalize_log(st, "adata_st"), _normalize_log(sc, "adata_sc")
+    how_st = _normalize_log(st, "adata_st", normalize=normalize)
+    how_sc = _normalize_log(sc, "adata_sc", normalize=normalize)
     both = ad.AnnData(X=ad.concat([st, sc], join="inner").X, var=st.var[[]].copy())
     both.obs["gears_batch"] = batch
+    if normalize is False and not looks_logged(both):  # scanpy's gene choice reads log values: log1p for it alone
+        both.X = both.X.log1p() if sp.issparse(both.X) else np.log1p(both.X)
     highly_variable_genes(both, batch_key="gears_batch", n_top_genes=n_top_genes)
     hv_cols = [c for c in both.var.columns if c.startswith(("highly_variable", "means", "dispersions"))]
     params = {
@@ -398,6 +419,7 @@ def prepare(
         "layer": layer or "",
         "subset": subset,
         "n_shared_genes": int(st.n_vars),
+        "normalize": "auto" if normalize is None else bool(normalize),
         "normalisation_st": how_st,
         "normalisation_sc": how_sc,
     }

@@ -16,6 +16,7 @@ from gearsx._anndata import (
     check_log_expression,
     check_obsm_key,
     get_obs_rep,
+    prepared_as_given,
     resolve_slide_key,
     set_obs_rep,
     write_record,
@@ -61,7 +62,10 @@ def _expression(adata: AnnData, layer: str | None, mask_var: str | None) -> np.n
     name = f"layers[{layer!r}]" if layer else "X"
     check_finite_matrix(x, name)
     check_log_expression(
-        x, name, "run `sc.pp.normalize_total(adata, target_sum=1e4)` and `sc.pp.log1p(adata)` first, or pass `layer=`"
+        x,
+        name,
+        "run `sc.pp.normalize_total(adata, target_sum=1e4)` and `sc.pp.log1p(adata)` first, or pass `layer=`",
+        as_given=layer is None and prepared_as_given(adata),
     )
     return x.astype(np.float32, copy=False)
 
