@@ -249,7 +249,7 @@ def test_prepare_reads_sparse_arrays_and_half_precision_like_float32(small_tissu
         np.testing.assert_allclose(got, ref_sc.X.toarray(), rtol=1e-5, atol=1e-6)
 
 
-def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue):
+def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue, caplog):
     """Integers on a normalised scale (a shared 0-100 scale) are not counts; ``normalize`` says so.
 
     ``None`` decides from the values (integers: counts, normalised and logged); ``False`` keeps the
@@ -278,7 +278,9 @@ def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue):
     with pytest.raises(ValueError, match=r"normalize=False"):  # undeclared, they read as counts; the fix is named
         gx.pp.mean_center_per_slide(scale_st, slide_key="slide")
     logged_st, logged_sc = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60, subset=False)
-    again, _ = gx.pp.prepare(logged_st, logged_sc, slide_key="slide", n_top_genes=60, subset=False, normalize=True)
+    with caplog.at_level("WARNING"):
+        again, _ = gx.pp.prepare(logged_st, logged_sc, slide_key="slide", n_top_genes=60, subset=False, normalize=True)
+    assert "integer counts" not in caplog.text  # no word of a stale record: the normalisation was asked for
     assert again.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p (normalize=True)"
     x = again.layers["counts"]
     np.testing.assert_allclose(
