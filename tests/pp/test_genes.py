@@ -249,7 +249,7 @@ def test_prepare_reads_sparse_arrays_and_half_precision_like_float32(small_tissu
         np.testing.assert_allclose(got, ref_sc.X.toarray(), rtol=1e-5, atol=1e-6)
 
 
-def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue, caplog):
+def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue, caplog, tmp_path):
     """Integers on a normalised scale (a shared 0-100 scale) are not counts; ``normalize`` says so.
 
     ``None`` decides from the values (integers: counts, normalised and logged); ``False`` keeps the
@@ -275,6 +275,8 @@ def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue, 
     assert not np.allclose(np.asarray(auto_st.X.toarray() if hasattr(auto_st.X, "toarray") else auto_st.X), kept_st.X)
     assert scale_st.X.max() == 100  # the inputs untouched
     gx.pp.mean_center_per_slide(kept_st, slide_key="slide")  # integers pass, as declared: not counts
+    kept_sc.write_h5ad(tmp_path / "kept.h5ad")  # the declaration survives a file (a numpy bool there)
+    gx.pp.mean_center_per_slide(ad.read_h5ad(tmp_path / "kept.h5ad"), slide_key=None)
     with pytest.raises(ValueError, match=r"normalize=False"):  # undeclared, they read as counts; the fix is named
         gx.pp.mean_center_per_slide(scale_st, slide_key="slide")
     logged_st, logged_sc = gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60, subset=False)
