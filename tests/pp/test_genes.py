@@ -291,3 +291,27 @@ def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue, 
     )
     with pytest.raises(TypeError, match="`normalize` must be True, False or None"):
         gx.pp.prepare(st, cells, slide_key="slide", normalize="no")
+
+
+def test_prepare_warns_on_integers_without_zeros_and_names_normalize(small_tissue, caplog):
+    """Integers with almost no zeros are unlike counts: normalised as counts by default, with a warning naming the fix."""
+    st, cells = small_tissue
+    shifted_st, shifted_sc = st.copy(), cells.copy()  # a scale starting at 1, as the 0-101 files nearly do
+    for a in (shifted_st, shifted_sc):
+        x = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X, dtype=float)
+        a.X = (np.round(100 * x / np.maximum(x.max(0), 1)) + 1).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        out, _ = gx.pp.prepare(shifted_st, shifted_sc, slide_key="slide", n_top_genes=60)
+    assert "adata_st holds integers with almost no zeros" in caplog.text
+    assert "adata_sc holds integers with almost no zeros" in caplog.text
+    assert "pass normalize=False" in caplog.text
+    assert out.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p"  # still as counts
+    for normalize in (True, False):  # a declared choice draws no warning
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            gx.pp.prepare(shifted_st, shifted_sc, slide_key="slide", n_top_genes=60, normalize=normalize)
+        assert "almost no zeros" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # counts, with their zeros: no warning
+        gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60)
+    assert "almost no zeros" not in caplog.text
