@@ -302,8 +302,9 @@ def _warn_counts_without_zeros(x, name: str) -> None:
         logger.warning(
             "%s holds integers with almost no zeros (%.2g%% of its values), unlike counts of cells or spots; "
             "they are normalised and log-transformed as counts. If they are on a normalised scale (ranks, a "
-            "quantile-normalised or batch-scaled panel), pass normalize=False to use them as given; "
-            "normalize=True treats them as counts without this warning.",
+            "quantile-normalised or batch-scaled panel), pass normalize=False to use them as given, or "
+            "normalize=True to treat them as counts; either choice silences this warning. Which places cells "
+            "better depends on the data (the 'Preprocessing' section of the docs' 'How GEARS works').",
             name, 100 * zeros,
         )  # fmt: skip
 
