@@ -565,6 +565,11 @@ def test_plot_and_projection_find_the_anchored_slide_by_the_model_s_slide_column
     sc.obs["half"] = np.where(sc.obsm["spatial_gt"][:, 0] < 5, "left", "right")
     gx.tl.project_groups(sc, ref, "half")
     assert np.isfinite(ref.obsm["gears_half"].to_numpy()).all()  # every spot is slide s0's
+    older = sc.copy()  # a result written before the record kept the model's column: the recorded one is read
+    for key in ("slide_key", "spot_coords"):
+        older.uns["gears"]["anchor"].pop(key, None)
+    ax = gx.pl.reconstruction(older, reference=ref, show=False)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), st.obsm["spatial"][::2])  # obs['batch'] == 's0'
     gone = ref.copy()  # the model's slide absent: the same clear error for both
     gone.obs["slide"] = "s9"
     with pytest.raises(ValueError, match="anchored on slide 's0', which `reference` does not hold"):

@@ -392,7 +392,8 @@ def prepare(
         Minimum number of shared genes.
     normalize
         Library-size normalisation and ``log1p`` of both inputs. ``None`` (default): decided from the
-        values, as step 2 says (integer values are taken for counts). ``True``: always. ``False``:
+        values, as step 2 says (integer values are taken for counts). ``True``: always, as counts
+        (log-normalised input would be logged twice). ``False``:
         never; the values are used as given (the genes are chosen on their ``log1p`` unless they
         look log-normalised already, since scanpy's gene choice reads log values). ``False`` is for
         values on a normalised scale that are not counts, even integers: ranks, quantile-normalised
