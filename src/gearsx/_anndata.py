@@ -196,8 +196,13 @@ def looks_logged(adata: AnnData) -> bool:
     return "log1p" in adata.uns or float(sample.max()) < 20.0
 
 
-def prepared_as_given(adata: AnnData) -> bool:
-    """Return whether :func:`gearsx.pp.prepare` kept ``adata.X`` as given (``normalize=False``: not counts, even if integers)."""
+def prepared_as_given(adata: AnnData, layer: str | None = None) -> bool:
+    """Return whether ``layer`` is ``X`` and :func:`gearsx.pp.prepare` kept it as given (``normalize=False``).
+
+    Such values are declared not to be counts, even where they are integers; a layer is never covered.
+    """
+    if layer is not None:
+        return False
     record = adata.uns.get(Key.prepare)
     value = record.get("params", {}).get("normalize", "auto") if isinstance(record, dict) else "auto"
     return not isinstance(value, str) and not bool(value)

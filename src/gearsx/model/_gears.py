@@ -461,8 +461,9 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         Returns
         -------
         ``{'embedding': (m, n_input), 'coords': (m, 2), 'slides': (m,) codes, 'slide_names': list,
-        'expression': (m, n_genes) or None, 'genes': list, 'spatial_key': str}`` (``spatial_key``: the
-        ``obsm`` key the coordinates came from) from the registered ST data, or from
+        'expression': (m, n_genes) or None, 'genes': list, 'spatial_key': str, 'slide_key': str or None}``
+        (``spatial_key``: the ``obsm`` key the coordinates came from; ``slide_key``: the ``obs`` column of
+        the slides, ``None`` for one slide) from the registered ST data, or from
         the saved state of a model loaded without it; ``None`` for a model saved before references
         were stored. ``expression`` is the spots' ``layers['gears_centered']`` (mean-centred log
         expression, :func:`gearsx.pp.mean_center_per_slide`) in the order of ``genes``, ``None``
@@ -482,6 +483,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
                 "expression": expression,
                 "genes": self.var_names,
                 "spatial_key": self.setup_args.get("spatial_key") or Key.spatial,
+                "slide_key": self.setup_args.get("slide_key"),
             }
         return self._saved_reference
 
@@ -517,4 +519,5 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
                 ),
                 "genes": list(meta.get("var_names", [])),
                 "spatial_key": meta["setup_args"].get("spatial_key") or Key.spatial,
+                "slide_key": meta["setup_args"].get("slide_key"),
             }

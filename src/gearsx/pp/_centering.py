@@ -118,7 +118,7 @@ def mean_center_per_slide(
         "normalise and log-transform it first (gx.pp.prepare, or scanpy's normalize_total and log1p), or pass "
         "the layer that holds the log-normalised values; integers on a normalised scale that are not counts: "
         "gx.pp.prepare(..., normalize=False)",
-        as_given=layer is None and prepared_as_given(adata),
+        as_given=prepared_as_given(adata, layer),
     )
     n, g = x.shape
     nbytes = n * g * 4

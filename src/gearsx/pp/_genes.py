@@ -261,15 +261,15 @@ def _normalize_log(adata: AnnData, name: str, *, normalize: bool | None = None) 
             name,
         )
         return "input already log-normalised"
-    if "log1p" in adata.uns and normalize:  # normalised on request, whatever the record says
-        logger.info("%s: normalize=True, so uns['log1p'] is dropped and the values are normalised and logged", name)
-        del adata.uns["log1p"]
-    if "log1p" in adata.uns:  # a stale record: the values are counts (see looks_logged)
-        logger.warning(
-            "%s carries uns['log1p'] but its values are integer counts (the record outlived the matrix it "
-            "described, e.g. counts put back into X); normalising and log-transforming them.",
-            name,
-        )
+    if "log1p" in adata.uns:
+        if normalize:  # normalised on request, whatever the record says
+            logger.info("%s: normalize=True, so uns['log1p'] is dropped and the values are normalised and logged", name)
+        else:  # a stale record: the values are counts (see looks_logged)
+            logger.warning(
+                "%s carries uns['log1p'] but its values are integer counts (the record outlived the matrix it "
+                "described, e.g. counts put back into X); normalising and log-transforming them.",
+                name,
+            )
         del adata.uns["log1p"]
     if normalize is None:
         _warn_counts_without_zeros(adata.X, name)

@@ -333,6 +333,8 @@ def plan_anchor(
         return AnchorPlan(anchored=False, record=record)
     sd = _cell_sd(match, coords, similarity, null.similarity, empty)
     record["spot_coords"] = coords  # the matched spots' positions: how gx.tl.project_groups finds them again
+    if ref.get("slide_key") is not None:  # and the slide's column, where the model has several slides
+        record["slide_key"] = str(ref["slide_key"])
     weights = match.weights.astype(np.float32)
     if empty is not None:
         weights[empty] = 0.0

@@ -65,7 +65,7 @@ def _expression(adata: AnnData, layer: str | None, mask_var: str | None) -> np.n
         x,
         name,
         "run `sc.pp.normalize_total(adata, target_sum=1e4)` and `sc.pp.log1p(adata)` first, or pass `layer=`",
-        as_given=layer is None and prepared_as_given(adata),
+        as_given=prepared_as_given(adata, layer),
     )
     return x.astype(np.float32, copy=False)
 

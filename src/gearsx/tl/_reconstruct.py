@@ -312,9 +312,6 @@ def reconstruct(
         expression=expression, expression_weight=expression_weight, expression_note=expression_note,
         temperature=anchor_temperature, empty=empty,
     )  # fmt: skip
-    slide_key = model.setup_args.get("slide_key")
-    if plan.anchored and slide_key is not None:  # where gx.tl.project_groups finds the reference slide's spots
-        plan.record["slide_key"] = str(slide_key)
     clock.lap("match")
     if not plan.anchored and sizes is None:  # anchor='auto' at weight 0 chose the intrinsic layout after all
         fix = (
