@@ -471,17 +471,23 @@ def test_cells_without_counts_get_the_slides_uncertainty(toy_model):
     assert np.median(placeholder.obs["gears_uncertainty"].to_numpy()[empty]) < np.quantile(unc[rest], 0.9)
 
 
-def test_auto_anchors_the_same_tissue_and_not_another(toy_model):
+def test_auto_anchors_the_same_tissue_and_not_another(toy_model, caplog):
     _, sc = _reference_and_query()
-    gx.tl.reconstruct(sc, toy_model, anchor="auto", **_FAST)
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.reconstruct(sc, toy_model, anchor="auto", **_FAST)
     assert sc.uns["gears"]["anchor"]["mode"] == "reference"
+    assert "unanchored" not in caplog.text
     other = sc.copy()
     rng = np.random.default_rng(5)
     other.obsm["X_gears"] = rng.normal(size=other.obsm["X_gears"].shape).astype(np.float32)  # not this tissue
-    gx.tl.reconstruct(other, toy_model, anchor="auto", **_FAST)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):  # the default verbosity shows the change of frame
+        gx.tl.reconstruct(other, toy_model, anchor="auto", **_FAST)
     rec = other.uns["gears"]["anchor"]
     assert rec["mode"] == "intrinsic"
     assert rec["match_score"] < 0.5
+    assert "left the cells unanchored" in caplog.text
+    assert "anchor='reference'" in caplog.text
     assert "X_gears_intrinsic" not in other.obsm
     gx.tl.reconstruct(other, toy_model, anchor=None, **_FAST)
     assert other.uns["gears"]["anchor"]["mode"] == "intrinsic"

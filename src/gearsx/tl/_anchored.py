@@ -322,6 +322,14 @@ def plan_anchor(
         "n_empty": int(np.count_nonzero(empty)) if empty is not None else 0,
     }
     logger.info("reconstruct: %s mode (%s; reference slide %r)", record["mode"], decision, names[s])
+    if not anchored:  # the layout changes frame: not a decision to leave at info level
+        logger.warning(
+            "reconstruct: anchor='auto' left the cells unanchored (match score %.2f < %s): the layout is "
+            "intrinsic, in a frame of its own, not the reference's. If the cells come from the reference's "
+            "tissue (a sorted population or a single cell type can score low), pass anchor='reference'; "
+            "see 'When to anchor' in the docs.",
+            score, AUTO_THRESHOLD,
+        )  # fmt: skip
     if len(slide_similarity) > 1:
         runner_up = max((v, n) for n, v in slide_similarity.items() if n != names[s])
         logger.info(
