@@ -497,6 +497,18 @@ def test_auto_anchors_the_same_tissue_and_not_another(toy_model, caplog):
         gx.tl.reconstruct(other, toy_model, anchor="reference", reference_slide="s9", **_FAST)
 
 
+def test_auto_warns_when_the_model_carries_no_reference(toy_model, monkeypatch, caplog):
+    """A model saved before references were kept cannot anchor: 'auto' says so instead of an info line."""
+    _, sc = _reference_and_query()
+    monkeypatch.setattr(toy_model, "reference", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.reconstruct(sc, toy_model, anchor="auto", **_FAST)
+    assert sc.uns["gears"]["anchor"]["decision"] == "the model has no reference"
+    assert "carries no reference spots" in caplog.text
+    with pytest.raises(ValueError, match="no reference spots"):
+        gx.tl.reconstruct(sc, toy_model, anchor="reference", **_FAST)
+
+
 def test_loaded_model_anchors_without_the_st_data(toy_model, tmp_path):
     _, sc = _reference_and_query()
     toy_model.save(tmp_path / "geo")

@@ -213,6 +213,11 @@ def plan_anchor(
         if anchor == "reference":
             msg = "This GEARS model carries no reference spots (saved by an older gearsx); retrain or load it with `adata=`."
             raise ValueError(msg)
+        logger.warning(
+            "reconstruct: anchor='auto' left the cells unanchored: this GEARS model carries no reference spots "
+            "(saved by an older gearsx), so the layout is intrinsic, in a frame of its own. Retrain the model or "
+            "load it with `adata=` to anchor."
+        )
         return AnchorPlan(anchored=False, record={"mode": "intrinsic", "decision": "the model has no reference"})
     names = list(ref["slide_names"])
     if reference_slide is not None and str(reference_slide) not in names:

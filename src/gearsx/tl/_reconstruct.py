@@ -140,7 +140,8 @@ def reconstruct(
         ``'auto'`` (default): anchor in the reference frame when the query looks like the
         reference's tissue, else intrinsic mode; ``'reference'``: always anchor; ``None``: intrinsic
         mode (the layout is defined up to rotation, reflection, translation and scale). The
-        decision and its figures go to ``uns['gears']['anchor']``. With ``None``, the
+        decision and its figures go to ``uns['gears']['anchor']``; ``'auto'`` warns when it leaves
+        the cells unanchored, since their layout is then not in the reference's frame. With ``None``, the
         ``reference_slide`` and ``anchor_*`` arguments are read by nothing, so setting one is an error.
     reference_slide
         Reference slide whose frame anchored layouts live in (default: the slide the query's
