@@ -315,3 +315,10 @@ def test_prepare_warns_on_integers_without_zeros_and_names_normalize(small_tissu
     with caplog.at_level("WARNING"):  # counts, with their zeros: no warning
         gx.pp.prepare(st, cells, slide_key="slide", n_top_genes=60)
     assert "almost no zeros" not in caplog.text
+    caplog.clear()
+    floats_st, floats_sc = shifted_st.copy(), shifted_sc.copy()  # not logged, not integers: no claim of integers
+    for a in (floats_st, floats_sc):
+        a.X = a.X + np.float32(0.5)
+    with caplog.at_level("WARNING"):
+        gx.pp.prepare(floats_st, floats_sc, slide_key="slide", n_top_genes=60)
+    assert "almost no zeros" not in caplog.text

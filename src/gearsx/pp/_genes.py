@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gearsx._anndata import (
+    all_integers,
     check_finite_matrix,
     check_log_expression,
     check_slide_key,
@@ -291,11 +292,13 @@ def _warn_counts_without_zeros(x, name: str) -> None:
     spots 8%. Values on a normalised integer scale hold almost none: the seqFISH and Tasic files
     0-0.2%.
     """
-    if sp.issparse(x):
+    sample = stored_sample(x)
+    if not all_integers(sample):  # unlogged floats (scaled, not logged) are not the integers this is about
+        return
+    if sp.issparse(x):  # the stored sample holds no implicit zeros: count them from the structure
         size = x.shape[0] * x.shape[1]
         zeros = 1.0 - x.nnz / size if size else 1.0
     else:
-        sample = stored_sample(x)
         size = sample.size
         zeros = float(np.mean(sample == 0)) if size else 1.0
     if size >= 1000 and zeros < MIN_ZERO_SHARE:
