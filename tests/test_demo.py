@@ -10,6 +10,8 @@ def test_demo_writes_outputs(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--cells-per-slide", "3000", "--gears-epochs", "2"]) == 0
     printed = capsys.readouterr().out
     assert "[6/6]" in printed
+    # the geometry model's validation is a band of each slide (the default split), and the line says which
+    assert "held-out minisets, validation region (20% band of each slide):" in printed
     assert str(out.resolve()) in printed
     table = pd.read_csv(out / "metrics.csv", index_col=0)
     assert list(table.index) == [

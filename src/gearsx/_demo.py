@@ -93,8 +93,8 @@ def run_demo(
     geo.train(max_epochs=gears_epochs, random_state=random_state)
     last = geo.history_.iloc[-1]
     done(
-        f"[3/6] GEARS trained; held-out slide minisets: Spearman {last['val_spearman']:.3f}, "
-        f"recall@15 {last['val_recall15']:.3f}"
+        f"[3/6] GEARS trained; held-out minisets, validation {geo.train_params_['validation']}: "
+        f"Spearman {last['val_spearman']:.3f}, recall@15 {last['val_recall15']:.3f}"
     )
 
     tl.reconstruct(adata_sc, geo, n_patch=min(384, adata_sc.n_obs // 4), random_state=random_state)

@@ -159,6 +159,42 @@ def test_method_comparison_bars_are_means_over_runs():
     plt.close("all")
 
 
+def test_method_comparison_keeps_long_method_names_apart():
+    """Ten long names (a benchmark's representations): each tick label must sit under its own bar, none overlapping."""
+    names = [f"gearsx_domain_{suffix}" for suffix in ("joint_hops1", "hops1", "image", "pc20", "joint")] + [
+        "pca", "graphst", "gearsx_encoder", "gearsx_encoder_smoothed", "gearsx_domain",
+    ]  # fmt: skip
+    scores = pd.DataFrame({"rep": names * 2, "ari": np.linspace(0.1, 0.6, 20), "nmi": np.linspace(0.2, 0.7, 20)})
+    axes = gx.pl.method_comparison(scores, metrics=("ari", "nmi"), method_key="rep", show=False)
+    fig = axes[0].figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes:
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert [t.get_text() for t in labels] == names
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert not left.overlaps(right), (left, right)
+        assert all(t.get_rotation() == 90 for t in labels)  # too long to stand side by side
+        # each label under its own tick, not shifted under a neighbour's bar
+        ticks = ax.transData.transform(np.column_stack([ax.get_xticks(), np.zeros(len(names))]))[:, 0]
+        pitch = float(np.diff(ticks).mean())
+        centres = np.array([(b.x0 + b.x1) / 2 for b in boxes])
+        assert np.abs(centres - ticks).max() < 0.25 * pitch
+    plt.close("all")
+    # two short names stay level, side by side
+    axes = gx.pl.method_comparison(
+        scores.replace({"pca": "PCA", "graphst": "GraphST"}).iloc[[5, 6]], metrics="ari", method_key="rep", show=False
+    )
+    fig = axes[0].figure
+    fig.canvas.draw()
+    labels = [t for t in axes[0].get_xticklabels() if t.get_text()]
+    assert [t.get_rotation() for t in labels] == [0, 0]
+    left, right = (t.get_window_extent(fig.canvas.get_renderer()) for t in labels)
+    assert not left.overlaps(right)
+    plt.close("all")
+
+
 def test_method_comparison_refuses_what_it_would_misdraw():
     scores = pd.DataFrame({"method": ["gearsx", "gearsx", "peer"], "spearman": [0.8, np.nan, 0.5]})
     # a missing run: the bar is the mean of the others (0.8, not 0.4), and the plot says so
