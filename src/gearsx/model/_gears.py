@@ -353,6 +353,11 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         (the figures are on the :doc:`/benchmarks` page). For the best geometry on spots, pass
         ``max_epochs`` for ~600 steps (``max_epochs=19`` at ``n_batches=32``) and ``dim=128`` to
         :class:`GEARS`.
+
+        The validation figures in ``history_`` score minisets of the held-out spots, not the placement
+        of query cells, and are no criterion for when to stop: on the simulator they peaked in the
+        first three epochs while the query's layout kept improving, and on MERFISH and Xenium they
+        rose while it stayed level (see the training-length benchmark in :doc:`/benchmarks`).
         """
         # Over 80 lines on purpose: argument checks, then split -> loaders -> plan -> runner -> record, one call each.
         random_state = check_positive_int(random_state, name="random_state", minimum=0)
