@@ -356,8 +356,8 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
 
         The validation figures in ``history_`` score minisets of the held-out spots, not the placement
         of query cells, and are no criterion for when to stop: on the simulator they peaked in the
-        first three epochs while the query's layout kept improving, and on MERFISH and Xenium they
-        rose while it stayed level (see the training-length benchmark in :doc:`/benchmarks`).
+        first three epochs while the query's layout kept improving, and on MERFISH (up to 10 epochs)
+        and Xenium they rose while it stayed level (see the training-length benchmark in :doc:`/benchmarks`).
         """
         # Over 80 lines on purpose: argument checks, then split -> loaders -> plan -> runner -> record, one call each.
         random_state = check_positive_int(random_state, name="random_state", minimum=0)
