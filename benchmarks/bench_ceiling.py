@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _common import dense_x, lognorm, mean_sd_markdown, write_results
-from bench_peers import boosted_trees, load
+from bench_peers import boosted_trees, load, subsample
 
 import gearsx as gx
 
@@ -62,9 +62,7 @@ def main():
                 print(f"{name}: data not found, skipped", flush=True)
                 break
             train, held = parts
-            if held.n_obs > args.max_cells:
-                pick = np.random.default_rng(seed).choice(held.n_obs, args.max_cells, replace=False)
-                held = held[np.sort(pick)].copy()
+            held = subsample(held, args.max_cells, seed)
             genes = train.var_names.intersection(held.var_names)
             x_train, x_query = dense_x(lognorm(train[:, genes])), dense_x(lognorm(held[:, genes]))
             xy_train, truth = (np.asarray(a.obsm["spatial"], float) for a in (train, held))

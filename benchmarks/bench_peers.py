@@ -129,11 +129,24 @@ def _embed(spots, query, seed):
     return st, cells
 
 
+def subsample(cells, max_cells, seed):
+    """``cells``, or a seeded random ``max_cells`` of them (in their order) when it holds more."""
+    if cells.n_obs <= max_cells:
+        return cells
+    return cells[np.sort(np.random.default_rng(seed).choice(cells.n_obs, max_cells, replace=False))].copy()
+
+
+def train_gears(st, seed=0, *, slide_key=None, **train_kw):
+    """A GEARS model trained on ``st`` with the benchmarks' miniset sizes (at most 80% of the spots)."""
+    n_max = min(384, int(0.8 * st.n_obs))
+    geo = gx.model.GEARS(st, slide_key=slide_key)
+    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed, **train_kw)
+    return geo
+
+
 def run_gearsx(spots, query, seed=0, **reconstruct_kw):
     st, cells = _embed(spots, query, seed)
-    n_max = min(384, int(0.8 * st.n_obs))
-    geo = gx.model.GEARS(st)
-    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed)
+    geo = train_gears(st, seed)
     gx.tl.reconstruct(
         cells, geo, n_patch=min(384, cells.n_obs // 4), progress=False, random_state=seed, **reconstruct_kw
     )
@@ -435,9 +448,7 @@ def main():
                 break
             train, held = parts
             spots = make_spots(train, spot_cells=args.spot_cells)
-            if held.n_obs > args.max_cells:
-                pick = np.random.default_rng(seed).choice(held.n_obs, args.max_cells, replace=False)
-                held = held[np.sort(pick)].copy()
+            held = subsample(held, args.max_cells, seed)
             if args.platform_sd > 0:
                 held = platform_effect(held, args.platform_sd, seed)
             truth = np.asarray(held.obsm["spatial"], float)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _common import mean_sd_markdown, simulated_query, simulator_models, write_results
-from bench_peers import _embed, load, make_spots
+from bench_peers import _embed, load, make_spots, train_gears
 
 import gearsx as gx
 
@@ -72,9 +72,7 @@ def models(name: str, seed: int):
     query = held.copy()
     del query.obsm["spatial"]  # expression only, as in bench_peers.py
     st, cells = _embed(make_spots(train), query, seed)
-    n_max = min(384, int(0.8 * st.n_obs))
-    geo = gx.model.GEARS(st)
-    geo.train(n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed)
+    geo = train_gears(st, seed)
     cells.obsm[TRUTH] = np.asarray(held.obsm["spatial"], float)
     return cells, geo
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _common import mean_sd_markdown, write_results
-from bench_peers import _embed, load, make_spots
+from bench_peers import _embed, load, make_spots, subsample, train_gears
 
 import gearsx as gx
 
@@ -54,8 +54,7 @@ def case(name: str, seed: int):
         return None
     train, held = parts
     spots = make_spots(train)
-    if held.n_obs > 5000:
-        held = held[np.sort(np.random.default_rng(seed).choice(held.n_obs, 5000, replace=False))].copy()
+    held = subsample(held, 5000, seed)
     truth = np.asarray(held.obsm["spatial"], float)
     query = held.copy()
     del query.obsm["spatial"]
@@ -77,12 +76,10 @@ def run(name: str, seed: int, epochs: list[int]) -> list[dict]:
         return []
     st, cells, truth = parts
     slide_key = "slide" if name == "simulator" else None
-    n_max = min(384, int(0.8 * st.n_obs))
     rows = []
     for n_epochs in epochs:
-        geo = gx.model.GEARS(st, slide_key=slide_key)
         t = time.perf_counter()
-        geo.train(max_epochs=n_epochs, n_min=min(128, n_max), n_max=n_max, progress=False, random_state=seed)
+        geo = train_gears(st, seed, slide_key=slide_key, max_epochs=n_epochs)
         seconds = time.perf_counter() - t
         val = geo.history_["val_spearman"].to_numpy()
         gx.tl.reconstruct(cells, geo, n_patch=min(384, cells.n_obs // 4), progress=False, random_state=seed)

@@ -94,8 +94,9 @@ def method_comparison(
             )
     order = list(dict.fromkeys(table[key]))
     # a panel widens with the methods and heightens with their longest name, written upright below it
+    longest = max(map(len, order))
     width = max(3.6, 1.0 + 0.35 * len(order))
-    height = max(3.4, 2.8 + 0.07 * max(map(len, order)))
+    height = max(3.4, 2.8 + 0.07 * longest)
     fig, axes = _axes(ax, len(metrics), figsize=(width * len(metrics), height))
     for a, metric in zip(axes, metrics, strict=True):
         kw = {"data": table, "x": key, "y": metric, "order": order, "ax": a}
@@ -104,26 +105,20 @@ def method_comparison(
         a.set_title(f"{metric} {'↓' if metric in _LOWER_IS_BETTER else '↑'}")
         a.set_xlabel("")
         a.set_ylabel(metric)
-        a.tick_params(axis="x", rotation=_label_rotation(a, order))
+        a.tick_params(axis="x", rotation=_label_rotation(a, len(order), longest))
     return _finish(fig, axes, show=show, save=save)
 
 
-def _label_rotation(ax: Axes, names: list[str]) -> int:
-    """Return 0 when the names fit side by side under ``ax``'s bars, else 90 (written upright).
+def _label_rotation(ax: Axes, n_names: int, longest: int) -> int:
+    """Return 0 when ``n_names`` names of up to ``longest`` characters fit side by side under ``ax``'s bars, else 90.
 
-    A name of ``c`` characters takes about ``0.6 c`` font sizes; it fits in 90% of its bar's share of
-    the axis width. Rotated by less than 90 degrees, long names overlapped their neighbours and
-    drifted off their bars (ten representations of a domain benchmark).
+    A name of ``c`` characters takes about ``0.6 c`` font sizes (matplotlib's ``xtick.labelsize``);
+    it fits in 90% of its bar's share of the axis width. Rotated by less than 90 degrees, long names
+    overlapped their neighbours and drifted off their bars (ten representations of a domain benchmark).
     """
-    fig = ax.figure
-    share = ax.get_position().width * fig.get_figwidth() * 72 / max(len(names), 1)  # points per bar
-    size = _tick_font_size()
-    return 0 if 0.6 * size * max(map(len, names), default=0) < 0.9 * share else 90
-
-
-def _tick_font_size() -> float:
-    """Return the tick labels' font size in points (matplotlib's ``xtick.labelsize``, resolved)."""
     from matplotlib import rcParams
     from matplotlib.font_manager import FontProperties
 
-    return FontProperties(size=rcParams["xtick.labelsize"]).get_size_in_points()
+    share = ax.get_position().width * ax.figure.get_figwidth() * 72 / n_names  # points per bar
+    size = FontProperties(size=rcParams["xtick.labelsize"]).get_size_in_points()
+    return 0 if 0.6 * size * longest < 0.9 * share else 90
