@@ -38,6 +38,28 @@ def test_reconstruct_simulator_beats_pca(trained_encoder, trained_gears):
     assert sc.obsp["connectivities"].shape == (3000, 3000)
 
 
+def test_reconstruct_on_a_view_matches_its_copy_and_leaves_the_parent_alone(trained_encoder, trained_gears):
+    """A subset taken without ``.copy()`` (``adata[mask]``) is placed as its copy is, as scanpy treats views."""
+    import anndata as ad
+
+    _, geo = trained_gears
+    parent = trained_encoder[1][:900].copy()
+    before = {slot: set(getattr(parent, slot)) for slot in ("obsm", "obsp", "uns", "layers")}
+    mask = np.arange(parent.n_obs) % 3 != 0
+    view, copy = parent[mask], parent[mask].copy()
+    assert view.is_view
+    with pytest.warns(ad.ImplicitModificationWarning):  # scanpy's behaviour: the view becomes its own object
+        gx.tl.reconstruct(view, geo, progress=False, random_state=0)
+    gx.tl.reconstruct(copy, geo, progress=False, random_state=0)
+    assert not view.is_view
+    assert view.uns["gears"]["anchor"]["mode"] == copy.uns["gears"]["anchor"]["mode"] == "reference"
+    for key in ("X_gears_spatial", "X_gears_anchor", "gears_anchor_spots", "gears_anchor_weights"):
+        np.testing.assert_array_equal(view.obsm[key], copy.obsm[key])
+    np.testing.assert_array_equal(view.obs["gears_uncertainty"], copy.obs["gears_uncertainty"])
+    assert (view.obsp["gears_distances"] != copy.obsp["gears_distances"]).nnz == 0
+    assert {slot: set(getattr(parent, slot)) for slot in before} == before  # nothing written to the parent
+
+
 def test_reconstruct_defaults_take_a_plate_of_a_few_hundred_cells(trained_encoder, trained_gears):
     """Fewer cells than the default patch (384): one patch of all of them, not an error asking for one."""
     st, geo = trained_gears
