@@ -551,6 +551,13 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model, caplog):
     two.uns["spatial"] = {"s0": image}  # the anchored slide's own image, at its scale factor
     ax = gx.pl.reconstruction(sc, reference=two, show=False)
     assert len(ax.images) == 1
+    # upright: the image's first row at the top, as imshow, sc.pl.spatial and gx.pl.domains draw it
+    # (it was drawn upside down, the cells flipped with it)
+    assert ax.yaxis_inverted()
+    two.obs["domain"] = pd.Categorical(np.where(np.arange(two.n_obs) % 2 == 0, "a", "b"))
+    assert gx.pl.domains(
+        two[two.obs["slide"] == "s0"].copy(), color="domain", library_id="s0", show=False
+    ).yaxis_inverted()
     np.testing.assert_allclose(ax.collections[0].get_offsets(), 2.0 * st.obsm["spatial"])
     one = st.copy()  # a one-slide reference: its single image is the slide's, whatever its name
     one.uns["spatial"] = {"V1_section": image}

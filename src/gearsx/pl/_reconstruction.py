@@ -386,8 +386,7 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData, basis: str):
                     frame,
                 )
             else:
-                ax.imshow(image, zorder=0)
-                ax.invert_yaxis()
+                ax.imshow(image, zorder=0)  # rows grow downwards: the y axis is inverted, as in sc.pl.spatial
                 onto_image = _then_scaled(onto_spatial, scale)
     to_drawing = _identity if onto_image is None else onto_image
     spots = to_drawing(xy[sel])
