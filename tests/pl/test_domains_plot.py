@@ -97,6 +97,28 @@ def test_domains_of_several_slides_draw_the_library_slide_only(visium_like):
     plt.close("all")
 
 
+def test_domains_of_overlapping_slides_without_an_image_ask_for_one(visium_like):
+    """Slides in one frame drawn together cover each other: without an image too, name the slide.
+
+    Two slides sharing their coordinates (the recorded slide column tells them apart) used to be
+    drawn over each other without a word, half the spots hidden under the other slide's.
+    """
+    del visium_like.uns["spatial"]
+    two = ad.concat([visium_like, visium_like], label="slide", keys=["A", "B"], index_unique="-")
+    two.obsm["spatial"] = np.vstack([visium_like.obsm["spatial"]] * 2)
+    two.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}
+    with pytest.raises(ValueError, match=r"2 slides \(obs\['slide'\]\) whose coordinates overlap.*library_id="):
+        gx.pl.domains(two, color="layer", show=False)
+    with pytest.raises(ValueError, match="`library_id`='C' names none of them"):
+        gx.pl.domains(two, color="layer", library_id="C", show=False)
+    ax = gx.pl.domains(two, color="layer", library_id="B", show=False)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), visium_like.obsm["spatial"])
+    tiled = two.copy()  # the same slides laid side by side in the frame: nothing hidden, both drawn
+    tiled.obsm["spatial"][600:, 0] += 10_000
+    assert len(gx.pl.domains(tiled, color="layer", show=False).collections[0].get_offsets()) == 1200
+    plt.close("all")
+
+
 def test_domains_on_another_basis_leave_the_image_out(visium_like):
     """The image's scale factors place ``obsm['spatial']`` on it; a layout in other units is drawn without it."""
     visium_like.obsm["X_layout"] = (visium_like.obsm["spatial"] - 1000.0) / 200.0

@@ -95,7 +95,8 @@ def domains(
         Library in ``uns['spatial']`` (needed when there are several). When ``adata`` holds several
         slides (the slide column recorded by an earlier gearsx step, else a column such as
         ``library_id`` or ``sample_id`` whose values name the libraries), only the spots of the
-        slide of that name are drawn.
+        slide of that name are drawn; with or without an image it is needed when the slides'
+        coordinates overlap (slides tiled apart in one frame are drawn together).
     img_key
         ``'hires'`` or ``'lowres'`` (default: the best available); an image the library does not
         hold is an error.
@@ -148,7 +149,7 @@ def domains(
     if img is True and found is None:
         msg = "`img=True` but `adata.uns['spatial']` holds no tissue image; pass img=None or img=False."
         raise KeyError(msg)
-    keep = _library_spots(adata, found[2] if found is not None else library_id, drawing_image=found is not None)
+    keep = _library_spots(adata, found[2] if found is not None else library_id, xy, drawing_image=found is not None)
     xy = xy[keep]
     obs = adata.obs.iloc[np.flatnonzero(keep)]
     scale = 1.0
@@ -206,31 +207,53 @@ def domains(
     return _finish(fig, axs if len(keys) > 1 else axs[0], show=show, save=save)
 
 
-def _library_spots(adata: AnnData, library: str | None, *, drawing_image: bool) -> np.ndarray:
+def _library_spots(adata: AnnData, library: str | None, xy: np.ndarray, *, drawing_image: bool) -> np.ndarray:
     """Mask of the spots to draw: all of them, or the slide of ``library`` when ``adata`` holds several slides.
 
     The slides are told apart as :func:`gearsx._anndata.image_slide_key` finds their column (the
     recorded slide column, else one whose values name the libraries). Slides share one
     coordinate frame, so drawing them all over one slide's image would put the others' spots on it:
-    an image whose library names none of the slides is an error.
+    an image whose library names none of the slides is an error. Without an image the same holds
+    for slides whose coordinates (``xy``) overlap: drawn together, each would cover the others, so
+    several such slides and no ``library`` naming one of them is an error too. Slides laid out apart
+    in the frame (tiled side by side) are drawn together.
     """
     from gearsx._anndata import image_slide_key
 
     everything = np.ones(adata.n_obs, dtype=bool)
     slide_key = image_slide_key(adata)
-    if library is None or slide_key is None or adata.obs[slide_key].nunique() < 2:
+    if slide_key is None or adata.obs[slide_key].nunique() < 2:
         return everything
     slides = adata.obs[slide_key].astype(str).to_numpy()
-    if str(library) in slides:
+    if library is not None and str(library) in slides:
         return slides == str(library)
+    names = sorted(set(slides))
     if drawing_image:
         msg = (
-            f"`adata` holds {len(set(slides))} slides (obs[{slide_key!r}]) and the image of library {library!r} "
+            f"`adata` holds {len(names)} slides (obs[{slide_key!r}]) and the image of library {library!r} "
             "is none of them: every slide's spots would be drawn over it. Key `uns['spatial']` by the slide "
             f"names, or pass one slide, e.g. `adata[adata.obs[{slide_key!r}] == {slides[0]!r}]`."
         )
         raise ValueError(msg)
+    if _slides_overlap(xy, slides, names):
+        which = "" if library is None else f" (`library_id`={library!r} names none of them)"
+        msg = (
+            f"`adata` holds {len(names)} slides (obs[{slide_key!r}]) whose coordinates overlap in one frame{which}: "
+            f"drawn together, their spots would cover each other. Pass `library_id=` one of {names[:5]} to draw "
+            f"one slide, or draw each in turn, e.g. `adata[adata.obs[{slide_key!r}] == {names[0]!r}]`."
+        )
+        raise ValueError(msg)
     return everything
+
+
+def _slides_overlap(xy: np.ndarray, slides: np.ndarray, names: list[str]) -> bool:
+    """Return whether the bounding boxes of any two slides' spots intersect (share more than an edge)."""
+    boxes = [(xy[slides == n].min(0), xy[slides == n].max(0)) for n in names]
+    for i, (lo_a, hi_a) in enumerate(boxes):
+        for lo_b, hi_b in boxes[i + 1 :]:
+            if np.all(np.minimum(hi_a, hi_b) > np.maximum(lo_a, lo_b)):
+                return True
+    return False
 
 
 def _domain_categories(values: pd.Series) -> tuple[pd.Categorical, int]:
