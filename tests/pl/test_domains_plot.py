@@ -116,6 +116,8 @@ def test_domains_of_overlapping_slides_without_an_image_ask_for_one(visium_like)
     tiled = two.copy()  # the same slides laid side by side in the frame: nothing hidden, both drawn
     tiled.obsm["spatial"][600:, 0] += 10_000
     assert len(gx.pl.domains(tiled, color="layer", show=False).collections[0].get_offsets()) == 1200
+    two.obsm["X_umap"] = two.obsm["spatial"].copy()  # another basis: the slides mix by design, all drawn
+    assert len(gx.pl.domains(two, color="layer", basis="X_umap", show=False).collections[0].get_offsets()) == 1200
     plt.close("all")
 
 

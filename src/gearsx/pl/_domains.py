@@ -95,8 +95,9 @@ def domains(
         Library in ``uns['spatial']`` (needed when there are several). When ``adata`` holds several
         slides (the slide column recorded by an earlier gearsx step, else a column such as
         ``library_id`` or ``sample_id`` whose values name the libraries), only the spots of the
-        slide of that name are drawn; with or without an image it is needed when the slides'
-        coordinates overlap (slides tiled apart in one frame are drawn together).
+        slide of that name are drawn; with ``basis='spatial'``, with or without an image, it is
+        needed when the slides' coordinates overlap (slides tiled apart in one frame are drawn
+        together; on another basis, such as a UMAP, all slides are).
     img_key
         ``'hires'`` or ``'lowres'`` (default: the best available); an image the library does not
         hold is an error.
@@ -149,7 +150,9 @@ def domains(
     if img is True and found is None:
         msg = "`img=True` but `adata.uns['spatial']` holds no tissue image; pass img=None or img=False."
         raise KeyError(msg)
-    keep = _library_spots(adata, found[2] if found is not None else library_id, xy, drawing_image=found is not None)
+    # slides overlapping in the tissue frame would cover each other; another basis (a UMAP) mixes them by design
+    frame = xy if on_pixels else None
+    keep = _library_spots(adata, found[2] if found is not None else library_id, frame, drawing_image=found is not None)
     xy = xy[keep]
     obs = adata.obs.iloc[np.flatnonzero(keep)]
     scale = 1.0
@@ -207,16 +210,17 @@ def domains(
     return _finish(fig, axs if len(keys) > 1 else axs[0], show=show, save=save)
 
 
-def _library_spots(adata: AnnData, library: str | None, xy: np.ndarray, *, drawing_image: bool) -> np.ndarray:
+def _library_spots(adata: AnnData, library: str | None, xy: np.ndarray | None, *, drawing_image: bool) -> np.ndarray:
     """Mask of the spots to draw: all of them, or the slide of ``library`` when ``adata`` holds several slides.
 
     The slides are told apart as :func:`gearsx._anndata.image_slide_key` finds their column (the
     recorded slide column, else one whose values name the libraries). Slides share one
     coordinate frame, so drawing them all over one slide's image would put the others' spots on it:
     an image whose library names none of the slides is an error. Without an image the same holds
-    for slides whose coordinates (``xy``) overlap: drawn together, each would cover the others, so
-    several such slides and no ``library`` naming one of them is an error too. Slides laid out apart
-    in the frame (tiled side by side) are drawn together.
+    for slides whose tissue coordinates (``xy``) overlap: drawn together, each would cover the
+    others, so several such slides and no ``library`` naming one of them is an error too. Slides laid
+    out apart in the frame (tiled side by side) are drawn together, and so are all slides when ``xy``
+    is ``None`` (another basis than the tissue frame, such as a UMAP, where they mix by design).
     """
     from gearsx._anndata import image_slide_key
 
@@ -235,7 +239,7 @@ def _library_spots(adata: AnnData, library: str | None, xy: np.ndarray, *, drawi
             f"names, or pass one slide, e.g. `adata[adata.obs[{slide_key!r}] == {slides[0]!r}]`."
         )
         raise ValueError(msg)
-    if _slides_overlap(xy, slides, names):
+    if xy is not None and _slides_overlap(xy, slides, names):
         which = "" if library is None else f" (`library_id`={library!r} names none of them)"
         msg = (
             f"`adata` holds {len(names)} slides (obs[{slide_key!r}]) whose coordinates overlap in one frame{which}: "
