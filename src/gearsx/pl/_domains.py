@@ -252,7 +252,8 @@ def _library_spots(adata: AnnData, library: str | None, xy: np.ndarray | None, *
 
 def _slides_overlap(xy: np.ndarray, slides: np.ndarray, names: list[str]) -> bool:
     """Return whether the bounding boxes of any two slides' spots intersect (share more than an edge)."""
-    boxes = [(xy[slides == n].min(0), xy[slides == n].max(0)) for n in names]
+    pts = [xy[slides == n] for n in names]
+    boxes = [(p.min(0), p.max(0)) for p in pts]
     for i, (lo_a, hi_a) in enumerate(boxes):
         for lo_b, hi_b in boxes[i + 1 :]:
             if np.all(np.minimum(hi_a, hi_b) > np.maximum(lo_a, lo_b)):
