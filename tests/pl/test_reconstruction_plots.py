@@ -231,3 +231,28 @@ def test_reconstruction_draws_cells_without_a_value_in_grey(stitched):
     ax = axes[0] if isinstance(axes, list) else axes
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["NA", "left", "right"]
     plt.close("all")
+
+
+@pytest.mark.parametrize("dtype", ["category", "object", "string", "str", "bool", "boolean"])
+def test_reconstruction_draws_text_and_boolean_colours_as_categories(stitched, dtype):
+    """Text of any dtype and booleans get a legend, as in scanpy; pandas' text dtypes raised.
+
+    ``'str'`` is the dtype pandas 3 gives every text column (pandas 2.3 with ``future.infer_string``).
+    """
+    a = stitched.copy()
+    left = a.obsm["spatial_gt"][:, 0] < 0.5
+    if dtype in ("bool", "boolean"):
+        values, on_left, elsewhere = pd.Series(left, index=a.obs_names).astype(dtype), "True", "False"
+    else:
+        values, on_left, elsewhere = pd.Series(np.where(left, "l", "r"), index=a.obs_names).astype(dtype), "l", "r"
+    if dtype == "boolean":
+        values.iloc[:20] = pd.NA
+    a.obs["group"] = values
+    ax = gx.pl.reconstruction(a, color="group", gt_key=None, show=False)
+    drawn = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    n_missing = 20 if dtype == "boolean" else 0
+    expected = {on_left: int(left[n_missing:].sum()), elsewhere: int((~left[n_missing:]).sum())}
+    assert drawn == ({**expected, "NA": n_missing} if n_missing else expected)
+    assert ax.get_legend() is not None
+    assert all(c.get_array() is None for c in ax.collections)  # no colour bar scale
+    plt.close("all")

@@ -90,7 +90,9 @@ def domains(
         with ``'spatial'``, the frame of their scale factors.
     img
         Draw the tissue image: ``None`` when present (and ``basis='spatial'``), ``True`` requires
-        it, ``False`` never.
+        it, ``False`` never. With the image the y axis points down, the image's rows (as in
+        :func:`scanpy.pl.spatial`); without it, up (as in :func:`scanpy.pl.embedding`), so
+        ``img=False`` shows a Visium slide upside down against its image.
     library_id
         Library in ``uns['spatial']`` (needed when there are several). When ``adata`` holds several
         slides (the slide column recorded by an earlier gearsx step, else a column such as

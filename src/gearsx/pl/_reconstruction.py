@@ -96,6 +96,23 @@ def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return s * pr + gt.mean(0)
 
 
+def _is_categorical(values) -> bool:
+    """Whether a colour's values are drawn as categories (legend) rather than on a colour bar.
+
+    As in scanpy: categoricals, text of any dtype (``object``, pandas' ``'string'``, and the ``str``
+    dtype that pandas 3 gives text columns by default) and booleans (``'False'`` / ``'True'``) are
+    categories; numbers are a colour bar.
+    """
+    import pandas as pd
+
+    dtype = values.dtype
+    return (
+        isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(dtype)
+        or not pd.api.types.is_numeric_dtype(dtype)
+    )
+
+
 def _scatter(ax, xy, adata, color, size, palette, cmap):
     import pandas as pd
 
@@ -109,7 +126,9 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
         ax.scatter(
             xy[missing, 0], xy[missing, 1], s=size, color=NA_COLOR, label="NA", linewidths=0, rasterized=len(xy) > 5000
         )
-    if isinstance(values.dtype, pd.CategoricalDtype) or values.dtype == object:
+    if _is_categorical(values):
+        if pd.api.types.is_bool_dtype(values):  # 'False' / 'True', missing values kept missing
+            values = values.map({False: "False", True: "True"})
         cats = pd.Categorical(values)
         colors = _category_colors(adata, color, list(cats.categories), palette)
         for i, cat in enumerate(cats.categories):
@@ -161,7 +180,7 @@ def reconstruction(
     adata
         Cells with ``obsm[basis]``.
     color
-        An ``obs`` column (categorical: legend; numeric: colour bar) or a gene name; a list of them
+        An ``obs`` column (categorical, text or boolean: legend; numeric: colour bar) or a gene name; a list of them
         draws one row of panels per key (as scanpy's ``color=[...]``).
     basis
         ``obsm`` key of the reconstruction.
@@ -185,8 +204,9 @@ def reconstruction(
         (``uns[key]['anchor']['spatial_key']``); when that is not ``'spatial'``, the frame of the
         image's scale factors, the drawing is carried onto the image by the exact affine map between
         the two keys (microns and pixels of the same spots), or drawn without the image, with a
-        warning, when there is none. An intrinsic reconstruction has no such frame and raises, as does
-        a ``reference`` without that slide or that key.
+        warning, when there is none. With the image the y axis points down, the image's rows; without
+        it, up, as in :func:`gearsx.pl.domains`. An intrinsic reconstruction has no such frame and
+        raises, as does a ``reference`` without that slide or that key.
     ax
         Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown; one
         ``color`` only (a list of colours makes its own figure).
