@@ -2,6 +2,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from packaging.version import Version
 
 import gearsx as gx
 from tests.conftest import shared_file
@@ -178,8 +179,9 @@ def test_labels_with_a_slash_draw_a_warning_naming_the_rename(small_tissue, capl
         spots = gx.datasets.pseudo_spots(cells, **kw)
     assert "hold a '/'" in caplog.text
     assert "str.replace('/', '-')" in caplog.text
-    with pytest.raises(ValueError, match="Forward slashes"):  # what the warning foresees
-        spots.write_zarr(tmp_path / "slashed.zarr")
+    if Version(ad.__version__) >= Version("0.12"):  # the refusal the warning foresees (anndata 0.11 wrote them)
+        with pytest.raises(ValueError, match="Forward slashes"):
+            spots.write_zarr(tmp_path / "slashed.zarr")
     cells.obs["cell_type"] = cells.obs["cell_type"].astype(str).str.replace("/", "-").astype("category")
     caplog.clear()
     with caplog.at_level("WARNING", logger="gearsx"):

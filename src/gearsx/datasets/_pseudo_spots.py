@@ -117,7 +117,7 @@ def pseudo_spots(
         Optional categorical ``obs`` column (e.g. cell type). If given, the spots get
         per-category cell counts in ``obsm['spot_cell_counts']`` (a data frame whose columns are
         the categories) and the majority category in ``obs[label_key]``. A category holding a
-        ``'/'`` (``'L2/3 IT'``) gets a warning: anndata cannot write such a column to zarr.
+        ``'/'`` (``'L2/3 IT'``) gets a warning: anndata (0.12 and later) cannot write such a column to zarr.
     slide_key
         ``obs`` column with the slide (section) of each cell: each slide gets its own spot array, so
         no spot sums cells of different slides. ``None``: the slide column an earlier gearsx step
@@ -176,8 +176,8 @@ def pseudo_spots(
     if slashed:
         logger.warning(
             "pseudo_spots: labels %s of obs[%r] hold a '/', and name columns of obsm['spot_cell_counts']: "
-            "anndata cannot write such a column to zarr (nor to h5ad from its next release). To save the spots, "
-            "rename the labels first, e.g. adata.obs[%r] = adata.obs[%r].astype(str).str.replace('/', '-').",
+            "anndata (0.12 and later) cannot write such a column to zarr, and warns that h5ad will follow. To save "
+            "the spots, rename the labels first, e.g. adata.obs[%r] = adata.obs[%r].astype(str).str.replace('/', '-').",
             slashed[:5], label_key, label_key, label_key,
         )  # fmt: skip
 

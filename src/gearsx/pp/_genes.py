@@ -443,8 +443,13 @@ def prepare(
         check_finite_matrix(a.X, name)
         _check_expression_range(a.X, name, layer)
     # "st:" keeps a slide that happens to be called "sc" out of the SC cells' batch
-    st_batch = "st:" + (st.obs[slide_key].astype(str).to_numpy() if slide_key is not None else np.full(st.n_obs, ""))
-    batch = np.concatenate([st_batch.astype(object), np.full(sc.n_obs, "sc", dtype=object)])
+    # object arrays: NumPy 1 has no addition of fixed-width strings (np.full(n, "")), NumPy 2 has
+    slides = (
+        st.obs[slide_key].astype(str).to_numpy(dtype=object)
+        if slide_key is not None
+        else np.full(st.n_obs, "", dtype=object)
+    )
+    batch = np.concatenate(["st:" + slides, np.full(sc.n_obs, "sc", dtype=object)])
     _check_every_batch_has_counts(batch, np.concatenate([empty_rows(st.X), empty_rows(sc.X)]), slide_key, st.n_vars)
     how_st = _normalize_log(st, "adata_st", normalize=normalize)
     how_sc = _normalize_log(sc, "adata_sc", normalize=normalize)
