@@ -240,3 +240,35 @@ def test_docstring_examples_show_what_the_code_returns(module, monkeypatch, tmp_
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) of {module} do not give their shown output"
+
+
+def test_oldest_constraints_pin_every_lower_bound():
+    """``make test-oldest`` pins each runtime dependency at its lower bound: the two files must agree.
+
+    A bound raised (or a dependency added) in ``pyproject.toml`` without ``.ci/oldest.txt`` would
+    leave the new bound untested, as the bounds were before that check existed.
+    """
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    lower = {}
+    for dep in map(Requirement, deps):
+        floors = [s.version for s in dep.specifier if s.operator == ">="]
+        assert floors, f"{dep.name} has no lower bound in pyproject.toml"
+        lower[dep.name.lower()] = floors[0]
+    pinned = {}
+    for line in (root / ".ci" / "oldest.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            pinned[req.name.lower()] = req.specifier
+    lower.pop("torch")  # its oldest release is a CUDA build; the check runs on make install's CPU torch
+    assert set(lower) <= set(pinned), f"no pin in .ci/oldest.txt for {sorted(set(lower) - set(pinned))}"
+    for name, floor in lower.items():
+        (spec,) = pinned[name]
+        assert spec.operator == "==", f".ci/oldest.txt must pin {name} exactly"
+        # the pin is the bound's release (a patch release of it, e.g. numba 0.59.1 for >=0.59)
+        assert spec.version.split(".")[: len(floor.split("."))] == floor.split("."), f"{name}: {spec} vs >={floor}"
