@@ -180,8 +180,8 @@ def reconstruction(
     adata
         Cells with ``obsm[basis]``.
     color
-        An ``obs`` column (categorical, text or boolean: legend; numeric: colour bar) or a gene name; a list of them
-        draws one row of panels per key (as scanpy's ``color=[...]``).
+        An ``obs`` column (categorical, text or boolean: legend; numeric: colour bar) or a gene
+        name; a list of them draws one row of panels per key (as scanpy's ``color=[...]``).
     basis
         ``obsm`` key of the reconstruction.
     gt_key
