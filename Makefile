@@ -40,7 +40,7 @@ test: install
 
 # The test suite on the oldest release of every runtime dependency (.ci/oldest.txt, pyproject.toml's lower
 # bounds), in a venv of its own; bounds that no test had run on were wrong (about 10 minutes on 2 cores;
-# not part of `make test`).
+# CI runs it after `make test`).
 VENV_OLDEST := .venv-oldest
 test-oldest:
 	$(PYTHON) -m venv $(VENV_OLDEST)
