@@ -99,18 +99,13 @@ def _aligned(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def _is_categorical(values) -> bool:
     """Whether a colour's values are drawn as categories (legend) rather than on a colour bar.
 
-    As in scanpy: categoricals, text of any dtype (``object``, pandas' ``'string'``, and the ``str``
-    dtype that pandas 3 gives text columns by default) and booleans (``'False'`` / ``'True'``) are
-    categories; numbers are a colour bar.
+    As in scanpy: categoricals and text of any dtype (``object``, pandas' ``'string'``, and the ``str``
+    dtype that pandas 3 gives text columns by default) are categories, and so are booleans, which
+    :func:`_scatter` turns into the text ``'False'`` / ``'True'`` first; numbers are a colour bar.
     """
     import pandas as pd
 
-    dtype = values.dtype
-    return (
-        isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(dtype)
-        or not pd.api.types.is_numeric_dtype(dtype)
-    )
+    return isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values.dtype)
 
 
 def _scatter(ax, xy, adata, color, size, palette, cmap):
@@ -126,9 +121,9 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
         ax.scatter(
             xy[missing, 0], xy[missing, 1], s=size, color=NA_COLOR, label="NA", linewidths=0, rasterized=len(xy) > 5000
         )
+    if pd.api.types.is_bool_dtype(values):  # categories 'False' / 'True', as in scanpy; missing values stay missing
+        values = values.map({False: "False", True: "True"})
     if _is_categorical(values):
-        if pd.api.types.is_bool_dtype(values):  # 'False' / 'True', missing values kept missing
-            values = values.map({False: "False", True: "True"})
         cats = pd.Categorical(values)
         colors = _category_colors(adata, color, list(cats.categories), palette)
         for i, cat in enumerate(cats.categories):
