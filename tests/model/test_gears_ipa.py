@@ -146,6 +146,7 @@ def test_attention_plots(ipa_model):
         pts = ax.collections[0].get_offsets()
         assert len(pts) == 80
         assert "recall@8" in ax.get_title()
+        assert ax.yaxis_inverted()  # the slide's coordinates, drawn as sc.pl.spatial draws them
     # the first default query is the cell nearest the layout centre
     xy = st.obsm["spatial"]
     centre = int(cKDTree(xy).query(xy.mean(0))[1])

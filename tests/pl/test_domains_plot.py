@@ -58,13 +58,31 @@ def test_domains_over_image_scaled_and_coloured(visium_like):
 def test_domains_without_image_and_errors(visium_like):
     ax = gx.pl.domains(visium_like, color="layer", img=False, show=False)
     assert not ax.get_images()
-    assert not ax.yaxis_inverted()
     assert np.allclose(ax.collections[0].get_offsets(), visium_like.obsm["spatial"])
     del visium_like.uns["spatial"]
     with pytest.raises(KeyError, match="no tissue image"):
         gx.pl.domains(visium_like, color="layer", img=True, show=False)
     with pytest.raises(KeyError, match="cluster_domains"):
         gx.pl.domains(visium_like, color="gears_domain_x", show=False)
+    plt.close("all")
+
+
+def test_tissue_coordinates_point_down_as_scanpy_draws_them_and_an_embedding_up(visium_like):
+    """Without an image the slide is drawn as ``sc.pl.spatial`` draws it: y down, not mirrored against it.
+
+    It used to point up without the image, so the same slide showed upside down against scanpy's and
+    squidpy's drawings of it (and against its own drawing over the image).
+    """
+    import scanpy as sc
+
+    over_image = gx.pl.domains(visium_like, color="layer", show=False)
+    assert over_image.yaxis_inverted()
+    without = gx.pl.domains(visium_like, color="layer", img=False, show=False)
+    scanpy_ax = sc.pl.spatial(visium_like, color="layer", img_key=None, spot_size=110.0, show=False)[0]
+    assert scanpy_ax.yaxis_inverted()
+    assert without.yaxis_inverted()
+    visium_like.obsm["X_umap"] = visium_like.obsm["spatial"] / 100.0  # another basis: an embedding, y up
+    assert not gx.pl.domains(visium_like, color="layer", basis="X_umap", show=False).yaxis_inverted()
     plt.close("all")
 
 

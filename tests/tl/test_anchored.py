@@ -533,6 +533,8 @@ def test_anchored_result_is_drawn_over_its_reference_slide(toy_model, caplog):
     spots, cells = ax.collections[0].get_offsets(), ax.collections[1].get_offsets()
     np.testing.assert_allclose(spots, st.obsm["spatial"])  # the reference, as it is
     np.testing.assert_allclose(cells, sc.obsm["X_gears_spatial"])  # the cells, not re-aligned
+    # the slide's frame without an image: y down, as sc.pl.spatial draws the reference (it pointed up, mirrored)
+    assert ax.yaxis_inverted()
     other = st.copy()  # ST data of other slides: no silent empty background
     other.obs["slide"] = "elsewhere"
     other.uns["gears_prepare"] = {"params": {"slide_key": "slide"}}

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from gearsx._anndata import obsm_coords
+from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 from gearsx.geometry._knn import tree_knn
 
@@ -55,7 +56,9 @@ def attention(
     query's attention weight; when true positions are known (``truth_key`` of the
     computation: ``'spatial'`` on ST, ``'spatial_gt'`` on simulated SC), the query's
     ``k_true`` true spatial neighbours are ringed and the title reports their recall among the
-    ``k_true`` most attended cells.
+    ``k_true`` most attended cells. On ``obsm['spatial']`` the y axis points down, as
+    :func:`scanpy.pl.spatial` and :func:`gearsx.pl.domains` draw tissue coordinates; on a layout,
+    such as ``'X_gears_spatial'``, up, as in :func:`gearsx.pl.reconstruction`.
 
     Parameters
     ----------
@@ -122,6 +125,8 @@ def attention(
             title += f"\nrecall@{len(true_nb)} {np.isin(top, true_nb).mean():.2f}"
         a.set_title(title, fontsize=9)
         a.set_aspect("equal")
+        if params["basis"] == Key.spatial:
+            a.invert_yaxis()  # tissue coordinates: y down, as sc.pl.spatial and gx.pl.domains draw them
         a.set_xticks([])
         a.set_yticks([])
         a.figure.colorbar(sc_, ax=a, shrink=0.7, label="attention")

@@ -87,12 +87,13 @@ def domains(
         the earlier ``key=`` still works, with a warning).
     basis
         ``obsm`` key of the coordinates. The tissue image and the Visium spot size are drawn only
-        with ``'spatial'``, the frame of their scale factors.
+        with ``'spatial'``, the frame of their scale factors. With ``'spatial'`` the y axis points
+        down, with or without the image (the image's rows), as :func:`scanpy.pl.spatial` and
+        squidpy's ``pl.spatial_scatter`` draw tissue coordinates; on another basis, such as a UMAP,
+        it points up, as in :func:`scanpy.pl.embedding`.
     img
         Draw the tissue image: ``None`` when present (and ``basis='spatial'``), ``True`` requires
-        it, ``False`` never. With the image the y axis points down, the image's rows (as in
-        :func:`scanpy.pl.spatial`); without it, up (as in :func:`scanpy.pl.embedding`), so
-        ``img=False`` shows a Visium slide upside down against its image.
+        it, ``False`` never.
     library_id
         Library in ``uns['spatial']`` (needed when there are several). When ``adata`` holds several
         slides (the slide column recorded by an earlier gearsx step, else a column such as
@@ -196,8 +197,8 @@ def domains(
         pad = diam
         a.set_xlim(pos[:, 0].min() - pad, pos[:, 0].max() + pad)
         a.set_ylim(pos[:, 1].min() - pad, pos[:, 1].max() + pad)
-        if found is not None:
-            a.invert_yaxis()  # image rows grow downwards
+        if on_pixels:
+            a.invert_yaxis()  # tissue coordinates, image rows: y down, image or not (as sc.pl.spatial)
         a.set_aspect("equal")
         a.set_xticks([])
         a.set_yticks([])

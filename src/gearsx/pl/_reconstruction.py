@@ -199,9 +199,10 @@ def reconstruction(
         (``uns[key]['anchor']['spatial_key']``); when that is not ``'spatial'``, the frame of the
         image's scale factors, the drawing is carried onto the image by the exact affine map between
         the two keys (microns and pixels of the same spots), or drawn without the image, with a
-        warning, when there is none. With the image the y axis points down, the image's rows; without
-        it, up, as in :func:`gearsx.pl.domains`. An intrinsic reconstruction has no such frame and
-        raises, as does a ``reference`` without that slide or that key.
+        warning, when there is none. The y axis points down, with or without the image, as
+        :func:`scanpy.pl.spatial` and :func:`gearsx.pl.domains` draw the slide; without
+        ``reference`` a layout is drawn as an embedding, y up. An intrinsic reconstruction has no
+        such frame and raises, as does a ``reference`` without that slide or that key.
     ax
         Axes to draw into: one, or two (truth, reconstruction) when the ground truth is shown; one
         ``color`` only (a list of colours makes its own figure).
@@ -243,6 +244,8 @@ def reconstruction(
         _scatter(axes, to_drawing(pred), adata, color, size, palette, cmap)
         axes.set_title(f"{basis} over reference slide {slide!r}")
         axes.set_aspect("equal")
+        if not axes.yaxis_inverted():  # the slide's frame: y down, image or not (as sc.pl.spatial)
+            axes.invert_yaxis()
         axes.set_xticks([])
         axes.set_yticks([])
         if legend and color is not None and axes.get_legend_handles_labels()[1]:
@@ -401,7 +404,7 @@ def _draw_reference(ax, adata: AnnData, reference: AnnData, basis: str):
                     frame,
                 )
             else:
-                ax.imshow(image, zorder=0)  # rows grow downwards: the y axis is inverted, as in sc.pl.spatial
+                ax.imshow(image, zorder=0)  # rows grow downwards
                 onto_image = _then_scaled(onto_spatial, scale)
     to_drawing = _identity if onto_image is None else onto_image
     spots = to_drawing(xy[sel])
