@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gearsx-installed
 DEMO_OUT ?= gearsx_demo_output
 
-.PHONY: install demo demo-figure test test-oldest lint docs tutorials clean
+.PHONY: install demo demo-figure test test-oldest test-newest lint docs tutorials clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,20 @@ test-oldest:
 	$(VENV_OLDEST)/bin/python -m pip install --quiet torch==2.13.0
 	$(VENV_OLDEST)/bin/python -m pip install --quiet -c .ci/oldest.txt --group test -e ".[dask]"
 	MPLBACKEND=agg $(VENV_OLDEST)/bin/python -m pytest -p no:cacheprovider
+
+# The test suite on the newest Python and the newest release of every dependency, what a plain
+# `pip install gearsx` gives a user on Python 3.12 or later (anndata 0.13, pandas 3, scanpy 1.12 on
+# 6 December 2026; make install's environment keeps older ones for squidpy and spatialdata). Torch stays
+# at 2.13.0, from PyPI: no CPU build for this Python lies on disk, so pip downloads its CUDA build
+# (about 3 GB, a minute here). About 12 minutes on 2 cores; CI runs it after `make test-oldest`.
+VENV_NEWEST := .venv-newest
+PYTHON_NEWEST ?= $(or $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))),python3.13)
+test-newest:
+	$(PYTHON_NEWEST) -m venv $(VENV_NEWEST)
+	$(VENV_NEWEST)/bin/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(VENV_NEWEST)/bin/python -m pip install --quiet torch==2.13.0
+	$(VENV_NEWEST)/bin/python -m pip install --quiet --upgrade --group test -e ".[dask]"
+	MPLBACKEND=agg $(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider
 
 docs: install
 	rm -rf docs/_build docs/api/generated

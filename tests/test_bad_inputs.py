@@ -76,8 +76,8 @@ def snapshot(obj):
             int(pd.util.hash_pandas_object(obj.obs.astype(str), index=True).sum()),
             tuple(sorted(obj.obsm)),
             tuple(_checksum(obj.obsm[k]) for k in sorted(obj.obsm)),
-            tuple(sorted(obj.layers)),
-            tuple(_checksum(obj.layers[k]) for k in sorted(obj.layers)),
+            tuple(sorted(obj.layers, key=str)),  # anndata 0.13 lists X among the layers, as the key None
+            tuple(_checksum(obj.layers[k]) for k in sorted(obj.layers, key=str)),
             tuple(sorted(obj.obsp)),
             _uns_keys(obj.uns),
             _checksum(obj.X),
@@ -109,7 +109,7 @@ def _set_obs(key, values):
 
 
 def _nan_slide(a):
-    s = a.obs["slide"].astype(object).to_numpy()
+    s = a.obs["slide"].astype(object).to_numpy(copy=True)
     s[:3] = np.nan
     a.obs["slide"] = pd.Categorical(s)
 

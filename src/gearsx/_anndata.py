@@ -219,13 +219,18 @@ def check_log_expression(x, name: str, fix: str, *, as_given: bool = False) -> N
         raise ValueError(msg)
 
 
+def layer_names(adata: AnnData) -> list[str]:
+    """Names of ``adata``'s layers, sorted; anndata 0.13 also lists ``X`` among them, as the key ``None``."""
+    return sorted(str(k) for k in adata.layers.keys() if k is not None)
+
+
 def get_matrix(adata: AnnData, layer: str | None, hint: str = ""):
     """``adata.layers[layer]`` or ``adata.X`` as stored (sparse stays sparse), with a KeyError naming the layer."""
     if layer is None:
         return adata.X
     if layer not in adata.layers:
         why = f" ({hint})" if hint else ""
-        msg = f"`layer`={layer!r} is not in `adata.layers`{why}; available: {sorted(adata.layers.keys())}."
+        msg = f"`layer`={layer!r} is not in `adata.layers`{why}; available: {layer_names(adata)}."
         raise KeyError(msg)
     return adata.layers[layer]
 

@@ -78,7 +78,9 @@ def test_tissue_coordinates_point_down_as_scanpy_draws_them_and_an_embedding_up(
     over_image = gx.pl.domains(visium_like, color="layer", show=False)
     assert over_image.yaxis_inverted()
     without = gx.pl.domains(visium_like, color="layer", img=False, show=False)
-    scanpy_ax = sc.pl.spatial(visium_like, color="layer", img_key=None, spot_size=110.0, show=False)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # scanpy 1.11 points to squidpy's spatial_scatter
+        scanpy_ax = sc.pl.spatial(visium_like, color="layer", img_key=None, spot_size=110.0, show=False)[0]
     assert scanpy_ax.yaxis_inverted()
     assert without.yaxis_inverted()
     visium_like.obsm["X_umap"] = visium_like.obsm["spatial"] / 100.0  # another basis: an embedding, y up

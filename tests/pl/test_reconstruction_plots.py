@@ -46,7 +46,7 @@ def test_reconstruction_side_by_side_aligned(stitched):
 def test_reconstruction_single_panel_and_gene_colour(stitched):
     ax = gx.pl.reconstruction(stitched, color="g1", gt_key=None, show=False)
     assert ax.get_title() == "X_gears_spatial: g1"
-    np.testing.assert_allclose(ax.collections[0].get_array(), stitched.obs_vector("g1"))
+    np.testing.assert_allclose(ax.collections[0].get_array(), stitched[:, "g1"].X.ravel())
     with pytest.raises(KeyError, match="X_nope"):
         gx.pl.reconstruction(stitched, basis="X_nope", show=False)
     plt.close("all")
@@ -61,7 +61,7 @@ def test_reconstruction_takes_a_list_of_colours(stitched):
         ["ground truth: g1", "X_gears_spatial (aligned): g1"],
     ]
     assert len({a.figure for row in rows for a in row}) == 1  # one figure, one row per colour
-    np.testing.assert_allclose(rows[1][1].collections[0].get_array(), stitched.obs_vector("g1"))
+    np.testing.assert_allclose(rows[1][1].collections[0].get_array(), stitched[:, "g1"].X.ravel())
     single = gx.pl.reconstruction(stitched, color=["g1", "domain"], gt_key=None, show=False)
     assert [a.get_title() for a in single] == ["X_gears_spatial: g1", "X_gears_spatial: domain"]
     # unknown keys and axes for a list fail before anything is drawn
@@ -215,7 +215,7 @@ def test_method_comparison_refuses_what_it_would_misdraw():
 def test_reconstruction_draws_cells_without_a_value_in_grey(stitched):
     """A categorical or numeric colour with missing values: those cells were left out of the picture."""
     a = stitched.copy()
-    labels = a.obs["domain"].astype(object).to_numpy()
+    labels = a.obs["domain"].astype(object).to_numpy(copy=True)
     labels[:50] = np.nan
     a.obs["domain"] = pd.Categorical(labels)
     a.obs["score"] = np.where(np.arange(a.n_obs) < 30, np.nan, np.linspace(0, 1, a.n_obs))

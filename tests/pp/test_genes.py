@@ -322,3 +322,21 @@ def test_prepare_warns_on_integers_without_zeros_and_names_normalize(small_tissu
     with caplog.at_level("WARNING"):
         gx.pp.prepare(floats_st, floats_sc, slide_key="slide", n_top_genes=60)
     assert "almost no zeros" not in caplog.text
+
+
+def test_a_missing_layer_is_named_when_anndata_lists_x_among_the_layers():
+    """anndata 0.13 lists ``X`` among the layers, as the key ``None``.
+
+    The error for a missing layer sorted the layers' names to list them, and raised
+    ``TypeError: '<' not supported between instances of 'str' and 'NoneType'`` there instead: on the
+    newest releases every missing-layer error of gearsx was that TypeError.
+    """
+    from types import SimpleNamespace
+
+    from gearsx._anndata import get_matrix
+
+    x = np.zeros((3, 2))
+    like_013 = SimpleNamespace(X=x, layers={None: x, "gears_centered": x, "counts": x})
+    with pytest.raises(KeyError, match=r"available: \['counts', 'gears_centered'\]"):
+        get_matrix(like_013, "missing")
+    assert get_matrix(like_013, "counts") is x

@@ -32,7 +32,7 @@ def test_each_half_lands_on_its_half_and_every_cell_counts_once(anchored):
     np.testing.assert_allclose(sc.obsm["gears_anchor_weights"].sum(1), 1.0, rtol=1e-5)
     # the planted answer: spots of the left half hold mostly cells of the left half, and the other way round
     left = st.obsm["spatial"][:, 0] < 5
-    share = (m["left"] / m.sum(1)).to_numpy()
+    share = (m["left"] / m.sum(axis=1)).to_numpy()
     assert np.nanmean(share[left]) > 0.8
     assert np.nanmean(share[~left]) < 0.2
     rec = st.uns["gears_half"]

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import check_obs_key, check_obsm_key
+from gearsx._anndata import check_obs_key, check_obsm_key, layer_names
 from gearsx._utils import check_positive_int
 
 from ._probe import linear_probe
@@ -83,7 +83,7 @@ def slide_separability(
         x = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     else:
         if layer is not None and layer not in adata.layers:
-            msg = f"`layer`={layer!r} is not in `adata.layers`; available: {sorted(adata.layers.keys())}."
+            msg = f"`layer`={layer!r} is not in `adata.layers`; available: {layer_names(adata)}."
             raise KeyError(msg)
         mat = adata.layers[layer] if layer is not None else adata.X
         n_comp = check_positive_int(min(n_pcs, min(mat.shape) - 1), name="n_pcs")

@@ -115,7 +115,12 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
     if color is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=size, c="0.3", linewidths=0, rasterized=len(xy) > 5000)
         return
-    values = adata.obs[color] if color in adata.obs else pd.Series(adata.obs_vector(color), index=adata.obs_names)
+    if color in adata.obs:
+        values = adata.obs[color]
+    else:  # a gene's column of X, read by scanpy (anndata 0.13 deprecates obs_vector)
+        import scanpy as sc
+
+        values = sc.get.obs_df(adata, keys=[color])[color]
     missing = np.asarray(values.isna())
     if missing.any():  # drawn in grey, as scanpy's na_color, not left out of the picture
         ax.scatter(

@@ -14,6 +14,7 @@ from gearsx._anndata import (
     check_slide_key,
     empty_rows,
     get_matrix,
+    layer_names,
     looks_logged,
     stored_sample,
     warn_unkeyed_slides,
@@ -433,7 +434,7 @@ def prepare(
     if layer is not None:
         for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
             if layer not in a.layers:
-                msg = f"`layer`={layer!r} is not in `{name}.layers`; available: {sorted(a.layers.keys())}."
+                msg = f"`layer`={layer!r} is not in `{name}.layers`; available: {layer_names(a)}."
                 raise KeyError(msg)
     st, sc = shared_genes(adata_st, adata_sc, min_shared=min_shared)
     if layer is not None:
