@@ -51,7 +51,8 @@ test-oldest:
 
 # The test suite on the newest Python and the newest release of every dependency, what a plain
 # `pip install gearsx` gives a user on Python 3.12 or later (anndata 0.13, pandas 3, scanpy 1.12 on
-# 6 December 2026; make install's environment keeps older ones for squidpy and spatialdata). Torch stays
+# 6 December 2026; on make install's Python 3.11 the newest are older: anndata 0.13, scanpy 1.12, NumPy
+# 2.5 and SciPy 1.18 need Python 3.12, and anndata 0.12 caps pandas below 3). Torch stays
 # at 2.13.0, from PyPI: no CPU build for this Python lies on disk, so pip downloads its CUDA build
 # (about 3 GB, a minute here). About 12 minutes on 2 cores; CI runs it after `make test-oldest`.
 VENV_NEWEST := .venv-newest
