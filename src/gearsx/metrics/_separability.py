@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gearsx._anndata import check_obs_key, check_obsm_key, layer_names
+from gearsx._anndata import check_obs_key, check_obsm_key, get_matrix
 from gearsx._utils import check_positive_int
 
 from ._probe import linear_probe
@@ -82,10 +82,7 @@ def slide_separability(
         check_obsm_key(adata, use_rep, "use_rep")
         x = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     else:
-        if layer is not None and layer not in adata.layers:
-            msg = f"`layer`={layer!r} is not in `adata.layers`; available: {layer_names(adata)}."
-            raise KeyError(msg)
-        mat = adata.layers[layer] if layer is not None else adata.X
+        mat = get_matrix(adata, layer)
         n_comp = check_positive_int(min(n_pcs, min(mat.shape) - 1), name="n_pcs")
         # PCA accepts CSR input directly (ARPACK on the implicitly centred matrix), so X is never densified.
         x = PCA(n_components=n_comp, random_state=random_state, svd_solver="arpack").fit_transform(mat)

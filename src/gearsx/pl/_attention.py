@@ -13,7 +13,7 @@ from gearsx._keys import Key
 from gearsx._utils import check_positive_int
 from gearsx.geometry._knn import tree_knn
 
-from ._reconstruction import _axes, _finish
+from ._reconstruction import _axes, _finish, y_down
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -126,7 +126,7 @@ def attention(
         a.set_title(title, fontsize=9)
         a.set_aspect("equal")
         if params["basis"] == Key.spatial:
-            a.invert_yaxis()  # tissue coordinates: y down, as sc.pl.spatial and gx.pl.domains draw them
+            y_down(a)  # tissue coordinates
         a.set_xticks([])
         a.set_yticks([])
         a.figure.colorbar(sc_, ax=a, shrink=0.7, label="attention")

@@ -12,7 +12,7 @@ from gearsx._anndata import check_obs_key, obsm_coords
 from gearsx._keys import Key
 from gearsx._utils import check_fraction, check_positive_number, renamed_arguments
 
-from ._reconstruction import NA_COLOR, _axes, _category_colors, _finish, legend_columns
+from ._reconstruction import NA_COLOR, _axes, _category_colors, _finish, legend_columns, y_down
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -198,7 +198,7 @@ def domains(
         a.set_xlim(pos[:, 0].min() - pad, pos[:, 0].max() + pad)
         a.set_ylim(pos[:, 1].min() - pad, pos[:, 1].max() + pad)
         if on_pixels:
-            a.invert_yaxis()  # tissue coordinates, image rows: y down, image or not (as sc.pl.spatial)
+            y_down(a)  # tissue coordinates
         a.set_aspect("equal")
         a.set_xticks([])
         a.set_yticks([])

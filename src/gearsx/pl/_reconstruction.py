@@ -35,6 +35,12 @@ def _finish(fig, axes, *, show: bool | None, save: str | None):
     return axes
 
 
+def y_down(ax) -> None:
+    """Point ``ax``'s y axis down, as scanpy and squidpy draw tissue coordinates (image rows), image or not."""
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+
+
 def _axes(ax, n: int, *, figsize: tuple[float, float]):
     """``(figure, list of n axes)``: new ones when ``ax`` is ``None``, else the ``n`` axes given."""
     import matplotlib.pyplot as plt
@@ -249,8 +255,7 @@ def reconstruction(
         _scatter(axes, to_drawing(pred), adata, color, size, palette, cmap)
         axes.set_title(f"{basis} over reference slide {slide!r}")
         axes.set_aspect("equal")
-        if not axes.yaxis_inverted():  # the slide's frame: y down, image or not (as sc.pl.spatial)
-            axes.invert_yaxis()
+        y_down(axes)  # the slide's frame
         axes.set_xticks([])
         axes.set_yticks([])
         if legend and color is not None and axes.get_legend_handles_labels()[1]:
