@@ -60,7 +60,7 @@ def _ranked_depths(pos, obs, centre, axis, subset=None) -> tuple[np.ndarray, np.
     label = obs["layer_dissection"].astype(str)
     keep = label.isin(list(LAYER_RANK)).to_numpy()
     if subset is not None:
-        keep &= subset
+        keep = keep & subset  # not in place: under pandas 3 to_numpy() gives a read-only view
     depth = (np.asarray(pos) - centre) @ axis
     return label[keep].map(LAYER_RANK).to_numpy(), depth[keep]
 
