@@ -53,8 +53,8 @@ test-oldest:
 # plain `pip install gearsx` gives a user on Python 3.12 or later (anndata 0.13, pandas 3, scanpy 1.12,
 # torch 2.15 and lightning 2.6 on 6 December 2026; on make install's Python 3.11 the newest are older:
 # anndata 0.13, scanpy 1.12, NumPy 2.5 and SciPy 1.18 need Python 3.12, and anndata 0.12 caps pandas
-# below 3). PIP_CONFIG_FILE=/dev/null: the machines CI uses cap torch machine-wide at the releases on their
-# disk (/etc/xdg/pip), which would hold the newest torch back; pip takes its CUDA build from PyPI (about
+# below 3). PIP_CONFIG_FILE=/dev/null (no pip configuration file is read): the machines CI uses cap torch
+# machine-wide at the releases on their disk (/etc/xdg/pip), which would hold the newest torch back; pip takes its CUDA build from PyPI (about
 # 3 GB, two minutes here). With the doc group and the squidpy extra, so that the tutorials and squidpy's
 # interoperability run there too. About 15 minutes on 2 cores; CI runs it after `make test-oldest`.
 VENV_NEWEST := .venv-newest
