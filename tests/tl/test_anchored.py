@@ -867,6 +867,33 @@ def test_reconstruct_without_the_query_expression_says_so(two_view_model, caplog
         gx.tl.reconstruct(_two_view_cells(), two_view_model, anchor_expression_weight=2, **_FAST)
 
 
+def test_reconstruct_warns_when_the_query_s_genes_co_vary_unlike_the_spots(two_view_model, caplog):
+    """Profiles measured alike co-vary alike; a query whose genes do not (another technology) is warned about."""
+    sc = _two_view_cells()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.reconstruct(sc, two_view_model, anchor="reference", **_FAST)
+    rec = sc.uns["gears"]["anchor"]
+    assert rec["gene_agreement"] > 0.9
+    assert rec["gene_reliability"] > 0.9
+    assert not any("co-vary" in r.getMessage() for r in caplog.records)
+    # the same cells with their genes' values relabelled: each column still varies, but not as the spots' do
+    relabelled = _two_view_cells()
+    layer = np.asarray(relabelled.layers["gears_centered"])
+    relabelled.layers["gears_centered"] = layer[:, np.random.default_rng(0).permutation(layer.shape[1])]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.reconstruct(relabelled, two_view_model, anchor="reference", **_FAST)
+    rec = relabelled.uns["gears"]["anchor"]
+    assert rec["gene_agreement"] < 0.2
+    assert any("co-vary" in r.getMessage() and "anchor_expression_weight=0" in r.getMessage() for r in caplog.records)
+    # the expression view still weighs as asked: the warning reports, it decides nothing
+    assert rec["expression_weight"] == 0.75
+    # without the expression view there is nothing to check, and nothing recorded
+    emb_only = _two_view_cells()
+    gx.tl.reconstruct(emb_only, two_view_model, anchor="reference", anchor_expression_weight=0, **_FAST)
+    assert "gene_agreement" not in emb_only.uns["gears"]["anchor"]
+
+
 def test_match_weights_pull_the_anchor_to_the_closest_matches():
     rng = np.random.default_rng(3)
     freq = rng.normal(size=(2, 8)) / 3

@@ -8,6 +8,7 @@ from ._anchor import AnchorMatch, fuse_anchor, match_reference, match_score, pat
 from ._cover import best_overlaps, random_walk_patches
 from ._expected_distances import expected_distance, expected_distance_layout
 from ._gauge import gauge_fix, procrustes
+from ._gene_agreement import GeneAgreement, gene_agreement
 from ._graph import locality_graph, neighbor_average, spatial_edges
 from ._minisets import MinisetPair, MinisetSampler
 from ._stitch import StitchResult, stitch_patches
@@ -38,6 +39,8 @@ __all__ = [
     "fuse_anchor",
     "expected_distance",
     "expected_distance_layout",
+    "GeneAgreement",
+    "gene_agreement",
     "match_reference",
     "match_score",
     "shuffled",
