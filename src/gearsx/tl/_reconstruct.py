@@ -165,7 +165,9 @@ def reconstruct(
         model's reference and ``adata`` both hold ``layers['gears_centered']`` with the reference's
         genes, else ``0`` (a warning when the cells are anchored, and the reason in
         ``uns['gears']['anchor']``); a number above ``0`` requires both. The embedding decides
-        whether to anchor either way.
+        whether to anchor either way. When the expression is used, how alike the query's genes
+        co-vary with the spots' is recorded (``gene_agreement``, :func:`gearsx.geometry.gene_agreement`),
+        and a warning suggests ``0`` when it reads as another technology (see :doc:`/anchoring`).
     anchor_temperature
         How the ``anchor_k`` matches are weighed in a cell's anchor: a softmax of their similarity
         at this temperature, in units of the similarity's spread (default ``0.5``); ``None``: the
