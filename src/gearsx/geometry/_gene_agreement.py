@@ -28,7 +28,7 @@ class GeneAgreement:
     query_reliability: float
     #: the same for the reference
     reference_reliability: float
-    #: genes compared (non-constant on both sides, at most :data:`MAX_GENES`)
+    #: genes compared (non-constant on both sides, at most ``max_genes``)
     n_genes: int
 
 
@@ -87,9 +87,10 @@ def gene_agreement(
     Where a reliability is low, the query's genes hardly co-vary at all (a single sorted cell
     population, whose genes vary little together) or too few rows were given, and the agreement
     says little. Measured on our benchmark splits (see :doc:`/anchoring`): queries of the
-    reference's own platform scored 0.64-1.0 as whole samples and 0.09-0.93 as one sorted
-    population; Tasic's scRNA-seq against the seqFISH section scored 0.08-0.09 at a reliability of
-    0.72-0.99, whatever subset of it was taken.
+    reference's own platform scored 0.45-1.0 as whole samples and 0.09-1.0 as one sorted
+    population (below 0.2 only at a reliability of 0.31 or less); Tasic's scRNA-seq against the
+    seqFISH section scored 0.04-0.09 at a reliability of 0.70-0.99, whatever subset of 20 cells or
+    more was taken.
 
     Parameters
     ----------
@@ -108,7 +109,7 @@ def gene_agreement(
     -------
     :class:`GeneAgreement` with the agreement, the raw correlation, both reliabilities and the
     number of genes compared. With fewer than 3 genes that vary on both sides, or fewer than 4 rows
-    on a side, every figure is NaN.
+    on a side, every figure is NaN and no gene is counted.
 
     Examples
     --------

@@ -208,7 +208,9 @@ def plan_anchor(
     :data:`DECISION_SAMPLE` cells, the slide and the score come from a sample of that many cells
     (seeded by ``random_state``) and only the anchors are matched for all cells. ``empty`` marks
     the cells without a single count (:func:`empty_cells`): their positions are unknown, and their
-    uncertainty says so (see ``_cell_sd``).
+    uncertainty says so (see ``_cell_sd``). When the anchors weigh the expression, how alike the
+    query's genes co-vary with the slide's spots is recorded (:func:`~gearsx.geometry.gene_agreement`),
+    with a warning below :data:`GENE_AGREEMENT_LOW` at a reliability of :data:`GENE_RELIABILITY`.
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
