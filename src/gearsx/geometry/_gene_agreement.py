@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gearsx._utils import as_rng
+from gearsx._anndata import check_finite_matrix
+from gearsx._utils import as_rng, check_positive_int
 
 #: At most this many rows of each side enter the correlations (a seeded sample): the statistic's noise at
 #: this size is far below the gap it reads (see :func:`gene_agreement`).
@@ -128,29 +129,26 @@ def gene_agreement(
     if len(q_shape) != 2 or len(r_shape) != 2 or q_shape[1] != r_shape[1]:
         msg = f"`query` and `reference` must be 2-D with the same genes (columns); got {q_shape} and {r_shape}."
         raise ValueError(msg)
-    for name, value in (("max_rows", max_rows), ("max_genes", max_genes)):
-        if int(value) != value or value < 4:
-            msg = f"`{name}` must be an integer of at least 4; got {value!r}."
-            raise ValueError(msg)
+    max_rows = check_positive_int(max_rows, name="max_rows", minimum=4)
+    max_genes = check_positive_int(max_genes, name="max_genes", minimum=4)
     rng = as_rng(random_state)
     nan = GeneAgreement(float("nan"), float("nan"), float("nan"), float("nan"), 0)
     if q_shape[0] < 4 or r_shape[0] < 4:
         return nan
 
     def sample(n: int) -> np.ndarray:
-        return np.sort(rng.choice(n, int(max_rows), replace=False)) if n > max_rows else np.arange(n)
+        return np.sort(rng.choice(n, max_rows, replace=False)) if n > max_rows else np.arange(n)
 
     all_genes = np.arange(q_shape[1])
     xq = _dense_rows(query, sample(q_shape[0]), all_genes)
     xr = _dense_rows(reference, sample(r_shape[0]), all_genes)
-    if not (np.isfinite(xq).all() and np.isfinite(xr).all()):
-        msg = "`query` and `reference` must be finite; found NaN or infinite values."
-        raise ValueError(msg)
+    for x, name in ((xq, "query"), (xr, "reference")):
+        check_finite_matrix(x, name, fix="pass finite values (impute or remove them)")
     var_r = xr.var(0)
     varies = np.flatnonzero((xq.var(0) > 0) & (var_r > 0))
     if len(varies) < 3:
         return nan
-    genes = varies[np.argsort(-var_r[varies], kind="stable")[: int(max_genes)]]
+    genes = varies[np.argsort(-var_r[varies], kind="stable")[:max_genes]]
     xq, xr = xq[:, genes], xr[:, genes]
     raw = _pearson(_correlations(xq), _correlations(xr))
     rel_q, rel_r = _reliability(xq, rng), _reliability(xr, rng)

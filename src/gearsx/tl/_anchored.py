@@ -299,15 +299,16 @@ def plan_anchor(
             x, emb, coords, k=k_embedding, temperature=candidate_temperature, random_state=random_state
         )
         similarity = match.similarity[:, :kd]
-    if anchored and expression_weight > 0:
+    ref_expression = ref["expression"][sel] if anchored and expression_weight > 0 else None  # matches and check
+    if ref_expression is not None:
         del match  # its similarities are kept; its indices and weights need not live through the next match
         match = match_reference(
-            x, emb, coords, k=k, query_expression=expression, reference_expression=ref["expression"][sel],
+            x, emb, coords, k=k, query_expression=expression, reference_expression=ref_expression,
             expression_weight=expression_weight, temperature=temperature, random_state=random_state,
         )  # fmt: skip
     genes = None
-    if anchored and expression_weight > 0:
-        genes = gene_agreement(expression, ref["expression"][sel], random_state=random_state)
+    if ref_expression is not None:
+        genes = gene_agreement(expression, ref_expression, random_state=random_state)
         reliable = min(genes.query_reliability, genes.reference_reliability) >= GENE_RELIABILITY
         if reliable and genes.agreement < GENE_AGREEMENT_LOW:
             logger.warning(
