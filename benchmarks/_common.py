@@ -204,6 +204,32 @@ def simulated_query(n: int, st, enc):
     return cells
 
 
+def split_counts(a, seed: int):
+    """Two independent measurements of the same cells, ``(first, second)``, each with about half the counts.
+
+    Integer counts are thinned: each count goes to the first half with probability 1/2, the rest to
+    the second (Poisson counts thin into two independent Poisson halves). Values that are not counts
+    (MERFISH's, scaled by cell volume) get two independent Poisson draws of mean half the value. Cells
+    left without a count in either half are dropped from that half; both keep ``obsm['spatial']``.
+    """
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    x = dense_x(a).astype(np.float64)
+    if np.allclose(x, np.rint(x)):
+        counts = np.rint(x).astype(np.int64)
+        first = rng.binomial(counts, 0.5)
+        second = counts - first
+    else:
+        first, second = rng.poisson(x / 2), rng.poisson(x / 2)
+    halves = []
+    for half in (first, second):
+        out = a.copy()
+        out.X = sp.csr_matrix(half.astype(np.float32))
+        halves.append(out[half.sum(1) > 0].copy())
+    return tuple(halves)
+
+
 def band_split(xy, frac=0.6):
     """Boolean mask of the first ``frac`` of the points along the cloud's long (first principal) axis."""
     c = xy - xy.mean(0)

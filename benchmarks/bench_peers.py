@@ -1,8 +1,9 @@
 """gearsx vs moscot, Tangram and novoSpaRc under pseudo-spot protocols (issues #7 and #21).
 
 Run: ``pip install --group bench -e .`` once, then
-``.venv/bin/python benchmarks/bench_peers.py --protocol same-tissue|disjoint --seeds 0 1 2 [--sets ...]``.
-Writes ``benchmarks/results/peers_<protocol>.md`` (``peers_same_tissue.md`` or ``peers_disjoint.md``;
+``.venv/bin/python benchmarks/bench_peers.py --protocol same-tissue|same-cells|disjoint --seeds 0 1 2 [--sets ...]``.
+Writes ``benchmarks/results/peers_<protocol>.md`` (``peers_same_tissue.md``, ``peers_same_cells.md`` or
+``peers_disjoint.md``;
 ``--out`` for another file), its per-seed rows at full precision (``.csv``, read back by ``--append``)
 and one figure per data set beside it.
 
@@ -18,6 +19,12 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    adjacent section (0.21, 50 um away): the same tissue, another section. The sets ``bdtnp`` and
    ``bdtnp-poisson`` (not run by default) are novoSpaRc's own data, the BDTNP Drosophila embryo atlas
    (84 genes; in situ intensities turned into counts with or without sampling noise, see ``_bdtnp``).
+   ``--protocol same-cells``: the issue's first experiment, where the cells of an independent
+   segmentation of the section were mapped back onto spots of the same section. Every cell of one
+   section is measured twice (``split_counts``: each count goes to one of two halves at random), one
+   measurement makes the spots, the other is the query: the same cells, so each query cell's own
+   transcripts are in the spot that covers it, and the peers that tie cells to spots get the most
+   help from the spots here. Not for ``merfish-adjacent`` (another section).
 2. Pseudo-Visium spots of the training part (``gx.datasets.pseudo_spots``, hexagonal, diameter
    0.55 x pitch; the pitch is chosen so the part yields about 1,000 spots, or one spot per three
    cells for small data, since the sections are smaller than a Visium capture area; with
@@ -70,6 +77,7 @@ from _common import (
     lognorm,
     mean_sd_markdown,
     precise_rows,
+    split_counts,
     write_precise_rows,
     write_results,
 )
@@ -253,7 +261,8 @@ def load(name, protocol="disjoint", seed=0):
 
     ``disjoint``: the query cells come from another region (another section for MERFISH, else the
     last 40% of the tissue along its long axis). ``same-tissue``: the cells of the section are split
-    at random (``seed``) in halves; one half makes the spots, the other is the query.
+    at random (``seed``) in halves; one half makes the spots, the other is the query. ``same-cells``:
+    every cell of the section twice, as two halves of its counts (:func:`split_counts`).
     """
     if name == "osmfish":
         f = DATA / "osmfish_mouse_sscortex" / "osmfish_mouse_sscortex.h5ad"
@@ -269,6 +278,9 @@ def load(name, protocol="disjoint", seed=0):
             return None
         a = ad.read_h5ad(f)
         a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+        if name == "merfish-adjacent" and protocol == "same-cells":
+            msg = "--protocol same-cells measures one section twice; merfish-adjacent has two sections"
+            raise ValueError(msg)
         if protocol == "disjoint" or name == "merfish-adjacent":
             return a[a.obs["slice"] == "bregma_0.26"].copy(), a[a.obs["slice"] == "bregma_0.21"].copy()
         a = a[a.obs["slice"] == "bregma_0.26"].copy()
@@ -297,6 +309,8 @@ def load(name, protocol="disjoint", seed=0):
     else:
         raise ValueError(name)
     a = a[np.asarray(a.X.sum(1)).ravel() > 0].copy()
+    if protocol == "same-cells":
+        return split_counts(a, 20_000 + seed)
     if protocol == "same-tissue":
         train = np.random.default_rng(seed).random(a.n_obs) < 0.5
     else:
@@ -393,7 +407,7 @@ def main():
     parser.add_argument(
         "--methods", nargs="+", default=["gearsx", "knn-probe", "regression-probe", "tangram", "novosparc"]
     )
-    parser.add_argument("--protocol", choices=["disjoint", "same-tissue"], default="disjoint")
+    parser.add_argument("--protocol", choices=["disjoint", "same-tissue", "same-cells"], default="disjoint")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument(
         "--with-intrinsic",

@@ -133,3 +133,39 @@ def test_mean_sd_table_known_answer():
     assert [r.split("|")[1].strip() for r in rows] == ["b", "a"]  # groups in order of appearance
     assert "2.0 ± 1.414" in rows[0]  # mean of 1 and 3, sample SD sqrt(2)
     assert "5.0 ± 0.0" in rows[1]  # one row: SD 0, not NaN
+
+
+def _cells(x):
+    import anndata as ad
+
+    a = ad.AnnData(np.asarray(x, dtype=np.float32))
+    a.obsm["spatial"] = np.arange(2 * a.n_obs, dtype=float).reshape(-1, 2)
+    return a
+
+
+def test_split_counts_thins_integer_counts_into_independent_halves():
+    """Same-cells protocol: a Poisson count thinned at 1/2 gives two independent Poisson halves that add back up."""
+    counts = np.random.default_rng(0).poisson(4.0, size=(2000, 50))
+    counts[7] = 0  # a cell without counts is dropped from both halves
+    first, second = _common.split_counts(_cells(counts), seed=1)
+    assert first.n_obs == second.n_obs == 1999
+    np.testing.assert_array_equal(first.obsm["spatial"], np.delete(_cells(counts).obsm["spatial"], 7, axis=0))
+    kept = np.delete(counts, 7, axis=0)
+    a, b = first.X.toarray(), second.X.toarray()
+    np.testing.assert_array_equal(a + b, kept)  # every count goes to exactly one half
+    assert abs(a.mean() - 2.0) < 0.05
+    assert abs(b.mean() - 2.0) < 0.05
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.02  # a fixed split (counts // 2) would correlate
+
+
+def test_split_counts_draws_scaled_values_twice():
+    """Values that are not counts (MERFISH's volume-scaled ones) get two Poisson draws of half their value."""
+    x = np.full((3000, 20), 3.3)
+    first, second = _common.split_counts(_cells(x), seed=2)
+    a, b = first.X.toarray(), second.X.toarray()
+    assert np.allclose(a, np.rint(a))
+    assert abs(a.mean() - 1.65) < 0.03
+    assert abs(b.mean() - 1.65) < 0.03
+    assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.02
+    again = _common.split_counts(_cells(x), seed=2)[0].X.toarray()
+    np.testing.assert_array_equal(again, a)  # seeded
