@@ -19,12 +19,12 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    adjacent section (0.21, 50 um away): the same tissue, another section. The sets ``bdtnp`` and
    ``bdtnp-poisson`` (not run by default) are novoSpaRc's own data, the BDTNP Drosophila embryo atlas
    (84 genes; in situ intensities turned into counts with or without sampling noise, see ``_bdtnp``).
-   ``--protocol same-cells``: the issue's first experiment, where the cells of an independent
-   segmentation of the section were mapped back onto spots of the same section. Every cell of one
+   ``--protocol same-cells``: #21's first experiment, where the cells of an independent
+   segmentation of a section were mapped back onto spots of the same section. Every cell of one
    section is measured twice (``split_counts``: each count goes to one of two halves at random), one
-   measurement makes the spots, the other is the query: the same cells, so each query cell's own
-   transcripts are in the spot that covers it, and the peers that tie cells to spots get the most
-   help from the spots here. Not for ``merfish-adjacent`` (another section).
+   measurement makes the spots, the other is the query: the same cells, so a query cell that lies
+   inside a spot (about 28% of them at the spots' diameter below) has its own other half there.
+   Not for ``merfish-adjacent`` (another section).
 2. Pseudo-Visium spots of the training part (``gx.datasets.pseudo_spots``, hexagonal, diameter
    0.55 x pitch; the pitch is chosen so the part yields about 1,000 spots, or one spot per three
    cells for small data, since the sections are smaller than a Visium capture area; with
