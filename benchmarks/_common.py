@@ -212,8 +212,6 @@ def split_counts(a, seed: int):
     (MERFISH's, scaled by cell volume) get two independent Poisson draws of mean half the value. Cells
     left without a count in either half are dropped from that half; both keep ``obsm['spatial']``.
     """
-    import scipy.sparse as sp
-
     rng = np.random.default_rng(seed)
     x = dense_x(a).astype(np.float64)
     if np.allclose(x, np.rint(x)):
@@ -222,12 +220,17 @@ def split_counts(a, seed: int):
         second = counts - first
     else:
         first, second = rng.poisson(x / 2), rng.poisson(x / 2)
-    halves = []
-    for half in (first, second):
-        out = a.copy()
-        out.X = sp.csr_matrix(half.astype(np.float32))
-        halves.append(out[half.sum(1) > 0].copy())
-    return tuple(halves)
+    return with_counts(a, first), with_counts(a, second)
+
+
+def with_counts(a, counts: np.ndarray):
+    """A copy of ``a``'s cells with ``counts`` (dense, one row per cell) as ``X``; cells without a count dropped."""
+    import scipy.sparse as sp
+
+    keep = counts.sum(1) > 0
+    out = a[keep].copy()
+    out.X = sp.csr_matrix(counts[keep].astype(np.float32))
+    return out
 
 
 def band_split(xy, frac=0.6):

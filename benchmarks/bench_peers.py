@@ -78,6 +78,7 @@ from _common import (
     mean_sd_markdown,
     precise_rows,
     split_counts,
+    with_counts,
     write_precise_rows,
     write_results,
 )
@@ -327,14 +328,9 @@ def platform_effect(query, sd: float, seed: int):
     query come from one data set, so without this their genes are captured alike, which flatters every
     method that compares expression across the two sides.
     """
-    import scipy.sparse as sp
-
     rng = np.random.default_rng(10_000 + seed)
     factor = np.exp(rng.normal(0.0, sd, query.n_vars))
-    x = dense_x(query)
-    out = query.copy()
-    out.X = sp.csr_matrix(rng.poisson(x * factor).astype(np.float32))
-    return out[np.asarray(out.X.sum(1)).ravel() > 0].copy()
+    return with_counts(query, rng.poisson(dense_x(query) * factor))
 
 
 def _bdtnp(*, poisson: bool, seed: int):
