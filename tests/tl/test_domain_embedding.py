@@ -56,6 +56,32 @@ def test_attention_is_normalised_and_the_model_is_permutation_equivariant():
     assert torch.allclose(recon2, recon[perm], atol=1e-5)
 
 
+@pytest.mark.parametrize("n_input", [400, 5])  # 400: the factorised error; 5: the reconstruction formed
+def test_reconstruction_error_equals_the_error_of_the_reconstruction(n_input):
+    """The training loss, computed without forming the reconstruction where that is cheaper, has the value
+    and the gradients of the mean squared error of ``forward``'s reconstruction."""
+    rng = np.random.default_rng(1)
+    n = 200
+    x = torch.from_numpy(rng.normal(size=(n, n_input)).astype(np.float32))
+    src, dst = gx.geometry.spatial_edges(rng.uniform(size=(n, 2)), n_neighbors=5)
+    s, d = torch.from_numpy(src), torch.from_numpy(dst)
+    torch.manual_seed(0)
+    m = GraphAttentionAutoencoder(n_input, n_hidden=16, n_latent=4)
+
+    def grads(loss):
+        m.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    direct = torch.nn.functional.mse_loss(m(x, s, d)[1], x)
+    g_direct = grads(direct)
+    for sq_norm in (None, x.square().sum()):
+        loss = m.reconstruction_error(x, s, d, sq_norm)
+        assert torch.allclose(loss, direct, rtol=1e-5), (loss, direct)
+        for a, b in zip(grads(loss), g_direct, strict=True):
+            assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+
 def test_planted_domains_are_recovered_where_expression_alone_fails():
     """Noisy simulated Visium spots (depth 10): mclust on the expression misses the planted domains, the
     domain embedding (clustered by the defaults) recovers them."""

@@ -166,9 +166,9 @@ def domain_embedding(
     n_hops
         Neighbourhood means appended to the code (``0``: the code alone). A Visium spot already
         spans several cells; at single-cell resolution one cell's neighbourhood is narrow, and
-        ``n_hops=1`` helps there (osmFISH regions: ARI 0.669 against 0.645, 3 seeds; DLPFC
-        layers: 0.569 against 0.566, level, but 0.529 against 0.551 with the three slides embedded
-        and clustered together; see :ref:`gears-domains`).
+        ``n_hops=1`` helps there (osmFISH regions: ARI 0.671 against 0.643, 3 seeds), while on
+        Visium it does not (DLPFC layers: 0.552 against 0.561, and 0.529 against 0.536 with the
+        three slides embedded and clustered together; see :ref:`gears-domains`).
     n_hidden, n_latent
         Widths of the hidden layer and of the representation.
     max_epochs

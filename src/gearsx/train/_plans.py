@@ -178,8 +178,7 @@ class GraphAutoencoderTrainingPlan(_Plan):
 
     def training_step(self, batch, batch_idx):
         """Reconstruct the features of every node from the graph and log the error."""
-        _, recon = self.module(batch["x"], batch["src"], batch["dst"])
-        loss = torch.nn.functional.mse_loss(recon, batch["x"])
+        loss = self.module.reconstruction_error(batch["x"], batch["src"], batch["dst"], batch.get("sq_norm"))
         self.add_to_epoch({"train_total": loss}, len(batch["x"]))
         return loss
 
