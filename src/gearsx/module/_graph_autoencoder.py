@@ -94,10 +94,11 @@ class GraphAttentionAutoencoder(nn.Module):
         ``||x - H W1^T||^2 = ||x||^2 - 2 <H, x W1> + <H^T H, W1^T W1>``, and ``x @ W1`` is the
         encoder's first step. Where that is cheaper (``n * n_input > (n + n_input) * n_hidden``,
         e.g. 3,000 genes against 128 hidden units) the error is computed in this form, without the
-        ``(n, n_input)`` reconstruction: two of the three products of an input's width per step are
-        saved, forward and backward. The value and the gradients are the same up to rounding;
-        otherwise the reconstruction is formed and compared directly. ``sq_norm``, ``||x||^2``
-        computed once, spares the pass over ``x`` in every step of a training on one fixed graph.
+        ``(n, n_input)`` reconstruction: of the five matrix products of ``n * n_input * n_hidden``
+        multiplications in a step (forward and backward), three go. Elsewhere the reconstruction is
+        formed and compared directly. Both forms give the same value and gradients up to rounding.
+        ``sq_norm``, ``||x||^2`` computed once, spares the pass over ``x`` in every step of a
+        training on one fixed graph.
         """
         z, alpha, xw = self._encode(x, src, dst)
         h = self._decode_hidden(z, alpha, src, dst)
