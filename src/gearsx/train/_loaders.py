@@ -195,11 +195,10 @@ class GraphBatch:
     """The whole graph as one batch, once per epoch: node features, their squared norm and the edge list ``src -> dst``."""
 
     def __init__(self, x: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        sq_norm = sum(float(np.square(x[i : i + 4096], dtype=np.float64).sum()) for i in range(0, len(x), 4096))
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         self.batch = {
-            "x": torch.from_numpy(x),
-            "sq_norm": torch.tensor(sq_norm, dtype=torch.float32),  # for the autoencoder's loss, once
+            "x": x,
+            "sq_norm": x.square().sum(),  # for the autoencoder's loss: once, not in every step
             "src": torch.from_numpy(np.asarray(src, dtype=np.int64)),
             "dst": torch.from_numpy(np.asarray(dst, dtype=np.int64)),
         }
