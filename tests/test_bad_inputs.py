@@ -188,11 +188,12 @@ def _ring(n: int):
     return (a + a.T).tocsr()
 
 
-def _one_patch(indices: np.ndarray):
-    """A row: ``gx.tl.stitch`` on 30 cells given one patch, ``indices`` with random coordinates."""
+def _one_patch(indices: np.ndarray, **options):
+    """A row: ``gx.tl.stitch`` on 30 cells given one patch, ``indices`` with random coordinates (and ``options``)."""
     coords = np.random.default_rng(0).normal(size=(len(indices), 2))
     return on(
-        lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)), lambda e, a: gx.tl.stitch(a, [(indices, coords)])
+        lambda e: ad.AnnData(np.zeros((30, 1), dtype=np.float32)),
+        lambda e, a: gx.tl.stitch(a, [(indices, coords)], **options),
     )
 
 
@@ -1112,6 +1113,51 @@ def _cases() -> list[Case]:
             "n_clusters",
         ),
         C(
+            "domains-scan-untrained",  # labels from the untrained head
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="scan", use_rep="X_gears", n_clusters=3, max_epochs=0),
+            ),
+            ValueError,
+            "`max_epochs` must be an integer >= 1",
+        ),
+        C(
+            "domains-scan-threshold-unreachable",  # self-labelled nothing, silently
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="scan", use_rep="X_gears", n_clusters=3, threshold=2.0),
+            ),
+            ValueError,
+            "`threshold` must lie in (0, 1)",
+        ),
+        C(
+            "domains-scan-negative-noise",  # taken as its absolute value
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="scan", use_rep="X_gears", n_clusters=3, noise=-0.1),
+            ),
+            ValueError,
+            "`noise` must be a finite number >= 0",
+        ),
+        C(
+            "domains-scan-lr-0",  # torch's optimiser named no argument
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="scan", use_rep="X_gears", n_clusters=3, lr=0.0),
+            ),
+            ValueError,
+            "`lr` must be a positive number",
+        ),
+        C(
+            "domains-mclust-max-iter-0",  # an AttributeError from scikit-learn
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, use_rep="X_gears", n_clusters=3, max_iter=0),
+            ),
+            ValueError,
+            "`max_iter` must be an integer >= 1",
+        ),
+        C(
             "domains-missing-rep",
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, use_rep="X_pca")),
             KeyError,
@@ -1265,6 +1311,12 @@ def _cases() -> list[Case]:
             "n_hops",
         ),
         C(
+            "domain-embedding-weight-decay-nan",  # reached torch's optimiser, whose message named no argument of ours
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, weight_decay=float("nan"), max_epochs=1)),
+            ValueError,
+            "`weight_decay` must be a finite number >= 0",
+        ),
+        C(
             "domain-embedding-counts",
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, layer="counts", max_epochs=1)),
             ValueError,
@@ -1304,6 +1356,34 @@ def _cases() -> list[Case]:
             "non-empty",
         ),
         C("stitch-float-indices", _one_patch(np.arange(30) + 0.5), TypeError, "integer positions"),  # was 0..29
+        # stitch options: a layout without a word, or an IndexError
+        C(
+            "stitch-one-landmark",
+            _one_patch(np.arange(30), n_landmarks=1),
+            ValueError,
+            "`n_landmarks` must be an integer >= 3",
+        ),  # a 1-D layout
+        C(
+            "stitch-negative-huber",
+            _one_patch(np.arange(30), huber_delta=-1.0),
+            ValueError,
+            "`huber_delta` must be a positive",
+        ),
+        C(
+            "stitch-nan-anchor",
+            _one_patch(np.arange(30), anchor=float("nan")),
+            ValueError,
+            "`anchor` must be a finite number",
+        ),
+        C(
+            "stitch-no-edges", _one_patch(np.arange(30), k_edges=0), ValueError, "`k_edges` must be an integer >= 1"
+        ),  # IndexError
+        C(
+            "stitch-negative-iterations",
+            _one_patch(np.arange(30), max_iter=-5),
+            ValueError,
+            "`max_iter` must be an integer >= 0",
+        ),
         C("stitch-mask-indices", _one_patch(np.arange(30) < 30), TypeError, "flatnonzero"),  # was positions 0, 1
         C("stitch-uncovered-cells", _one_patch(np.arange(20)), ValueError, "in no patch"),
         # metrics

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from gearsx._utils import as_rng, check_positive_int
+from gearsx._utils import as_rng, check_nonnegative_number, check_positive_int, check_positive_number
 
 from ._stitch_scales import checked_patches, consensus_edges, patch_edge_table, patch_scales
 from ._stitch_solve import solve_components
@@ -126,7 +126,7 @@ def stitch_patches(
     k_edges, n_long
         Within-patch edge set.
     min_shared
-        Minimum number of shared cells for two patches to be compared.
+        Minimum number of shared cells for two patches to be compared (at least 2).
     max_dispersion
         Edges whose measurements disagree more (in log units) are dropped.
     min_reliability
@@ -144,10 +144,10 @@ def stitch_patches(
     anchor
         Weight of the anchor to the Landmark Isomap initialisation.
     n_landmarks
-        Landmarks of the initialisation (one shortest-path search over the stitched graph each; above
-        50,000 cells, over each cell's 10 shortest edges).
+        Landmarks of the initialisation, at least 3 (one shortest-path search over the stitched graph
+        each; above 50,000 cells, over each cell's 10 shortest edges).
     max_iter
-        L-BFGS iterations of the stress solve.
+        L-BFGS iterations of the stress solve (``0``: the initialisation alone).
     n_communities
         Stitch this many communities of patches separately and align them (``None`` or 1: one stitch).
     client
@@ -175,6 +175,17 @@ def stitch_patches(
     if residual not in ("absolute", "relative"):
         msg = f"`residual` must be 'absolute' or 'relative'; got {residual!r}."
         raise ValueError(msg)
+    # Checked here: out of range, most of them gave a layout without a word (a negative Huber
+    # threshold, a NaN anchor, one landmark: a 1-D layout on the diagonal), the rest an IndexError.
+    k_edges = check_positive_int(k_edges, name="k_edges")
+    n_long = check_positive_int(n_long, name="n_long", minimum=0)
+    min_shared = check_positive_int(min_shared, name="min_shared", minimum=2)  # a scale ratio needs one distance
+    n_landmarks = check_positive_int(n_landmarks, name="n_landmarks", minimum=3)  # a 2-D classical MDS
+    max_iter = check_positive_int(max_iter, name="max_iter", minimum=0)  # 0: the initialisation alone
+    max_dispersion = check_positive_number(max_dispersion, name="max_dispersion")
+    huber_delta = check_positive_number(huber_delta, name="huber_delta")
+    min_reliability = check_nonnegative_number(min_reliability, name="min_reliability")
+    anchor = check_nonnegative_number(anchor, name="anchor")
     idx_list, y_list = checked_patches(patch_indices, patch_coords, n_obs)
     rng = as_rng(random_state)
     if n_communities is not None:

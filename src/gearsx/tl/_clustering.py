@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from gearsx._utils import as_rng, check_positive_int, check_positive_number, n_distinct_rows
+from gearsx._utils import as_rng, check_nonnegative_number, check_positive_int, check_positive_number, n_distinct_rows
 from gearsx.geometry._knn import group_knn, knn
 
 __all__ = ["kmeans", "leiden", "mclust_eee", "mclust_r", "scan", "spatial_majority_vote"]
@@ -117,6 +117,9 @@ def mclust_eee(
     if init not in ("hc", "kmeans"):
         msg = f"`init` must be 'hc' or 'kmeans'; got {init!r}."
         raise ValueError(msg)
+    n_init = check_positive_int(n_init, name="n_init", minimum=0)
+    max_iter = check_positive_int(max_iter, name="max_iter")
+    tol = check_nonnegative_number(tol, name="tol")
     rng = as_rng(random_state)
     candidates = MCLUST_DEFAULT_RANGE if n_clusters is None else (n_clusters,)
     distinct = n_distinct_rows(x)  # a component needs a point of its own
@@ -282,6 +285,22 @@ def scan(
     from gearsx.module import ScanHead, scan_loss
     from gearsx.train import ScanTrainingPlan, fit_lightning
 
+    # Checked here: torch's own errors name none of these, and an untrained head (max_epochs=0), a
+    # threshold no prediction reaches, or a negative noise scale gave labels without a word.
+    n_neighbors, n_hidden, n_heads, max_epochs, batch_size = (
+        check_positive_int(v, name=name)
+        for name, v in (
+            ("n_neighbors", n_neighbors), ("n_hidden", n_hidden), ("n_heads", n_heads),
+            ("max_epochs", max_epochs), ("batch_size", batch_size),
+        )
+    )  # fmt: skip
+    self_label_epochs = check_positive_int(self_label_epochs, name="self_label_epochs", minimum=0)
+    lr = check_positive_number(lr, name="lr")
+    entropy_weight = check_nonnegative_number(entropy_weight, name="entropy_weight")
+    noise = check_nonnegative_number(noise, name="noise")
+    if not 0.0 < check_positive_number(threshold, name="threshold") < 1.0:
+        msg = f"`threshold` must lie in (0, 1): a confidence no prediction reaches self-labels nothing; got {threshold!r}."
+        raise ValueError(msg)
     rng = as_rng(random_state)
     seed = _seed(rng)
     z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
@@ -312,8 +331,7 @@ def scan(
         )
 
     scan_plan = ScanTrainingPlan(head, data, nbr_t, phase="scan", lr=lr, noise=noise, entropy_weight=entropy_weight)
-    if max_epochs > 0:
-        run(scan_plan, max_epochs, seed)
+    run(scan_plan, max_epochs, seed)
     head = head.cpu().eval()
     with torch.no_grad():
         logits = head(data)

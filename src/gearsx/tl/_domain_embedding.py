@@ -22,7 +22,7 @@ from gearsx._anndata import (
     write_record,
 )
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int, check_positive_number
+from gearsx._utils import check_coords, check_nonnegative_number, check_positive_int, check_positive_number
 from gearsx.geometry._graph import spatial_edges
 from gearsx.pp._centering import slide_means
 
@@ -217,6 +217,7 @@ def domain_embedding(
     n_hops = check_positive_int(n_hops, name="n_hops", minimum=0)
     for name, value in (("lr", lr), ("image_weight", image_weight)):
         check_positive_number(value, name=name)
+    check_nonnegative_number(weight_decay, name="weight_decay")
     x = _input_matrix(adata, layer, mask_var, image_key, image_weight, slides)
     src, dst = spatial_edges(coords, n_neighbors, groups=slides)
 

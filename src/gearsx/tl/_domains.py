@@ -195,20 +195,23 @@ def cluster_domains(
         (written here, see ``gearsx.tl._clustering.mclust_eee``); ``n_clusters=None`` picks 2-9 by BIC.
         ``backend='r'`` runs R's ``mclust::Mclust(modelNames='EEE')`` through rpy2 and
         raises with install instructions when R, mclust or rpy2 is missing. There is no
-        silent fallback between backends or methods.
+        silent fallback between backends or methods. Options (``method_kwargs``, Python
+        backend): ``init='hc'`` (or ``'kmeans'``: the k-means starts alone), ``n_init=10``,
+        ``max_iter=500``, ``tol=1e-5``.
     ``'scan'``
         SCAN (Van Gansbeke et al., 2020): mine kNN in the representation, train a
         clustering head so points and their neighbours agree (with an entropy term against
         collapse), then self-label confident points. Also writes the head's embedding to
         ``obsm['X_scan']``. Options (``method_kwargs``): ``n_neighbors=20``, ``n_hidden=128``,
         ``n_heads=5``, ``entropy_weight=5.0``, ``max_epochs=100``, ``self_label_epochs=30``,
-        ``threshold=0.99``, ``accelerator='auto'``, ``progress``.
+        ``threshold=0.99`` (in ``(0, 1)``), ``batch_size=256``, ``lr=1e-3``, ``noise=0.1``,
+        ``accelerator='auto'``, ``progress``.
     ``'leiden'``
         :func:`scanpy.pp.neighbors` + :func:`scanpy.tl.leiden` (igraph) on a private copy of
         the representation (your ``obsp`` graphs are untouched); with ``n_clusters`` the
         resolution is bisected to reach it. Options: ``resolution=1.0``, ``n_neighbors=15``.
     ``'kmeans'``
-        :class:`sklearn.cluster.KMeans` with 10 k-means++ restarts.
+        :class:`sklearn.cluster.KMeans` with ``n_init=10`` k-means++ restarts.
 
     ``refine=True`` then relabels every observation by a majority vote over itself and its
     ``n_spatial_neighbors`` nearest physical neighbours in ``obsm[spatial_key]`` (within each slide of
