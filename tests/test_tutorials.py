@@ -38,8 +38,9 @@ CHECKS = {
         "if HAVE_DATA:\n"
         "    assert q.uns['gears']['anchor']['mode'] == 'reference'  # the cells come from the reference's tissue\n"
         "    assert q.obsm['X_gears_spatial'].shape == (cells.n_obs, 2)\n"
-        "    assert q.uns['gears']['anchor']['gene_agreement'] < 0.2  # the warning's case: another technology\n"
-        "    assert 'gearsx, embedding alone' in table.index\n"
+        "    assert q.uns['gears']['anchor']['gene_agreement'] < 0.2  # another technology\n"
+        "    assert q.uns['gears']['anchor']['expression_weight'] == 0.0  # so the embedding alone\n"
+        "    assert 'gearsx, expression weighed' in table.index\n"
         "    assert table.loc['gearsx', 'layer order (glutamatergic)'] > table.loc['random', 'layer order (glutamatergic)']"
     ),
 }

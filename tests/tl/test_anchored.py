@@ -867,31 +867,59 @@ def test_reconstruct_without_the_query_expression_says_so(two_view_model, caplog
         gx.tl.reconstruct(_two_view_cells(), two_view_model, anchor_expression_weight=2, **_FAST)
 
 
-def test_reconstruct_warns_when_the_query_s_genes_co_vary_unlike_the_spots(two_view_model, caplog):
-    """Profiles measured alike co-vary alike; a query whose genes do not (another technology) is warned about."""
+def test_a_query_whose_genes_co_vary_unlike_the_spots_is_matched_on_the_embedding(two_view_model, caplog):
+    """Profiles measured alike co-vary alike; a query whose genes do not (another technology) is matched on the embedding.
+
+    Known answer: relabelling the query's genes leaves each column's values but makes comparing profiles
+    gene by gene meaningless, so the anchors matched on the embedding alone lie closer to the truth than
+    those that weigh the scrambled expression as given.
+    """
+
+    def anchor_err(a):
+        return float(np.median(np.linalg.norm(a.obsm["X_gears_anchor"] - a.obsm["spatial_gt"], axis=1)))
+
     sc = _two_view_cells()
     with caplog.at_level(logging.WARNING, logger="gearsx"):
         gx.tl.reconstruct(sc, two_view_model, anchor="reference", **_FAST)
     rec = sc.uns["gears"]["anchor"]
     assert rec["gene_agreement"] > 0.9
     assert rec["gene_reliability"] > 0.9
+    assert rec["expression_weight"] == 0.75
     assert not any("co-vary" in r.getMessage() for r in caplog.records)
-    # the same cells with their genes' values relabelled: each column still varies, but not as the spots' do
-    relabelled = _two_view_cells()
-    layer = np.asarray(relabelled.layers["gears_centered"])
-    relabelled.layers["gears_centered"] = layer[:, np.random.default_rng(0).permutation(layer.shape[1])]
+
+    def relabelled():  # the same cells with their genes' values relabelled: each column still varies, unlike the spots'
+        a = _two_view_cells()
+        layer = np.asarray(a.layers["gears_centered"])
+        a.layers["gears_centered"] = layer[:, np.random.default_rng(0).permutation(layer.shape[1])]
+        return a
+
+    default = relabelled()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="gearsx"):
-        gx.tl.reconstruct(relabelled, two_view_model, anchor="reference", **_FAST)
-    rec = relabelled.uns["gears"]["anchor"]
+        gx.tl.reconstruct(default, two_view_model, anchor="reference", **_FAST)
+    rec = default.uns["gears"]["anchor"]
     assert rec["gene_agreement"] < 0.2
-    assert any("co-vary" in r.getMessage() and "anchor_expression_weight=0" in r.getMessage() for r in caplog.records)
-    # the expression view still weighs as asked: the warning reports, it decides nothing
-    assert rec["expression_weight"] == 0.75
-    # without the expression view there is nothing to check, and nothing recorded
-    emb_only = _two_view_cells()
+    assert rec["expression_weight"] == 0.0
+    assert "co-vary unlike" in rec["expression"]
+    assert "another technology" in rec["expression"]
+    warned = [r.getMessage() for r in caplog.records if "embedding alone" in r.getMessage()]
+    assert len(warned) == 1
+    assert "co-vary unlike" in warned[0]
+    assert "anchor_expression_weight=0.75" in warned[0]
+    # the same anchors as the embedding alone asked for explicitly
+    emb_only = relabelled()
     gx.tl.reconstruct(emb_only, two_view_model, anchor="reference", anchor_expression_weight=0, **_FAST)
-    assert "gene_agreement" not in emb_only.uns["gears"]["anchor"]
+    np.testing.assert_allclose(default.obsm["X_gears_anchor"], emb_only.obsm["X_gears_anchor"])
+    assert "gene_agreement" not in emb_only.uns["gears"]["anchor"]  # without the expression: nothing to check
+    # a weight given explicitly is kept, with a warning naming 0, and its anchors are worse
+    forced = relabelled()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gearsx"):
+        gx.tl.reconstruct(forced, two_view_model, anchor="reference", anchor_expression_weight=0.75, **_FAST)
+    assert forced.uns["gears"]["anchor"]["expression_weight"] == 0.75
+    assert forced.uns["gears"]["anchor"]["gene_agreement"] < 0.2
+    assert any("co-vary" in r.getMessage() and "anchor_expression_weight=0" in r.getMessage() for r in caplog.records)
+    assert anchor_err(default) < 0.8 * anchor_err(forced)
 
 
 def test_match_weights_pull_the_anchor_to_the_closest_matches():

@@ -57,7 +57,9 @@ WEAK_LOCALISATION = 0.25
 #: the seqFISH section 0.04-0.09 at a reliability of 0.70-0.99 (any subset of 20 cells or more). Single sorted
 #: populations of the reference's platform (148 cell classes and neuron clusters of MERFISH and seqFISH)
 #: scored 0.09-1.0, but every one below 0.2 at a reliability of 0.31 at most; the 26 measured with a
-#: reliability of 0.5 or more scored 0.25 or more (see :doc:`/anchoring`).
+#: reliability of 0.5 or more scored 0.25 or more (see :doc:`/anchoring`). At the default
+#: ``anchor_expression_weight=None`` such a query is matched on the embedding alone (with a warning); a
+#: weight given explicitly is kept, and the warning names ``0``.
 GENE_AGREEMENT_LOW = 0.2
 #: ... and the reliability both sides need before a low agreement is read as a difference of platform.
 GENE_RELIABILITY = 0.5
@@ -189,6 +191,7 @@ def plan_anchor(
     expression=None,
     expression_weight: float = 0.0,
     expression_note: str = "not used",
+    expression_default: bool = False,
     temperature: float | None = None,
     empty: np.ndarray | None = None,
 ) -> AnchorPlan:
@@ -209,8 +212,11 @@ def plan_anchor(
     (seeded by ``random_state``) and only the anchors are matched for all cells. ``empty`` marks
     the cells without a single count (:func:`empty_cells`): their positions are unknown, and their
     uncertainty says so (see ``_cell_sd``). When the anchors weigh the expression, how alike the
-    query's genes co-vary with the slide's spots is recorded (:func:`~gearsx.geometry.gene_agreement`),
-    with a warning below :data:`GENE_AGREEMENT_LOW` at a reliability of :data:`GENE_RELIABILITY`.
+    query's genes co-vary with the slide's spots is recorded (:func:`~gearsx.geometry.gene_agreement`).
+    Below :data:`GENE_AGREEMENT_LOW` at a reliability of :data:`GENE_RELIABILITY` the query reads as
+    measured by another technology: where ``expression_default`` (the user left the weight at its
+    default), the anchors are then matched on the embedding alone and ``expression_note`` says why,
+    else the given weight is kept and a warning names ``0``.
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
@@ -300,25 +306,35 @@ def plan_anchor(
         )
         similarity = match.similarity[:, :kd]
     ref_expression = ref["expression"][sel] if anchored and expression_weight > 0 else None  # matches and check
+    genes = None
+    if ref_expression is not None:  # checked before the match: the default weight depends on it
+        genes = gene_agreement(expression, ref_expression, random_state=random_state)
+        reliable = min(genes.query_reliability, genes.reference_reliability) >= GENE_RELIABILITY
+        if reliable and genes.agreement < GENE_AGREEMENT_LOW and expression_default:
+            expression_weight, ref_expression = 0.0, None  # the warning below names the reason and the option
+            expression_note = (
+                f"the query's genes co-vary unlike the reference spots' (gene agreement {genes.agreement:.2f} < "
+                f"{GENE_AGREEMENT_LOW} at a reliability of {genes.query_reliability:.2f}; queries of the reference's "
+                "own platform scored 0.45-1.0 in our benchmarks): its expression reads as measured by another "
+                "technology, where comparing profiles gene by gene misleads the anchors; "
+                "pass anchor_expression_weight=0.75 to weigh it anyway"
+            )
+            match = match_reference(x, emb, coords, k=k, temperature=temperature, random_state=random_state)
+        elif reliable and genes.agreement < GENE_AGREEMENT_LOW:
+            logger.warning(
+                "reconstruct: the query's genes co-vary unlike the reference spots' (gene agreement %.2f, "
+                "reliability %.2f; queries of the reference's own platform scored 0.45-1.0 in our benchmarks): "
+                "its expression may have been measured by another technology, where comparing profiles gene by "
+                "gene misleads the anchors. Try anchor_expression_weight=0 (the embedding alone) beside "
+                "this run; see 'When to anchor' in the docs.",
+                genes.agreement, genes.query_reliability,
+            )  # fmt: skip
     if ref_expression is not None:
         del match  # its similarities are kept; its indices and weights need not live through the next match
         match = match_reference(
             x, emb, coords, k=k, query_expression=expression, reference_expression=ref_expression,
             expression_weight=expression_weight, temperature=temperature, random_state=random_state,
         )  # fmt: skip
-    genes = None
-    if ref_expression is not None:
-        genes = gene_agreement(expression, ref_expression, random_state=random_state)
-        reliable = min(genes.query_reliability, genes.reference_reliability) >= GENE_RELIABILITY
-        if reliable and genes.agreement < GENE_AGREEMENT_LOW:
-            logger.warning(
-                "reconstruct: the query's genes co-vary unlike the reference spots' (gene agreement %.2f, "
-                "reliability %.2f; queries of the reference's own platform scored 0.45-1.0 in our benchmarks): "
-                "its expression may have been measured by another technology, where comparing profiles gene by "
-                "gene misleads the anchors. Try anchor_expression_weight=0 (the embedding alone) beside the "
-                "default; see 'When to anchor' in the docs.",
-                genes.agreement, genes.query_reliability,
-            )  # fmt: skip
     if anchored and expression_note not in ("used", "not used"):
         logger.warning(
             "reconstruct: anchors matched on the embedding alone, without the expression view: %s. "

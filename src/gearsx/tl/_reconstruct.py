@@ -163,11 +163,15 @@ def reconstruct(
         Weight of the expression in the anchors' matches, in ``[0, 1]`` (``0``: the embedding
         alone; see :func:`gearsx.geometry.match_reference`). ``None`` (default): ``0.75`` when the
         model's reference and ``adata`` both hold ``layers['gears_centered']`` with the reference's
-        genes, else ``0`` (a warning when the cells are anchored, and the reason in
-        ``uns['gears']['anchor']``); a number above ``0`` requires both. The embedding decides
-        whether to anchor either way. When the expression is used, how alike the query's genes
-        co-vary with the spots' is recorded (``gene_agreement``, :func:`gearsx.geometry.gene_agreement`),
-        and a warning suggests ``0`` when it reads as another technology (see :doc:`/anchoring`).
+        genes and the query's genes co-vary like the spots' (below), else ``0`` (a warning when the
+        cells are anchored, and the reason in ``uns['gears']['anchor']['expression']``); a number above
+        ``0`` requires both layers and is used as given. The embedding decides whether to anchor either
+        way. How alike the query's genes co-vary with the spots' is measured whenever the expression
+        could weigh (``gene_agreement``, :func:`gearsx.geometry.gene_agreement`): below ``0.2``, with
+        both sides' gene-gene correlations reliable, the query reads as measured by another technology
+        (scRNA-seq against an imaging panel), where comparing profiles gene by gene misleads, and the
+        default matches on the embedding alone; a number given here is kept, with a warning that
+        suggests ``0`` (see :doc:`/anchoring`).
     anchor_temperature
         How the ``anchor_k`` matches are weighed in a cell's anchor: a softmax of their similarity
         at this temperature, in units of the similarity's spread (default ``0.5``); ``None``: the
@@ -313,7 +317,7 @@ def reconstruct(
     plan = plan_anchor(
         x, ref, anchor=anchor, reference_slide=reference_slide, k=anchor_k, random_state=random_state,
         expression=expression, expression_weight=expression_weight, expression_note=expression_note,
-        temperature=anchor_temperature, empty=empty,
+        expression_default=anchor_expression_weight is None, temperature=anchor_temperature, empty=empty,
     )  # fmt: skip
     clock.lap("match")
     if not plan.anchored and sizes is None:  # anchor='auto' at weight 0 chose the intrinsic layout after all
