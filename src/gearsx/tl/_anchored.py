@@ -317,8 +317,9 @@ def plan_anchor(
                 f"{GENE_AGREEMENT_LOW} at a reliability of {genes.query_reliability:.2f}; queries of the reference's "
                 "own platform scored 0.45-1.0 in our benchmarks): its expression reads as measured by another "
                 "technology, where comparing profiles gene by gene misleads the anchors; "
-                "pass anchor_expression_weight=0.75 to weigh it anyway"
+                f"pass anchor_expression_weight={EXPRESSION_WEIGHT} to weigh it anyway"
             )
+            del match  # as below: the decision's similarities are kept, the anchors are matched again
             match = match_reference(x, emb, coords, k=k, temperature=temperature, random_state=random_state)
         elif reliable and genes.agreement < GENE_AGREEMENT_LOW:
             logger.warning(

@@ -169,7 +169,7 @@ def reconstruct(
         way. How alike the query's genes co-vary with the spots' is measured whenever the expression
         could weigh (``gene_agreement``, :func:`gearsx.geometry.gene_agreement`): below ``0.2``, with
         both sides' gene-gene correlations reliable, the query reads as measured by another technology
-        (scRNA-seq against an imaging panel), where comparing profiles gene by gene misleads, and the
+        (as scRNA-seq against an imaging panel can), where comparing profiles gene by gene misleads, and the
         default matches on the embedding alone; a number given here is kept, with a warning that
         suggests ``0`` (see :doc:`/anchoring`).
     anchor_temperature
