@@ -846,6 +846,26 @@ def _cases() -> list[Case]:
             "one group (slide) per point",
         ),
         C(
+            "MinisetSampler-pool_factor-below-1",  # every draw failed later, naming no argument
+            plain(
+                lambda e: gx.geometry.MinisetSampler(
+                    np.random.default_rng(0).uniform(size=(200, 2)), n_min=8, n_max=20, pool_factor=0.5
+                )
+            ),
+            ValueError,
+            "`pool_factor` must be >= 1",
+        ),
+        C(
+            "MinisetSampler-n_overlap_min-0",  # with a small overlap, pairs shared no spot
+            plain(
+                lambda e: gx.geometry.MinisetSampler(
+                    np.random.default_rng(0).uniform(size=(200, 2)), n_min=8, n_max=20, overlap=0.01, n_overlap_min=0
+                )
+            ),
+            ValueError,
+            "`n_overlap_min` must be an integer >= 1",
+        ),
+        C(
             "expected_distance-negative-variance",  # read as no scatter
             plain(lambda e: gx.geometry.expected_distance(np.ones(3), np.array([1.0, -1.0, 0.0]))),
             ValueError,

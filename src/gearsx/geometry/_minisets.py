@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gearsx._utils import as_rng, check_coords, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_positive_int, check_positive_number
 
 from ._knn import tree_knn
 
@@ -49,9 +49,11 @@ class MinisetSampler:
     n_min, n_max
         Miniset sizes are uniform on ``[n_min, n_max]`` (clipped to the slide size).
     pool_factor
-        Candidate pool size relative to ``n``.
+        Candidate pool size relative to ``n`` (at least ``1``; at ``1`` a miniset is its centre's
+        ``n - 1`` nearest spots, with no draw).
     overlap, n_overlap_min
-        Size of the shared index set of a pair.
+        Size of the shared index set of a pair (``overlap`` in ``(0, 1)``, ``n_overlap_min`` at
+        least ``1``).
 
     Examples
     --------
@@ -89,9 +91,18 @@ class MinisetSampler:
         if not 0.0 < overlap < 1.0:
             msg = f"`overlap` must be in (0, 1); got {overlap}."
             raise ValueError(msg)
+        pool_factor = check_positive_number(pool_factor, name="pool_factor")
+        if pool_factor < 1.0:  # fewer candidates than the miniset needs: every draw would fail
+            msg = (
+                f"`pool_factor` must be >= 1: a miniset of n spots is drawn from its centre's "
+                f"pool_factor * n nearest spots; got {pool_factor:g}."
+            )
+            raise ValueError(msg)
+        # at least one shared spot: with 0 and a small `overlap`, a pair could share none and have no overlap to align
+        n_overlap_min = check_positive_int(n_overlap_min, name="n_overlap_min")
         self.n_min, self.n_max = n_min, min(n_max, len(self.coords))
-        self.pool_factor = float(pool_factor)
-        self.overlap, self.n_overlap_min = float(overlap), int(n_overlap_min)
+        self.pool_factor = pool_factor
+        self.overlap, self.n_overlap_min = float(overlap), n_overlap_min
         self.tree = cKDTree(self.coords)
 
     @property
