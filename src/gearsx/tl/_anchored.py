@@ -284,7 +284,6 @@ def plan_anchor(
             best = (c, sim, m, sel)
     s, decision_similarity, match, sel = best
     k = ks[s]
-    k_embedding = k if expression_weight == 0 else kd
     emb, coords = ref["embedding"][sel], ref["coords"][sel]
     # the null and the reference's own matches serve their similarities only: equal weights, no spread to measure
     null_rows = shuffled(sample, random_state, n_rows=NULL_ROWS)
@@ -298,20 +297,14 @@ def plan_anchor(
         else f"match score {score:.3f} {'>=' if anchored else '<'} {AUTO_THRESHOLD}"
     )
     null_sim, ref_sim = (float(np.median(v.similarity.mean(1))) for v in (null, own))
-    # every cell's best matches in the embedding alone: what the null and the reference's own matches compare with
-    similarity = match.similarity[:, :kd]
-    if anchored and sample is not x:
-        match = match_reference(
-            x, emb, coords, k=k_embedding, temperature=candidate_temperature, random_state=random_state
-        )
-        similarity = match.similarity[:, :kd]
     ref_expression = ref["expression"][sel] if anchored and expression_weight > 0 else None  # matches and check
-    genes = None
-    if ref_expression is not None:  # checked before the match: the default weight depends on it
+    genes, switched = None, False
+    if ref_expression is not None:  # checked before the anchors' match: the default weight depends on it
         genes = gene_agreement(expression, ref_expression, random_state=random_state)
         reliable = min(genes.query_reliability, genes.reference_reliability) >= GENE_RELIABILITY
-        if reliable and genes.agreement < GENE_AGREEMENT_LOW and expression_default:
-            expression_weight, ref_expression = 0.0, None  # the warning below names the reason and the option
+        low = reliable and genes.agreement < GENE_AGREEMENT_LOW
+        if low and expression_default:
+            expression_weight, ref_expression, switched = 0.0, None, True  # the warning below says why
             expression_note = (
                 f"the query's genes co-vary unlike the reference spots' (gene agreement {genes.agreement:.2f} < "
                 f"{GENE_AGREEMENT_LOW} at a reliability of {genes.query_reliability:.2f}; queries of the reference's "
@@ -319,9 +312,7 @@ def plan_anchor(
                 "technology, where comparing profiles gene by gene misleads the anchors; "
                 f"pass anchor_expression_weight={EXPRESSION_WEIGHT} to weigh it anyway"
             )
-            del match  # as below: the decision's similarities are kept, the anchors are matched again
-            match = match_reference(x, emb, coords, k=k, temperature=temperature, random_state=random_state)
-        elif reliable and genes.agreement < GENE_AGREEMENT_LOW:
+        elif low:
             logger.warning(
                 "reconstruct: the query's genes co-vary unlike the reference spots' (gene agreement %.2f, "
                 "reliability %.2f; queries of the reference's own platform scored 0.45-1.0 in our benchmarks): "
@@ -330,6 +321,15 @@ def plan_anchor(
                 "this run; see 'When to anchor' in the docs.",
                 genes.agreement, genes.query_reliability,
             )  # fmt: skip
+    # every cell's best matches in the embedding alone: what the null and the reference's own matches compare with
+    similarity = match.similarity[:, :kd]
+    if anchored and (sample is not x or switched):  # all cells; after the switch, at the anchors' k and weights
+        embedding_only = expression_weight == 0
+        match = match_reference(
+            x, emb, coords, k=k if embedding_only else kd, temperature=temperature if embedding_only else None,
+            random_state=random_state,
+        )  # fmt: skip
+        similarity = match.similarity[:, :kd]
     if ref_expression is not None:
         del match  # its similarities are kept; its indices and weights need not live through the next match
         match = match_reference(
