@@ -872,6 +872,12 @@ def _cases() -> list[Case]:
             "non-negative",
         ),
         C(
+            "expected_distance-shapes",  # numpy's broadcasting error, naming neither argument
+            plain(lambda e: gx.geometry.expected_distance(np.ones(3), np.ones(2))),
+            ValueError,
+            "`variance` (shape (2,)) must broadcast with `mean_distance`",
+        ),
+        C(
             "gauge_fix-nan",  # returned all-NaN coordinates
             plain(lambda e: gx.geometry.gauge_fix(_with_nan_row(np.eye(20, 2)))),
             ValueError,
@@ -1424,6 +1430,20 @@ def _cases() -> list[Case]:
             plain(lambda e: gx.metrics.shell_f1(np.random.default_rng(0).normal(size=(30, 2)), np.zeros((30, 2)))),
             ValueError,
             "no geometry to score against",
+        ),
+        C(
+            "metrics-one-pair",  # Stress-1 was 0 for any layout and the distance correlation NaN
+            plain(
+                lambda e: gx.metrics.stress1(np.random.default_rng(0).normal(size=(30, 2)), np.eye(30, 2), n_pairs=1)
+            ),
+            ValueError,
+            "`n_pairs` must be at least 3",
+        ),
+        C(
+            "metrics-two-cells",  # one pair: Stress-1 was 0 for any layout
+            plain(lambda e: gx.metrics.stress1(np.array([[0.0, 0.0], [5.0, 1.0]]), np.eye(2))),
+            ValueError,
+            "need at least 3 cells",
         ),
         C(
             "metrics-k-too-large",

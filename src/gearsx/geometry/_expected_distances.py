@@ -48,6 +48,14 @@ def expected_distance(mean_distance: np.ndarray, variance: np.ndarray) -> np.nda
     """
     m = np.asarray(mean_distance, dtype=np.float64)
     v = np.asarray(variance, dtype=np.float64)
+    try:
+        np.broadcast_shapes(m.shape, v.shape)
+    except ValueError:
+        msg = (
+            f"`variance` (shape {v.shape}) must broadcast with `mean_distance` (shape {m.shape}): one value per "
+            "pair, or one for all."
+        )
+        raise ValueError(msg) from None
     if not (np.all(v >= 0) and np.all(m >= 0)):  # a negative variance read as no scatter; NaN fails here too
         msg = "`mean_distance` and `variance` must be non-negative (and not NaN)."
         raise ValueError(msg)

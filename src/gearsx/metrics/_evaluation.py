@@ -44,6 +44,11 @@ def check_has_geometry(x: np.ndarray, *, name: str) -> None:
         raise ValueError(msg)
 
 
+#: Fewest sampled pairs a pair metric can be scored on: with one, Stress-1 is 0 for any layout (the
+#: least-squares scale fits it exactly); with two, a rank correlation is +-1 whatever the layout.
+MIN_PAIRS = 3
+
+
 class Evaluation:
     """Validated inputs plus the shared, lazily computed pieces (trees, pairs, kNN)."""
 
@@ -62,8 +67,13 @@ class Evaluation:
             msg = f"Need at least k + 1 = {self.k + 1} points for k = {self.k} neighbours; got {self.n}. Lower `k`."
             raise ValueError(msg)
         check_has_geometry(self.x_gt, name="X_gt")
-        if n_pairs is not None:
-            check_positive_int(n_pairs, name="n_pairs")
+        if n_pairs is not None and check_positive_int(n_pairs, name="n_pairs") < MIN_PAIRS:
+            msg = (
+                f"`n_pairs` must be at least {MIN_PAIRS}; got {n_pairs}. One pair's Stress-1 is 0 whatever the "
+                "layout (the scale is fitted to it) and two pairs' rank correlation is always +-1. "
+                "Pass `None` for the default budget."
+            )
+            raise ValueError(msg)
         self.n_pairs = n_pairs
         self.random_state = random_state
 
@@ -98,6 +108,12 @@ class Evaluation:
 
     @cached_property
     def pairs(self) -> PairSample:
+        if self.n < MIN_PAIRS:  # two cells make one pair: see `MIN_PAIRS`
+            msg = (
+                f"Pairwise metrics need at least {MIN_PAIRS} cells ({MIN_PAIRS} pairs); got {self.n}. With two "
+                "cells Stress-1 is 0 and the distance correlation undefined whatever the layout."
+            )
+            raise ValueError(msg)
         return sample_pairs(
             self.x_gt,
             k=self.k,

@@ -69,7 +69,7 @@ def distance_correlation(
     method
         ``'spearman'`` (rank) or ``'pearson'`` (linear).
     n_pairs
-        Number of pairs to sample. ``None`` uses all pairs up to 2,000 cells and a
+        Number of pairs to sample (at least 3). ``None`` uses all pairs up to 2,000 cells and a
         fixed-seed sample of 1,000,000 pairs above.
     random_state
         Seed of the pair sample.
