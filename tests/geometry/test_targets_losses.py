@@ -30,6 +30,15 @@ def test_farthest_point_sampling_spreads_out(rng):
     np.testing.assert_array_equal(lm, farthest_point_sampling(x, 16, random_state=0))
 
 
+def test_farthest_point_sampling_takes_each_position_before_any_twin():
+    # Three positions, each held by three points: the first three picks take one point of each, and
+    # the rest are distinct points too (a chosen point was picked again, index 0 over and over).
+    x = np.repeat(np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 3.0]]), 3, axis=0)
+    lm = farthest_point_sampling(x, 7, random_state=1)
+    assert len(np.unique(lm)) == 7
+    assert len({tuple(p) for p in x[lm[:3]]}) == 3
+
+
 def test_knn_prefers_global_neighbours(rng):
     x = rng.uniform(size=(60, 2))
     local = knn_indices(x, 5)

@@ -76,7 +76,9 @@ def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state: int = 0
 
     Returns
     -------
-    ``(m,)`` indices into ``coords``, in the order chosen.
+    ``(m,)`` distinct indices into ``coords``, in the order chosen. Where points share a position,
+    one of them is chosen before any of its twins, which come only after every distinct position
+    is taken.
 
     Examples
     --------
@@ -95,9 +97,11 @@ def farthest_point_sampling(coords: np.ndarray, m: int, *, random_state: int = 0
     chosen = np.empty(m, dtype=np.int64)
     chosen[0] = rng.integers(len(x))
     dist = np.linalg.norm(x - x[chosen[0]], axis=1)
+    dist[chosen[0]] = -np.inf  # a chosen point is never chosen again, even where points share a position
     for t in range(1, m):
         chosen[t] = int(np.argmax(dist))
         dist = np.minimum(dist, np.linalg.norm(x - x[chosen[t]], axis=1))
+        dist[chosen[t]] = -np.inf
     return chosen
 
 
