@@ -671,6 +671,24 @@ def _cases() -> list[Case]:
             "`lr` must be a positive number",
         ),
         C(
+            "gears-train-loss_weights-misspelt",  # trained with the default weights, without a word
+            plain(lambda e: e.geo.train(loss_weights={"gen_gramm": 2.0}), watch=lambda e: [e.st]),
+            ValueError,
+            "key 'gen_gramm' would change nothing: no such term",
+        ),
+        C(
+            "gears-train-loss_weights-other-part",  # a refiner's term for a model without one: ignored
+            plain(lambda e: e.geo.train(loss_weights={"nca": 1.0}), watch=lambda e: [e.st]),
+            ValueError,
+            "trains the structure='refiner' part",
+        ),
+        C(
+            "gears-train-loss_weights-negative",  # rewarded the error it should penalise
+            plain(lambda e: e.geo.train(loss_weights={"gen_scale": -0.1}), watch=lambda e: [e.st]),
+            ValueError,
+            r"`loss_weights\['gen_scale'\]` must be a finite number >= 0",
+        ),
+        C(
             "gears-train-n_min",
             plain(lambda e: e.geo.train(n_min=5000, n_max=5000), watch=lambda e: [e.st]),
             ValueError,

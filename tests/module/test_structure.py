@@ -167,3 +167,32 @@ def test_gears_ipa_phases_and_gate_detachment(kind):
     v, vb = mod(h, t.mask)
     assert v.shape == (2, 64, 2)
     assert vb.shape == (2, 64, 8)
+
+
+@pytest.mark.parametrize("structure", [None, "refiner", "ipa"])
+def test_loss_weights_accepted_are_those_the_loss_reads(structure):
+    """Each term accepted for a structure moves the loss when its weight moves; the others are refused."""
+    from gearsx.module._gears import LOSS_WEIGHTS, check_loss_weights
+
+    t = _targets()
+    h = torch.randn(2, 64, 8, generator=torch.Generator().manual_seed(0))
+    factor = torch.nn.functional.pad(t.coords, (0, 6))
+    kw = {"n_recycles": 2, "k_candidates": 10} if structure == "ipa" else {}
+    mod = GearsModule(8, dim=16, n_out=8, n_heads=2, n_inducing=4, structure=structure, **kw).eval()
+    if structure == "refiner":
+        mod.sigma_data.fill_(0.1)
+    own = LOSS_WEIGHTS[None] | (LOSS_WEIGHTS[structure] if structure else {})
+
+    def total(weights):
+        torch.manual_seed(0)  # the refiner's noise levels
+        return float(mod.loss(h, t, factor, refiner_on=True, weights=weights).total)
+
+    base = total({})
+    for name in own:
+        if name in {"overlap", "gate_trust"}:  # 0 here: no paired minisets; the gate at its own snapshot
+            continue
+        assert check_loss_weights({name: 3.0}, structure) == {name: 3.0}
+        assert total({name: own[name] + 3.0}) != pytest.approx(base, rel=1e-9), name
+    for name in {n for part in LOSS_WEIGHTS.values() for n in part} - set(own):
+        with pytest.raises(ValueError, match="would change nothing"):
+            check_loss_weights({name: 1.0}, structure)

@@ -1043,3 +1043,27 @@ def test_local_alignments_equal_a_per_cell_weighted_procrustes():
     det = np.linalg.det(maps)
     assert (det < 0).all()  # the reflection recovered
     assert abs(np.median(np.sqrt(-det)) - 2.5) < 0.1  # and the scale
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
+        ({"refine_steps": -1}, "`refine_steps` must be an integer >= 0"),
+        ({"coverage": 0}, "`coverage` must be an integer >= 1"),
+        ({"jaccard": 1.5}, "jaccard"),
+        ({"key_added": "a/b"}, "key_added"),
+    ],
+)
+def test_options_are_checked_before_the_anchors_are_matched(toy_model, monkeypatch, option, match):
+    """A bad option fails at once, not after the match (minutes on a large query, and its warnings)."""
+    from gearsx.tl import _anchored
+
+    def no_match(*args, **kwargs):
+        msg = "the anchors were matched before the options were checked"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(_anchored, "plan_anchor", no_match)
+    _, sc = _reference_and_query()
+    with pytest.raises(ValueError, match=match):
+        gx.tl.reconstruct(sc, toy_model, anchor="reference", **{**_FAST, **option})

@@ -336,7 +336,12 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         validation_slide
             Name of the held-out slide for ``validation='slide'``.
         loss_weights
-            Overrides of the loss weights of :meth:`gearsx.module.GearsModule.loss`.
+            Overrides of the loss weights of :meth:`gearsx.module.GearsModule.loss`, by term: the
+            generator's ``'gen_gram'`` (1) and ``'gen_scale'`` (0.1); with ``structure='refiner'``
+            ``'denoise'`` (1), ``'ref_gram'`` (1), ``'ref_scale'`` (0.1), ``'nca'`` (0.1), ``'edge'``
+            (0.1) and ``'overlap'`` (0.5); with ``structure='ipa'`` ``'structure'`` (1),
+            ``'gate_joint'`` (0.05) and ``'gate_trust'`` (0.001). Weights are non-negative; a term
+            this model does not train is refused.
         accelerator, devices
             ``'auto'`` uses CUDA when available.
         random_state
@@ -361,6 +366,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         """
         # Over 80 lines on purpose: argument checks, then split -> loaders -> plan -> runner -> record, one call each.
         random_state = check_positive_int(random_state, name="random_state", minimum=0)
+        from gearsx.module._gears import check_loss_weights
         from gearsx.train import GearsTrainingPlan, miniset_loaders, validation_split
 
         if self.adata is None:
@@ -370,6 +376,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         n_batches = check_positive_int(n_batches, name="n_batches")
         check_positive_number(lr, name="lr")
         check_nonnegative_number(weight_decay, name="weight_decay")
+        loss_weights = check_loss_weights(loss_weights, self._module_kwargs.get("structure"))
         if not 0.0 <= refine_start < 1.0:
             msg = f"`refine_start` must be in [0, 1); got {refine_start}."
             raise ValueError(msg)

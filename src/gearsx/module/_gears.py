@@ -7,10 +7,13 @@ Pure torch, no AnnData. Sets are padded batches ``(B, n, .)`` with a boolean mas
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from gearsx._utils import check_nonnegative_number
 
 from ._blocks import MLP
 from ._geometry_losses import TargetBatch, geo_loss, gram_loss
@@ -35,6 +38,41 @@ _N_FOURIER = 16
 STRUCTURES = (None, "refiner", "ipa")
 #: The refiner's layers, built only with ``structure='refiner'`` (earlier versions built them for every model).
 REFINER_LAYERS = ("ref_in", "noise_emb", "ref_blocks", "ref_head")
+
+
+#: Default weight of each weighted loss term, by the part of the model it trains: the generator (every
+#: model), the diffusion refiner (``structure='refiner'``) or the structure module (``structure='ipa'``).
+LOSS_WEIGHTS: dict[str | None, dict[str, float]] = {
+    None: {"gen_gram": 1.0, "gen_scale": 0.1},
+    "refiner": {"denoise": 1.0, "ref_gram": 1.0, "ref_scale": 0.1, "nca": 0.1, "edge": 0.1, "overlap": 0.5},
+    "ipa": {"structure": 1.0, "gate_joint": 0.05, "gate_trust": 1e-3},
+}
+
+
+def check_loss_weights(weights: dict[str, float] | None, structure: str | None) -> dict[str, float]:
+    """Return ``weights`` checked against the terms a model with ``structure`` trains, or raise naming the key.
+
+    A key of another part of the model (a refiner's term for a model without one) or a misspelt key
+    would change nothing, and a negative weight would reward the error it should penalise.
+    """
+    if weights is None:
+        return {}
+    if not isinstance(weights, Mapping):
+        msg = f"`loss_weights` must be a dict of term names to weights; got {type(weights).__name__}."
+        raise TypeError(msg)
+    known = LOSS_WEIGHTS[None] | (LOSS_WEIGHTS[structure] if structure is not None else {})
+    for name, value in weights.items():
+        if name not in known:
+            elsewhere = [part for part, terms in LOSS_WEIGHTS.items() if part is not None and name in terms]
+            why = (
+                f"it trains the structure={elsewhere[0]!r} part, which this model (structure={structure!r}) has not"
+                if elsewhere
+                else "no such term"
+            )
+            msg = f"`loss_weights` key {name!r} would change nothing: {why}. Terms of this model: {sorted(known)}."
+            raise ValueError(msg)
+        check_nonnegative_number(value, name=f"loss_weights[{name!r}]")
+    return {name: float(value) for name, value in weights.items()}
 
 
 @dataclass
@@ -345,8 +383,7 @@ class GearsModule(nn.Module):
         weights
             Overrides of the loss weights (keys as in :class:`GearsLossOutput`).
         """
-        w = {"gen_gram": 1.0, "gen_scale": 0.1, "denoise": 1.0, "ref_gram": 1.0, "ref_scale": 0.1}
-        w |= {"nca": 0.1, "edge": 0.1, "overlap": 0.5, "structure": 1.0, "gate_joint": 0.05, "gate_trust": 1e-3}
+        w = {name: value for part in LOSS_WEIGHTS.values() for name, value in part.items()}
         w |= weights or {}
         mask = targets.mask
         zero = h.new_zeros(())

@@ -309,6 +309,7 @@ def reconstruct(
     anchor_distance_steps = check_positive_int(anchor_distance_steps, name="anchor_distance_steps", minimum=0)
     refine_steps = check_positive_int(refine_steps, name="refine_steps", minimum=0)
     coverage = check_positive_int(coverage, name="coverage")
+    batch_size = check_positive_int(batch_size, name="batch_size")
     jaccard = check_jaccard(jaccard)
     clock = _StepClock()
     ref = model.reference() if anchor is not None else None  # once: it densifies the spots' expression
