@@ -714,6 +714,12 @@ def _cases() -> list[Case]:
             "flatnonzero",
         ),
         C(
+            "gears-predict-empty-indices",  # an empty array was read as no sets at all: [] returned
+            plain(lambda e: e.geo.predict_geometry(e.st, np.array([], dtype=int)), watch=lambda e: [e.st]),
+            ValueError,
+            "at least 3 observations",
+        ),
+        C(
             "gears-predict-repeated-indices",
             plain(lambda e: e.geo.predict_geometry(e.st, np.r_[np.arange(40), 3]), watch=lambda e: [e.st]),
             ValueError,

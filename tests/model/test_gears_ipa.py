@@ -102,8 +102,8 @@ def test_get_attention_inference_and_oracle_paths(ipa_model):
         geo.get_attention(indices=idx, oracle_coords=xy[:5])
     plain = gx.model.GEARS(adata, slide_key="slide", **_TINY)
     plain.train(**{**_FAST, "max_epochs": 1})
-    with pytest.raises(ValueError, match="structure='ipa'"):
-        plain.get_attention(indices=idx)
+    with pytest.raises(ValueError, match=r"structure='ipa'; this one has the generator alone \(structure=None\)"):
+        plain.get_attention(indices=idx)  # it named a refiner the model does not have
 
 
 def test_reconstruct_unchanged_with_ipa(ipa_model):

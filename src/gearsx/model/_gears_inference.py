@@ -83,7 +83,12 @@ class GearsInferenceMixin:
         else:
             emb = np.asarray(data, dtype=np.float32)
         emb = self.check_embedding(emb)
-        single = indices is None or (len(indices) > 0 and np.isscalar(indices[0]))
+        # a 1-D array is one set even when empty (then refused below), not an empty list of sets
+        single = (
+            indices is None
+            or (isinstance(indices, np.ndarray) and indices.ndim == 1)
+            or (len(indices) > 0 and np.isscalar(indices[0]))
+        )
         sets = [np.arange(len(emb))] if indices is None else [np.asarray(indices)] if single else list(indices)
         sets = [
             check_positions(s, len(emb), name=f"Set {i} of `indices`", min_size=3, unique=True)
@@ -275,7 +280,13 @@ class GearsInferenceMixin:
         import torch
 
         if self._module_kwargs.get("structure") != "ipa":
-            msg = "get_attention needs a model built with structure='ipa'; this one uses the refiner."
+            structure = self._module_kwargs.get("structure")
+            has = (
+                "the refiner (structure='refiner')"
+                if structure == "refiner"
+                else "the generator alone (structure=None)"
+            )
+            msg = f"get_attention needs a model built with structure='ipa'; this one has {has}."
             raise ValueError(msg)
         emb, sets, single = self._sets(data, indices)
         if not single:
