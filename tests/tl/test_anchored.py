@@ -905,7 +905,9 @@ def test_a_query_whose_genes_co_vary_unlike_the_spots_is_matched_on_the_embeddin
     warned = [r.getMessage() for r in caplog.records if "embedding alone" in r.getMessage()]
     assert len(warned) == 1
     assert "co-vary unlike" in warned[0]
-    assert "anchor_expression_weight=0.75" in warned[0]
+    assert warned[0].endswith(
+        "Pass anchor_expression_weight=0 to choose this explicitly, or 0.75 to weigh the expression anyway."
+    )  # one sentence of choices, each named once
     # the same anchors as the embedding alone asked for explicitly
     emb_only = relabelled()
     gx.tl.reconstruct(emb_only, two_view_model, anchor="reference", anchor_expression_weight=0, **_FAST)

@@ -309,8 +309,7 @@ def plan_anchor(
                 f"the query's genes co-vary unlike the reference spots' (gene agreement {genes.agreement:.2f} < "
                 f"{GENE_AGREEMENT_LOW} at a reliability of {genes.query_reliability:.2f}; queries of the reference's "
                 "own platform scored 0.45-1.0 in our benchmarks): its expression reads as measured by another "
-                "technology, where comparing profiles gene by gene misleads the anchors; "
-                f"pass anchor_expression_weight={EXPRESSION_WEIGHT} to weigh it anyway"
+                "technology, where comparing profiles gene by gene misleads the anchors"
             )
         elif low:
             logger.warning(
@@ -337,10 +336,15 @@ def plan_anchor(
             expression_weight=expression_weight, temperature=temperature, random_state=random_state,
         )  # fmt: skip
     if anchored and expression_note not in ("used", "not used"):
+        choice = (
+            f"anchor_expression_weight=0 to choose this explicitly, or {EXPRESSION_WEIGHT} to weigh the expression anyway"
+            if switched
+            else "anchor_expression_weight=0 to choose this explicitly"
+        )
         logger.warning(
-            "reconstruct: anchors matched on the embedding alone, without the expression view: %s. "
-            "Pass anchor_expression_weight=0 to choose this explicitly.",
+            "reconstruct: anchors matched on the embedding alone, without the expression view: %s. Pass %s.",
             expression_note,
+            choice,
         )
     local = localisation(match_spread(coords, match.indices[:, :kd]), coords, kd, random_state)
     if anchored and local < WEAK_LOCALISATION:
