@@ -79,6 +79,11 @@ def test_same_seed_same_weights_save_load(tmp_path):
     c = gx.model.GEARS(adata, slide_key="slide", **_TINY)
     c.train(random_state=4, **_FAST)
     assert not np.allclose(pa[0], c.predict_geometry(indices=sets, random_state=1)[0])
+    d = gx.model.GEARS(adata, slide_key="slide", **_TINY)
+    d.train(random_state=3, loss_weights={"gen_gram": 3.0}, **_FAST)
+    assert d.train_params_["loss_weights"] == {"gen_gram": 3.0}
+    assert a.train_params_["loss_weights"] == {}
+    assert not np.allclose(pa[0], d.predict_geometry(indices=sets, random_state=1)[0])  # the weight is used
 
     a.save(tmp_path / "geo")
     loaded = gx.model.GEARS.load(tmp_path / "geo", adata, accelerator="cpu")

@@ -457,6 +457,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
             "n_max": n_max,
             "overlap": overlap,
             "refine_start": refine_start,
+            "loss_weights": loss_weights,  # the overrides only ({}: the defaults of LOSS_WEIGHTS)
             "validation": split,
             "n_train_spots": len(train_idx),
             "n_validation_spots": int(val_mask.sum()),
