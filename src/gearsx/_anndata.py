@@ -84,6 +84,25 @@ def check_obs_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
         raise KeyError(msg)
 
 
+def group_labels(adata: AnnData, key: str, arg: str, name: str = "adata"):
+    """Return ``adata.obs[key]`` as a :class:`pandas.Categorical` of groups (``NaN``: code ``-1``).
+
+    Floats are refused with an error naming ``arg``: a continuous column (a score, a coordinate) would
+    make one group of every distinct value, and no majority or count over such groups means anything.
+    """
+    import pandas as pd
+
+    check_obs_key(adata, key, arg)
+    values = adata.obs[key]
+    if pd.api.types.is_float_dtype(values.dtype):
+        msg = (
+            f"`{name}.obs[{key!r}]` holds floats; `{arg}` needs groups (categories, strings, integers). "
+            f"Convert it first, e.g. {name}.obs[{key!r}] = {name}.obs[{key!r}].astype('category')."
+        )
+        raise ValueError(msg)
+    return pd.Categorical(values)
+
+
 def check_obsm_key(adata: AnnData, key: str, arg: str, hint: str = "") -> None:
     """Raise a KeyError naming ``arg`` (and a ``hint`` on how to get the key) when ``key`` is not in ``obsm``."""
     if key not in adata.obsm:

@@ -38,6 +38,33 @@ def test_conservation_on_simulated_cells(small_tissue):
     assert spots.obs["cell_type"].dtype == "category"
 
 
+def test_unlabelled_cells_count_in_the_spots_but_in_no_category(small_tissue, caplog):
+    _, cells = small_tissue
+    cells = cells.copy()
+    cells.obsm["spatial"] = cells.obsm["spatial_gt"]
+    kw = {"spot_diameter": 88.0, "center_to_center": 160.0}
+    full = gx.datasets.pseudo_spots(cells, label_key="cell_type", **kw)
+    cell_spot = full.uns["pseudo_spots"]["cell_spot"]
+    # every cell of the first spot loses its label: that spot keeps its expression and cell count,
+    # and its category counts and majority go; the other spots are unchanged
+    first = cell_spot == 0
+    cells.obs["partial"] = cells.obs["cell_type"].astype(object)
+    cells.obs.loc[first, "partial"] = np.nan
+    with caplog.at_level("WARNING", logger="gearsx"):
+        part = gx.datasets.pseudo_spots(cells, label_key="partial", **kw)
+    assert f"{int(first.sum())} of the {cells.n_obs} cells have no label" in caplog.text
+    np.testing.assert_allclose(part.X.toarray(), full.X.toarray())
+    np.testing.assert_array_equal(part.obs["n_cells"], full.obs["n_cells"])
+    counts = part.obsm["spot_cell_counts"][full.obsm["spot_cell_counts"].columns].to_numpy()
+    assert counts[0].sum() == 0
+    np.testing.assert_array_equal(counts[1:], full.obsm["spot_cell_counts"].to_numpy()[1:])
+    assert np.isnan(part.obs["partial"].cat.codes.replace(-1, np.nan).iloc[0])
+    assert (part.obs["partial"].astype(str).iloc[1:] == full.obs["cell_type"].astype(str).iloc[1:]).all()
+    cells.obs["score"] = np.linspace(0, 1, cells.n_obs)  # a continuous column: one "category" per cell
+    with pytest.raises(ValueError, match=r"holds floats; `label_key` needs groups"):
+        gx.datasets.pseudo_spots(cells, label_key="score", **kw)
+
+
 def test_slides_get_their_own_spots(small_tissue, caplog):
     import pandas as pd
 

@@ -8,6 +8,7 @@ import numpy as np
 from gearsx._anndata import (
     all_integers,
     check_finite_matrix,
+    group_labels,
     looks_logged,
     resolve_slide_key,
     stored_sample,
@@ -118,6 +119,9 @@ def pseudo_spots(
         per-category cell counts in ``obsm['spot_cell_counts']`` (a data frame whose columns are
         the categories) and the majority category in ``obs[label_key]``. A category holding a
         ``'/'`` (``'L2/3 IT'``) gets a warning: anndata (0.12 and later) cannot write such a column to zarr.
+        Cells without a label (``NaN``) are summed into their spots' expression but counted in no
+        category (a warning says how many); a spot with no labelled cell gets ``NaN``. Floats are
+        an error (a continuous column has no categories to count).
     slide_key
         ``obs`` column with the slide (section) of each cell: each slide gets its own spot array, so
         no spot sums cells of different slides. ``None``: the slide column an earlier gearsx step
@@ -166,12 +170,17 @@ def pseudo_spots(
     center_to_center = check_positive_number(center_to_center, name="center_to_center")
     min_cells = check_positive_int(min_cells, name="min_cells")
     _check_additive(adata_cells)
-    if label_key is not None and label_key not in adata_cells.obs:
-        msg = f"`label_key`={label_key!r} is not a column of `adata_cells.obs`."
-        raise KeyError(msg)
+    labels = group_labels(adata_cells, label_key, "label_key", "adata_cells") if label_key is not None else None
     slide_key = resolve_slide_key(adata_cells, slide_key)
     slides = adata_cells.obs[slide_key].astype(str).to_numpy() if slide_key is not None else None
-    labels = pd.Categorical(adata_cells.obs[label_key]) if label_key is not None else None
+    n_unlabelled = int((labels.codes < 0).sum()) if labels is not None else 0
+    if n_unlabelled:
+        logger.warning(
+            "pseudo_spots: %d of the %d cells have no label in obs[%r]; they are summed into their spots' "
+            "expression and counted in obs['n_cells'], but not in obsm['spot_cell_counts'] nor in the spots' "
+            "majority label (NaN where a spot holds no labelled cell).",
+            n_unlabelled, adata_cells.n_obs, label_key,
+        )  # fmt: skip
     slashed = [str(c) for c in labels.categories if "/" in str(c)] if labels is not None else []
     if slashed:
         logger.warning(
@@ -202,8 +211,9 @@ def pseudo_spots(
         centres.append(centre)
         slide_of += [slide] * len(kept)
         if labels is not None:
+            labelled = assigned[labels.codes[rows[assigned]] >= 0]  # unlabelled cells count in no category
             onehot = sp.csr_matrix(
-                (np.ones(len(assigned)), (assigned, labels.codes[rows[assigned]])),
+                (np.ones(len(labelled)), (labelled, labels.codes[rows[labelled]])),
                 shape=(len(rows), len(labels.categories)),
             )
             counts.append(np.asarray((agg @ onehot).todense(), dtype=np.int64))
@@ -218,7 +228,8 @@ def pseudo_spots(
         out.obsm[Key.spot_cell_counts] = pd.DataFrame(
             per_spot, index=out.obs_names, columns=labels.categories.astype(str)
         )
-        out.obs[label_key] = pd.Categorical.from_codes(per_spot.argmax(1), categories=labels.categories)
+        majority = np.where(per_spot.sum(1) > 0, per_spot.argmax(1), -1)  # -1: no labelled cell, NaN
+        out.obs[label_key] = pd.Categorical.from_codes(majority, categories=labels.categories)
     params = {
         "spot_diameter": float(spot_diameter),
         "center_to_center": float(center_to_center),

@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from gearsx._anndata import anchored_slide_rows, check_key_added, check_obs_key, obsm_coords, write_record
+from gearsx._anndata import (
+    anchored_slide_rows,
+    check_key_added,
+    check_obs_key,
+    group_labels,
+    obsm_coords,
+    write_record,
+)
 from gearsx._keys import Key
 from gearsx.geometry._knn import knn_without_self, tree_knn
 
@@ -99,14 +106,7 @@ def project_groups(
         )
         raise ValueError(msg)
     rows = _reference_rows(adata_st, record, ref_coords)
-    groups = adata.obs[groupby]
-    if pd.api.types.is_float_dtype(groups.dtype):
-        msg = (
-            f"`adata.obs[{groupby!r}]` holds floats; `groupby` needs groups (categories, strings, integers). "
-            f"Convert it first, e.g. adata.obs[{groupby!r}] = adata.obs[{groupby!r}].astype('category')."
-        )
-        raise ValueError(msg)
-    codes = pd.Categorical(groups)
+    codes = group_labels(adata, groupby, "groupby")
     names = [str(c) for c in codes.categories]
     grouped = codes.codes >= 0  # cells without a group are left out
     bins = (spots[grouped].astype(np.int64) * len(names) + codes.codes[grouped, None]).ravel()  # (spot, group) pairs
