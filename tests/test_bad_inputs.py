@@ -1470,6 +1470,19 @@ def _cases() -> list[Case]:
             "need at least 3 cells",
         ),
         C(
+            "knn_overlap-missing-group",  # "Group nan has 0 cells": NaN matched no cell, itself included
+            plain(
+                lambda e: gx.metrics.knn_overlap(
+                    np.eye(60, 3),
+                    np.random.default_rng(0).uniform(size=(60, 2)),
+                    k=5,
+                    groups=np.r_[np.zeros(30), [np.nan] * 30],
+                )
+            ),
+            ValueError,
+            "`groups` is missing",
+        ),
+        C(
             "metrics-k-too-large",
             plain(lambda e: gx.metrics.evaluate_geometry(np.eye(10, 2), np.eye(10, 2))),
             ValueError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from gearsx._utils import as_rng, check_coords, check_positive_int, plain
 from gearsx.geometry._knn import knn
@@ -67,6 +68,10 @@ def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, group
     labels = np.zeros(len(z), dtype=int) if groups is None else np.asarray(groups)
     if len(labels) != len(z):
         msg = f"`groups` has {len(labels)} entries but `embedding` has {len(z)} rows; pass one group per cell."
+        raise ValueError(msg)
+    missing = pd.isna(labels)
+    if missing.any():  # NaN equals nothing, itself included: such cells formed groups of none
+        msg = f"`groups` is missing (NaN or None) for {int(missing.sum())} of {len(labels)} cells; give every cell a group."
         raise ValueError(msg)
     total, count = 0.0, 0
     for g in np.unique(labels):
