@@ -265,6 +265,21 @@ def _cases() -> list[Case]:
             "var_names_make_unique",
         ),
         C(
+            "shared_genes-min_shared-0",  # with no gene shared, gene-less copies came back
+            on(
+                lambda e: _with(e.raw_sc, lambda a: setattr(a, "var_names", [f"x{i}" for i in range(a.n_vars)])),
+                lambda e, a: gx.pp.shared_genes(e.raw_st, a, min_shared=0),
+            ),
+            ValueError,
+            "`min_shared` must be an integer >= 1",
+        ),
+        C(
+            "shared_genes-not-anndata",  # AttributeError: 'numpy.ndarray' object has no attribute 'var_names'
+            plain(lambda e: gx.pp.shared_genes(e.raw_st, np.eye(3))),
+            TypeError,
+            "Data set 1 of `shared_genes` is a ndarray, not an AnnData",
+        ),
+        C(
             "shared_genes-none-shared",
             on(
                 lambda e: _with(e.raw_sc, lambda a: setattr(a, "var_names", [f"x{i}" for i in range(a.n_vars)])),
@@ -419,6 +434,24 @@ def _cases() -> list[Case]:
             on(lambda e: e.st.copy(), lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="nope")),
             KeyError,
             "slide_key",
+        ),
+        C(
+            "center-one-observation-slide",  # that observation was set to the overall mean: erased
+            on(
+                lambda e: _with(e.st, _set_obs("sample", lambda a: ["lone"] + ["rest"] * (a.n_obs - 1))),
+                lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="sample"),
+            ),
+            ValueError,
+            "hold a single observation",
+        ),
+        C(
+            "center-key_added-counts",  # overwrote the raw counts with centred values
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide", key_added="counts"),
+            ),
+            ValueError,
+            "would overwrite the raw counts",
         ),
         # pp.extract_patches
         C(

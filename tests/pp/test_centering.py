@@ -113,6 +113,28 @@ def test_copy_layer_and_key_added(rng):
     assert out.uns["c2"]["params"]["layer"] == "log"
 
 
+def test_small_slides_are_named(rng, caplog):
+    """A slide of few observations loses 1/n of each one's profile to its mean: the log names it."""
+    a = ad.AnnData(
+        rng.normal(size=(40, 5)).astype(np.float32),
+        obs=pd.DataFrame({"s": ["big"] * 36 + ["tiny"] * 4}, index=[str(i) for i in range(40)]),
+    )
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.pp.mean_center_per_slide(a, slide_key="s")
+    assert "1 of 2 slides" in caplog.text
+    assert "('tiny', 4)" in caplog.text
+    # what the warning is about: the small slide's profiles shrink towards the overall mean by its own mean
+    tiny = a.obs["s"].to_numpy() == "tiny"
+    x, c = a.X[tiny], a.layers["gears_centered"][tiny]
+    np.testing.assert_allclose(c - x, np.broadcast_to(a.X.mean(0) - x.mean(0), x.shape), atol=1e-5)
+    caplog.clear()
+    b = a.copy()
+    b.obs["s"] = ["big"] * 30 + ["mid"] * 10
+    with caplog.at_level("WARNING", logger="gearsx"):
+        gx.pp.mean_center_per_slide(b, slide_key="s")
+    assert "fewer than" not in caplog.text
+
+
 def test_bad_input(rng):
     a = ad.AnnData(
         rng.normal(size=(20, 5)).astype(np.float32),

@@ -44,6 +44,32 @@ def slide_means(x, codes: np.ndarray, n_slides: int) -> np.ndarray:
     return sums / np.maximum(np.bincount(codes, minlength=n_slides), 1)[:, None]
 
 
+#: Slides with fewer observations than this draw a warning: centring removes ``1 / n`` of each
+#: observation's own profile with the slide mean (a slide of one is set to the overall mean).
+MIN_SLIDE_OBS = 10
+
+
+def _check_slide_sizes(names, counts: np.ndarray, slide_key: str | None) -> None:
+    """Refuse slides of one observation (centring erases it) and warn about slides below :data:`MIN_SLIDE_OBS`."""
+    present = counts > 0
+    single = [str(n) for n, c in zip(names, counts, strict=True) if c == 1]
+    if single:
+        msg = (
+            f"{len(single)} slide(s) of obs[{slide_key!r}] hold a single observation (e.g. {single[:3]}): centring "
+            "would set each to the overall mean, erasing its expression. Is `slide_key` the column of slides "
+            "(sections), not of samples or cells? Drop such observations, or merge them into a slide."
+        )
+        raise ValueError(msg)
+    small = [(str(n), int(c)) for n, c in zip(names, counts, strict=True) if 0 < c < MIN_SLIDE_OBS]
+    if small:
+        logger.warning(
+            "mean_center_per_slide: %d of %d slides of obs[%r] hold fewer than %d observations (e.g. %s): "
+            "centring takes a large share of each one's own profile away with its slide's mean. Check that "
+            "`slide_key` names slides (sections).",
+            len(small), int(present.sum()), slide_key, MIN_SLIDE_OBS, small[:3],
+        )  # fmt: skip
+
+
 def mean_center_per_slide(
     adata: AnnData,
     *,
@@ -73,7 +99,8 @@ def mean_center_per_slide(
     layer
         Layer to centre instead of ``X``.
     key_added
-        Layer that receives the centred matrix (dense float32: centring destroys sparsity).
+        Layer that receives the centred matrix (dense float32: centring destroys sparsity); not
+        ``'counts'``, where :func:`gearsx.pp.prepare` keeps the raw counts.
     allow_large
         The output is dense; above 8 GB it raises unless this is ``True``. Sparse input is
         densified only block by block of rows, never as a whole.
@@ -97,6 +124,13 @@ def mean_center_per_slide(
     True
     """
     check_key_added(key_added)
+    if key_added == Key.counts_layer:
+        msg = (
+            f"`key_added`={key_added!r} would overwrite the raw counts that `gx.pp.prepare` keeps in "
+            f"`layers[{Key.counts_layer!r}]` (and later steps read) with centred values. Pick another name (or keep "
+            f"the default {Key.centered_layer!r})."
+        )
+        raise ValueError(msg)
     if slide_key is None and (recorded := recorded_slide_key(adata)) is not None:
         # slides left uncentred keep their batch offsets, silently: take the column prepare recorded
         slide_key = recorded[1]
@@ -139,6 +173,7 @@ def mean_center_per_slide(
     codes = slides.cat.codes.to_numpy()
     n_slides = len(slides.cat.categories)
     counts = np.bincount(codes, minlength=n_slides)
+    _check_slide_sizes(slides.cat.categories, counts, slide_key)
     means = slide_means(x, codes, n_slides)
     overall = (counts[:, None] * means).sum(0) / n
     shift = (overall[None, :] - means).astype(np.float32)  # added to each row of its slide
