@@ -613,6 +613,21 @@ def _cases() -> list[Case]:
             "genes",
         ),
         C(
+            "fit_adapter-all-weights-0",  # fine-tuned nothing, without a word
+            on(
+                lambda e: e.sc.copy(),
+                lambda e, a: gx.tl.fit_adapter(a, e.enc, w_coral=0, w_mmd=0, w_identity=0),
+            ),
+            ValueError,
+            "are all 0",
+        ),
+        C(
+            "fit_adapter-st-is-sc",  # aligned the cells onto themselves
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, adata_st=a)),
+            ValueError,
+            "`adata_st` is `adata_sc` itself",
+        ),
+        C(
             "fit_adapter-batch_size",
             on(lambda e: e.sc.copy(), lambda e, a: gx.tl.fit_adapter(a, e.enc, batch_size=2)),
             ValueError,

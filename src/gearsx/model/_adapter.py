@@ -255,9 +255,21 @@ class SCAdapter:
                 f"alignment report) needs at least {MIN_ADAPTER_CELLS}."
             )
             raise ValueError(msg)
+        if adata_st is adata_sc:
+            msg = (
+                "`adata_st` is `adata_sc` itself: the adapter maps the cells onto the ST embeddings, so it needs the "
+                "spots (leave `adata_st=None` for the encoder's own training data)."
+            )
+            raise ValueError(msg)
         weights = {"w_coral": w_coral, "w_mmd": w_mmd, "w_identity": w_identity}
         for name, value in weights.items():
             check_nonnegative_number(value, name=name)
+        if max_epochs != 0 and not any(weights.values()):
+            msg = (
+                "`w_coral`, `w_mmd` and `w_identity` are all 0: fine-tuning would minimise nothing and leave the "
+                "closed-form map as it is. Pass max_epochs=0 to keep that map, or give a weight."
+            )
+            raise ValueError(msg)
         check_positive_number(lr, name="lr")
         if not 0.0 <= support_tol < 1.0:  # NaN fails too
             msg = (
