@@ -283,6 +283,7 @@ def test_prepare_normalize_overrides_the_decision_from_the_values(small_tissue, 
     with caplog.at_level("WARNING"):
         again, _ = gx.pp.prepare(logged_st, logged_sc, slide_key="slide", n_top_genes=60, subset=False, normalize=True)
     assert "integer counts" not in caplog.text  # no word of a stale record: the normalisation was asked for
+    assert "logs it again" in caplog.text  # but the second log is named (it was an info line only)
     assert again.uns["gears_prepare"]["params"]["normalisation_st"] == "normalize_total + log1p (normalize=True)"
     x = again.layers["counts"]
     np.testing.assert_allclose(

@@ -258,7 +258,15 @@ def _normalize_log(adata: AnnData, name: str, *, normalize: bool | None = None) 
 
     if normalize is False:
         return "kept as given (normalize=False)"
-    if normalize is None and looks_logged(adata):
+    logged = looks_logged(adata)
+    if normalize and logged:  # asked for, but log-normalising log values logs them twice
+        logger.warning(
+            "%s looks log-transformed already (non-integer values, with uns['log1p'] present or all below 20), yet "
+            "normalize=True normalises and logs it again, as counts. If these are log values, pass the counts "
+            "(layer='counts') or normalize=None; if they really are counts, this warning can be ignored.",
+            name,
+        )
+    if normalize is None and logged:
         logger.warning(
             "%s looks log-transformed already (non-integer values, with uns['log1p'] present or all below 20); "
             "skipping normalize_total + log1p.",
