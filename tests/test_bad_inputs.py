@@ -576,6 +576,12 @@ def _cases() -> list[Case]:
             "`lr` must be a positive number",
         ),
         C(
+            "fit_encoder-counts-layer",  # trained on raw counts without a word
+            on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", layer="counts")),
+            ValueError,
+            r"`layers\['counts'\]` holds integer counts",
+        ),
+        C(
             "fit_encoder-negative-w_nce",
             on(lambda e: _fresh_st(e), lambda e, a: gx.tl.fit_encoder(a, slide_key="slide", w_nce=-1.0)),
             ValueError,

@@ -5,7 +5,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._anndata import check_distinct_positions, check_obsm_key, dense_row_batches, get_obs_rep, resolve_slide_key
+from gearsx._anndata import (
+    check_distinct_positions,
+    check_log_expression,
+    check_obsm_key,
+    dense_row_batches,
+    get_obs_rep,
+    prepared_as_given,
+    resolve_slide_key,
+)
 from gearsx._keys import Key
 from gearsx._utils import (
     check_nonnegative_number,
@@ -144,7 +152,14 @@ class SharedEncoder(GearsModelBase):
         check_obsm_key(
             adata, spatial_key, "spatial_key", "the encoder needs spot coordinates to pick spatial positives"
         )
-        _dense_layer(adata, layer)  # validates the layer and NaN before anything is registered
+        x = _dense_layer(adata, layer)  # validates the layer and NaN before anything is registered
+        check_log_expression(
+            x,
+            f"layers[{layer!r}]" if layer else "X",
+            "the encoder reads log-normalised (and per-slide centred) expression: pass layer='gears_centered' "
+            "(gx.pp.prepare, then gx.pp.mean_center_per_slide)",
+            as_given=prepared_as_given(adata, layer),
+        )
         coords = np.asarray(adata.obsm[spatial_key])
         if not np.isfinite(coords).all():
             msg = f"`adata.obsm[{spatial_key!r}]` holds NaN or inf coordinates."
