@@ -668,6 +668,12 @@ def _cases() -> list[Case]:
             "missing values",
         ),
         C(
+            "gears-embedding-is-coordinates",  # trained on the very coordinates it learns to predict
+            on(lambda e: _fresh_st(e), lambda e, a: gx.model.GEARS(a, use_rep="spatial", slide_key="slide")),
+            ValueError,
+            "is `spatial_key`: the model would read the coordinates",
+        ),
+        C(
             "gears-missing-embedding",
             on(lambda e: _with(_fresh_st(e), lambda a: a.obsm.pop("X_gears")), lambda e, a: gx.model.GEARS(a)),
             KeyError,

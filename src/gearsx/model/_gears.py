@@ -251,6 +251,12 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
         # no slide key: the recorded slide column, so a multi-slide reference is never read as one slide
         slide_key = resolve_slide_key(adata, slide_key)
         check_obsm_key(adata, spatial_key, "spatial_key", "GEARS learns geometry from the spot coordinates")
+        if use_rep == spatial_key:
+            msg = (
+                f"`use_rep`={use_rep!r} is `spatial_key`: the model would read the coordinates it learns to predict, "
+                "and a query has none. Pass the expression embedding (`obsm['X_gears']` from gx.tl.fit_encoder)."
+            )
+            raise ValueError(msg)
         emb = np.asarray(adata.obsm[use_rep])
         if emb.ndim != 2 or not np.isfinite(emb).all():
             msg = f"`adata.obsm[{use_rep!r}]` must be a finite 2-D array; got shape {emb.shape} with NaN/inf."
