@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from gearsx.__main__ import main
 
@@ -34,3 +35,37 @@ def test_demo_writes_outputs(tmp_path, capsys):
     assert report["adapter_after"]["domain_accuracy"] < report["adapter_before"]["domain_accuracy"]
     assert report["reconstruct"]["graph"]["n_components"] == 1
     assert -1.0 <= report["communities_ari_vs_true_domains"] <= 1.0
+
+
+def test_demo_on_slides_too_small_to_hold_a_band_out(tmp_path, capsys):
+    """At its smallest size no slide holds a validation band: the demo says so instead of failing."""
+    out = tmp_path / "small"
+    assert main(["demo", "--out", str(out), "--cells-per-slide", "1000", "--gears-epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation none" in printed
+    assert "no figures (nothing held out)" in printed
+    assert "GEARS" in (out / "metrics.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--gears-epochs", "0"], "--gears-epochs must be an integer >= 1"),
+        (["--cells-per-slide", "50"], "--cells-per-slide must be an integer >= 1000"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+    ],
+)
+def test_demo_options_fail_at_once_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["demo", *argv])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_refuses_a_file_as_its_folder(tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("keep me")
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(target)])
+    assert "is a file" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
