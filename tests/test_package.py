@@ -117,6 +117,17 @@ def test_settings_repr_and_verbosity():
         gx.settings.verbosity = old
 
 
+def test_settings_refuse_typos_and_non_booleans():
+    """A misspelt setting was kept and ignored, and progress_bar='no' read as True."""
+    with pytest.raises(AttributeError, match="no setting 'progressbar'; the settings are"):
+        gx.settings.progressbar = False
+    assert not hasattr(gx.settings, "progressbar")
+    old = gx.settings.progress_bar
+    with pytest.raises(TypeError, match="`progress_bar` must be True or False"):
+        gx.settings.progress_bar = "no"
+    assert gx.settings.progress_bar is old
+
+
 def test_verbosity_info_shows_messages_on_stderr():
     """A user who sets verbosity to 'info' sees gearsx's INFO lines (no logging set-up of their own)."""
     code = (

@@ -5,6 +5,8 @@ import sys
 
 __all__ = ["settings"]
 
+#: The settings a user can change (the properties of ``_Settings``).
+_PUBLIC = ("progress_bar", "verbosity", "dask_client")
 #: scanpy's integer verbosity levels, mapped to logging levels.
 _INT_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG, 4: logging.DEBUG}
 _NAMES = {
@@ -37,10 +39,15 @@ class _Settings:
     >>> gx.settings.verbosity
     'info'
     >>> gx.settings.verbosity = "warning"
+
+    Only these settings exist: assigning any other name (a typo such as ``progressbar``) raises an
+    :class:`AttributeError` instead of being kept and ignored.
     """
 
+    __slots__ = ("_dask_client", "_logger", "_progress_bar")
+
     def __init__(self) -> None:
-        self.progress_bar: bool = True
+        self._progress_bar = True
         self._dask_client = None
         self._logger = logging.getLogger("gearsx")
         if not any(getattr(h, "_gearsx", False) for h in self._logger.handlers):
@@ -53,6 +60,25 @@ class _Settings:
         self._logger.propagate = False
         if self._logger.level == logging.NOTSET:
             self._logger.setLevel(logging.WARNING)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self.__slots__ and not isinstance(getattr(type(self), name, None), property):
+            msg = f"gx.settings has no setting {name!r}; the settings are {_PUBLIC}."
+            raise AttributeError(msg)
+        super().__setattr__(name, value)
+
+    @property
+    def progress_bar(self) -> bool:
+        return self._progress_bar
+
+    @progress_bar.setter
+    def progress_bar(self, value: bool) -> None:
+        import numpy as np
+
+        if not isinstance(value, bool | np.bool_):  # a string such as "no" would read as True
+            msg = f"`progress_bar` must be True or False; got {value!r}."
+            raise TypeError(msg)
+        self._progress_bar = bool(value)
 
     @property
     def verbosity(self) -> str:

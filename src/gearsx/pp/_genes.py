@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-from anndata import AnnData
 
 from gearsx._anndata import (
     all_integers,
@@ -22,6 +22,9 @@ from gearsx._anndata import (
 )
 from gearsx._keys import Key
 from gearsx._utils import check_positive_int
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 __all__ = ["highly_variable_genes", "prepare", "shared_genes"]
 
@@ -57,6 +60,8 @@ def shared_genes(*adatas: AnnData, min_shared: int = MIN_SHARED_GENES) -> list[A
     if len(adatas) < 2:
         msg = f"`shared_genes` needs at least two data sets; got {len(adatas)}."
         raise ValueError(msg)
+    from anndata import AnnData
+
     min_shared = check_positive_int(min_shared, name="min_shared")  # at 0, no shared gene gave genes-less data
     for i, a in enumerate(adatas):
         if not isinstance(a, AnnData):
