@@ -25,7 +25,8 @@ STATUS = (
 )
 
 
-#: Fewest cells per simulated section the demo runs on (its simulator makes about one spot per 80).
+#: Fewest cells per simulated section the demo was checked to run on (about 30 spots a slide: enough to
+#: train on, too few to hold a validation band out).
 MIN_DEMO_CELLS = 1_000
 
 

@@ -128,6 +128,9 @@ def test_small_slides_are_named(rng, caplog):
     x, c = a.X[tiny], a.layers["gears_centered"][tiny]
     np.testing.assert_allclose(c - x, np.broadcast_to(a.X.mean(0) - x.mean(0), x.shape), atol=1e-5)
     caplog.clear()
+    one = a[:1].copy()  # one slide of one observation: centring is the identity, nothing to refuse
+    gx.pp.mean_center_per_slide(one, slide_key=None)
+    np.testing.assert_allclose(one.layers["gears_centered"], one.X)
     b = a.copy()
     b.obs["s"] = ["big"] * 30 + ["mid"] * 10
     with caplog.at_level("WARNING", logger="gearsx"):

@@ -50,8 +50,13 @@ MIN_SLIDE_OBS = 10
 
 
 def _check_slide_sizes(names, counts: np.ndarray, slide_key: str | None) -> None:
-    """Refuse slides of one observation (centring erases it) and warn about slides below :data:`MIN_SLIDE_OBS`."""
+    """Refuse slides of one observation (centring erases it) and warn about slides below :data:`MIN_SLIDE_OBS`.
+
+    Only among several slides: one slide's centring is the identity, whatever its size.
+    """
     present = counts > 0
+    if present.sum() < 2:
+        return
     single = [str(n) for n, c in zip(names, counts, strict=True) if c == 1]
     if single:
         msg = (
