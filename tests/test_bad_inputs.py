@@ -1274,6 +1274,12 @@ def _cases() -> list[Case]:
             "sc.pp.pca",
         ),
         C(
+            "domains-vote-without-refine",  # the vote's width was taken and ignored
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, n_clusters=3, n_spatial_neighbors=30)),
+            ValueError,
+            "but refine is False",
+        ),
+        C(
             "domains-refine-too-many-neighbours",  # clipped to each slide's size: a vote over whole slides
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, refine=True, n_spatial_neighbors=10**6)),
             ValueError,
@@ -1541,6 +1547,12 @@ def _cases() -> list[Case]:
             ),
             ValueError,
             "`groups` is missing",
+        ),
+        C(
+            "mmd-one-point-a-side",  # 0 gave NaN (means of nothing), 1 a number from one row a side
+            plain(lambda e: gx.metrics.mmd_rbf(np.eye(30, 4), np.eye(30, 4) + 1.0, max_points=1)),
+            ValueError,
+            "`max_points` must be an integer >= 2",
         ),
         C(
             "metrics-k-too-large",

@@ -159,7 +159,7 @@ def mmd_rbf(a: np.ndarray, b: np.ndarray, *, max_points: int = 2000, random_stat
     a, b
         ``(n_a, d)`` and ``(n_b, d)`` embeddings of two sets.
     max_points
-        Rows used per set at most (a seeded sample above it; the kernel matrix is dense).
+        Rows used per set at most, at least 2 (a seeded sample above it; the kernel matrix is dense).
     random_state
         Seed of the samples.
 
@@ -178,6 +178,8 @@ def mmd_rbf(a: np.ndarray, b: np.ndarray, *, max_points: int = 2000, random_stat
     from scipy.spatial.distance import cdist
 
     a, b = _two_sets(a, b)
+    # one row a side has no distribution: its biased MMD is 2 - 2 k(a, b), a distance, not a discrepancy
+    max_points = check_positive_int(max_points, name="max_points", minimum=2)
     rng = as_rng(random_state)
     a = a[rng.choice(len(a), min(len(a), max_points), replace=False)]
     b = b[rng.choice(len(b), min(len(b), max_points), replace=False)]

@@ -167,6 +167,10 @@ def _n_slides(adata: AnnData, slide_key: str | None) -> int:
     return 1 if slide_key is None else int(adata.obs[slide_key].nunique())
 
 
+#: Neighbours in the refinement vote by default: the first ring of a Visium hexagonal grid.
+DEFAULT_VOTE = 6
+
+
 @renamed_arguments(refine_k="n_spatial_neighbors")
 def cluster_domains(
     adata: AnnData,
@@ -177,7 +181,7 @@ def cluster_domains(
     n_pcs: int | Literal["auto"] | None = "auto",
     backend: Literal["python", "r"] = "python",
     refine: bool = False,
-    n_spatial_neighbors: int = 6,
+    n_spatial_neighbors: int | None = None,
     spatial_key: str = Key.spatial,
     slide_key: str | None = None,
     random_state: int = 0,
@@ -215,7 +219,7 @@ def cluster_domains(
 
     ``refine=True`` then relabels every observation by a majority vote over itself and its
     ``n_spatial_neighbors`` nearest physical neighbours in ``obsm[spatial_key]`` (within each slide of
-    ``obs[slide_key]``); ``n_spatial_neighbors=6`` is the first ring of a Visium hexagonal grid.
+    ``obs[slide_key]``); the default, 6, is the first ring of a Visium hexagonal grid.
 
     The default representation is the spatially aware ``obsm['X_gears_domain']`` of
     :func:`gearsx.tl.domain_embedding` when it exists, else the geometry encoder's last hidden
@@ -248,8 +252,10 @@ def cluster_domains(
     refine
         Spatial majority-vote refinement.
     n_spatial_neighbors
-        Physical neighbours in the vote (formerly ``refine_k``); fewer than the largest slide's
-        spots. A smaller slide votes over all its other spots.
+        Physical neighbours in the vote of ``refine=True`` (formerly ``refine_k``); ``None``: 6, the
+        first ring of a Visium hexagonal grid. Fewer than the largest slide's spots; a smaller slide
+        votes over all its other spots. Given with ``refine=False`` it would change nothing, and is
+        an error.
     spatial_key
         ``obsm`` key of the coordinates (for ``refine``).
     slide_key
@@ -320,12 +326,20 @@ def cluster_domains(
         logger.info("cluster_domains: clustering obsm[%r]", use_rep)
     coords = groups = None
     slide_key = resolve_slide_key(adata, slide_key, warn=refine)  # slides matter to the vote's neighbours
+    if not refine and n_spatial_neighbors is not None:
+        msg = (
+            f"`n_spatial_neighbors`={n_spatial_neighbors!r} sets the vote of `refine=True`, but refine is False, so it "
+            "would change nothing: pass refine=True, or leave it out."
+        )
+        raise ValueError(msg)
     if refine:
         if spatial_key not in adata.obsm:
             msg = f"`refine=True` needs coordinates in `adata.obsm[{spatial_key!r}]`; available: {list(adata.obsm.keys())}."
             raise KeyError(msg)
         coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
-        n_spatial_neighbors = check_positive_int(n_spatial_neighbors, name="n_spatial_neighbors")
+        n_spatial_neighbors = check_positive_int(
+            DEFAULT_VOTE if n_spatial_neighbors is None else n_spatial_neighbors, name="n_spatial_neighbors"
+        )
         if slide_key is not None:
             groups = adata.obs[slide_key].to_numpy()
         check_distinct_positions(coords, groups, spatial_key=spatial_key, slide_key=slide_key)
