@@ -6,10 +6,15 @@ import pytest
 from gearsx.__main__ import main
 
 
+def _run_demo(out, capsys, cells: int, epochs: int) -> str:
+    """Run ``gearsx demo`` into ``out`` and return what it printed."""
+    assert main(["demo", "--out", str(out), "--cells-per-slide", str(cells), "--gears-epochs", str(epochs)]) == 0
+    return capsys.readouterr().out
+
+
 def test_demo_writes_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--cells-per-slide", "3000", "--gears-epochs", "2"]) == 0
-    printed = capsys.readouterr().out
+    printed = _run_demo(out, capsys, 3000, 2)
     assert "[6/6]" in printed
     # the geometry model's validation is a band of each slide (the default split), and the line says which
     assert "held-out minisets, validation region (20% band of each slide):" in printed
@@ -40,8 +45,7 @@ def test_demo_writes_outputs(tmp_path, capsys):
 def test_demo_on_slides_too_small_to_hold_a_band_out(tmp_path, capsys):
     """At its smallest size no slide holds a validation band: the demo says so instead of failing."""
     out = tmp_path / "small"
-    assert main(["demo", "--out", str(out), "--cells-per-slide", "1000", "--gears-epochs", "1"]) == 0
-    printed = capsys.readouterr().out
+    printed = _run_demo(out, capsys, 1000, 1)
     assert "validation none" in printed
     assert "no figures (nothing held out)" in printed
     assert "GEARS" in (out / "metrics.md").read_text()

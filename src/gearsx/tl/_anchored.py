@@ -336,11 +336,9 @@ def plan_anchor(
             expression_weight=expression_weight, temperature=temperature, random_state=random_state,
         )  # fmt: skip
     if anchored and expression_note not in ("used", "not used"):
-        choice = (
-            f"anchor_expression_weight=0 to choose this explicitly, or {EXPRESSION_WEIGHT} to weigh the expression anyway"
-            if switched
-            else "anchor_expression_weight=0 to choose this explicitly"
-        )
+        choice = "anchor_expression_weight=0 to choose this explicitly"
+        if switched:
+            choice += f", or {EXPRESSION_WEIGHT} to weigh the expression anyway"
         logger.warning(
             "reconstruct: anchors matched on the embedding alone, without the expression view: %s. Pass %s.",
             expression_note,
