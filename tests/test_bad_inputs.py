@@ -1714,6 +1714,34 @@ def _cases() -> list[Case]:
             KeyError,
             "gears",
         ),
+        # flags: a string is a truth value to Python, so 'no' and 'False' read as True
+        C(
+            "cluster_domains-refine-string",  # refine='no' refined
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.tl.cluster_domains(a, method="kmeans", n_clusters=3, use_rep="X_gears", refine="no"),
+            ),
+            TypeError,
+            "`refine` must be True or False; got 'no'",
+        ),
+        C(
+            "mean_center-copy-string",  # copy='False' returned a copy and left the data uncentred
+            on(_fresh_st, lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide", copy="False")),
+            TypeError,
+            "`copy` must be True or False",
+        ),
+        C(
+            "encoder-adversarial-string",
+            plain(lambda e: gx.model.SharedEncoder(e.st, adversarial="no"), watch=lambda e: [e.st]),
+            TypeError,
+            "`adversarial` must be True or False",
+        ),
+        C(
+            "prepare-same-object",  # a typo for (st, sc): every later step ran and placed the spots themselves
+            plain(lambda e: gx.pp.prepare(e.raw_st, e.raw_st, slide_key="slide"), watch=lambda e: [e.raw_st]),
+            ValueError,
+            "pass `adata_st.copy()` as `adata_sc`",
+        ),
     ]
 
 

@@ -73,12 +73,9 @@ class _Settings:
 
     @progress_bar.setter
     def progress_bar(self, value: bool) -> None:
-        import numpy as np
+        from gearsx._utils import check_flag
 
-        if not isinstance(value, bool | np.bool_):  # a string such as "no" would read as True
-            msg = f"`progress_bar` must be True or False; got {value!r}."
-            raise TypeError(msg)
-        self._progress_bar = bool(value)
+        self._progress_bar = check_flag(value, name="progress_bar")  # a string such as "no" would read as True
 
     @property
     def verbosity(self) -> str:

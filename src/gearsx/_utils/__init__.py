@@ -8,11 +8,13 @@ from ._progress import progress_bar
 from ._random import as_rng
 from ._validation import (
     check_coords,
+    check_flag,
     check_fraction,
     check_nonnegative_number,
     check_positions,
     check_positive_int,
     check_positive_number,
+    checks_flags,
     n_distinct_rows,
     plain,
 )
@@ -28,11 +30,13 @@ __all__ = [
     "progress_bar",
     "resolve_client",
     "check_coords",
+    "check_flag",
     "check_fraction",
     "check_positions",
     "check_nonnegative_number",
     "check_positive_int",
     "check_positive_number",
+    "checks_flags",
     "n_distinct_rows",
     "plain",
     "renamed_arguments",

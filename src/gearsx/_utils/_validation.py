@@ -1,10 +1,20 @@
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 
 import numpy as np
 
-__all__ = ["check_coords", "check_positions", "check_positive_int", "n_distinct_rows", "plain"]
+__all__ = [
+    "check_coords",
+    "check_flag",
+    "check_positions",
+    "check_positive_int",
+    "checks_flags",
+    "n_distinct_rows",
+    "plain",
+]
 
 
 def plain(value):
@@ -60,6 +70,66 @@ def check_positive_int(value, *, name: str, minimum: int = 1) -> int:
         msg = f"`{name}` must be an integer >= {minimum}; got {value!r}."
         raise ValueError(msg)
     return int(value)
+
+
+def check_flag(value, *, name: str, optional: bool = False) -> bool | None:
+    """Return ``value`` as a Python ``bool`` (``None`` kept where ``optional``), or raise a :class:`TypeError` naming ``name``.
+
+    Python would read any object as a truth value, so a string such as ``'no'`` or ``'False'``
+    reads as True; a flag is refused unless it is a ``bool`` or a NumPy bool.
+    """
+    if optional and value is None:
+        return None
+    if not isinstance(value, bool | np.bool_):
+        choices = "True, False or None" if optional else "True or False"
+        msg = f"`{name}` must be {choices}; got {value!r}."
+        raise TypeError(msg)
+    return bool(value)
+
+
+def _flag_kind(annotation) -> bool | None:
+    """Return ``False`` for a ``bool`` annotation, ``True`` for ``bool | None``, ``None`` for anything else.
+
+    Annotations are strings under ``from __future__ import annotations``, objects otherwise.
+    """
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = text.replace(" ", "").replace("typing.", "")
+    if text == "bool":
+        return False
+    if text in ("bool|None", "None|bool", "Optional[bool]"):
+        return True
+    return None
+
+
+def checks_flags(func):
+    """Check every parameter of ``func`` annotated ``bool`` (or ``bool | None``) with :func:`check_flag` before the call.
+
+    One decorator rather than a check in each body, so that a new flag of a public function is
+    checked by being annotated; ``tests/test_flags.py`` holds every public function to it. NumPy
+    bools reach ``func`` as Python bools. A call that does not bind (a missing or unknown argument)
+    is passed through unchanged, for Python's own error.
+    """
+    signature = inspect.signature(func)
+    flags = {
+        name: kind for name, param in signature.parameters.items() if (kind := _flag_kind(param.annotation)) is not None
+    }
+    if not flags:
+        msg = f"{func.__qualname__}() has no parameter annotated `bool`; `checks_flags` does nothing there."
+        raise TypeError(msg)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return func(*args, **kwargs)
+        for name, optional in flags.items():
+            if name in bound.arguments:
+                bound.arguments[name] = check_flag(bound.arguments[name], name=name, optional=optional)
+        return func(*bound.args, **bound.kwargs)
+
+    wrapper.checked_flags = tuple(flags)
+    return wrapper
 
 
 def _as_float(value) -> float:

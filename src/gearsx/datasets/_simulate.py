@@ -8,7 +8,7 @@ import numpy as np
 from gearsx._anndata import write_record
 from gearsx._keys import Key
 from gearsx._settings import settings
-from gearsx._utils import check_nonnegative_number, check_positive_int, check_positive_number
+from gearsx._utils import check_nonnegative_number, check_positive_int, check_positive_number, checks_flags
 
 from ._pseudo_spots import pseudo_spots
 
@@ -166,6 +166,7 @@ def _sample_section(
     return uv, cell_type, domain, sp.vstack(blocks, format="csr")
 
 
+@checks_flags
 def simulate_tissue(
     n_slides: int = 3,
     n_cells_per_slide: int = 20_000,

@@ -31,6 +31,7 @@ from gearsx._utils import (
     check_nonnegative_number,
     check_positive_int,
     check_positive_number,
+    checks_flags,
     index_dtype,
 )
 
@@ -81,6 +82,7 @@ def _cosine_sd(q, r: np.ndarray, rng: np.random.Generator) -> float:
     return sd if sd > 1e-12 else 1.0
 
 
+@checks_flags
 def match_reference(
     query: np.ndarray,
     reference: np.ndarray,

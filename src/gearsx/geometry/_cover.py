@@ -13,13 +13,14 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from gearsx._utils import as_rng, check_coords, check_fraction, check_positions, check_positive_int
+from gearsx._utils import as_rng, check_coords, check_fraction, check_positions, check_positive_int, checks_flags
 
 __all__ = ["best_overlaps", "random_walk_patches"]
 
 logger = logging.getLogger(__name__)
 
 
+@checks_flags
 def random_walk_patches(
     adjacency: sp.spmatrix,
     patch_size: int,

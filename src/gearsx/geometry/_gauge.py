@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gearsx._utils import check_coords
+from gearsx._utils import check_coords, checks_flags
 
 __all__ = ["gauge_fix", "procrustes"]
 
@@ -37,6 +37,7 @@ def gauge_fix(x: np.ndarray) -> np.ndarray:
     return xc / rms if rms > 0 else xc
 
 
+@checks_flags
 def procrustes(source: np.ndarray, target: np.ndarray, *, reflection: bool = True) -> np.ndarray:
     """Orthogonal matrix ``R`` minimising ``||source @ R - target||_F``.
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from gearsx._utils import check_nonnegative_number, check_positive_int, check_positive_number, doc_params
+from gearsx._utils import check_nonnegative_number, check_positive_int, check_positive_number, checks_flags, doc_params
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -212,6 +212,7 @@ class SCAdapter:
         return self.encoder.n_latent
 
     @doc_params(fit_params=fit_params_doc(8))
+    @checks_flags
     def fit(
         self,
         adata_sc: AnnData,
@@ -383,6 +384,7 @@ class SCAdapter:
         adapter.report_ = {k: meta[k] for k in ("before", "after") if k in meta}
         return adapter
 
+    @checks_flags
     def save(self, dir_path: str | Path, *, overwrite: bool = False) -> None:
         """Write ``adapter.pt`` (tensors only) and ``adapter.json`` into ``dir_path``.
 

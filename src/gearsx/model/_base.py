@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gearsx._utils import checks_flags
+
 from ._registry import Registration, Registry, slide_names
 
 if TYPE_CHECKING:
@@ -162,6 +164,7 @@ class GearsModelBase:
             return list(self._saved_meta.get("var_names", []))
         return [str(v) for v in self.adata.var_names]
 
+    @checks_flags
     def save(self, dir_path: str | Path, *, overwrite: bool = False, save_anndata: bool = False) -> None:
         """Save the model: ``model.pt`` (tensors only) and ``meta.json`` (+ ``adata.h5ad`` if asked).
 

@@ -20,6 +20,7 @@ from gearsx._utils import (
     check_positions,
     check_positive_int,
     check_positive_number,
+    checks_flags,
     doc_params,
     module_fingerprint,
     renamed_arguments,
@@ -103,6 +104,7 @@ class SharedEncoder(GearsModelBase):
     16
     """
 
+    @checks_flags
     def __init__(
         self, adata: AnnData, *, n_hidden: tuple[int, ...] = (512, 256), n_latent: int = 128, adversarial: bool = False
     ) -> None:
@@ -169,6 +171,7 @@ class SharedEncoder(GearsModelBase):
         cls._register(adata, {"layer": layer, "slide_key": slide_key, "spatial_key": spatial_key})
 
     @renamed_arguments(enable_progress_bar="progress", k_spatial="n_spatial_neighbors")
+    @checks_flags
     def train(
         self,
         max_epochs: int | None = None,
@@ -266,6 +269,7 @@ class SharedEncoder(GearsModelBase):
             "random_state": random_state,
         }
 
+    @checks_flags
     def get_latent_representation(
         self,
         adata: AnnData | None = None,
@@ -313,6 +317,7 @@ class SharedEncoder(GearsModelBase):
             adata, (representation,), indices=indices, batch_size=batch_size, layer=layer, adapt=adapt
         )[representation]
 
+    @checks_flags
     def get_representations(
         self,
         adata: AnnData | None,

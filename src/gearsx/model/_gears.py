@@ -11,6 +11,7 @@ from gearsx._utils import (
     check_nonnegative_number,
     check_positive_int,
     check_positive_number,
+    checks_flags,
     doc_params,
     renamed_arguments,
 )
@@ -271,6 +272,7 @@ class GEARS(GearsInferenceMixin, GearsModelBase):
 
     # --- training -------------------------------------------------------------------------------
     @renamed_arguments(enable_progress_bar="progress")
+    @checks_flags
     def train(
         self,
         max_epochs: int | None = None,

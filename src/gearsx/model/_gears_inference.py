@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gearsx._anndata import check_obsm_key
-from gearsx._utils import check_positions, check_positive_int, check_positive_number
+from gearsx._utils import check_positions, check_positive_int, check_positive_number, checks_flags
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -96,6 +96,7 @@ class GearsInferenceMixin:
         ]
         return emb, sets, single
 
+    @checks_flags
     def predict_geometry(
         self,
         data: AnnData | np.ndarray | None = None,
@@ -169,6 +170,7 @@ class GearsInferenceMixin:
             out, base = out[0], base[0]
         return (out, base) if return_base else out
 
+    @checks_flags
     def predict_patches(
         self,
         data: AnnData | np.ndarray,

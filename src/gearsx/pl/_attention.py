@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._anndata import obsm_coords
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, checks_flags
 from gearsx.geometry._knn import tree_knn
 
 from ._reconstruction import _axes, _finish, y_down
@@ -39,6 +39,7 @@ def _stored(adata: AnnData, key: str, name: str, fields: tuple[str, ...]) -> dic
     return entry
 
 
+@checks_flags
 def attention(
     adata: AnnData,
     model: object | None = None,
@@ -134,6 +135,7 @@ def attention(
     return _finish(fig, axes, show=show, save=save)
 
 
+@checks_flags
 def attention_summary(
     adata: AnnData,
     model: object | None = None,

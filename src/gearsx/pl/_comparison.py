@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from gearsx._utils import checks_flags
+
 from ._reconstruction import _axes, _finish
 
 if TYPE_CHECKING:
@@ -19,6 +21,7 @@ __all__ = ["method_comparison"]
 _LOWER_IS_BETTER = ("stress1", "swd", "w1_knn")
 
 
+@checks_flags
 def method_comparison(
     scores: pd.DataFrame,
     *,

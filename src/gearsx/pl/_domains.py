@@ -10,7 +10,7 @@ import pandas as pd
 
 from gearsx._anndata import check_obs_key, obsm_coords
 from gearsx._keys import Key
-from gearsx._utils import check_fraction, check_positive_number, renamed_arguments
+from gearsx._utils import check_fraction, check_positive_number, checks_flags, renamed_arguments
 
 from ._reconstruction import NA_COLOR, _axes, _category_colors, _finish, legend_columns, y_down
 
@@ -53,6 +53,7 @@ def _image(adata: AnnData, library_id: str | None, img_key: str | None):
 
 
 @renamed_arguments(key="color")
+@checks_flags
 def domains(
     adata: AnnData,
     *,

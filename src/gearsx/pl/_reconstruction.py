@@ -11,7 +11,7 @@ import numpy as np
 
 from gearsx._anndata import check_distinct_positions, obsm_coords
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, check_positive_number
+from gearsx._utils import check_positive_int, check_positive_number, checks_flags
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -161,6 +161,7 @@ def _scatter(ax, xy, adata, color, size, palette, cmap):
         ax.figure.colorbar(sc_, ax=ax, shrink=0.7, label=color)
 
 
+@checks_flags
 def reconstruction(
     adata: AnnData,
     *,
@@ -431,6 +432,7 @@ def _then_scaled(onto, scale: float):
     return lambda points: onto(points) * scale
 
 
+@checks_flags
 def distortion_heatmap(
     adata: AnnData,
     *,
@@ -490,6 +492,7 @@ def distortion_heatmap(
     return _finish(ax.figure, ax, show=show, save=save)
 
 
+@checks_flags
 def stitching_diagnostics(
     adata: AnnData,
     *,

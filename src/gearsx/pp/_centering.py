@@ -18,6 +18,7 @@ from gearsx._anndata import (
     write_record,
 )
 from gearsx._keys import Key
+from gearsx._utils import checks_flags
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -75,6 +76,7 @@ def _check_slide_sizes(names, counts: np.ndarray, slide_key: str | None) -> None
         )  # fmt: skip
 
 
+@checks_flags
 def mean_center_per_slide(
     adata: AnnData,
     *,

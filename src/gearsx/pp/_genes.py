@@ -21,7 +21,7 @@ from gearsx._anndata import (
     write_record,
 )
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, checks_flags
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -362,6 +362,7 @@ def _half_precision(x) -> bool:
     return np.issubdtype(x.dtype, np.floating) and x.dtype.itemsize < 4
 
 
+@checks_flags
 def prepare(
     adata_st: AnnData,
     adata_sc: AnnData,
@@ -439,13 +440,16 @@ def prepare(
     """
     import anndata as ad
 
+    if adata_st is adata_sc:  # a typo for (st, sc): every later step would run, and place the spots themselves
+        msg = (
+            "`adata_st` and `adata_sc` are the same object; pass the spatial reference and the single cells. "
+            "To place the spots themselves (a self-mapping check), pass `adata_st.copy()` as `adata_sc`."
+        )
+        raise ValueError(msg)
     check_slide_key(adata_st, slide_key)
     if slide_key is None:  # the first step: what it records (one slide) every later step takes
         warn_unkeyed_slides(adata_st, "slide_key")
     n_top_genes = check_positive_int(n_top_genes, name="n_top_genes")
-    if normalize is not None and not isinstance(normalize, bool | np.bool_):
-        msg = f"`normalize` must be True, False or None (decide from the values); got {normalize!r}."
-        raise TypeError(msg)
     if layer is not None:
         for a, name in ((adata_st, "adata_st"), (adata_sc, "adata_sc")):
             if layer not in a.layers:

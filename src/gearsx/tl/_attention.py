@@ -12,7 +12,7 @@ from scipy.spatial import cKDTree
 
 from gearsx._anndata import check_key_added, obsm_coords, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int
+from gearsx._utils import check_positive_int, checks_flags
 from gearsx.geometry._knn import tree_knn
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ def _check_ipa(model) -> None:
         raise TypeError(msg)
 
 
+@checks_flags
 def attention(
     adata: AnnData,
     model: GEARS,
@@ -205,6 +206,7 @@ def attention(
     )
 
 
+@checks_flags
 def attention_summary(
     adata: AnnData,
     model: GEARS,

@@ -22,7 +22,13 @@ from gearsx._anndata import (
     write_record,
 )
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_nonnegative_number, check_positive_int, check_positive_number
+from gearsx._utils import (
+    check_coords,
+    check_nonnegative_number,
+    check_positive_int,
+    check_positive_number,
+    checks_flags,
+)
 from gearsx.geometry._graph import spatial_edges
 from gearsx.pp._centering import slide_means
 
@@ -92,6 +98,7 @@ def _input_matrix(
     return np.hstack([x, (img * scale).astype(np.float32)])
 
 
+@checks_flags
 def domain_embedding(
     adata: AnnData,
     *,

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import check_distinct_positions, check_key_added, get_obs_rep, resolve_slide_key, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int, n_distinct_rows, renamed_arguments
+from gearsx._utils import check_coords, check_positive_int, checks_flags, n_distinct_rows, renamed_arguments
 
 from . import _clustering
 
@@ -172,6 +172,7 @@ DEFAULT_VOTE = 6
 
 
 @renamed_arguments(refine_k="n_spatial_neighbors")
+@checks_flags
 def cluster_domains(
     adata: AnnData,
     *,

@@ -14,6 +14,7 @@ from gearsx._settings import settings
 from gearsx._utils import (
     array_fingerprint,
     check_positive_int,
+    checks_flags,
     module_fingerprint,
     names_fingerprint,
     progress_bar,
@@ -53,6 +54,7 @@ class _TileDataset:
 
 
 @renamed_arguments(device="accelerator")
+@checks_flags
 def embed_patches(
     adata: AnnData,
     encoder: torch.nn.Module,

@@ -7,7 +7,7 @@ import numpy as np
 
 from gearsx._anndata import check_key_added, set_obs_rep, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, doc_params
+from gearsx._utils import check_positive_int, checks_flags, doc_params
 from gearsx.model._adapter import MAX_STEPS, fit_params_doc
 
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ __all__ = ["fit_adapter", "fit_encoder"]
 logger = logging.getLogger(__name__)
 
 
+@checks_flags
 def fit_encoder(
     adata_st: AnnData,
     *,
@@ -131,6 +132,7 @@ def fit_encoder(
 
 
 @doc_params(fit_params=fit_params_doc(4))
+@checks_flags
 def fit_adapter(
     adata_sc: AnnData,
     encoder: SharedEncoder,

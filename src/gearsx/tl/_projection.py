@@ -18,6 +18,7 @@ from gearsx._anndata import (
     write_record,
 )
 from gearsx._keys import Key
+from gearsx._utils import checks_flags
 from gearsx.geometry._knn import knn_without_self, tree_knn
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ __all__ = ["project_groups"]
 logger = logging.getLogger(__name__)
 
 
+@checks_flags
 def project_groups(
     adata: AnnData,
     adata_st: AnnData,

@@ -13,6 +13,7 @@ from gearsx._utils import (
     check_nonnegative_number,
     check_positive_int,
     check_positive_number,
+    checks_flags,
     renamed_arguments,
     resolve_client,
 )
@@ -46,6 +47,7 @@ ANCHOR_DISTANCE_STEPS = 3
 
 
 @renamed_arguments(embedding_key="use_rep", knn="n_neighbors")
+@checks_flags
 def reconstruct(
     adata: AnnData,
     model: GEARS,

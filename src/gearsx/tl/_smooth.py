@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from gearsx._anndata import check_distinct_positions, check_key_added, resolve_slide_key, set_obs_rep, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_coords, check_positive_int
+from gearsx._utils import check_coords, check_positive_int, checks_flags
 from gearsx.geometry._knn import group_knn
 
 from ._domains import _block
@@ -59,6 +59,7 @@ def spatial_smoothing_operator(
     return sp.csr_matrix((w, (r, c)), shape=(n, n))
 
 
+@checks_flags
 def spatial_smooth(
     adata: AnnData,
     use_rep: str = Key.embedding,

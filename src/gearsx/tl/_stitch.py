@@ -8,7 +8,7 @@ import numpy as np
 
 from gearsx._anndata import check_key_added, write_record
 from gearsx._keys import Key
-from gearsx._utils import check_positive_int, resolve_client
+from gearsx._utils import check_positive_int, checks_flags, resolve_client
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -19,6 +19,7 @@ __all__ = ["stitch"]
 logger = logging.getLogger(__name__)
 
 
+@checks_flags
 def stitch(
     adata: AnnData,
     patches: Sequence[tuple[np.ndarray, np.ndarray]],
