@@ -131,9 +131,14 @@ def test_committed_fixture_loads_with_same_latent():
 
 def test_load_with_other_genes_raises():
     adata = tiny_adata()
-    with pytest.raises(ValueError, match="genes of `adata`"):
+    with pytest.raises(
+        ValueError, match=r"genes of `adata`.*the model's genes in another order.*adata\[:, model.var_names\]"
+    ):
         gx.model.SharedEncoder.load(FIXTURE, adata[:, ::-1].copy())
-    with pytest.raises(ValueError, match="genes of `adata`"):
+    n_missing = adata.n_vars - 5
+    with pytest.raises(
+        ValueError, match=rf"genes of `adata`.*{n_missing} of the model's genes are missing from it \('"
+    ):
         gx.model.SharedEncoder.load(FIXTURE, adata[:, :5].copy())
 
 

@@ -358,9 +358,20 @@ def _check_var_names(adata: AnnData, var_names) -> None:
     names = np.asarray(adata.var_names).astype(str)
     expected = np.asarray(var_names).astype(str)
     if len(names) != len(expected) or not (names == expected).all():
-        missing = len(set(expected) - set(names))
+        present = set(names.tolist())
+        missing = [str(g) for g in expected if g not in present]
+        if missing:
+            shown = ", ".join(repr(g) for g in missing[:5]) + (", ..." if len(missing) > 5 else "")
+            what = f"{len(missing)} of the model's genes are missing from it ({shown})"
+        else:
+            extra = len(names) - len(expected)
+            what = (
+                f"it holds the model's genes and {extra} more"
+                if extra
+                else "it holds the model's genes in another order"
+            )
         msg = (
-            f"The genes of `adata` ({len(names)}) do not match the model's ({len(expected)}; {missing} missing, "
-            "or a different order). Subset and order adata with `adata[:, model_var_names]`."
+            f"The genes of `adata` ({len(names)}) do not match the model's ({len(expected)}): {what}. The model "
+            "reads genes by position: pass `adata[:, model.var_names]` (the same genes, in the model's order)."
         )
         raise ValueError(msg)
