@@ -93,12 +93,7 @@ def _flag_kind(annotation) -> bool | None:
     Annotations are strings under ``from __future__ import annotations``, objects otherwise.
     """
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    text = text.replace(" ", "").replace("typing.", "")
-    if text == "bool":
-        return False
-    if text in ("bool|None", "None|bool", "Optional[bool]"):
-        return True
-    return None
+    return {"bool": False, "bool|None": True, "None|bool": True}.get(text.replace(" ", ""))
 
 
 def checks_flags(func):
