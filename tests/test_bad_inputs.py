@@ -1274,6 +1274,33 @@ def _cases() -> list[Case]:
             "sc.pp.pca",
         ),
         C(
+            "domains-key-added-adapter-record",  # replaced the record of which encoder adapted the cells
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.cluster_domains(a, n_clusters=3, key_added="gears_adapter")),
+            ValueError,
+            "is where gx.tl.fit_adapter keeps its result",
+        ),
+        C(
+            "domains-key-added-slide-column",  # the labels replaced the slide column they were refined within
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, n_clusters=3, key_added="slide")),
+            ValueError,
+            "is the slide column",
+        ),
+        C(
+            "domain-embedding-key-added-encoder-embedding",  # replaced the embedding the geometry model reads
+            on(lambda e: e.st.copy(), lambda e, a: gx.tl.domain_embedding(a, key_added="X_gears", max_epochs=1)),
+            ValueError,
+            "gx.tl.fit_encoder and gx.tl.fit_adapter keep their results",
+        ),
+        C(
+            "center-key-added-prepare-record",
+            on(
+                lambda e: e.st.copy(),
+                lambda e, a: gx.pp.mean_center_per_slide(a, slide_key="slide", key_added="gears_prepare"),
+            ),
+            ValueError,
+            "gx.pp.prepare",
+        ),
+        C(
             "domains-vote-without-refine",  # the vote's width was taken and ignored
             on(lambda e: e.st.copy(), lambda e, a: gx.tl.cluster_domains(a, n_clusters=3, n_spatial_neighbors=30)),
             ValueError,
@@ -1593,6 +1620,22 @@ def _cases() -> list[Case]:
             plain(lambda e: gx.metrics.knn_overlap(np.eye(40, 2), np.eye(40, 2), k=3, groups=np.zeros(20))),
             ValueError,
             "one group per cell",
+        ),
+        C(
+            "metrics-overlap-no-geometry",  # every distance tied: the overlap read 1.0 whatever the embedding
+            plain(lambda e: gx.metrics.knn_overlap(np.eye(40, 2), np.zeros((40, 2)), k=3)),
+            ValueError,
+            "`coords` has all 40 points at one position",
+        ),
+        C(
+            "metrics-overlap-group-without-geometry",
+            plain(
+                lambda e: gx.metrics.knn_overlap(
+                    np.eye(40, 2), np.r_[np.eye(20, 2), np.ones((20, 2))], k=3, groups=np.repeat(["a", "b"], 20)
+                )
+            ),
+            ValueError,
+            "`coords` of group `b` has all 20 points",
         ),
         C(
             "metrics-coherence-too-many-neighbours",

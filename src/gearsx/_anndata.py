@@ -47,12 +47,30 @@ _SLIDE_RECORDS = ("gears_encoder", "gears_centered", "gears_prepare", "X_gears_d
 _SLIDE_COLUMNS = ("slide", "slide_id", "library_id", "sample", "sample_id", "section", "slice", "batch")
 
 
-def check_key_added(key_added, *, spatial_key: str | None = None) -> str:
+#: Slots that gearsx steps write under fixed names and later steps read, with the steps that write them: a
+#: ``key_added`` of another step naming one would replace it (a domain record in ``uns['gears_adapter']``
+#: hides which encoder the query was adapted with; labels in ``obsm``/``uns['X_gears_domain']`` become
+#: :func:`gearsx.tl.cluster_domains`'s default input).
+_RESERVED = {
+    Key.prepare: ("gx.pp.prepare",),
+    Key.centered_layer: ("gx.pp.mean_center_per_slide",),
+    Key.patches: ("gx.pp.extract_patches",),
+    Key.embedding: ("gx.tl.fit_encoder", "gx.tl.fit_adapter"),
+    Key.encoder: ("gx.tl.fit_encoder",),
+    Key.adapter: ("gx.tl.fit_adapter",),
+    Key.domain_embedding: ("gx.tl.domain_embedding",),
+    Key.result: ("gx.tl.reconstruct", "gx.tl.stitch"),
+}
+
+
+def check_key_added(key_added, *, spatial_key: str | None = None, owner: str | None = None) -> str:
     """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string.
 
     It may not hold a ``'/'`` (anndata's files read it as nesting), nor be ``'spatial'``, where
     scanpy and squidpy keep the coordinates (``obsm``) and the images (``uns``), nor
-    ``spatial_key``, the coordinates the step reads: the result would overwrite them.
+    ``spatial_key``, the coordinates the step reads: the result would overwrite them. Nor may it
+    name a slot that another gearsx step writes under a fixed name and later steps read
+    (:data:`_RESERVED`); ``owner`` is the step asking (``'gx.tl.domain_embedding'``), which may.
     """
     if not isinstance(key_added, str) or not key_added:
         msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."
@@ -72,6 +90,14 @@ def check_key_added(key_added, *, spatial_key: str | None = None) -> str:
             else f"is `spatial_key`: the result would overwrite the coordinates in `obsm[{key_added!r}]`"
         )
         msg = f"`key_added`={key_added!r} {why}. Pick another name (or keep the default)."
+        raise ValueError(msg)
+    writers = _RESERVED.get(key_added, ())
+    if writers and owner not in writers:
+        msg = (
+            f"`key_added`={key_added!r} is where {' and '.join(writers)} "
+            f"{'keep their results' if len(writers) > 1 else 'keeps its result'}, which later steps read: this "
+            "result would replace it. Pick another name (or keep the default)."
+        )
         raise ValueError(msg)
     return key_added
 

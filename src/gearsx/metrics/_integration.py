@@ -8,6 +8,7 @@ import pandas as pd
 from gearsx._utils import as_rng, check_coords, check_positive_int, plain
 from gearsx.geometry._knn import knn
 
+from ._evaluation import check_has_geometry
 from ._probe import linear_probe
 
 __all__ = ["coral_distance", "domain_classifier_accuracy", "knn_mixing", "knn_overlap", "mmd_rbf"]
@@ -80,6 +81,7 @@ def knn_overlap(embedding: np.ndarray, coords: np.ndarray, *, k: int = 20, group
             msg = f"Group {plain(g)!r} has {len(idx)} cells; knn_overlap with k={k} needs more than k."
             raise ValueError(msg)
         pos = xy[idx]
+        check_has_geometry(pos, name="coords" if groups is None else f"coords` of group `{plain(g)}")
         a, kth = knn(z[idx], k)[0], knn(pos, k)[1][:, -1]
         near = np.linalg.norm(pos[a] - pos[:, None], axis=-1)  # physical distance to each embedding neighbour
         hits = (near <= kth[:, None] * (1 + _TIE) + _TIE * max(float(np.abs(pos).max()), 1.0)).sum(1)

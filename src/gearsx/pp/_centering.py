@@ -130,7 +130,7 @@ def mean_center_per_slide(
     >>> gx.metrics.slide_separability(st, slide_key="slide", layer="gears_centered")["balanced_accuracy"] < 0.6
     True
     """
-    check_key_added(key_added)
+    check_key_added(key_added, owner="gx.pp.mean_center_per_slide")
     if key_added == Key.counts_layer:
         msg = (
             f"`key_added`={key_added!r} would overwrite the raw counts that `gx.pp.prepare` keeps in "

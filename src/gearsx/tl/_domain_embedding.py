@@ -213,7 +213,7 @@ def domain_embedding(
     from gearsx.module import GraphAttentionAutoencoder
     from gearsx.train import GraphAutoencoderTrainingPlan, GraphBatch, fit_lightning
 
-    check_key_added(key_added, spatial_key=spatial_key)
+    check_key_added(key_added, spatial_key=spatial_key, owner="gx.tl.domain_embedding")
     check_obsm_key(adata, spatial_key, "spatial_key", "the spot coordinates, e.g. 'spatial' from sc.read_visium")
     coords = check_coords(adata.obsm[spatial_key], name=f"obsm[{spatial_key!r}]")
     slide_key = resolve_slide_key(adata, slide_key)

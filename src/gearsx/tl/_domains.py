@@ -327,6 +327,12 @@ def cluster_domains(
         logger.info("cluster_domains: clustering obsm[%r]", use_rep)
     coords = groups = None
     slide_key = resolve_slide_key(adata, slide_key, warn=refine)  # slides matter to the vote's neighbours
+    if key_added == slide_key:
+        msg = (
+            f"`key_added`={key_added!r} is the slide column (`slide_key`): the domain labels would replace which "
+            "slide each spot belongs to. Pick another name (or keep the default 'gears_domain')."
+        )
+        raise ValueError(msg)
     if not refine and n_spatial_neighbors is not None:
         msg = (
             f"`n_spatial_neighbors`={n_spatial_neighbors!r} sets the vote of `refine=True`, but refine is False, so it "

@@ -88,7 +88,7 @@ def fit_encoder(
     from gearsx.metrics import knn_overlap, slide_separability
     from gearsx.model import SharedEncoder
 
-    check_key_added(key_added, spatial_key=spatial_key)
+    check_key_added(key_added, spatial_key=spatial_key, owner="gx.tl.fit_encoder")
     with SharedEncoder._restore_on_error(adata_st):  # a failed fit leaves adata_st unregistered
         SharedEncoder.setup_anndata(adata_st, layer=layer, slide_key=slide_key, spatial_key=spatial_key)
         model = SharedEncoder(adata_st, n_latent=n_latent, n_hidden=n_hidden, adversarial=adversarial)
@@ -197,7 +197,7 @@ def fit_adapter(
     from gearsx.model import SCAdapter
 
     adapter = SCAdapter(encoder, mode=mode)  # validates the encoder and the mode
-    check_key_added(key_added)
+    check_key_added(key_added, owner="gx.tl.fit_adapter")
     adapter.fit(
         adata_sc,
         adata_st,

@@ -92,7 +92,7 @@ def project_groups(
     >>> gx.tl.project_groups(adata_sc, adata_st, "cell_type")  # doctest: +SKIP
     >>> adata_st.obsm["gears_cell_type"].sum()  # doctest: +SKIP
     """
-    check_key_added(key)
+    check_key_added(key, owner="gx.tl.reconstruct")  # the key a reconstruction wrote
     record = _anchor_record(adata, key)
     check_obs_key(adata, groupby, "groupby")
     key_added = check_key_added(

@@ -285,7 +285,7 @@ def reconstruct(
     from ._anchored import empty_cells, plan_anchor, query_expression
     from ._stitch import stitch
 
-    check_key_added(key_added)
+    check_key_added(key_added, owner="gx.tl.reconstruct")
     _check_anchor_arguments(
         anchor,
         reference_slide=reference_slide,

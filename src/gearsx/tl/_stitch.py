@@ -86,7 +86,7 @@ def stitch(
     random_state = check_positive_int(random_state, name="random_state", minimum=0)
     from gearsx.geometry import stitch_patches
 
-    check_key_added(key_added)
+    check_key_added(key_added, owner="gx.tl.stitch")
     patches = list(patches)
     if not patches or any(len(p) != 2 for p in patches):
         msg = "`patches` must be a non-empty sequence of (indices, coords) pairs."
