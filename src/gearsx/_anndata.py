@@ -63,25 +63,34 @@ _RESERVED = {
 }
 
 
-def check_key_added(key_added, *, spatial_key: str | None = None, owner: str | None = None) -> str:
-    """Return ``key_added``, or raise a ValueError: it names the slots a step writes, so it must be a non-empty string.
+def check_key_name(key, *, arg: str = "key_added") -> str:
+    """Return ``key``, or raise a ValueError naming ``arg``: a key of ``obsm``/``uns`` is a non-empty string without ``'/'``.
 
-    It may not hold a ``'/'`` (anndata's files read it as nesting), nor be ``'spatial'``, where
-    scanpy and squidpy keep the coordinates (``obsm``) and the images (``uns``), nor
-    ``spatial_key``, the coordinates the step reads: the result would overwrite them. Nor may it
-    name a slot that another gearsx step writes under a fixed name and later steps read
-    (:data:`_RESERVED`); ``owner`` is the step asking (``'gx.tl.domain_embedding'``), which may.
+    anndata's files read a ``'/'`` as nesting, so such a key cannot be written back (zarr) or read back
+    (h5ad).
     """
-    if not isinstance(key_added, str) or not key_added:
-        msg = f"`key_added` must be a non-empty string (it names the slots the results go to); got {key_added!r}."
+    if not isinstance(key, str) or not key:
+        msg = f"`{arg}` must be a non-empty string (it names the slots the results go to); got {key!r}."
         raise ValueError(msg)
-    if "/" in key_added:
+    if "/" in key:
         msg = (
-            f"`key_added`={key_added!r} holds a '/': anndata writes such a key as nested groups, so the file "
+            f"`{arg}`={key!r} holds a '/': anndata writes such a key as nested groups, so the file "
             "cannot be read back (h5ad) or not written at all (zarr). Use another character, e.g. "
-            f"{key_added.replace('/', '_')!r}."
+            f"{key.replace('/', '_')!r}."
         )
         raise ValueError(msg)
+    return key
+
+
+def check_key_added(key_added, *, spatial_key: str | None = None, owner: str | None = None) -> str:
+    """Return ``key_added``, or raise a ValueError: it names the slots a step writes (:func:`check_key_name`).
+
+    It may not be ``'spatial'``, where scanpy and squidpy keep the coordinates (``obsm``) and the
+    images (``uns``), nor ``spatial_key``, the coordinates the step reads: the result would overwrite
+    them. Nor may it name a slot that another gearsx step writes under a fixed name and later steps
+    read (:data:`_RESERVED`); ``owner`` is the step asking (``'gx.tl.domain_embedding'``), which may.
+    """
+    check_key_name(key_added)
     if key_added in (Key.spatial, spatial_key):
         why = (
             "is reserved: scanpy and squidpy keep the coordinates in `obsm['spatial']` and the images in "

@@ -105,9 +105,8 @@ def extract_patches(
     >>> tiles.shape
     (2, 32, 32, 3)
     """
-    check_key_added(
-        key_added, owner="gx.pp.extract_patches"
-    )  # it names uns and a file only; 'spatial' stays reserved for the images
+    # it names uns and a file only; 'spatial' stays reserved for the images
+    check_key_added(key_added, owner="gx.pp.extract_patches")
     if resolution not in _RESOLUTIONS:
         msg = f"`resolution` must be one of {_RESOLUTIONS}; got {resolution!r}."
         raise ValueError(msg)

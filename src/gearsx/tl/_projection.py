@@ -12,6 +12,7 @@ from scipy.spatial import cKDTree
 from gearsx._anndata import (
     anchored_slide_rows,
     check_key_added,
+    check_key_name,
     check_obs_key,
     group_labels,
     obsm_coords,
@@ -92,7 +93,7 @@ def project_groups(
     >>> gx.tl.project_groups(adata_sc, adata_st, "cell_type")  # doctest: +SKIP
     >>> adata_st.obsm["gears_cell_type"].sum()  # doctest: +SKIP
     """
-    check_key_added(key, owner="gx.tl.reconstruct")  # the key a reconstruction wrote
+    check_key_name(key, arg="key")  # the key a reconstruction wrote, read here
     record = _anchor_record(adata, key)
     check_obs_key(adata, groupby, "groupby")
     key_added = check_key_added(
