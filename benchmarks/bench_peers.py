@@ -409,7 +409,9 @@ def main():
     parser.add_argument("--max-cells", type=int, default=5000)
     parser.add_argument("--sets", nargs="+", default=["osmfish", "merfish", "seqfish", "xenium", "starmap"])
     parser.add_argument(
-        "--methods", nargs="+", default=["gearsx", "knn-probe", "regression-probe", "tangram", "novosparc"]
+        "--methods",
+        nargs="+",
+        default=["gearsx", "knn-probe", "regression-probe", "tangram", "novosparc", "novosparc-eps0.02", "moscot"],
     )
     parser.add_argument("--protocol", choices=["disjoint", "same-tissue", "same-cells"], default="disjoint")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
