@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet --group dev -e ".[squidpy,dask]"
+	$(BIN)/python -m pip install --quiet --group dev -e ".[squidpy,dask,transport]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -63,7 +63,7 @@ test-newest:
 	$(PYTHON_NEWEST) -m venv $(VENV_NEWEST)
 	$(VENV_NEWEST)/bin/python -m pip install --quiet --upgrade "pip>=25.1"
 	PIP_CONFIG_FILE=/dev/null $(VENV_NEWEST)/bin/python -m pip install --quiet --upgrade --group test --group doc \
-		-e ".[dask,squidpy]" torch
+		-e ".[dask,squidpy,transport]" torch
 	$(VENV_NEWEST)/bin/python -c "from importlib.metadata import version; \
 	print('newest:', *(f'{p} {version(p)}' for p in ('torch', 'lightning', 'anndata', 'pandas', 'scanpy', 'numpy')))"
 	MPLBACKEND=agg $(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider

@@ -37,7 +37,8 @@ Protocol, per single-cell-resolution data set in ../shared/data:
    as scRNA-seq and a spatial panel do, gene by gene, which the pseudo-spots of one data set never do.
 
    * gearsx: encoder on the spots, SC adapter on the cells, GEARS with default settings, then
-     ``gx.tl.reconstruct`` (``anchor='auto'``); ``gearsx-intrinsic`` forces ``anchor=None``, and
+     ``gx.tl.reconstruct`` (``anchor='auto'``); ``gearsx-transport`` adds ``anchor_transport=True``
+     (a balanced transport plan weighed with the anchors); ``gearsx-intrinsic`` forces ``anchor=None``, and
      ``--with-intrinsic`` also scores the intrinsic layout of the gearsx run itself;
    * knn-probe: each cell at the mean position of its 20 most similar spots in the adapted
      embedding (cosine), the baseline reference anchoring has to beat;
@@ -445,6 +446,7 @@ def main():
     gx.settings.progress_bar = False
     runners = {
         "gearsx": run_gearsx,
+        "gearsx-transport": functools.partial(run_gearsx, anchor_transport=True),
         "gearsx-intrinsic": run_gearsx_intrinsic,
         "knn-probe": run_knn_probe,
         "isomap-probe": run_isomap_probe,

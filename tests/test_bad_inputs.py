@@ -874,6 +874,21 @@ def _cases() -> list[Case]:
             "`refine_steps` must be an integer >= 0",
         ),
         C(
+            "reconstruct-transport-embedding-only",  # the plan reads the expression that weight 0 leaves out
+            on(
+                lambda e: e.sc.copy(),
+                lambda e, a: gx.tl.reconstruct(a, e.geo, anchor_transport=True, anchor_expression_weight=0),
+            ),
+            ValueError,
+            "anchor_expression_weight=0 matches on the embedding alone; drop one",
+        ),
+        C(
+            "reconstruct-transport-intrinsic",
+            on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, anchor=None, anchor_transport=True)),
+            ValueError,
+            "reads none of \\['anchor_transport'\\]",
+        ),
+        C(
             "reconstruct-jaccard-one",
             on(lambda e: e.sc.copy(), lambda e, a: gx.tl.reconstruct(a, e.geo, jaccard=1.0)),
             ValueError,

@@ -924,6 +924,49 @@ def test_a_query_whose_genes_co_vary_unlike_the_spots_is_matched_on_the_embeddin
     assert anchor_err(default) < 0.8 * anchor_err(forced)
 
 
+def test_transport_weighs_the_anchors_with_a_balanced_plan(two_view_model, tmp_path):
+    pytest.importorskip("ot", reason="POT is the `transport` extra (installed by make test)")
+
+    def anchor_err(a):
+        return float(np.median(np.linalg.norm(a.obsm["X_gears_anchor"] - a.obsm["spatial_gt"], axis=1)))
+
+    default, sc = _two_view_cells(), _two_view_cells()
+    gx.tl.reconstruct(default, two_view_model, anchor="reference", **_FAST)
+    gx.tl.reconstruct(sc, two_view_model, anchor="reference", anchor_transport=True, **_FAST)
+    rec = sc.uns["gears"]["anchor"]["transport"]
+    assert abs(rec["entropy"] - rec["target_entropy"]) < 0.05  # the plan as spread as the matches' weights
+    w = default.obsm["gears_anchor_weights"]
+    np.testing.assert_allclose(rec["target_entropy"], -(w * np.log(np.maximum(w, 1e-300))).sum(1).mean(), rtol=1e-5)
+    assert rec["n_cells_solved"] == sc.n_obs
+    assert 0 < rec["median_plan_share"] < 1
+    assert sc.uns["gears"]["reconstruct"]["params"]["anchor_transport"] is True
+    sc.write_h5ad(tmp_path / "sc.h5ad")  # the record is file-ready
+    assert ad.read_h5ad(tmp_path / "sc.h5ad").uns["gears"]["anchor"]["transport"]["epsilon"] == rec["epsilon"]
+    # both kinds of anchor place these cells well; their inverse-variance blend is no worse than the matches
+    assert not np.allclose(sc.obsm["X_gears_anchor"], default.obsm["X_gears_anchor"])
+    assert anchor_err(sc) < 1.1 * anchor_err(default)
+    # the matched spots stay the matches' own
+    np.testing.assert_array_equal(sc.obsm["gears_anchor_spots"], default.obsm["gears_anchor_spots"])
+    # it needs the expression view, and says what is missing before anything is written
+    for cells, kwargs, match in (
+        (_two_view_cells(), {"anchor_expression_weight": 0}, "anchor_expression_weight=0"),
+        (_two_view_cells(with_layer=False), {}, "gears_centered"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            gx.tl.reconstruct(cells, two_view_model, anchor="reference", anchor_transport=True, **kwargs, **_FAST)
+        assert "gears" not in cells.uns
+    with pytest.raises(ValueError, match="anchor_transport"):  # intrinsic mode reads no anchoring option
+        gx.tl.reconstruct(_two_view_cells(), two_view_model, anchor=None, anchor_transport=True, **_FAST)
+    # where the default weight switches the expression off (another technology), the transport is off too
+    other = _two_view_cells()
+    layer = np.asarray(other.layers["gears_centered"])
+    other.layers["gears_centered"] = layer[:, np.random.default_rng(0).permutation(layer.shape[1])]
+    gx.tl.reconstruct(other, two_view_model, anchor="reference", anchor_transport=True, **_FAST)
+    rec = other.uns["gears"]["anchor"]
+    assert rec["expression_weight"] == 0.0
+    assert rec["transport"].startswith("not used: the query's genes co-vary unlike")
+
+
 def test_match_weights_pull_the_anchor_to_the_closest_matches():
     rng = np.random.default_rng(3)
     freq = rng.normal(size=(2, 8)) / 3

@@ -13,6 +13,7 @@ from ._graph import locality_graph, neighbor_average, spatial_edges
 from ._minisets import MinisetPair, MinisetSampler
 from ._stitch import StitchResult, stitch_patches
 from ._targets import GeometryTargets, adaptive_params, build_targets, farthest_point_sampling, knn_indices
+from ._transport import TransportAnchors, transport_anchors
 
 #: Training losses that moved to :mod:`gearsx.module` (torch); the old names still work, with a warning.
 _MOVED_TO_MODULE = ("TargetBatch", "collate_targets", "geo_loss", "gram_loss", "log_stress_loss", "rw_kl_loss")
@@ -44,6 +45,8 @@ __all__ = [
     "match_reference",
     "match_score",
     "shuffled",
+    "TransportAnchors",
+    "transport_anchors",
     "patch_residuals",
     "GeometryTargets",
     "adaptive_params",

@@ -21,6 +21,7 @@ from gearsx.geometry import (
     shuffled,
 )
 from gearsx.geometry._anchor import EXPRESSION_WEIGHT, global_agreement, localisation, match_spread
+from gearsx.geometry._transport import transport_anchors
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def plan_anchor(
     expression_default: bool = False,
     temperature: float | None = None,
     empty: np.ndarray | None = None,
+    transport: bool = False,
 ) -> AnchorPlan:
     """Match the query to the model's reference (``ref``, :meth:`gearsx.model.GEARS.reference`) and decide whether to anchor.
 
@@ -216,7 +218,10 @@ def plan_anchor(
     Below :data:`GENE_AGREEMENT_LOW` at a reliability of :data:`GENE_RELIABILITY` the query reads as
     measured by another technology: where ``expression_default`` (the user left the weight at its
     default), the anchors are then matched on the embedding alone and ``expression_note`` says why,
-    else the given weight is kept and a warning names ``0``.
+    else the given weight is kept and a warning names ``0``. ``transport``: where the anchors weigh the
+    expression, weigh them with the barycentres of a balanced transport plan of the same profiles
+    (:func:`~gearsx.geometry.transport_anchors`) by inverse variance (see :func:`_with_transport`);
+    where the expression is not used (the switch above), the record says why it was not.
     """
     if anchor not in _MODES:
         msg = f"`anchor` must be 'auto', 'reference' or None; got {anchor!r}."
@@ -398,6 +403,13 @@ def plan_anchor(
     if not anchored:  # the sample's matches would not describe every cell
         return AnchorPlan(anchored=False, record=record)
     sd = _cell_sd(match, coords, similarity, null.similarity, empty)
+    anchors = match.anchors
+    if transport and ref_expression is not None:
+        anchors, sd, record["transport"] = _with_transport(
+            match, sd, expression, ref_expression, coords, empty=empty, random_state=random_state
+        )
+    elif transport:  # the expression view was switched off above: so is its transport
+        record["transport"] = f"not used: {expression_note}"
     record["spot_coords"] = coords  # the matched spots' positions: how gx.tl.project_groups finds them again
     if ref.get("slide_key") is not None:  # and the slide's column, where the model has several slides
         record["slide_key"] = str(ref["slide_key"])
@@ -405,9 +417,39 @@ def plan_anchor(
     if empty is not None:
         weights[empty] = 0.0
     return AnchorPlan(
-        anchored=True, record=record, anchors=match.anchors, anchor_sd=sd,
+        anchored=True, record=record, anchors=anchors, anchor_sd=sd,
         spots=match.indices.astype(np.int32), spot_weights=weights,
     )  # fmt: skip
+
+
+def _with_transport(match, sd, expression, ref_expression, coords, *, empty, random_state):
+    """Weigh the matches' anchors with a balanced transport plan's barycentres by inverse variance.
+
+    The plan (:func:`~gearsx.geometry.transport_anchors`) moves the query's profiles onto the spots'
+    with both marginals uniform, at the mean entropy of the matches' own weights (the cells without
+    a count left out of that mean). Each cell's two positions are weighed by the inverse of their
+    variances, ``sd^2`` (the matches' uncertainty, ``_cell_sd``) and the squared spread of its row
+    of the plan; the combined ``sd`` is ``1 / sqrt(1 / sd^2 + 1 / spread^2)``. Cells without a
+    count keep their matches' anchor and ``sd``. Returns ``(anchors, sd, record)``.
+    """
+    keep = np.ones(len(sd), dtype=bool) if empty is None else ~empty
+    w = match.weights[keep]
+    target = float(-(w * np.log(np.maximum(w, 1e-300))).sum(1).mean())
+    plan = transport_anchors(expression, ref_expression, coords, target_entropy=target, random_state=random_state)
+    scale = float(np.sqrt(((coords - coords.mean(0)) ** 2).sum(1).mean()))
+    floor = 1e-9 * max(scale, 1e-300)  # a plan's row on one spot: its position counts, within reason
+    w_match = 1.0 / np.maximum(sd, floor) ** 2
+    w_plan = np.where(keep, 1.0 / np.maximum(plan.spread, floor) ** 2, 0.0)
+    total = w_match + w_plan
+    anchors = (match.anchors * w_match[:, None] + plan.anchors * w_plan[:, None]) / total[:, None]
+    record = {
+        "epsilon": plan.epsilon,
+        "entropy": plan.entropy,
+        "target_entropy": target,
+        "n_cells_solved": plan.n_solved,
+        "median_plan_share": float(np.median((w_plan / total)[keep])) if keep.any() else 0.0,
+    }
+    return anchors, 1.0 / np.sqrt(total), record
 
 
 def apply_anchor(
