@@ -947,6 +947,12 @@ def test_transport_weighs_the_anchors_with_a_balanced_plan(two_view_model, tmp_p
     assert anchor_err(sc) < 1.1 * anchor_err(default)
     # the matched spots stay the matches' own
     np.testing.assert_array_equal(sc.obsm["gears_anchor_spots"], default.obsm["gears_anchor_spots"])
+    # one match per cell holds no entropy: the plan goes as sharp as its range allows
+    single = _two_view_cells()
+    gx.tl.reconstruct(single, two_view_model, anchor="reference", anchor_k=1, anchor_transport=True, **_FAST)
+    sharp = single.uns["gears"]["anchor"]["transport"]
+    assert sharp["epsilon"] < 0.5 * rec["epsilon"]
+    assert sharp["entropy"] < rec["entropy"]
     # it needs the expression view, and says what is missing before anything is written
     for cells, kwargs, match in (
         (_two_view_cells(), {"anchor_expression_weight": 0}, "anchor_expression_weight=0"),
