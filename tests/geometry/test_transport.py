@@ -117,8 +117,10 @@ def test_transport_anchors_refuse_bad_input(monkeypatch):
     spots, s_expr, cells, c_expr = _tissue(n_spots=50, n_cells=40)
     with pytest.raises(ValueError, match="same genes"):
         gx.geometry.transport_anchors(c_expr[:, :5], s_expr, spots, target_entropy=2.0)
-    with pytest.raises(ValueError, match="reference_coords"):
+    with pytest.raises(ValueError, match="per reference row \\(10\\)"):  # 50 profiles, 10 positions
         gx.geometry.transport_anchors(c_expr, s_expr, spots[:10], target_entropy=2.0)
+    with pytest.raises(ValueError, match="no rows"):
+        gx.geometry.transport_anchors(c_expr[:0], s_expr, spots, target_entropy=2.0)
     with pytest.raises(ValueError, match="target_entropy"):
         gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=0)
     bad = c_expr.copy()

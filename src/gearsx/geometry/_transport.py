@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from gearsx._anndata import check_finite_matrix
 from gearsx._utils import as_rng, check_coords, check_positive_int, check_positive_number
+
+from ._anchor import _checked_expression
 
 __all__ = ["TransportAnchors", "transport_anchors"]
 
@@ -118,24 +119,20 @@ def transport_anchors(
         msg = "Transport anchors need POT; install it with `pip install 'gearsx[transport]'` (or `pip install pot`)."
         raise ImportError(msg) from None
     xy = check_coords(reference_coords, name="reference_coords", n_dims=2)
-    qs, rs = query_expression.shape, reference_expression.shape
-    if len(qs) != 2 or len(rs) != 2 or qs[1] != rs[1] or rs[0] != len(xy) or qs[0] == 0:
-        msg = (
-            f"`query_expression` {qs} and `reference_expression` {rs} must be 2-D with the same genes (columns), "
-            f"at least one query row, and one reference row per row of `reference_coords` ({len(xy)})."
-        )
+    n, m = query_expression.shape[0], len(xy)
+    if n == 0:
+        msg = "`query_expression` has no rows (cells) to anchor."
         raise ValueError(msg)
-    if rs[0] > MAX_SPOTS:
+    # the same checks as the expression view of the matches: 2-D, the same genes, one row per spot, finite
+    _checked_expression(query_expression, reference_expression, 0.0, n, m)
+    if m > MAX_SPOTS:
         msg = (
-            f"Transport anchors hold a dense cells x spots cost; the reference has {rs[0]} spots, more than "
+            f"Transport anchors hold a dense cells x spots cost; the reference has {m} spots, more than "
             f"{MAX_SPOTS}. Match on the embedding and expression alone (anchor_transport=False)."
         )
         raise ValueError(msg)
-    check_finite_matrix(query_expression, "query_expression", "impute or remove those cells first")
-    check_finite_matrix(reference_expression, "reference_expression", "impute or remove those spots first")
     target = check_positive_number(target_entropy, name="target_entropy")
     random_state = check_positive_int(random_state, name="random_state", minimum=0)
-    n, m = qs[0], rs[0]
     r = _dense_rows(reference_expression, slice(None))
     r2 = (r**2).sum(1)
     rows = np.arange(n)
