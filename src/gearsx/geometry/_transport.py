@@ -43,15 +43,14 @@ class TransportAnchors:
     n_solved: int
 
 
-def _dense_rows(x, rows) -> np.ndarray:
-    block = x[rows]
-    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
-
-
-def _distances(q: np.ndarray, r: np.ndarray, r2: np.ndarray) -> np.ndarray:
-    """Euclidean distances between the rows of ``q`` and ``r`` (``r2``: the squared norms of ``r``)."""
-    d2 = (q**2).sum(1)[:, None] + r2[None, :] - 2.0 * (q @ r.T)
-    return np.sqrt(np.maximum(d2, 0.0))
+def require_pot():
+    """Return POT's ``ot`` module, or raise an ImportError saying how to install it (the ``transport`` extra)."""
+    try:
+        import ot
+    except ImportError:
+        msg = "Transport anchors need POT; install it with `pip install 'gearsx[transport]'` (or `pip install pot`)."
+        raise ImportError(msg) from None
+    return ot
 
 
 def _row_entropy(w: np.ndarray) -> float:
@@ -113,11 +112,9 @@ def transport_anchors(
     >>> round(t.entropy, 1), bool(np.abs(t.anchors - xy[:100]).mean() < 0.1)
     (2.0, True)
     """
-    try:
-        import ot
-    except ImportError:  # pragma: no cover - the extra is installed in the test environments
-        msg = "Transport anchors need POT; install it with `pip install 'gearsx[transport]'` (or `pip install pot`)."
-        raise ImportError(msg) from None
+    from sklearn.metrics.pairwise import euclidean_distances  # here: `import gearsx` stays light
+
+    ot = require_pot()
     xy = check_coords(reference_coords, name="reference_coords", n_dims=2)
     n, m = query_expression.shape[0], len(xy)
     if n == 0:
@@ -133,12 +130,15 @@ def transport_anchors(
         raise ValueError(msg)
     target = check_positive_number(target_entropy, name="target_entropy")
     random_state = check_positive_int(random_state, name="random_state", minimum=0)
-    r = _dense_rows(reference_expression, slice(None))
-    r2 = (r**2).sum(1)
+    # float64: scikit-learn then computes every block's distances in float64 too, where the kernel
+    # exp(-cost / epsilon) does not underflow at the smallest epsilon
+    r = np.asarray(reference_expression.toarray() if sp.issparse(reference_expression) else reference_expression,
+                   dtype=np.float64)  # fmt: skip
+    r2 = (r**2).sum(1)[None, :]  # the spots' squared norms, once for every block of cells
     rows = np.arange(n)
     if n > SOLVE_CELLS:
         rows = np.sort(as_rng(random_state).choice(n, SOLVE_CELLS, replace=False))
-    cost = _distances(_dense_rows(query_expression, rows), r, r2)
+    cost = euclidean_distances(query_expression[rows], r, Y_norm_squared=r2)
     low, scale = float(cost.min()), float(np.ptp(cost))
     scale = scale if scale > 0 else 1.0
     cost = (cost - low) / scale
@@ -180,7 +180,7 @@ def transport_anchors(
     step = max(1, _BLOCK_ENTRIES // m)
     for start in range(0, n, step):
         block = slice(start, min(n, start + step))
-        z = log_v[None, :] - (_distances(_dense_rows(query_expression, block), r, r2) - low) / (scale * eps)
+        z = log_v[None, :] - (euclidean_distances(query_expression[block], r, Y_norm_squared=r2) - low) / (scale * eps)
         z -= z.max(1, keepdims=True)
         w = np.exp(z)
         w /= w.sum(1, keepdims=True)

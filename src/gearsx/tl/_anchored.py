@@ -21,7 +21,7 @@ from gearsx.geometry import (
     shuffled,
 )
 from gearsx.geometry._anchor import EXPRESSION_WEIGHT, global_agreement, localisation, match_spread
-from gearsx.geometry._transport import transport_anchors
+from gearsx.geometry._transport import _row_entropy, transport_anchors
 
 logger = logging.getLogger(__name__)
 
@@ -433,9 +433,8 @@ def _with_transport(match, sd, expression, ref_expression, coords, *, empty, ran
     count keep their matches' anchor and ``sd``. Returns ``(anchors, sd, record)``.
     """
     keep = np.ones(len(sd), dtype=bool) if empty is None else ~empty
-    w = match.weights[keep]
     # one match per cell (anchor_k=1) holds no entropy: the plan then goes as sharp as it can
-    target = max(float(-(w * np.log(np.maximum(w, 1e-300))).sum(1).mean()), 1e-6)
+    target = max(_row_entropy(match.weights[keep]), 1e-6)
     plan = transport_anchors(expression, ref_expression, coords, target_entropy=target, random_state=random_state)
     scale = float(np.sqrt(((coords - coords.mean(0)) ** 2).sum(1).mean()))
     floor = 1e-9 * max(scale, 1e-300)  # a plan's row on one spot: its position counts, within reason

@@ -562,13 +562,9 @@ def _check_transport(expression, expression_note: str, expression_weight) -> Non
     if expression is None:
         msg = f"anchor_transport=True needs the expression of both sides, but {expression_note}; pass anchor_transport=False."
         raise ValueError(msg)
-    try:
-        import ot  # noqa: F401
-    except ImportError:
-        msg = (
-            "anchor_transport=True needs POT; install it with `pip install 'gearsx[transport]'` (or `pip install pot`)."
-        )
-        raise ImportError(msg) from None
+    from gearsx.geometry._transport import require_pot
+
+    require_pot()  # before the match, not after it
 
 
 def _checked_anchor_numbers(anchor_k, anchor_weight, anchor_temperature) -> int | None:
