@@ -47,6 +47,16 @@ def test_anchors_are_the_barycentres_of_pots_plan_at_the_matched_entropy():
         np.testing.assert_allclose(t.anchors, w @ spots, atol=1e-6)
         spread = np.sqrt((w * ((spots[None] - t.anchors[:, None]) ** 2).sum(-1)).sum(1))
         np.testing.assert_allclose(t.spread, spread, atol=1e-6)
+        assert t.spots is None  # no summary of the rows unless asked
+        # the rows' heaviest spots, heaviest first, renormalised: POT's plan read the same way
+        top = gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=target, top_k=5)
+        np.testing.assert_allclose(top.anchors, t.anchors)  # the summary changes nothing else
+        heavy = np.argsort(-w, axis=1)[:, :5]
+        np.testing.assert_array_equal(top.spots, heavy)
+        ref_w = np.take_along_axis(w, heavy, axis=1)
+        np.testing.assert_allclose(top.spot_weights, ref_w / ref_w.sum(1, keepdims=True), atol=1e-6)
+        every = gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=target, top_k=m)
+        np.testing.assert_allclose((every.spot_weights[:, :, None] * spots[every.spots]).sum(1), t.anchors, atol=1e-6)
     # a smoother plan (more entropy) spreads every cell over more spots
     sharp = gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=1.5)
     smooth = gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=3.0)
@@ -123,6 +133,10 @@ def test_transport_anchors_refuse_bad_input(monkeypatch):
         gx.geometry.transport_anchors(c_expr[:0], s_expr, spots, target_entropy=2.0)
     with pytest.raises(ValueError, match="target_entropy"):
         gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=0)
+    with pytest.raises(ValueError, match=r"`top_k`=51 exceeds the reference's 50 spots"):
+        gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=2.0, top_k=51)
+    with pytest.raises(ValueError, match="top_k"):
+        gx.geometry.transport_anchors(c_expr, s_expr, spots, target_entropy=2.0, top_k=0)
     bad = c_expr.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="query_expression"):

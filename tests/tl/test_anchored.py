@@ -945,8 +945,29 @@ def test_transport_weighs_the_anchors_with_a_balanced_plan(two_view_model, tmp_p
     # both kinds of anchor place these cells well; their inverse-variance blend is no worse than the matches
     assert not np.allclose(sc.obsm["X_gears_anchor"], default.obsm["X_gears_anchor"])
     assert anchor_err(sc) < 1.1 * anchor_err(default)
-    # the matched spots stay the matches' own
-    np.testing.assert_array_equal(sc.obsm["gears_anchor_spots"], default.obsm["gears_anchor_spots"])
+    # each cell's spots: its matches, then the plan's heaviest spots for its row, weighed by their shares
+    # in the blend, so that project_groups sums where the blended anchor comes from
+    k = default.obsm["gears_anchor_spots"].shape[1]
+    spots, weights = sc.obsm["gears_anchor_spots"], sc.obsm["gears_anchor_weights"]
+    assert spots.shape == weights.shape == (sc.n_obs, 2 * k)
+    np.testing.assert_array_equal(spots[:, :k], default.obsm["gears_anchor_spots"])
+    np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-5)
+    share = weights[:, k:].sum(1)
+    np.testing.assert_allclose(np.median(share), rec["median_plan_share"], rtol=1e-4)
+    np.testing.assert_allclose(weights[:, :k] / (1 - share[:, None]), default.obsm["gears_anchor_weights"], atol=1e-5)
+    coords = sc.uns["gears"]["anchor"]["spot_coords"]
+    mixture = (weights[..., None] * coords[spots]).sum(1)  # the plan's rows cut to their k heaviest spots
+    err_mix = np.linalg.norm(mixture - sc.obsm["X_gears_anchor"], axis=1)
+    err_matches = np.linalg.norm(default.obsm["X_gears_anchor"] - sc.obsm["X_gears_anchor"], axis=1)
+    assert np.median(err_mix) < 0.5 * np.median(err_matches)
+    spot_xy, _, _, _ = _two_views()
+    st = ad.AnnData(np.zeros((len(spot_xy), 1), dtype=np.float32), obsm={"spatial": spot_xy})
+    sc.obs["side"] = pd.Categorical(np.where(sc.obsm["spatial_gt"][:, 0] < 5, "left", "right"))
+    gx.tl.project_groups(sc, st, "side")
+    table = st.obsm["gears_side"]
+    np.testing.assert_allclose(table.sum().to_numpy(), sc.obs["side"].value_counts()[table.columns], rtol=1e-4)
+    left = table["left"] / table.sum(1)  # each side's cells weigh mostly on spots of their side
+    assert left[spot_xy[:, 0] < 4].mean() > 0.7 > 0.3 > left[spot_xy[:, 0] > 6].mean()
     # one match per cell holds no entropy: the plan goes as sharp as its range allows
     single = _two_view_cells()
     gx.tl.reconstruct(single, two_view_model, anchor="reference", anchor_k=1, anchor_transport=True, **_FAST)

@@ -41,6 +41,11 @@ class TransportAnchors:
     entropy: float
     #: Cells the plan was solved on (the rest come from its dual).
     n_solved: int
+    #: ``(n, top_k)`` with ``top_k`` given: each cell's heaviest spots under its row of the plan (rows of
+    #: the reference, heaviest first) ...
+    spots: np.ndarray | None = None
+    #: ... and their weights, renormalised to sum to one per cell.
+    spot_weights: np.ndarray | None = None
 
 
 def require_pot():
@@ -64,6 +69,7 @@ def transport_anchors(
     reference_coords: np.ndarray,
     *,
     target_entropy: float,
+    top_k: int | None = None,
     random_state: int = 0,
 ) -> TransportAnchors:
     """Anchor every query cell at its barycentre under a balanced entropic transport plan onto the spots.
@@ -95,6 +101,10 @@ def transport_anchors(
     target_entropy
         Mean entropy (nats) of the normalised rows to aim at, positive; above what the largest
         ``epsilon`` gives, that ``epsilon`` is used, and below what the smallest gives, the smallest.
+    top_k
+        Also keep each cell's ``top_k`` heaviest spots and their weights, renormalised to sum to
+        one (``spots`` and ``spot_weights`` of the result; at most the number of spots): a sparse
+        summary of the plan's rows, which are dense. Default: none kept.
     random_state
         Seed of the sample the plan is solved on.
 
@@ -129,6 +139,11 @@ def transport_anchors(
         )
         raise ValueError(msg)
     target = check_positive_number(target_entropy, name="target_entropy")
+    if top_k is not None:
+        top_k = check_positive_int(top_k, name="top_k")
+        if top_k > m:
+            msg = f"`top_k`={top_k} exceeds the reference's {m} spots; pass at most {m}."
+            raise ValueError(msg)
     random_state = check_positive_int(random_state, name="random_state", minimum=0)
     # float64: scikit-learn then computes every block's distances in float64 too, where the kernel
     # exp(-cost / epsilon) does not underflow at the smallest epsilon
@@ -177,6 +192,8 @@ def transport_anchors(
     anchors = np.empty((n, 2))
     second = np.empty(n)  # each cell's weighted mean squared distance of the spots from the centre
     sq = (xc**2).sum(1)
+    spots = np.empty((n, top_k), dtype=np.int64) if top_k else None
+    spot_weights = np.empty((n, top_k)) if top_k else None
     step = max(1, _BLOCK_ENTRIES // m)
     for start in range(0, n, step):
         block = slice(start, min(n, start + step))
@@ -186,6 +203,17 @@ def transport_anchors(
         w /= w.sum(1, keepdims=True)
         anchors[block] = w @ xc
         second[block] = w @ sq
+        if top_k:
+            heavy = (
+                np.argpartition(-w, top_k - 1, axis=1)[:, :top_k] if top_k < m else np.tile(np.arange(m), (len(w), 1))
+            )
+            hw = np.take_along_axis(w, heavy, axis=1)
+            order = np.argsort(-hw, axis=1, kind="stable")
+            spots[block] = np.take_along_axis(heavy, order, axis=1)
+            spot_weights[block] = np.take_along_axis(hw, order, axis=1) / hw.sum(1, keepdims=True)
     spread = np.sqrt(np.maximum(second - (anchors**2).sum(1), 0.0))
     anchors += centre
-    return TransportAnchors(anchors=anchors, spread=spread, epsilon=eps, entropy=entropy, n_solved=len(rows))
+    return TransportAnchors(
+        anchors=anchors, spread=spread, epsilon=eps, entropy=entropy, n_solved=len(rows),
+        spots=spots, spot_weights=spot_weights,
+    )  # fmt: skip

@@ -403,9 +403,9 @@ def plan_anchor(
     if not anchored:  # the sample's matches would not describe every cell
         return AnchorPlan(anchored=False, record=record)
     sd = _cell_sd(match, coords, similarity, null.similarity, empty)
-    anchors = match.anchors
+    anchors, spots, weights = match.anchors, match.indices, match.weights
     if transport and ref_expression is not None:
-        anchors, sd, record["transport"] = _with_transport(
+        anchors, sd, spots, weights, record["transport"] = _with_transport(
             match, sd, expression, ref_expression, coords, empty=empty, random_state=random_state
         )
     elif transport:  # the expression view was switched off above: so is its transport
@@ -413,13 +413,12 @@ def plan_anchor(
     record["spot_coords"] = coords  # the matched spots' positions: how gx.tl.project_groups finds them again
     if ref.get("slide_key") is not None:  # and the slide's column, where the model has several slides
         record["slide_key"] = str(ref["slide_key"])
-    weights = match.weights.astype(np.float32)
+    weights = weights.astype(np.float32)
     if empty is not None:
         weights[empty] = 0.0
     return AnchorPlan(
-        anchored=True, record=record, anchors=anchors, anchor_sd=sd,
-        spots=match.indices.astype(np.int32), spot_weights=weights,
-    )  # fmt: skip
+        anchored=True, record=record, anchors=anchors, anchor_sd=sd, spots=spots.astype(np.int32), spot_weights=weights
+    )
 
 
 def _with_transport(match, sd, expression, ref_expression, coords, *, empty, random_state):
@@ -430,18 +429,30 @@ def _with_transport(match, sd, expression, ref_expression, coords, *, empty, ran
     a count left out of that mean). Each cell's two positions are weighed by the inverse of their
     variances, ``sd^2`` (the matches' uncertainty, ``_cell_sd``) and the squared spread of its row
     of the plan; the combined ``sd`` is ``1 / sqrt(1 / sd^2 + 1 / spread^2)``. Cells without a
-    count keep their matches' anchor and ``sd``. Returns ``(anchors, sd, record)``.
+    count keep their matches' anchor and ``sd``.
+
+    The blended anchor is the barycentre of a mixture: the matches' weights times the matches' share
+    ``w_match / (w_match + w_plan)``, and the plan's row times the rest. That mixture is what each
+    cell's spots and weights hold, so that :func:`gearsx.tl.project_groups` sums where the anchor
+    comes from: the ``k`` matches and the plan's ``k`` heaviest spots (renormalised; a spot can be
+    in both), ``2k`` columns. Returns ``(anchors, sd, spots, weights, record)``.
     """
     keep = np.ones(len(sd), dtype=bool) if empty is None else ~empty
     # one match per cell (anchor_k=1) holds no entropy: the plan then goes as sharp as it can
     target = max(_row_entropy(match.weights[keep]), 1e-6)
-    plan = transport_anchors(expression, ref_expression, coords, target_entropy=target, random_state=random_state)
+    k = match.indices.shape[1]
+    plan = transport_anchors(
+        expression, ref_expression, coords, target_entropy=target, top_k=k, random_state=random_state
+    )
     scale = float(np.sqrt(((coords - coords.mean(0)) ** 2).sum(1).mean()))
     floor = 1e-9 * max(scale, 1e-300)  # a plan's row on one spot: its position counts, within reason
     w_match = 1.0 / np.maximum(sd, floor) ** 2
     w_plan = np.where(keep, 1.0 / np.maximum(plan.spread, floor) ** 2, 0.0)
     total = w_match + w_plan
     anchors = (match.anchors * w_match[:, None] + plan.anchors * w_plan[:, None]) / total[:, None]
+    share = (w_match / total)[:, None]
+    spots = np.hstack([match.indices, plan.spots])
+    weights = np.hstack([match.weights * share, plan.spot_weights * (1.0 - share)])
     record = {
         "epsilon": plan.epsilon,
         "entropy": plan.entropy,
@@ -449,7 +460,7 @@ def _with_transport(match, sd, expression, ref_expression, coords, *, empty, ran
         "n_cells_solved": plan.n_solved,
         "median_plan_share": float(np.median((w_plan / total)[keep])) if keep.any() else 0.0,
     }
-    return anchors, 1.0 / np.sqrt(total), record
+    return anchors, 1.0 / np.sqrt(total), spots, weights, record
 
 
 def apply_anchor(

@@ -45,7 +45,9 @@ def project_groups(
 
     An anchored :func:`gearsx.tl.reconstruct` places each cell at the weighted mean of its matched
     spots (see :doc:`/anchoring`) and keeps those matches and weights
-    (``obsm['gears_anchor_spots']``, ``obsm['gears_anchor_weights']``). Here each cell's weights are
+    (``obsm['gears_anchor_spots']``, ``obsm['gears_anchor_weights']``; with ``anchor_transport=True``
+    also the transport plan's heaviest spots, weighed by their share in the blended anchor; a spot
+    listed twice for a cell counts with both weights). Here each cell's weights are
     summed per spot over the cells of each group of ``adata.obs[groupby]``: spot ``s`` receives
     ``sum_{cells c in group g} w(c, s)``, the expected number of the group's cells there when each
     cell lies at one of its matched spots with the probability its weight gives. Every cell carries a

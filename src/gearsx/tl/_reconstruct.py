@@ -187,10 +187,11 @@ def reconstruct(
         (an error names what is missing, and ``anchor_expression_weight=0`` contradicts it);
         where the default weight switches the expression off (another technology, see
         ``anchor_expression_weight``) the transport is off too, and
-        ``uns['gears']['anchor']['transport']`` says why. Default ``False``: on our same-tissue
-        benchmark it raised Spearman and edge ROC-AUC on six settings of seven (most where spots hold
-        about ten cells) and lowered them on seqFISH (see :doc:`/anchoring`). The matched spots
-        in ``obsm['gears_anchor_spots']`` are still the matches alone.
+        ``uns['gears']['anchor']['transport']`` says why. Default ``False``: on our benchmarks it
+        raised Spearman and edge ROC-AUC together on 12 settings of 17 and lowered them on seqFISH
+        where spots hold about one cell (see :doc:`/anchoring`). Each cell's spots in
+        ``obsm['gears_anchor_spots']`` are then its matches and the plan's ``anchor_k`` heaviest
+        spots for its row (``2 * anchor_k`` columns), weighed by their shares in the blend.
     anchor_weight
         Weight of the intrinsic layout's local offsets against the anchors (``0``: the anchors).
         The default ``0.1`` (was ``1`` before the anchors' matches weighed the expression) keeps the
@@ -254,7 +255,8 @@ def reconstruct(
     runs also keep ``obsm['X_gears_intrinsic']`` and ``obsm['X_gears_anchor']`` (at
     ``anchor_weight=0`` only the latter, and no ``obsp`` graphs and no stitching diagnostics), and
     each cell's matched spots and their weights in its anchor, ``obsm['gears_anchor_spots']`` and
-    ``obsm['gears_anchor_weights']`` (``(n, anchor_k)``; the spots are rows of the reference slide,
+    ``obsm['gears_anchor_weights']`` (``(n, anchor_k)``, ``(n, 2 * anchor_k)`` with
+    ``anchor_transport``; the spots are rows of the reference slide,
     whose coordinates ``uns['gears']['anchor']['spot_coords']`` keeps), which
     :func:`gearsx.tl.project_groups` sums into per-spot maps of the cells' groups.
 
