@@ -188,8 +188,10 @@ def reconstruct(
         where the default weight switches the expression off (another technology, see
         ``anchor_expression_weight``) the transport is off too, and
         ``uns['gears']['anchor']['transport']`` says why. Default ``False``: on our benchmarks it
-        raised Spearman and edge ROC-AUC together on 12 settings of 17 and lowered them on seqFISH
-        where spots hold about one cell (see :doc:`/anchoring`). Each cell's spots in
+        raised Spearman and edge ROC-AUC together on 12 settings of 17 where the cells come from the
+        tissue the spots cover, and lowered them on seqFISH where spots hold about one cell, and on
+        queries from another region of the spots' section, which a balanced plan must still spread
+        over every spot (see :doc:`/anchoring`). Each cell's spots in
         ``obsm['gears_anchor_spots']`` are then its matches and the plan's ``anchor_k`` heaviest
         spots for its row (``2 * anchor_k`` columns), weighed by their shares in the blend.
     anchor_weight
