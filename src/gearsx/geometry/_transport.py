@@ -204,9 +204,7 @@ def transport_anchors(
         anchors[block] = w @ xc
         second[block] = w @ sq
         if top_k:
-            heavy = (
-                np.argpartition(-w, top_k - 1, axis=1)[:, :top_k] if top_k < m else np.tile(np.arange(m), (len(w), 1))
-            )
+            heavy = np.argpartition(-w, top_k - 1, axis=1)[:, :top_k]  # top_k = m: every spot, in some order
             hw = np.take_along_axis(w, heavy, axis=1)
             order = np.argsort(-hw, axis=1, kind="stable")
             spots[block] = np.take_along_axis(heavy, order, axis=1)

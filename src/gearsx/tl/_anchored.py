@@ -440,10 +440,10 @@ def _with_transport(match, sd, expression, ref_expression, coords, *, empty, ran
     keep = np.ones(len(sd), dtype=bool) if empty is None else ~empty
     # one match per cell (anchor_k=1) holds no entropy: the plan then goes as sharp as it can
     target = max(_row_entropy(match.weights[keep]), 1e-6)
-    k = match.indices.shape[1]
     plan = transport_anchors(
-        expression, ref_expression, coords, target_entropy=target, top_k=k, random_state=random_state
-    )
+        expression, ref_expression, coords, target_entropy=target, top_k=match.indices.shape[1],
+        random_state=random_state,
+    )  # fmt: skip
     scale = float(np.sqrt(((coords - coords.mean(0)) ** 2).sum(1).mean()))
     floor = 1e-9 * max(scale, 1e-300)  # a plan's row on one spot: its position counts, within reason
     w_match = 1.0 / np.maximum(sd, floor) ** 2
